@@ -1,0 +1,3 @@
+module alertprof/demo-target
+
+go 1.19

@@ -1,0 +1,269 @@
+//! Wiring: the shared state, the HTTP router, the job workers, reload and shutdown.
+
+mod pipeline;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::capture::PprofClient;
+use crate::config::{Auth, Config, ConfigError};
+use crate::decision::{Decision, DecisionLog, Outcome};
+use crate::gate::Gate;
+use crate::intake::IntakeError;
+use crate::metrics::Metrics;
+use crate::rules::Job;
+use crate::store::{LocalStore, ProfileStore, StoreError};
+use crate::verify::Verifier;
+
+/// Decisions kept for the API.
+const DECISIONS_KEPT: usize = 1000;
+/// How often retention runs besides after each capture.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen { address: String, source: std::io::Error },
+}
+
+/// Everything the handlers and workers share.
+pub struct App {
+    /// Swapped whole on reload; jobs keep the snapshot they were made with.
+    config: RwLock<Arc<Config>>,
+    /// Where `/-/reload` re-reads the config from; `None` in tests that build a config.
+    config_path: Option<PathBuf>,
+    pub store: Arc<dyn ProfileStore>,
+    pub gate: Gate,
+    pub client: PprofClient,
+    pub verifier: Verifier,
+    pub decisions: DecisionLog,
+    pub metrics: Metrics,
+    queue_tx: mpsc::Sender<Job>,
+    /// Cancels captures still running when the shutdown grace has passed.
+    pub abort: CancellationToken,
+}
+
+impl App {
+    /// Opens the store and gate state and makes the job queue; the receiver goes to
+    /// `run_workers`.
+    pub fn new(config: Config, config_path: Option<PathBuf>) -> Result<(Arc<App>, mpsc::Receiver<Job>), AppError> {
+        let store = LocalStore::open(&config.storage)?;
+        let gate = Gate::open(&store.state_dir(), config.gate.dedupe_ttl, config.gate.max_in_flight)?;
+        let (queue_tx, queue_rx) = mpsc::channel(config.gate.queue_size);
+        let metrics = Metrics::new();
+        metrics.queue_capacity.set(config.gate.queue_size as i64);
+        let app = App {
+            client: PprofClient::new(config.capture.clone()),
+            config: RwLock::new(Arc::new(config)),
+            config_path,
+            store: Arc::new(store),
+            gate,
+            verifier: Verifier::default(),
+            decisions: DecisionLog::new(DECISIONS_KEPT),
+            metrics,
+            queue_tx,
+            abort: CancellationToken::new(),
+        };
+        Ok((Arc::new(app), queue_rx))
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap().clone()
+    }
+
+    /// Reserves queue places for `count` jobs at once, or none: a payload is queued whole
+    /// or answered 503 for Alertmanager to retry.
+    pub fn reserve(&self, count: usize) -> Result<impl Iterator<Item = mpsc::Permit<'_, Job>>, IntakeError> {
+        self.queue_tx.try_reserve_many(count).map_err(|error| match error {
+            mpsc::error::TrySendError::Closed(()) => IntakeError::ShuttingDown,
+            mpsc::error::TrySendError::Full(()) => IntakeError::QueueFull { capacity: self.queue_tx.max_capacity() },
+        })
+    }
+
+    pub fn sync_queue_depth(&self) {
+        let depth = self.queue_tx.max_capacity() - self.queue_tx.capacity();
+        self.metrics.queue_depth.set(depth as i64);
+    }
+
+    /// Re-reads the config file; on any problem the running config stays.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let Some(path) = &self.config_path else { return Ok(()) };
+        match Config::load(path) {
+            Ok(new) => {
+                let old = self.config();
+                for (what, changed) in [
+                    ("listen_address", old.listen_address != new.listen_address),
+                    ("storage.dir", old.storage.dir != new.storage.dir),
+                    ("gate", format!("{:?}", old.gate) != format!("{:?}", new.gate)),
+                    ("capture", format!("{:?}", old.capture) != format!("{:?}", new.capture)),
+                ] {
+                    if changed {
+                        tracing::warn!(setting = what, "Changed setting takes effect only after a restart.");
+                    }
+                }
+                *self.config.write().unwrap() = Arc::new(new);
+                self.metrics.config_reload_success.set(1);
+                tracing::info!(path = %path.display(), "Config reloaded.");
+                Ok(())
+            }
+            Err(error) => {
+                self.metrics.config_reload_success.set(0);
+                tracing::error!(error = %error, "Config reload failed; keeping the running config.");
+                Err(error)
+            }
+        }
+    }
+
+    pub fn record(&self, decision: Decision) {
+        self.decisions.record(decision, &self.metrics);
+    }
+}
+
+/// The HTTP API. Built by a function so tests call it in-process.
+pub fn router(app: Arc<App>) -> Router {
+    let max_body = app.config().webhook.max_body_bytes as usize;
+    let api = Router::new()
+        .route("/api/v1/alerts", post(crate::intake::receive_alerts).layer(DefaultBodyLimit::max(max_body)))
+        .route("/api/v1/captures", get(crate::api::list_captures))
+        .route("/api/v1/captures/{id}", get(crate::api::get_capture))
+        .route("/api/v1/captures/{id}/profile", get(crate::api::get_profile))
+        .route("/api/v1/decisions", get(crate::api::list_decisions))
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_auth));
+    Router::new()
+        .merge(api)
+        .route("/metrics", get(crate::api::metrics))
+        .route("/-/healthy", get(|| async { "alertprof is Healthy.\n" }))
+        .route("/-/ready", get(|| async { "alertprof is Ready.\n" }))
+        .route("/-/reload", post(reload))
+        .with_state(app)
+}
+
+async fn reload(State(app): State<Arc<App>>) -> Response {
+    match tokio::task::spawn_blocking(move || app.reload()).await {
+        Ok(Ok(())) => (StatusCode::OK, "config reloaded\n").into_response(),
+        Ok(Err(error)) => (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// `/api/*` needs the configured bearer token or basic credentials, compared in constant time.
+async fn require_auth(State(app): State<Arc<App>>, headers: HeaderMap, request: axum::extract::Request, next: Next) -> Response {
+    let config = app.config();
+    let Some(auth) = &config.auth else { return next.run(request).await };
+    if crate::api::authorized(auth, &headers) {
+        return next.run(request).await;
+    }
+    let challenge = match auth {
+        Auth::Bearer(_) => "Bearer realm=\"alertprof\"",
+        Auth::Basic { .. } => "Basic realm=\"alertprof\"",
+    };
+    (StatusCode::UNAUTHORIZED, [("www-authenticate", challenge)], "unauthorized\n").into_response()
+}
+
+/// Takes jobs off the queue and runs each as a task, at most `max_in_flight` jobs at a
+/// time, until `shutdown`; then waits up to `grace` for running jobs, cancels what is
+/// left, and records queued jobs as dropped.
+pub async fn run_workers(app: Arc<App>, mut queue_rx: mpsc::Receiver<Job>, shutdown: CancellationToken, grace: Duration) {
+    let tracker = TaskTracker::new();
+    let jobs = Arc::new(tokio::sync::Semaphore::new(app.config().gate.max_in_flight));
+    let retention = {
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let mut ticks = tokio::time::interval(RETENTION_EVERY);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => pipeline::enforce_retention(&app).await,
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        })
+    };
+    loop {
+        let permit = tokio::select! {
+            permit = jobs.clone().acquire_owned() => permit.expect("never closed"),
+            () = shutdown.cancelled() => break,
+        };
+        let job = tokio::select! {
+            job = queue_rx.recv() => match job { Some(job) => job, None => break },
+            () = shutdown.cancelled() => break,
+        };
+        app.sync_queue_depth();
+        let app = app.clone();
+        tracker.spawn(async move {
+            pipeline::run_job(&app, job).await;
+            drop(permit);
+        });
+    }
+    queue_rx.close();
+    while let Ok(job) = queue_rx.try_recv() {
+        app.record(pipeline::decision_for(&job, Outcome::Dropped, "alertprof shut down before the job ran".into()));
+    }
+    app.sync_queue_depth();
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(grace_ms = grace.as_millis() as u64, "Captures still running after the grace period; cancelling them.");
+        app.abort.cancel();
+        tracker.wait().await;
+    }
+    drop(retention);
+}
+
+/// Runs the service until Ctrl-C or SIGTERM; SIGHUP reloads the config.
+pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
+    let config = Config::load(&config_path)?;
+    let address = config.listen_address;
+    let grace = config.capture.shutdown_grace;
+    let (app, queue_rx) = App::new(config, Some(config_path))?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| AppError::Listen { address: address.to_string(), source })?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(app.clone(), shutdown.clone()));
+    let workers = tokio::spawn(run_workers(app.clone(), queue_rx, shutdown.clone(), grace));
+    tracing::info!(address = %address, version = env!("CARGO_PKG_VERSION"), "alertprof listening.");
+    let server = axum::serve(listener, router(app.clone())).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    if let Err(error) = server.await {
+        tracing::error!(error = %error, "HTTP server failed.");
+        shutdown.cancel();
+    }
+    workers.await.ok();
+    tracing::info!("alertprof stopped.");
+    Ok(())
+}
+
+async fn watch_signals(app: Arc<App>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        tracing::error!("Cannot install signal handlers.");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                let app = app.clone();
+                tokio::task::spawn_blocking(move || app.reload()).await.ok();
+            }
+        }
+    }
+    tracing::info!("Shutting down: finishing captures in flight.");
+    shutdown.cancel();
+}

@@ -1,0 +1,132 @@
+//! The profile kinds alertprof can fetch, and what each means on the wire.
+
+use std::fmt;
+
+/// One kind of profile a Go service serves under `/debug/pprof` (or `/debug/fgprof`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProfileKind {
+    Cpu,
+    Heap,
+    Allocs,
+    Block,
+    Mutex,
+    Threadcreate,
+    Goroutine,
+    GoroutineText,
+    Trace,
+    Fgprof,
+}
+
+/// How a body of a kind is checked before it is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// gzip-compressed profile.proto.
+    Pprof,
+    /// Go's execution trace, starting `go 1.`.
+    Trace,
+    /// `goroutine?debug=2` stack dump, starting `goroutine `.
+    GoroutineText,
+}
+
+impl ProfileKind {
+    pub const ALL: [ProfileKind; 10] = [
+        ProfileKind::Cpu,
+        ProfileKind::Heap,
+        ProfileKind::Allocs,
+        ProfileKind::Block,
+        ProfileKind::Mutex,
+        ProfileKind::Threadcreate,
+        ProfileKind::Goroutine,
+        ProfileKind::GoroutineText,
+        ProfileKind::Trace,
+        ProfileKind::Fgprof,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ProfileKind::Cpu => "cpu",
+            ProfileKind::Heap => "heap",
+            ProfileKind::Allocs => "allocs",
+            ProfileKind::Block => "block",
+            ProfileKind::Mutex => "mutex",
+            ProfileKind::Threadcreate => "threadcreate",
+            ProfileKind::Goroutine => "goroutine",
+            ProfileKind::GoroutineText => "goroutine_text",
+            ProfileKind::Trace => "trace",
+            ProfileKind::Fgprof => "fgprof",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ProfileKind> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// Whether the request runs for `seconds` on the target.
+    pub fn is_timed(self) -> bool {
+        matches!(self, ProfileKind::Cpu | ProfileKind::Trace | ProfileKind::Fgprof)
+    }
+
+    /// Go allows one CPU profile (and one trace) per process at a time; a second request
+    /// answers 500 `cpu profiling already in use`. fgprof samples goroutines, not the CPU
+    /// profiler, so it is not exclusive.
+    pub fn exclusive_slot(self) -> Option<&'static str> {
+        match self {
+            ProfileKind::Cpu => Some("cpu"),
+            ProfileKind::Trace => Some("trace"),
+            _ => None,
+        }
+    }
+
+    /// Path and query to append to the target's pprof base URL.
+    pub fn request_path(self, seconds: u32) -> String {
+        match self {
+            ProfileKind::Cpu => format!("/debug/pprof/profile?seconds={seconds}"),
+            ProfileKind::Trace => format!("/debug/pprof/trace?seconds={seconds}"),
+            ProfileKind::Fgprof => format!("/debug/fgprof?seconds={seconds}"),
+            ProfileKind::GoroutineText => "/debug/pprof/goroutine?debug=2".to_string(),
+            other => format!("/debug/pprof/{}", other.name()),
+        }
+    }
+
+    pub fn format(self) -> BodyFormat {
+        match self {
+            ProfileKind::Trace => BodyFormat::Trace,
+            ProfileKind::GoroutineText => BodyFormat::GoroutineText,
+            _ => BodyFormat::Pprof,
+        }
+    }
+
+    /// File extension of the stored profile, with its leading dot.
+    pub fn extension(self) -> &'static str {
+        match self.format() {
+            BodyFormat::Pprof => ".pb.gz",
+            BodyFormat::Trace => ".trace",
+            BodyFormat::GoroutineText => ".txt",
+        }
+    }
+}
+
+impl fmt::Display for ProfileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind's name parses back to it, and the request paths are Go's.
+    #[test]
+    fn names_and_paths() {
+        for kind in ProfileKind::ALL {
+            assert_eq!(ProfileKind::parse(kind.name()), Some(kind));
+        }
+        assert_eq!(ProfileKind::parse("bogus"), None);
+        assert_eq!(ProfileKind::Cpu.request_path(7), "/debug/pprof/profile?seconds=7");
+        assert_eq!(ProfileKind::Heap.request_path(7), "/debug/pprof/heap");
+        assert_eq!(ProfileKind::GoroutineText.request_path(7), "/debug/pprof/goroutine?debug=2");
+        assert_eq!(ProfileKind::Fgprof.request_path(3), "/debug/fgprof?seconds=3");
+        assert_eq!(ProfileKind::Trace.extension(), ".trace");
+    }
+}

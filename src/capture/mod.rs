@@ -1,0 +1,192 @@
+//! Fetches profiles from a Go service's `/debug/pprof` endpoints: streams the body to a
+//! staged file with a size bound and a timeout, retries Go's `cpu profiling already in
+//! use`, validates what arrived, and hands it to the store, kept or failed.
+
+mod kind;
+#[allow(clippy::all)]
+pub mod profile;
+mod validate;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::{StatusCode, Url};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+pub use kind::{BodyFormat, ProfileKind};
+pub use validate::{InvalidBody, decode_profile, validate_bytes, validate_file};
+
+use crate::config::CaptureConfig;
+
+/// Gunzipped profiles larger than this many times the body limit are refused.
+const MAX_UNZIP_RATIO: u64 = 16;
+
+/// Why a capture failed. Every variant names the URL it was fetching.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("cannot reach {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("no complete answer from {url} within {after}")]
+    Timeout { url: String, after: String },
+    #[error("{url} answered {status}: {body}")]
+    Status { url: String, status: u16, body: String },
+    #[error("{url} sent more than {limit} bytes")]
+    TooLarge { url: String, limit: u64 },
+    #[error("download from {url} broke off: {message}")]
+    Body { url: String, message: String },
+    #[error("invalid {kind} body from {url}: {reason}")]
+    Invalid { url: String, kind: ProfileKind, reason: InvalidBody },
+    #[error("cannot write {path}: {message}")]
+    Write { path: String, message: String },
+    #[error("stopped: alertprof is shutting down")]
+    Cancelled,
+}
+
+/// What a successful download was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// An HTTP client for pprof endpoints, with alertprof's limits.
+#[derive(Clone)]
+pub struct PprofClient {
+    http: reqwest::Client,
+    settings: CaptureConfig,
+}
+
+/// Backoff between tries while Go says the CPU profiler (or tracer) is in use.
+const IN_USE_BACKOFF: [Duration; 4] =
+    [Duration::from_millis(500), Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(4)];
+
+impl PprofClient {
+    pub fn new(settings: CaptureConfig) -> PprofClient {
+        PprofClient { http: crate::http::client(), settings }
+    }
+
+    /// The full URL of `kind` under a pprof base URL (a path prefix in the base is kept).
+    pub fn profile_url(base: &Url, kind: ProfileKind, seconds: u32) -> Url {
+        let joined = format!("{}{}", base.as_str().trim_end_matches('/'), kind.request_path(seconds));
+        Url::parse(&joined).unwrap_or_else(|_| base.clone())
+    }
+
+    /// The whole time a capture may take: the profile's own seconds plus the margin.
+    pub fn timeout(&self, kind: ProfileKind, seconds: u32) -> Duration {
+        let own = if kind.is_timed() { Duration::from_secs(seconds.into()) } else { Duration::ZERO };
+        own + self.settings.timeout_margin
+    }
+
+    /// Downloads `kind` into `dest` and validates it. On any error `dest` may hold a part
+    /// and the caller deletes it. `received` counts bytes as they arrive (progress bars).
+    pub async fn fetch(
+        &self,
+        base: &Url,
+        kind: ProfileKind,
+        seconds: u32,
+        dest: &Path,
+        received: Option<&AtomicU64>,
+        cancel: &CancellationToken,
+    ) -> Result<Fetched, CaptureError> {
+        let url = Self::profile_url(base, kind, seconds);
+        let timeout = self.timeout(kind, seconds);
+        let work = async {
+            let fetched = self.download(&url, kind, timeout, dest, received).await?;
+            let limit = self.settings.max_profile_bytes.saturating_mul(MAX_UNZIP_RATIO);
+            let path = dest.to_path_buf();
+            tokio::task::spawn_blocking(move || validate_file(kind.format(), &path, limit))
+                .await
+                .map_err(|error| CaptureError::Write { path: dest.display().to_string(), message: error.to_string() })?
+                .map_err(|reason| CaptureError::Invalid { url: url.to_string(), kind, reason })?;
+            Ok(fetched)
+        };
+        tokio::select! {
+            result = tokio::time::timeout(timeout, work) => result.unwrap_or_else(|_| Err(CaptureError::Timeout {
+                url: url.to_string(),
+                after: crate::config::format_duration(timeout),
+            })),
+            () = cancel.cancelled() => Err(CaptureError::Cancelled),
+        }
+    }
+
+    async fn download(
+        &self,
+        url: &Url,
+        kind: ProfileKind,
+        timeout: Duration,
+        dest: &Path,
+        received: Option<&AtomicU64>,
+    ) -> Result<Fetched, CaptureError> {
+        let started = tokio::time::Instant::now();
+        let mut backoff = IN_USE_BACKOFF.iter();
+        let response = loop {
+            let response = self.http.get(url.clone()).send().await.map_err(|error| CaptureError::Connect {
+                url: url.to_string(),
+                message: crate::http::error_chain(&error),
+            })?;
+            if response.status().is_success() {
+                break response;
+            }
+            let status = response.status();
+            let body = error_body(response).await;
+            // Go answers 500 while another CPU profile or trace runs; wait and retry while
+            // the timeout leaves room for the profile itself.
+            let in_use = status == StatusCode::INTERNAL_SERVER_ERROR && body.contains("already in use");
+            let needed = if kind.is_timed() { timeout.saturating_sub(self.settings.timeout_margin) } else { Duration::ZERO };
+            match backoff.next() {
+                Some(wait) if in_use && started.elapsed() + *wait + needed < timeout => {
+                    tracing::info!(url = %url, wait_ms = wait.as_millis() as u64, "Profiler in use on the target; retrying.");
+                    tokio::time::sleep(*wait).await;
+                }
+                _ => return Err(CaptureError::Status { url: url.to_string(), status: status.as_u16(), body }),
+            }
+        };
+        let write_error = |error: std::io::Error| CaptureError::Write {
+            path: dest.display().to_string(),
+            message: error.to_string(),
+        };
+        let mut file = tokio::fs::File::create(dest).await.map_err(write_error)?;
+        let mut hasher = Sha256::new();
+        let mut bytes: u64 = 0;
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|error| CaptureError::Body {
+                url: url.to_string(),
+                message: crate::http::error_chain(&error),
+            })?;
+            bytes += chunk.len() as u64;
+            if bytes > self.settings.max_profile_bytes {
+                return Err(CaptureError::TooLarge { url: url.to_string(), limit: self.settings.max_profile_bytes });
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(write_error)?;
+            if let Some(counter) = received {
+                counter.store(bytes, Ordering::Relaxed);
+            }
+        }
+        file.flush().await.map_err(write_error)?;
+        Ok(Fetched { bytes, sha256: hex::encode(hasher.finalize()) })
+    }
+}
+
+/// The first line or so of an error answer, for the reason.
+async fn error_body(response: reqwest::Response) -> String {
+    let mut text = String::new();
+    let mut stream = response.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        if text.len() >= 200 {
+            break;
+        }
+    }
+    let text = text.trim();
+    let mut short: String = text.chars().take(200).collect();
+    if short.len() < text.len() {
+        short.push('…');
+    }
+    if short.is_empty() { "(empty body)".to_string() } else { short }
+}

@@ -1,0 +1,113 @@
+//! Every alert × rule (and every watch trigger) ends in one `Decision` with an outcome and
+//! a reason; decisions are logged, counted and kept for the API.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::metrics::Metrics;
+use crate::store::TriggerSource;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every kind the rule asks for was captured and kept.
+    Captured,
+    /// Some kinds were kept, others failed.
+    PartiallyCaptured,
+    CaptureFailed,
+    /// Local readings no longer show the condition.
+    NotVerified,
+    Duplicate,
+    Cooldown,
+    NoMatchingRule,
+    NoMatchingTarget,
+    /// A resolved alert for a rule that does not capture on resolve.
+    Resolved,
+    /// Refused before any request, e.g. the store cannot keep anything.
+    Refused,
+    /// Queued but dropped because alertprof shut down first.
+    Dropped,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Captured => "captured",
+            Outcome::PartiallyCaptured => "partially_captured",
+            Outcome::CaptureFailed => "capture_failed",
+            Outcome::NotVerified => "not_verified",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Cooldown => "cooldown",
+            Outcome::NoMatchingRule => "no_matching_rule",
+            Outcome::NoMatchingTarget => "no_matching_target",
+            Outcome::Resolved => "resolved",
+            Outcome::Refused => "refused",
+            Outcome::Dropped => "dropped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub at: DateTime<Utc>,
+    pub source: TriggerSource,
+    pub outcome: Outcome,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alertname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Ids of the captures this decision made, kept or failed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub captures: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub readings: BTreeMap<String, f64>,
+}
+
+/// The most recent decisions, for `GET /api/v1/decisions`.
+pub struct DecisionLog {
+    recent: Mutex<VecDeque<Decision>>,
+    capacity: usize,
+}
+
+impl DecisionLog {
+    pub fn new(capacity: usize) -> DecisionLog {
+        DecisionLog { recent: Mutex::new(VecDeque::with_capacity(capacity.min(1024))), capacity }
+    }
+
+    /// Logs, counts and keeps a decision.
+    pub fn record(&self, decision: Decision, metrics: &Metrics) {
+        let rule = decision.rule.as_deref().unwrap_or("-");
+        let target = decision.target.as_deref().unwrap_or("-");
+        let alertname = decision.alertname.as_deref().unwrap_or("-");
+        let outcome = decision.outcome.name();
+        match decision.outcome {
+            Outcome::CaptureFailed | Outcome::PartiallyCaptured | Outcome::Refused => tracing::warn!(
+                outcome, rule, target, alertname, source = decision.source.name(), reason = %decision.reason,
+                captures = ?decision.captures, "Decision."
+            ),
+            _ => tracing::info!(
+                outcome, rule, target, alertname, source = decision.source.name(), reason = %decision.reason,
+                captures = ?decision.captures, "Decision."
+            ),
+        }
+        metrics.decision(decision.outcome);
+        let mut recent = self.recent.lock().unwrap();
+        if recent.len() == self.capacity {
+            recent.pop_front();
+        }
+        recent.push_back(decision);
+    }
+
+    /// Newest first.
+    pub fn recent(&self, limit: usize) -> Vec<Decision> {
+        self.recent.lock().unwrap().iter().rev().take(limit).cloned().collect()
+    }
+}

@@ -1,0 +1,112 @@
+//! The Alertmanager webhook: parse, check, match alerts to rules and targets, queue the
+//! jobs, answer at once. Nothing here waits on a target.
+
+pub mod alertmanager;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde_json::json;
+
+pub use alertmanager::{Alert, AlertStatus, WebhookPayload};
+
+use crate::app::App;
+use crate::decision::Decision;
+use crate::rules::{Match, match_alert};
+use crate::store::TriggerSource;
+
+/// What the webhook answers when it does not take a payload. Only the intake's errors
+/// become HTTP responses.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("malformed payload: {0}")]
+    Malformed(String),
+    #[error("queue full ({capacity} jobs waiting); retry later")]
+    QueueFull { capacity: usize },
+    #[error("alertprof is shutting down")]
+    ShuttingDown,
+}
+
+impl IntakeError {
+    fn status(&self) -> StatusCode {
+        match self {
+            IntakeError::Malformed(_) => StatusCode::BAD_REQUEST,
+            IntakeError::QueueFull { .. } | IntakeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for IntakeError {
+    fn into_response(self) -> Response {
+        (self.status(), Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+/// `POST /api/v1/alerts`.
+pub async fn receive_alerts(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let response = match accept(&app, &body) {
+        Ok((accepted, ignored)) => {
+            (StatusCode::OK, Json(json!({ "accepted": accepted, "ignored": ignored }))).into_response()
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "Webhook payload not taken.");
+            error.into_response()
+        }
+    };
+    app.metrics.webhook_request(response.status().as_u16());
+    response
+}
+
+/// Parses and queues a payload; returns (alerts accepted, alerts ignored). On any error
+/// nothing was queued or recorded.
+fn accept(app: &App, body: &[u8]) -> Result<(usize, usize), IntakeError> {
+    let payload: WebhookPayload =
+        serde_json::from_slice(body).map_err(|error| IntakeError::Malformed(error.to_string()))?;
+    payload.check().map_err(IntakeError::Malformed)?;
+    let config = app.config();
+    let now = Utc::now();
+    let mut jobs = Vec::new();
+    let mut decisions = Vec::new();
+    let mut accepted = 0;
+    for alert in &payload.alerts {
+        let before = jobs.len();
+        for found in match_alert(&config, alert) {
+            match found {
+                Match::Job(job) => jobs.push(job),
+                Match::Skip { rule, outcome, reason } => decisions.push(Decision {
+                    at: now,
+                    source: TriggerSource::Alertmanager,
+                    outcome,
+                    reason,
+                    alertname: alert.alertname().map(str::to_string),
+                    fingerprint: Some(alert.fingerprint()),
+                    rule,
+                    target: None,
+                    captures: Vec::new(),
+                    readings: Default::default(),
+                }),
+            }
+        }
+        if jobs.len() > before {
+            accepted += 1;
+        }
+    }
+    let permits = app.reserve(jobs.len())?;
+    for alert in &payload.alerts {
+        app.metrics.alert_received(&alert.status);
+    }
+    for (permit, job) in permits.zip(jobs) {
+        permit.send(job);
+    }
+    app.sync_queue_depth();
+    let ignored = payload.alerts.len() - accepted;
+    for decision in decisions {
+        app.decisions.record(decision, &app.metrics);
+    }
+    Ok((accepted, ignored))
+}

@@ -1,0 +1,129 @@
+//! The `alertprof` command: parse flags, set up logging, hand over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use alertprof::capture::ProfileKind;
+use alertprof::config::{CaptureConfig, Config};
+
+/// Catches performance spikes of Go services in the act: pprof profiles on alerts,
+/// re-verified locally, kept safely, marked in Grafana.
+#[derive(Parser)]
+#[command(name = "alertprof", version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `alertprof=debug` (or set RUST_LOG).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve {
+        /// The YAML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config file; print every problem with its place and exit 1 if there are any.
+    CheckConfig {
+        /// The YAML config file.
+        file: PathBuf,
+    },
+    /// Capture one profile by hand from a pprof base URL, e.g. http://127.0.0.1:6060.
+    Capture {
+        /// Base URL of the service; /debug/pprof/... is appended.
+        url: reqwest::Url,
+        /// Profile kind: cpu, heap, allocs, block, mutex, threadcreate, goroutine,
+        /// goroutine_text, trace, fgprof.
+        #[arg(long, value_parser = parse_kind)]
+        profile: ProfileKind,
+        /// Seconds a timed profile (cpu, trace, fgprof) runs.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=300))]
+        seconds: u32,
+        /// Directory to write the profile to.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+}
+
+fn parse_kind(name: &str) -> Result<ProfileKind, String> {
+    ProfileKind::parse(name).ok_or_else(|| {
+        let known: Vec<_> = ProfileKind::ALL.iter().map(|kind| kind.name()).collect();
+        format!("unknown kind {name:?} (known: {})", known.join(", "))
+    })
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("alertprof: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match command {
+        Command::Serve { config } => {
+            runtime.block_on(alertprof::app::serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(config) => {
+                println!(
+                    "{}: valid ({} targets, {} rules)",
+                    file.display(),
+                    config.targets.len(),
+                    config.rules.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => {
+                let problems = error.problems();
+                eprintln!("{}: {} problem(s)", file.display(), problems.len());
+                for problem in problems {
+                    eprintln!("  {problem}");
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Capture { url, profile, seconds, out } => {
+            let settings = CaptureConfig {
+                timeout_margin: std::time::Duration::from_secs(10),
+                max_profile_bytes: 1 << 30,
+                shutdown_grace: std::time::Duration::ZERO,
+            };
+            let kept = runtime.block_on(alertprof::manual::capture(&url, profile, seconds, &out, settings, true))?;
+            println!("{} ({} bytes, sha256 {})", kept.path.display(), kept.fetched.bytes, kept.fetched.sha256);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! alertprof's own Prometheus metrics, all prefixed `alertprof_`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::capture::ProfileKind;
+use crate::decision::Outcome;
+
+type Labels = Vec<(&'static str, String)>;
+
+fn duration_histogram() -> Histogram {
+    // 10 ms .. ~5.5 min: instant profiles to long CPU profiles and traces.
+    Histogram::new(exponential_buckets(0.01, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    alerts_received: Family<Labels, Counter>,
+    webhook_requests: Family<Labels, Counter>,
+    decisions: Family<Labels, Counter>,
+    captures: Family<Labels, Counter>,
+    capture_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    capture_bytes: Family<Labels, Counter>,
+    retention_deleted: Counter,
+    pub queue_depth: Gauge,
+    pub queue_capacity: Gauge,
+    pub captures_in_flight: Gauge,
+    pub config_reload_success: Gauge,
+    pub signal: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("alertprof");
+        let metrics = Metrics {
+            alerts_received: Family::default(),
+            webhook_requests: Family::default(),
+            decisions: Family::default(),
+            captures: Family::default(),
+            capture_duration: Family::new_with_constructor(duration_histogram),
+            capture_bytes: Family::default(),
+            retention_deleted: Counter::default(),
+            queue_depth: Gauge::default(),
+            queue_capacity: Gauge::default(),
+            captures_in_flight: Gauge::default(),
+            config_reload_success: Gauge::default(),
+            signal: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("alerts_received", "Alerts received on the webhook, by status.", metrics.alerts_received.clone());
+        registry.register("webhook_requests", "Webhook requests, by HTTP status code.", metrics.webhook_requests.clone());
+        registry.register("decisions", "Decisions, by outcome.", metrics.decisions.clone());
+        registry.register("captures", "Captures, by kind and result (ok, failed).", metrics.captures.clone());
+        registry.register(
+            "capture_duration_seconds",
+            "Time from a capture's first request to its stored profile, by kind.",
+            metrics.capture_duration.clone(),
+        );
+        registry.register("capture_bytes", "Bytes of profiles kept, by kind.", metrics.capture_bytes.clone());
+        registry.register("retention_deleted", "Captures deleted by retention.", metrics.retention_deleted.clone());
+        registry.register("queue_depth", "Jobs waiting in the queue.", metrics.queue_depth.clone());
+        registry.register("queue_capacity", "Size of the job queue.", metrics.queue_capacity.clone());
+        registry.register("captures_in_flight", "Captures running now.", metrics.captures_in_flight.clone());
+        registry.register(
+            "config_last_reload_successful",
+            "Whether the last config reload succeeded (1) or kept the old config (0).",
+            metrics.config_reload_success.clone(),
+        );
+        registry.register("signal", "Latest reading of each signal of each target.", metrics.signal.clone());
+        metrics.config_reload_success.set(1);
+        Metrics { registry, ..metrics }
+    }
+
+    pub fn alert_received(&self, status: &str) {
+        let status = if status == "firing" || status == "resolved" { status } else { "other" };
+        self.alerts_received.get_or_create(&vec![("status", status.to_string())]).inc();
+    }
+
+    pub fn webhook_request(&self, code: u16) {
+        self.webhook_requests.get_or_create(&vec![("code", code.to_string())]).inc();
+    }
+
+    pub fn decision(&self, outcome: Outcome) {
+        self.decisions.get_or_create(&vec![("outcome", outcome.name().to_string())]).inc();
+    }
+
+    pub fn capture(&self, kind: ProfileKind, ok: bool, seconds: f64, bytes: u64) {
+        let result = if ok { "ok" } else { "failed" };
+        self.captures.get_or_create(&vec![("kind", kind.name().to_string()), ("result", result.to_string())]).inc();
+        let kind_label = vec![("kind", kind.name().to_string())];
+        self.capture_duration.get_or_create(&kind_label).observe(seconds);
+        if ok {
+            self.capture_bytes.get_or_create(&kind_label).inc_by(bytes);
+        }
+    }
+
+    pub fn retention_deleted(&self, count: usize) {
+        self.retention_deleted.inc_by(count as u64);
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}

@@ -1,0 +1,278 @@
+//! The local directory store: `<dir>/<target>/<id>.<ext>` and `<id>.json`, bodies staged in
+//! `<dir>/.tmp`, every write a temp file, fsync and rename.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::{CaptureFilter, CaptureMeta, ProfileFile, ProfileStore, StoreError, capture_id};
+use crate::capture::ProfileKind;
+use crate::config::StorageConfig;
+
+const STAGING: &str = ".tmp";
+const STATE: &str = ".state";
+
+pub struct LocalStore {
+    dir: PathBuf,
+    max_age: Option<Duration>,
+    max_bytes: Option<u64>,
+    /// Every capture on disk by id; ids start with their UTC time, so this is time order.
+    index: RwLock<BTreeMap<String, CaptureMeta>>,
+    /// Ids handed out by `begin` whose capture has not finished, so two captures started in
+    /// the same millisecond never share one.
+    reserved: Mutex<HashSet<String>>,
+}
+
+impl LocalStore {
+    /// Opens (creating) the store, clears what an interrupted run left staged, deletes
+    /// profiles whose metadata was never written, and rebuilds the index from disk.
+    pub fn open(config: &StorageConfig) -> Result<LocalStore, StoreError> {
+        let dir = config.dir.clone();
+        for sub in [dir.clone(), dir.join(STAGING), dir.join(STATE)] {
+            fs::create_dir_all(&sub).map_err(StoreError::io("create", &sub))?;
+        }
+        let probe = dir.join(STAGING).join(format!("probe-{}", std::process::id()));
+        fs::write(&probe, b"").map_err(StoreError::io("write to", &dir))?;
+        fs::remove_file(&probe).ok();
+        clear_dir(&dir.join(STAGING));
+        let index = rebuild_index(&dir)?;
+        tracing::info!(dir = %dir.display(), captures = index.len(), "Capture index rebuilt.");
+        Ok(LocalStore {
+            dir,
+            max_age: config.max_age,
+            max_bytes: config.max_bytes,
+            index: RwLock::new(index),
+            reserved: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn profile_path(&self, meta: &CaptureMeta) -> Option<PathBuf> {
+        meta.file.as_ref().map(|file| self.dir.join(&meta.target).join(file))
+    }
+
+    fn meta_path(&self, meta: &CaptureMeta) -> PathBuf {
+        self.dir.join(&meta.target).join(format!("{}.json", meta.id))
+    }
+
+    fn delete(&self, meta: &CaptureMeta) -> Result<(), StoreError> {
+        if let Some(path) = self.profile_path(meta) {
+            remove_if_present(&path)?;
+        }
+        // The metadata goes last: a crash in between leaves metadata without a profile,
+        // which the index rebuild drops, never a profile nobody knows about.
+        remove_if_present(&self.meta_path(meta))
+    }
+}
+
+impl ProfileStore for LocalStore {
+    fn begin(&self, _target: &str, rule: &str, kind: &str) -> Result<(String, PathBuf), StoreError> {
+        let base = capture_id(Utc::now(), rule, kind);
+        let index = self.index.read().unwrap();
+        let mut reserved = self.reserved.lock().unwrap();
+        let id = (1..)
+            .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
+            .find(|id| !index.contains_key(id) && !reserved.contains(id))
+            .expect("an unused id");
+        reserved.insert(id.clone());
+        let staged = self.dir.join(STAGING).join(format!("{id}.part"));
+        Ok((id, staged))
+    }
+
+    fn finish(&self, mut meta: CaptureMeta, staged: &Path) -> Result<CaptureMeta, StoreError> {
+        let result = (|| {
+            let target_dir = self.dir.join(&meta.target);
+            fs::create_dir_all(&target_dir).map_err(StoreError::io("create", &target_dir))?;
+            if meta.is_ok() {
+                let extension = ProfileKind::parse(&meta.kind).map_or(".bin", ProfileKind::extension);
+                let file = format!("{}{extension}", meta.id);
+                let dest = target_dir.join(&file);
+                fs::File::open(staged)
+                    .and_then(|f| f.sync_all())
+                    .map_err(StoreError::io("sync", staged))?;
+                fs::rename(staged, &dest).map_err(StoreError::io("move into place", &dest))?;
+                meta.file = Some(file);
+            } else {
+                remove_if_present(staged)?;
+                meta.file = None;
+            }
+            let json = serde_json::to_vec_pretty(&meta).expect("metadata serializes");
+            if let Err(error) = write_atomic(&self.meta_path(&meta), &json) {
+                if let Some(path) = self.profile_path(&meta) {
+                    fs::remove_file(path).ok();
+                }
+                return Err(error);
+            }
+            sync_dir(&target_dir);
+            Ok(meta.clone())
+        })();
+        self.reserved.lock().unwrap().remove(&meta.id);
+        if result.is_err() {
+            fs::remove_file(staged).ok();
+        } else {
+            self.index.write().unwrap().insert(meta.id.clone(), meta);
+        }
+        result
+    }
+
+    fn get(&self, id: &str) -> Option<CaptureMeta> {
+        self.index.read().unwrap().get(id).cloned()
+    }
+
+    fn list(&self, filter: &CaptureFilter) -> Vec<CaptureMeta> {
+        let index = self.index.read().unwrap();
+        index
+            .values()
+            .rev()
+            .filter(|meta| filter.matches(meta))
+            .take(filter.limit.unwrap_or(usize::MAX))
+            .cloned()
+            .collect()
+    }
+
+    fn open_profile(&self, id: &str) -> Result<ProfileFile, StoreError> {
+        let meta = self.get(id).ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let path = self.profile_path(&meta).ok_or_else(|| StoreError::NoProfile(id.to_string()))?;
+        let file = fs::File::open(&path).map_err(StoreError::io("open", &path))?;
+        let len = file.metadata().map_err(StoreError::io("stat", &path))?.len();
+        Ok(ProfileFile { file, len, file_name: meta.file.unwrap_or_default() })
+    }
+
+    fn enforce_retention(&self) -> Result<usize, StoreError> {
+        let victims: Vec<CaptureMeta> = {
+            let index = self.index.read().unwrap();
+            let now = Utc::now();
+            let mut total: u64 = index.values().map(|m| m.bytes).sum();
+            let newest = index.keys().next_back().cloned();
+            let mut victims = Vec::new();
+            for meta in index.values() {
+                // The newest capture is always kept, even if it alone is over max_bytes.
+                if Some(&meta.id) == newest.as_ref() {
+                    break;
+                }
+                let too_old = self.max_age.is_some_and(|age| {
+                    now.signed_duration_since(meta.finished_at).to_std().is_ok_and(|elapsed| elapsed > age)
+                });
+                let too_big = self.max_bytes.is_some_and(|max| total > max);
+                if !(too_old || too_big) {
+                    continue;
+                }
+                total -= meta.bytes;
+                victims.push(meta.clone());
+            }
+            victims
+        };
+        for meta in &victims {
+            self.delete(meta)?;
+            self.index.write().unwrap().remove(&meta.id);
+            tracing::info!(id = %meta.id, target = %meta.target, bytes = meta.bytes, "Capture deleted by retention.");
+        }
+        Ok(victims.len())
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.join(STATE)
+    }
+}
+
+/// Reads every `<target>/<id>.json`; drops metadata whose profile is gone and deletes
+/// profiles that have no metadata (a capture interrupted between the two writes).
+fn rebuild_index(dir: &Path) -> Result<BTreeMap<String, CaptureMeta>, StoreError> {
+    let mut index = BTreeMap::new();
+    let entries = fs::read_dir(dir).map_err(StoreError::io("read", dir))?;
+    for entry in entries.flatten() {
+        let target_dir = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !target_dir.is_dir() {
+            continue;
+        }
+        let mut files: HashSet<String> = HashSet::new();
+        let mut metas = Vec::new();
+        for file in fs::read_dir(&target_dir).map_err(StoreError::io("read", &target_dir))?.flatten() {
+            let file_name = file.file_name().to_string_lossy().into_owned();
+            if file_name.ends_with(".json") {
+                metas.push(file.path());
+            } else if file_name.contains(".tmp-") {
+                fs::remove_file(file.path()).ok();
+            } else {
+                files.insert(file_name);
+            }
+        }
+        let mut referenced = HashSet::new();
+        for path in metas {
+            let meta: CaptureMeta = match fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
+                serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+            }) {
+                Ok(meta) => meta,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), error = %error, "Unreadable capture metadata skipped.");
+                    continue;
+                }
+            };
+            if meta.target != name || !super::is_valid_id(&meta.id) {
+                tracing::warn!(path = %path.display(), "Capture metadata does not match its place; skipped.");
+                continue;
+            }
+            if let Some(file) = &meta.file {
+                if !files.contains(file) {
+                    tracing::warn!(id = %meta.id, file = %file, "Profile file missing; capture dropped from the index.");
+                    continue;
+                }
+                referenced.insert(file.clone());
+            }
+            index.insert(meta.id.clone(), meta);
+        }
+        for orphan in files.difference(&referenced) {
+            tracing::warn!(file = %orphan, target = %name, "Profile without metadata deleted.");
+            fs::remove_file(target_dir.join(orphan)).ok();
+        }
+    }
+    Ok(index)
+}
+
+/// Writes a file so that a reader sees the old content or the new, never a part: a temp
+/// file in the same directory, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut file = fs::File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temp, path)
+    };
+    write().map_err(|source| {
+        fs::remove_file(&temp).ok();
+        StoreError::Io { action: "write", path: path.to_path_buf(), source }
+    })?;
+    sync_dir(dir);
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(handle) = fs::File::open(dir) {
+        handle.sync_all().ok();
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(StoreError::Io { action: "delete", path: path.to_path_buf(), source: error })
+        }
+        _ => Ok(()),
+    }
+}
+
+fn clear_dir(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            fs::remove_file(entry.path()).ok();
+        }
+    }
+}

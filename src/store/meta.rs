@@ -1,0 +1,92 @@
+//! A capture's metadata: what was fetched, why, from where, and what came of it. Stored as
+//! `<id>.json` next to the profile; the capture index is rebuilt from these at start.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What a capture came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureStatus {
+    Ok,
+    Failed,
+}
+
+/// What set a capture off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerSource {
+    Alertmanager,
+    Watch,
+    Manual,
+}
+
+impl TriggerSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            TriggerSource::Alertmanager => "alertmanager",
+            TriggerSource::Watch => "watch",
+            TriggerSource::Manual => "manual",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trigger {
+    pub source: TriggerSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alertname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One capture, kept or failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaptureMeta {
+    pub id: String,
+    pub target: String,
+    pub rule: String,
+    pub kind: String,
+    pub status: CaptureStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub trigger: Trigger,
+    /// Signal readings at decision time, `{signal: value}`.
+    #[serde(default)]
+    pub readings: BTreeMap<String, f64>,
+    /// The URL the profile was fetched from.
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u32>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// Size of the stored profile; 0 when failed.
+    pub bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// File name of the profile inside the target's directory; absent when failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+impl CaptureMeta {
+    pub fn is_ok(&self) -> bool {
+        self.status == CaptureStatus::Ok
+    }
+}
+
+/// `20261121T232525.702Z-cpu-spike-cpu`: sorts by time, safe in file names.
+pub fn capture_id(at: DateTime<Utc>, rule: &str, kind: &str) -> String {
+    format!("{}-{rule}-{kind}", at.format("%Y%m%dT%H%M%S%.3fZ"))
+}
+
+/// Ids come from URLs: only the characters `capture_id` produces, and never a path.
+pub fn is_valid_id(id: &str) -> bool {
+    crate::config::is_safe_name(id) && !id.starts_with('.')
+}
