@@ -1,0 +1,154 @@
+//! From an Alertmanager-shaped webhook to validated, stored profiles of the real Go demo
+//! target; dedupe, cooldown and the capture list across a restart.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use alertprof::capture::decode_profile;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use support::{Demo, Running, payload};
+
+const CONFIG: &str = r#"
+storage: {dir: "{data}"}
+targets:
+  - name: demo
+    pprof_url: DEMO_URL
+    alert_labels: {job: demo}
+rules:
+  - name: cpu-spike
+    alert_labels: {alertname: HighCPU}
+    capture: [cpu, goroutine]
+    seconds: 2
+    cooldown: 1h
+"#;
+
+/// Function names in a stored profile.
+fn function_names(path: &std::path::Path) -> Vec<String> {
+    let profile = decode_profile(std::fs::File::open(path).unwrap(), 1 << 30).expect("profile decodes");
+    profile.function.iter().map(|f| profile.string_table[f.name as usize].clone()).collect()
+}
+
+fn alert(fingerprint: &str) -> Value {
+    payload(&[(json!({"alertname": "HighCPU", "job": "demo", "instance": "demo:6060"}), fingerprint)])
+}
+
+/// A firing alert captures CPU and goroutine profiles from the Go demo; they decode, name
+/// the demo's own functions, `go tool pprof` reads them, and the API serves the same bytes.
+/// The same alert again captures nothing; after a restart the captures, the dedupe and the
+/// cooldown are still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_captures_profiles_and_gate_survives_restart() {
+    let demo = Demo::start();
+    demo.get("/goroutines?n=300").await;
+    demo.get("/burn?seconds=10&workers=1").await;
+    let data = tempfile::tempdir().unwrap();
+    let config = CONFIG.replace("DEMO_URL", &demo.url());
+    let running = Running::start(&config, data.path()).await;
+
+    let (status, body) = running.post_alerts(&alert("fp-1")).await;
+    assert_eq!((status, body), (200, json!({"accepted": 1, "ignored": 0})));
+    let decisions = running.wait_decisions(1, Duration::from_secs(30)).await;
+    assert_eq!(decisions[0]["outcome"], "captured", "{decisions:?}");
+    assert_eq!(decisions[0]["rule"], "cpu-spike");
+    assert_eq!(decisions[0]["target"], "demo");
+    assert_eq!(decisions[0]["captures"].as_array().unwrap().len(), 2);
+
+    let captures = running.get_json("/api/v1/captures").await;
+    let captures = captures.as_array().unwrap();
+    assert_eq!(captures.len(), 2);
+    for capture in captures {
+        let id = capture["id"].as_str().unwrap();
+        assert_eq!(capture["status"], "ok");
+        assert_eq!(capture["trigger"]["source"], "alertmanager");
+        assert_eq!(capture["trigger"]["fingerprint"], "fp-1");
+        assert_eq!(capture["trigger"]["alertname"], "HighCPU");
+        let file = data.path().join("demo").join(capture["file"].as_str().unwrap());
+        let bytes = std::fs::read(&file).unwrap();
+        assert_eq!(capture["bytes"], bytes.len() as u64);
+        assert_eq!(capture["sha256"], hex::encode(Sha256::digest(&bytes)));
+        assert!(data.path().join("demo").join(format!("{id}.json")).is_file());
+
+        let wanted = match capture["kind"].as_str().unwrap() {
+            "cpu" => "main.burnCPU",
+            "goroutine" => "main.parkGoroutine",
+            other => panic!("unexpected kind {other}"),
+        };
+        assert!(function_names(&file).iter().any(|name| name == wanted), "{wanted} not in {}", file.display());
+        let top = Command::new("go").args(["tool", "pprof", "-top"]).arg(&file).output().unwrap();
+        assert!(top.status.success(), "go tool pprof failed: {}", String::from_utf8_lossy(&top.stderr));
+        assert!(String::from_utf8_lossy(&top.stdout).contains(wanted));
+
+        let served = support::client().get(running.url(&format!("/api/v1/captures/{id}/profile"))).send().await.unwrap();
+        assert_eq!(served.headers()["content-type"], "application/octet-stream");
+        assert_eq!(served.bytes().await.unwrap().as_ref(), bytes.as_slice());
+    }
+
+    // Alertmanager repeats the alert: same fingerprint and startsAt, nothing new.
+    let (status, _) = running.post_alerts(&alert("fp-1")).await;
+    assert_eq!(status, 200);
+    let decisions = running.wait_decisions(2, Duration::from_secs(10)).await;
+    assert_eq!(decisions[0]["outcome"], "duplicate");
+    // Another alert for the same rule and target: in cooldown.
+    running.post_alerts(&alert("fp-2")).await;
+    let decisions = running.wait_decisions(3, Duration::from_secs(10)).await;
+    assert_eq!(decisions[0]["outcome"], "cooldown");
+    assert!(decisions[0]["reason"].as_str().unwrap().starts_with("in cooldown until"));
+    assert_eq!(running.get_json("/api/v1/captures").await.as_array().unwrap().len(), 2);
+    running.stop().await;
+
+    // Restarted on the same storage.
+    let running = Running::start(&config, data.path()).await;
+    let listed = running.get_json("/api/v1/captures").await;
+    assert_eq!(listed.as_array().unwrap(), captures);
+    running.post_alerts(&alert("fp-1")).await;
+    assert_eq!(running.wait_decisions(1, Duration::from_secs(10)).await[0]["outcome"], "duplicate");
+    running.post_alerts(&alert("fp-3")).await;
+    assert_eq!(running.wait_decisions(2, Duration::from_secs(10)).await[0]["outcome"], "cooldown");
+    assert_eq!(running.get_json("/api/v1/captures").await.as_array().unwrap().len(), 2);
+    running.stop().await;
+}
+
+/// Every profile kind the demo serves is captured and validated; fgprof, which the demo
+/// does not serve, fails with Go's 404 and leaves no file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_from_the_go_demo() {
+    let demo = Demo::start();
+    let data = tempfile::tempdir().unwrap();
+    let config = r#"
+storage: {dir: "{data}"}
+targets:
+  - {name: demo, pprof_url: DEMO_URL}
+rules:
+  - name: all
+    alert_labels: {alertname: Everything}
+    capture: [cpu, heap, allocs, block, mutex, threadcreate, goroutine, goroutine_text, trace, fgprof]
+    seconds: 1
+"#
+    .replace("DEMO_URL", &demo.url());
+    let running = Running::start(&config, data.path()).await;
+    running.post_alerts(&payload(&[(json!({"alertname": "Everything"}), "fp")])).await;
+    let decision = &running.wait_decisions(1, Duration::from_secs(30)).await[0];
+    assert_eq!(decision["outcome"], "partially_captured", "{decision:?}");
+    let reason = decision["reason"].as_str().unwrap();
+    assert!(reason.contains("fgprof:") && reason.contains("answered 404"), "{reason}");
+
+    let captures = running.get_json("/api/v1/captures?limit=100").await;
+    let mut kept: Vec<&str> = captures
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "ok")
+        .map(|c| c["file"].as_str().unwrap())
+        .collect();
+    kept.sort();
+    assert_eq!(kept.len(), 9);
+    assert_eq!(kept.iter().filter(|f| f.ends_with(".pb.gz")).count(), 7, "{kept:?}");
+    assert!(kept.iter().any(|f| f.ends_with("-trace.trace")), "{kept:?}");
+    assert!(kept.iter().any(|f| f.ends_with("-goroutine_text.txt")), "{kept:?}");
+    let files = support::files_in(&data.path().join("demo"));
+    assert!(!files.iter().any(|f| f.contains("fgprof") && !f.ends_with(".json")), "{files:?}");
+    running.stop().await;
+}
