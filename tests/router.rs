@@ -1,0 +1,239 @@
+//! The HTTP API in-process (`oneshot`, no socket): every status code of the webhook, auth,
+//! the read endpoints, health and reload.
+
+mod support;
+
+use std::sync::Arc;
+
+use alertprof::app::{App, router};
+use alertprof::config::Config;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use support::payload;
+use tokio::sync::mpsc;
+use tower::ServiceExt;
+
+const BASE: &str = r#"
+storage: {dir: "{data}"}
+webhook: {max_body_size: 2KiB}
+gate: {queue_size: 2}
+targets:
+  - {name: checkout, pprof_url: "http://127.0.0.1:9", alert_labels: {job: checkout}}
+rules:
+  - name: cpu-spike
+    alert_labels: {alertname: HighCPU}
+    capture: [cpu]
+"#;
+
+/// alertprof without workers: jobs stay queued, so the queue can be filled on purpose.
+struct Fixture {
+    app: Arc<App>,
+    _queue_rx: mpsc::Receiver<alertprof::rules::Job>,
+    dir: tempfile::TempDir,
+}
+
+fn fixture(extra: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
+    std::fs::write(dir.path().join("pw"), "hunter2").unwrap();
+    let text = format!("{BASE}{extra}").replace("{data}", &dir.path().join("data").display().to_string());
+    let config = Config::parse(&text, dir.path()).expect("valid test config");
+    let (app, queue_rx) = App::new(config, None).unwrap();
+    Fixture { app, _queue_rx: queue_rx, dir }
+}
+
+async fn call(app: &Arc<App>, request: Request<Body>) -> (StatusCode, Value) {
+    let response = router(app.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, body)
+}
+
+fn post(path: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(path).header("content-type", "application/json").body(body.into()).unwrap()
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+fn high_cpu(fingerprint: &str) -> (Value, &str) {
+    (json!({"alertname": "HighCPU", "job": "checkout"}), fingerprint)
+}
+
+/// A matching firing alert is accepted; resolved and unmatched alerts are counted as ignored
+/// and each gets its decision.
+#[tokio::test]
+async fn accepts_and_ignores() {
+    let f = fixture("");
+    let mut body = payload(&[high_cpu("a"), (json!({"alertname": "Other"}), "b"), high_cpu("c")]);
+    body["alerts"][2]["status"] = json!("resolved");
+    let (status, answer) = call(&f.app, post("/api/v1/alerts", body.to_string())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer, json!({"accepted": 1, "ignored": 2}));
+    let (_, decisions) = call(&f.app, get("/api/v1/decisions")).await;
+    let outcomes: Vec<&str> = decisions.as_array().unwrap().iter().map(|d| d["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["resolved", "no_matching_rule"]);
+    let (_, metrics) = call(&f.app, get("/metrics")).await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(metrics.contains("alertprof_alerts_received_total{status=\"firing\"} 2"), "{metrics}");
+    assert!(metrics.contains("alertprof_alerts_received_total{status=\"resolved\"} 1"));
+    assert!(metrics.contains("alertprof_queue_depth 1"));
+    assert!(metrics.contains("alertprof_decisions_total{outcome=\"no_matching_rule\"} 1"));
+}
+
+/// An alert for the rule whose labels match no target ends as no_matching_target.
+#[tokio::test]
+async fn no_matching_target() {
+    let f = fixture("");
+    let body = payload(&[(json!({"alertname": "HighCPU", "job": "billing"}), "x")]);
+    let (status, answer) = call(&f.app, post("/api/v1/alerts", body.to_string())).await;
+    assert_eq!((status, answer), (StatusCode::OK, json!({"accepted": 0, "ignored": 1})));
+    let (_, decisions) = call(&f.app, get("/api/v1/decisions")).await;
+    assert_eq!(decisions[0]["outcome"], "no_matching_target");
+    assert_eq!(decisions[0]["rule"], "cpu-spike");
+}
+
+/// Malformed payloads get 400 with the reason, and nothing is queued or recorded.
+#[tokio::test]
+async fn malformed_payloads_are_400() {
+    let f = fixture("");
+    let mut wrong_status = payload(&[high_cpu("a")]);
+    wrong_status["alerts"][0]["status"] = json!("burning");
+    let mut wrong_version = payload(&[high_cpu("a")]);
+    wrong_version["version"] = json!("3");
+    let mut wrong_type = payload(&[high_cpu("a")]);
+    wrong_type["alerts"][0]["labels"] = json!(["not", "a", "map"]);
+    let cases: Vec<(Body, &str)> = vec![
+        (Body::from("{not json"), "malformed payload"),
+        (Body::from(r#"{"version": "4"}"#), "missing field `alerts`"),
+        (Body::from(wrong_type.to_string()), "invalid type"),
+        (Body::from(wrong_status.to_string()), "alerts[0].status"),
+        (Body::from(wrong_version.to_string()), "unsupported payload version"),
+        (Body::from(vec![0xff, 0xfe, b'{']), "malformed payload"),
+    ];
+    for (body, reason) in cases {
+        let (status, answer) = call(&f.app, post("/api/v1/alerts", body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(reason), "{error:?} does not say {reason:?}");
+    }
+    let (_, decisions) = call(&f.app, get("/api/v1/decisions")).await;
+    assert_eq!(decisions, json!([]));
+    let (_, metrics) = call(&f.app, get("/metrics")).await;
+    assert!(metrics.as_str().unwrap().contains("alertprof_queue_depth 0"));
+}
+
+/// A body over the limit is 413; unknown fields are ignored.
+#[tokio::test]
+async fn body_limit_and_unknown_fields() {
+    let f = fixture("");
+    let mut big = payload(&[high_cpu("a")]);
+    big["alerts"][0]["annotations"]["description"] = json!("x".repeat(4096));
+    let (status, _) = call(&f.app, post("/api/v1/alerts", big.to_string())).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let mut extra = payload(&[high_cpu("a")]);
+    extra["somethingNew"] = json!({"nested": true});
+    extra["alerts"][0]["silencedBy"] = json!([]);
+    let (status, answer) = call(&f.app, post("/api/v1/alerts", extra.to_string())).await;
+    assert_eq!((status, answer), (StatusCode::OK, json!({"accepted": 1, "ignored": 0})));
+}
+
+/// When the queue cannot take the whole payload the answer is 503 (Alertmanager retries
+/// 5xx) and nothing of it is queued or recorded.
+#[tokio::test]
+async fn full_queue_is_503_and_changes_nothing() {
+    let f = fixture("");
+    let (status, _) = call(&f.app, post("/api/v1/alerts", payload(&[high_cpu("a")]).to_string())).await;
+    assert_eq!(status, StatusCode::OK);
+    let two = payload(&[high_cpu("b"), high_cpu("c"), (json!({"alertname": "Other"}), "d")]);
+    let (status, answer) = call(&f.app, post("/api/v1/alerts", two.to_string())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(answer["error"].as_str().unwrap().contains("queue full"));
+    let (_, decisions) = call(&f.app, get("/api/v1/decisions")).await;
+    assert_eq!(decisions, json!([]), "a refused payload must record nothing");
+    // One place is still free.
+    let (status, _) = call(&f.app, post("/api/v1/alerts", payload(&[high_cpu("e")]).to_string())).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, metrics) = call(&f.app, get("/metrics")).await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(metrics.contains("alertprof_queue_depth 2"), "{metrics}");
+    assert!(metrics.contains("alertprof_webhook_requests_total{code=\"503\"} 1"));
+}
+
+/// Without `auth` the API is open; with a bearer token or basic auth, /api/* needs it and
+/// /metrics and health do not.
+#[tokio::test]
+async fn auth() {
+    let open = fixture("");
+    assert_eq!(call(&open.app, get("/api/v1/captures")).await.0, StatusCode::OK);
+
+    let bearer = fixture("auth: {bearer_token_file: token}\n");
+    let with = |value: &str| Request::get("/api/v1/captures").header("authorization", value).body(Body::empty()).unwrap();
+    assert_eq!(call(&bearer.app, get("/api/v1/captures")).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&bearer.app, with("Bearer wrong")).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&bearer.app, with("Bearer s3cret")).await.0, StatusCode::OK);
+    let (status, _) = call(&bearer.app, post("/api/v1/alerts", payload(&[high_cpu("a")]).to_string())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&bearer.app, get("/metrics")).await.0, StatusCode::OK);
+    assert_eq!(call(&bearer.app, get("/-/healthy")).await.0, StatusCode::OK);
+
+    let basic = fixture("auth: {basic_auth: {username: am, password_file: pw}}\n");
+    let encode = |s: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(s));
+    assert_eq!(call(&basic.app, with(&encode("am:hunter2"))).await.0, StatusCode::OK);
+    assert_eq!(call(&basic.app, with(&encode("am:hunter3"))).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&basic.app, with(&encode("xx:hunter2"))).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&basic.app, with("Bearer hunter2")).await.0, StatusCode::UNAUTHORIZED);
+}
+
+/// Unknown and malformed capture ids are 404, never a path outside the store.
+#[tokio::test]
+async fn captures_not_found() {
+    let f = fixture("");
+    for path in [
+        "/api/v1/captures/nope",
+        "/api/v1/captures/nope/profile",
+        "/api/v1/captures/..%2F..%2Fetc%2Fpasswd/profile",
+        "/api/v1/captures/%2E%2E/profile",
+    ] {
+        let (status, _) = call(&f.app, get(path)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let (status, list) = call(&f.app, get("/api/v1/captures?target=checkout&limit=5")).await;
+    assert_eq!((status, list), (StatusCode::OK, json!([])));
+}
+
+/// Health endpoints answer; reload keeps the running config when the file is invalid and
+/// takes a valid one.
+#[tokio::test]
+async fn health_and_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alertprof.yaml");
+    let valid = format!("storage: {{dir: {:?}}}\n", dir.path().join("data"));
+    std::fs::write(&path, &valid).unwrap();
+    let config = Config::load(&path).unwrap();
+    let (app, _queue_rx) = App::new(config, Some(path.clone())).unwrap();
+    assert_eq!(call(&app, get("/-/healthy")).await.0, StatusCode::OK);
+    assert_eq!(call(&app, get("/-/ready")).await.0, StatusCode::OK);
+
+    std::fs::write(&path, format!("{valid}rules: [{{name: x, capture: [bogus]}}]\n")).unwrap();
+    let (status, body) = call(&app, Request::post("/-/reload").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.as_str().unwrap().contains("rules[0].capture[0]: unknown kind \"bogus\""), "{body}");
+    assert!(app.config().rules.is_empty(), "the old config stays");
+    let (_, metrics) = call(&app, get("/metrics")).await;
+    assert!(metrics.as_str().unwrap().contains("alertprof_config_last_reload_successful 0"));
+
+    std::fs::write(
+        &path,
+        format!("{valid}targets: [{{name: t, pprof_url: \"http://127.0.0.1:1\"}}]\nrules: [{{name: x, alert_labels: {{a: b}}, capture: [heap]}}]\n"),
+    )
+    .unwrap();
+    let (status, _) = call(&app, Request::post("/-/reload").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(app.config().rules[0].name, "x");
+}
