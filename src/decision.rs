@@ -79,7 +79,10 @@ pub struct DecisionLog {
 
 impl DecisionLog {
     pub fn new(capacity: usize) -> DecisionLog {
-        DecisionLog { recent: Mutex::new(VecDeque::with_capacity(capacity.min(1024))), capacity }
+        DecisionLog {
+            recent: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+            capacity,
+        }
     }
 
     /// Logs, counts and keeps a decision.
@@ -89,10 +92,12 @@ impl DecisionLog {
         let alertname = decision.alertname.as_deref().unwrap_or("-");
         let outcome = decision.outcome.name();
         match decision.outcome {
-            Outcome::CaptureFailed | Outcome::PartiallyCaptured | Outcome::Refused => tracing::warn!(
-                outcome, rule, target, alertname, source = decision.source.name(), reason = %decision.reason,
-                captures = ?decision.captures, "Decision."
-            ),
+            Outcome::CaptureFailed | Outcome::PartiallyCaptured | Outcome::Refused => {
+                tracing::warn!(
+                    outcome, rule, target, alertname, source = decision.source.name(), reason = %decision.reason,
+                    captures = ?decision.captures, "Decision."
+                )
+            }
             _ => tracing::info!(
                 outcome, rule, target, alertname, source = decision.source.name(), reason = %decision.reason,
                 captures = ?decision.captures, "Decision."
@@ -108,6 +113,13 @@ impl DecisionLog {
 
     /// Newest first.
     pub fn recent(&self, limit: usize) -> Vec<Decision> {
-        self.recent.lock().unwrap().iter().rev().take(limit).cloned().collect()
+        self.recent
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect()
     }
 }

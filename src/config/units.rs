@@ -31,7 +31,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
-        let rank = UNITS.iter().position(|(name, _)| *name == unit).ok_or_else(bad)?;
+        let rank = UNITS
+            .iter()
+            .position(|(name, _)| *name == unit)
+            .ok_or_else(bad)?;
         // Each unit at most once and in decreasing order, as Prometheus requires.
         if last_rank != usize::MAX && rank <= last_rank {
             return Err(bad());
@@ -52,7 +55,13 @@ pub fn format_duration(duration: Duration) -> String {
         return "0s".to_string();
     }
     let mut out = String::new();
-    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)] {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ] {
         if ms >= size {
             out.push_str(&format!("{}{unit}", ms / size));
             ms %= size;

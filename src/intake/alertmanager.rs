@@ -59,13 +59,17 @@ pub enum AlertStatus {
 impl WebhookPayload {
     /// Checks what serde cannot: the version and each alert's status.
     pub fn check(&self) -> Result<(), String> {
-        if let Some(version) = &self.version {
-            if version != "4" {
-                return Err(format!("unsupported payload version {version:?}; alertprof reads version 4"));
-            }
+        if let Some(version) = &self.version
+            && version != "4"
+        {
+            return Err(format!(
+                "unsupported payload version {version:?}; alertprof reads version 4"
+            ));
         }
         for (i, alert) in self.alerts.iter().enumerate() {
-            alert.status().map_err(|message| format!("alerts[{i}].status: {message}"))?;
+            alert
+                .status()
+                .map_err(|message| format!("alerts[{i}].status: {message}"))?;
         }
         Ok(())
     }

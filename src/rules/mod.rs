@@ -38,11 +38,17 @@ impl Job {
 pub enum Match {
     Job(Job),
     /// No job; the decision is made here. `rule` is `None` when no rule took the alert.
-    Skip { rule: Option<String>, outcome: Outcome, reason: String },
+    Skip {
+        rule: Option<String>,
+        outcome: Outcome,
+        reason: String,
+    },
 }
 
 fn includes(labels: &BTreeMap<String, String>, wanted: &BTreeMap<String, String>) -> bool {
-    wanted.iter().all(|(name, value)| labels.get(name) == Some(value))
+    wanted
+        .iter()
+        .all(|(name, value)| labels.get(name) == Some(value))
 }
 
 fn describe(labels: &BTreeMap<String, String>) -> String {
@@ -55,7 +61,9 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
     let status = alert.status().unwrap_or(AlertStatus::Firing);
     let mut found = Vec::new();
     for (rule_index, rule) in config.rules.iter().enumerate() {
-        let Some(rule_labels) = &rule.alert_labels else { continue };
+        let Some(rule_labels) = &rule.alert_labels else {
+            continue;
+        };
         if !includes(&alert.labels, rule_labels) {
             continue;
         }
@@ -77,14 +85,21 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
             found.push(Match::Skip {
                 rule: Some(rule.name.clone()),
                 outcome: Outcome::NoMatchingTarget,
-                reason: format!("no target of the rule matches the alert's labels {}", describe(&alert.labels)),
+                reason: format!(
+                    "no target of the rule matches the alert's labels {}",
+                    describe(&alert.labels)
+                ),
             });
             continue;
         }
         let fingerprint = alert.fingerprint();
         let starts_at = alert.starts_at.map(|t| t.to_rfc3339()).unwrap_or_default();
         for target in targets {
-            let suffix = if status == AlertStatus::Resolved { "/resolved" } else { "" };
+            let suffix = if status == AlertStatus::Resolved {
+                "/resolved"
+            } else {
+                ""
+            };
             let target_name = &config.targets[target].name;
             found.push(Match::Job(Job {
                 config: config.clone(),
@@ -97,7 +112,10 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
                     starts_at: alert.starts_at,
                     labels: alert.labels.clone(),
                 },
-                dedupe: Some(format!("{fingerprint}@{starts_at}/{}/{target_name}{suffix}", rule.name)),
+                dedupe: Some(format!(
+                    "{fingerprint}@{starts_at}/{}/{target_name}{suffix}",
+                    rule.name
+                )),
             }));
         }
     }

@@ -36,7 +36,9 @@ impl LocalStore {
         for sub in [dir.clone(), dir.join(STAGING), dir.join(STATE)] {
             fs::create_dir_all(&sub).map_err(StoreError::io("create", &sub))?;
         }
-        let probe = dir.join(STAGING).join(format!("probe-{}", std::process::id()));
+        let probe = dir
+            .join(STAGING)
+            .join(format!("probe-{}", std::process::id()));
         fs::write(&probe, b"").map_err(StoreError::io("write to", &dir))?;
         fs::remove_file(&probe).ok();
         clear_dir(&dir.join(STAGING));
@@ -52,11 +54,15 @@ impl LocalStore {
     }
 
     fn profile_path(&self, meta: &CaptureMeta) -> Option<PathBuf> {
-        meta.file.as_ref().map(|file| self.dir.join(&meta.target).join(file))
+        meta.file
+            .as_ref()
+            .map(|file| self.dir.join(&meta.target).join(file))
     }
 
     fn meta_path(&self, meta: &CaptureMeta) -> PathBuf {
-        self.dir.join(&meta.target).join(format!("{}.json", meta.id))
+        self.dir
+            .join(&meta.target)
+            .join(format!("{}.json", meta.id))
     }
 
     fn delete(&self, meta: &CaptureMeta) -> Result<(), StoreError> {
@@ -70,12 +76,23 @@ impl LocalStore {
 }
 
 impl ProfileStore for LocalStore {
-    fn begin(&self, _target: &str, rule: &str, kind: &str) -> Result<(String, PathBuf), StoreError> {
+    fn begin(
+        &self,
+        _target: &str,
+        rule: &str,
+        kind: &str,
+    ) -> Result<(String, PathBuf), StoreError> {
         let base = capture_id(Utc::now(), rule, kind);
         let index = self.index.read().unwrap();
         let mut reserved = self.reserved.lock().unwrap();
         let id = (1..)
-            .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
+            .map(|n| {
+                if n == 1 {
+                    base.clone()
+                } else {
+                    format!("{base}-{n}")
+                }
+            })
             .find(|id| !index.contains_key(id) && !reserved.contains(id))
             .expect("an unused id");
         reserved.insert(id.clone());
@@ -88,7 +105,8 @@ impl ProfileStore for LocalStore {
             let target_dir = self.dir.join(&meta.target);
             fs::create_dir_all(&target_dir).map_err(StoreError::io("create", &target_dir))?;
             if meta.is_ok() {
-                let extension = ProfileKind::parse(&meta.kind).map_or(".bin", ProfileKind::extension);
+                let extension =
+                    ProfileKind::parse(&meta.kind).map_or(".bin", ProfileKind::extension);
                 let file = format!("{}{extension}", meta.id);
                 let dest = target_dir.join(&file);
                 fs::File::open(staged)
@@ -135,11 +153,22 @@ impl ProfileStore for LocalStore {
     }
 
     fn open_profile(&self, id: &str) -> Result<ProfileFile, StoreError> {
-        let meta = self.get(id).ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        let path = self.profile_path(&meta).ok_or_else(|| StoreError::NoProfile(id.to_string()))?;
+        let meta = self
+            .get(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let path = self
+            .profile_path(&meta)
+            .ok_or_else(|| StoreError::NoProfile(id.to_string()))?;
         let file = fs::File::open(&path).map_err(StoreError::io("open", &path))?;
-        let len = file.metadata().map_err(StoreError::io("stat", &path))?.len();
-        Ok(ProfileFile { file, len, file_name: meta.file.unwrap_or_default() })
+        let len = file
+            .metadata()
+            .map_err(StoreError::io("stat", &path))?
+            .len();
+        Ok(ProfileFile {
+            file,
+            len,
+            file_name: meta.file.unwrap_or_default(),
+        })
     }
 
     fn enforce_retention(&self) -> Result<usize, StoreError> {
@@ -155,7 +184,9 @@ impl ProfileStore for LocalStore {
                     break;
                 }
                 let too_old = self.max_age.is_some_and(|age| {
-                    now.signed_duration_since(meta.finished_at).to_std().is_ok_and(|elapsed| elapsed > age)
+                    now.signed_duration_since(meta.finished_at)
+                        .to_std()
+                        .is_ok_and(|elapsed| elapsed > age)
                 });
                 let too_big = self.max_bytes.is_some_and(|max| total > max);
                 if !(too_old || too_big) {
@@ -192,7 +223,10 @@ fn rebuild_index(dir: &Path) -> Result<BTreeMap<String, CaptureMeta>, StoreError
         }
         let mut files: HashSet<String> = HashSet::new();
         let mut metas = Vec::new();
-        for file in fs::read_dir(&target_dir).map_err(StoreError::io("read", &target_dir))?.flatten() {
+        for file in fs::read_dir(&target_dir)
+            .map_err(StoreError::io("read", &target_dir))?
+            .flatten()
+        {
             let file_name = file.file_name().to_string_lossy().into_owned();
             if file_name.ends_with(".json") {
                 metas.push(file.path());
@@ -204,9 +238,10 @@ fn rebuild_index(dir: &Path) -> Result<BTreeMap<String, CaptureMeta>, StoreError
         }
         let mut referenced = HashSet::new();
         for path in metas {
-            let meta: CaptureMeta = match fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
-                serde_json::from_slice(&bytes).map_err(|e| e.to_string())
-            }) {
+            let meta: CaptureMeta = match fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+            {
                 Ok(meta) => meta,
                 Err(error) => {
                     tracing::warn!(path = %path.display(), error = %error, "Unreadable capture metadata skipped.");
@@ -238,7 +273,10 @@ fn rebuild_index(dir: &Path) -> Result<BTreeMap<String, CaptureMeta>, StoreError
 /// file in the same directory, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut file = fs::File::create(&temp)?;
@@ -248,7 +286,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     };
     write().map_err(|source| {
         fs::remove_file(&temp).ok();
-        StoreError::Io { action: "write", path: path.to_path_buf(), source }
+        StoreError::Io {
+            action: "write",
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
     sync_dir(dir);
     Ok(())
@@ -262,9 +304,11 @@ fn sync_dir(dir: &Path) {
 
 fn remove_if_present(path: &Path) -> Result<(), StoreError> {
     match fs::remove_file(path) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-            Err(StoreError::Io { action: "delete", path: path.to_path_buf(), source: error })
-        }
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io {
+            action: "delete",
+            path: path.to_path_buf(),
+            source: error,
+        }),
         _ => Ok(()),
     }
 }
@@ -274,5 +318,171 @@ fn clear_dir(dir: &Path) {
         for entry in entries.flatten() {
             fs::remove_file(entry.path()).ok();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+    use crate::store::{CaptureStatus, Trigger, TriggerSource};
+
+    fn config(dir: &Path, max_age: Option<Duration>, max_bytes: Option<u64>) -> StorageConfig {
+        StorageConfig {
+            dir: dir.to_path_buf(),
+            max_age,
+            max_bytes,
+        }
+    }
+
+    fn meta(id: &str, finished_at: DateTime<Utc>, status: CaptureStatus) -> CaptureMeta {
+        CaptureMeta {
+            id: id.to_string(),
+            target: "t".into(),
+            rule: "r".into(),
+            kind: "heap".into(),
+            status,
+            error: None,
+            trigger: Trigger {
+                source: TriggerSource::Manual,
+                alertname: None,
+                fingerprint: None,
+                starts_at: None,
+                labels: BTreeMap::new(),
+            },
+            readings: BTreeMap::new(),
+            url: "http://t/debug/pprof/heap".into(),
+            seconds: None,
+            started_at: finished_at,
+            finished_at,
+            bytes: 0,
+            sha256: None,
+            file: None,
+        }
+    }
+
+    /// Stages `size` bytes and finishes a capture with them.
+    fn keep(store: &LocalStore, finished_at: DateTime<Utc>, size: usize) -> CaptureMeta {
+        let (id, staged) = store.begin("t", "r", "heap").unwrap();
+        fs::write(&staged, vec![7u8; size]).unwrap();
+        let mut capture = meta(&id, finished_at, CaptureStatus::Ok);
+        capture.bytes = size as u64;
+        store.finish(capture, &staged).unwrap()
+    }
+
+    /// Kept and failed captures land in the layout; ids never collide; the index is
+    /// rebuilt from disk, dropping what is incomplete.
+    #[test]
+    fn layout_and_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&config(dir.path(), None, None)).unwrap();
+        let first = keep(&store, Utc::now(), 10);
+        let second = keep(&store, Utc::now(), 20);
+        assert_ne!(first.id, second.id);
+        let (failed_id, staged) = store.begin("t", "r", "heap").unwrap();
+        fs::write(&staged, b"partial").unwrap();
+        let mut failed = meta(&failed_id, Utc::now(), CaptureStatus::Failed);
+        failed.error = Some("boom".into());
+        store.finish(failed, &staged).unwrap();
+        assert!(!staged.exists());
+
+        let target = dir.path().join("t");
+        assert!(target.join(format!("{}.pb.gz", first.id)).is_file());
+        assert!(target.join(format!("{}.json", failed_id)).is_file());
+        assert!(!target.join(format!("{failed_id}.pb.gz")).exists());
+        let listed: Vec<String> = store
+            .list(&CaptureFilter::default())
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(listed.len(), 3);
+        assert!(
+            listed.windows(2).all(|w| w[0] > w[1]),
+            "newest first: {listed:?}"
+        );
+
+        // A crash left: a profile without metadata, metadata without its profile, a torn
+        // temp file and a staged part.
+        fs::write(target.join("20200101T000000.000Z-r-heap.pb.gz"), b"orphan").unwrap();
+        fs::remove_file(target.join(format!("{}.pb.gz", second.id))).unwrap();
+        fs::write(target.join(".x.json.tmp-1"), b"{").unwrap();
+        fs::write(dir.path().join(STAGING).join("y.part"), b"half").unwrap();
+        fs::write(target.join("garbage.json"), b"not json").unwrap();
+        drop(store);
+        let store = LocalStore::open(&config(dir.path(), None, None)).unwrap();
+        let mut ids: Vec<String> = store
+            .list(&CaptureFilter::default())
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        ids.sort();
+        let mut expected = vec![first.id.clone(), failed_id];
+        expected.sort();
+        assert_eq!(ids, expected);
+        assert!(!target.join("20200101T000000.000Z-r-heap.pb.gz").exists());
+        assert!(!target.join(".x.json.tmp-1").exists());
+        assert!(
+            fs::read_dir(dir.path().join(STAGING))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+        assert_eq!(store.open_profile(&first.id).unwrap().len, 10);
+        assert!(matches!(
+            store.open_profile("nope"),
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    /// Retention deletes by age and then by total size, oldest first, keeping the newest.
+    #[test]
+    fn retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&config(
+            dir.path(),
+            Some(Duration::from_secs(3600)),
+            Some(250),
+        ))
+        .unwrap();
+        let old = keep(&store, Utc::now() - chrono::Duration::hours(2), 10);
+        std::thread::sleep(Duration::from_millis(2));
+        let a = keep(&store, Utc::now(), 100);
+        std::thread::sleep(Duration::from_millis(2));
+        let b = keep(&store, Utc::now(), 100);
+        std::thread::sleep(Duration::from_millis(2));
+        let c = keep(&store, Utc::now(), 100);
+        assert_eq!(store.enforce_retention().unwrap(), 2);
+        let left: Vec<String> = store
+            .list(&CaptureFilter::default())
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(left, vec![c.id.clone(), b.id.clone()]);
+        for gone in [&old, &a] {
+            assert!(
+                !dir.path()
+                    .join("t")
+                    .join(format!("{}.pb.gz", gone.id))
+                    .exists()
+            );
+            assert!(
+                !dir.path()
+                    .join("t")
+                    .join(format!("{}.json", gone.id))
+                    .exists()
+            );
+        }
+        // A single capture over the limit is still kept: it is the newest.
+        let big = keep(&store, Utc::now(), 1000);
+        store.enforce_retention().unwrap();
+        let left: Vec<String> = store
+            .list(&CaptureFilter::default())
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(left, vec![big.id]);
     }
 }

@@ -25,22 +25,37 @@ pub struct Verifier {
 impl Verifier {
     /// Records a target's latest readings.
     pub fn update(&self, target: &str, readings: Readings) {
-        self.latest.lock().unwrap().insert(target.to_string(), readings);
+        self.latest
+            .lock()
+            .unwrap()
+            .insert(target.to_string(), readings);
     }
 
     /// Judges `checks` on the target's latest readings. No checks: the alert alone is
     /// enough. A signal without a reading does not verify.
     pub fn verify(&self, target: &str, checks: &[SignalCheck]) -> Verdict {
-        let readings = self.latest.lock().unwrap().get(target).cloned().unwrap_or_default();
+        let readings = self
+            .latest
+            .lock()
+            .unwrap()
+            .get(target)
+            .cloned()
+            .unwrap_or_default();
         for check in checks {
             let name = check.signal.name();
             let Some(&value) = readings.get(name) else {
-                return Verdict::NotVerified { reason: format!("no reading of {name} for {target}"), readings };
+                return Verdict::NotVerified {
+                    reason: format!("no reading of {name} for {target}"),
+                    readings,
+                };
             };
-            if let Some(min) = check.threshold.min {
-                if value < min {
-                    return Verdict::NotVerified { reason: format!("{name} {value:.1} < min {min}"), readings };
-                }
+            if let Some(min) = check.threshold.min
+                && value < min
+            {
+                return Verdict::NotVerified {
+                    reason: format!("{name} {value:.1} < min {min}"),
+                    readings,
+                };
             }
         }
         Verdict::Holds { readings }

@@ -28,7 +28,8 @@ impl Running {
     /// Starts alertprof with config text; `{data}` in it is replaced by `data`.
     pub async fn start(yaml: &str, data: &Path) -> Running {
         let text = yaml.replace("{data}", &data.display().to_string());
-        let config = Config::parse(&text, data).unwrap_or_else(|e| panic!("test config invalid: {e:?}\n{text}"));
+        let config = Config::parse(&text, data)
+            .unwrap_or_else(|e| panic!("test config invalid: {e:?}\n{text}"));
         let (app, queue_rx) = App::new(config, None).expect("alertprof starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -37,11 +38,25 @@ impl Running {
             let shutdown = shutdown.clone();
             let router = router(app.clone());
             tokio::spawn(async move {
-                axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await.unwrap();
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await
+                    .unwrap();
             })
         };
-        let workers = tokio::spawn(run_workers(app.clone(), queue_rx, shutdown.clone(), Duration::from_secs(5)));
-        Running { addr, app, shutdown, server, workers }
+        let workers = tokio::spawn(run_workers(
+            app.clone(),
+            queue_rx,
+            shutdown.clone(),
+            Duration::from_secs(5),
+        ));
+        Running {
+            addr,
+            app,
+            shutdown,
+            server,
+            workers,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -56,13 +71,25 @@ impl Running {
     }
 
     pub async fn post_alerts(&self, payload: &Value) -> (u16, Value) {
-        let response = client().post(self.url("/api/v1/alerts")).json(payload).send().await.unwrap();
+        let response = client()
+            .post(self.url("/api/v1/alerts"))
+            .json(payload)
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
-        client().get(self.url(path)).send().await.unwrap().json().await.unwrap()
+        client()
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Waits until at least `count` decisions are listed, and returns them newest first.
@@ -74,7 +101,11 @@ impl Running {
             if list.len() >= count {
                 return list;
             }
-            assert!(Instant::now() < deadline, "only {} of {count} decisions after {within:?}: {list:?}", list.len());
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {count} decisions after {within:?}: {list:?}",
+                list.len()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -118,7 +149,12 @@ pub fn payload(alerts: &[(Value, &str)]) -> Value {
 /// Files in a directory (none if it does not exist), sorted.
 pub fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -129,7 +165,8 @@ pub fn demo_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-target");
-        let out = std::env::temp_dir().join(format!("alertprof-demo-target-{}", std::process::id()));
+        let out =
+            std::env::temp_dir().join(format!("alertprof-demo-target-{}", std::process::id()));
         let status = Command::new("go")
             .args(["build", "-o"])
             .arg(&out)
@@ -159,8 +196,16 @@ impl Demo {
             .spawn()
             .expect("demo target starts");
         let mut line = String::new();
-        BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line.trim().rsplit(' ').next().unwrap().parse().expect("demo prints its address");
+        BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("demo prints its address");
         Demo { child, addr }
     }
 
@@ -169,7 +214,14 @@ impl Demo {
     }
 
     pub async fn get(&self, path: &str) -> String {
-        client().get(format!("{}{path}", self.url())).send().await.unwrap().text().await.unwrap()
+        client()
+            .get(format!("{}{path}", self.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
@@ -188,7 +240,7 @@ where
 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(move || respond());
+    let app = axum::Router::new().fallback(respond);
     tokio::spawn(async move { axum::serve(listener, app).await.ok() });
     addr
 }

@@ -1,0 +1,212 @@
+//! The `alertprof` binary as a user runs it: check-config, capture, serve with SIGTERM.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{Demo, payload};
+
+fn alertprof(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_alertprof"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+const BAD: &str = r#"
+listen_adress: 127.0.0.1:9731
+sample_interval: 5
+storage:
+  retention: {max_age: 7days, max_bytes: 1XB}
+targets:
+  - name: checkout
+    pprof_url: "http://{{ labels.instance }}"
+    process: {listen_port: 70000}
+  - name: checkout
+    pprof_url: not a url
+rules:
+  - name: cpu-spike
+    alert_labels: {alertname: HighCPU}
+    targets: [checkout, billing]
+    verify:
+      cpu_percent: {min: twenty}
+    capture: [cpu, bogus]
+    cooldown: soon
+  - name: cpu-spike
+    capture: []
+"#;
+
+/// check-config names every mistake with its place and exits 1.
+#[test]
+fn check_config_reports_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.yaml"), BAD).unwrap();
+    let output = alertprof(&["check-config", "bad.yaml"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let problems: Vec<&str> = stderr.lines().skip(1).map(str::trim).collect();
+    let expected = [
+        "listen_adress: unknown key \"listen_adress\"",
+        "sample_interval: 5 needs a unit",
+        "storage.retention.max_age: \"7days\" is not a duration",
+        "storage.retention.max_bytes: \"1XB\" is not a size",
+        "targets[0].pprof_url: templated URLs are not supported here",
+        "targets[0].process.listen_port: must be a whole number from 1 to 65535",
+        "targets[1].name: duplicate target name \"checkout\"",
+        "targets[1].pprof_url: \"not a url\" is not a URL",
+        "rules[0].targets[1]: unknown target \"billing\"",
+        "rules[0].verify.cpu_percent.min: must be a number",
+        "rules[0].capture[1]: unknown kind \"bogus\"",
+        "rules[0].cooldown: \"soon\" is not a duration",
+        "rules[1].name: duplicate rule name \"cpu-spike\"",
+        "rules[1].capture: must list at least one profile kind",
+        "rules[1]: needs alert_labels (to handle alerts) or watch",
+    ];
+    assert_eq!(problems.len(), expected.len(), "{stderr}");
+    for (problem, wanted) in problems.iter().zip(expected) {
+        assert!(
+            problem.starts_with(wanted),
+            "{problem:?} should start with {wanted:?}"
+        );
+    }
+    assert!(stderr.starts_with(&format!("bad.yaml: {} problem(s)", expected.len())));
+}
+
+/// The annotated example config is valid; YAML syntax errors and missing files are
+/// reported, not panicked on.
+#[test]
+fn check_config_valid_syntax_and_missing() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let output = alertprof(&["check-config", "alertprof.yaml"], &examples);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("valid (1 targets, 2 rules)"));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("broken.yaml"), "targets: [\n  - {name: x\n").unwrap();
+    let output = alertprof(&["check-config", "broken.yaml"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not valid YAML"));
+
+    let output = alertprof(&["check-config", "absent.yaml"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read config absent.yaml"));
+
+    let output = alertprof(&["--version"], dir.path());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("alertprof {}", env!("CARGO_PKG_VERSION"))
+    );
+    for command in ["serve", "check-config", "capture"] {
+        assert!(alertprof(&[command, "--help"], dir.path()).status.success());
+    }
+}
+
+/// `alertprof capture` fetches one validated profile into --out; a bad kind is refused.
+#[test]
+fn manual_capture() {
+    let demo = Demo::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = demo.url();
+    let output = alertprof(
+        &[
+            "capture",
+            &url,
+            "--profile",
+            "goroutine",
+            "--out",
+            "profiles",
+        ],
+        dir.path(),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let files = support::files_in(&dir.path().join("profiles"));
+    assert_eq!(files.len(), 1);
+    assert!(files[0].ends_with("-manual-goroutine.pb.gz"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&files[0]) && stdout.contains("sha256"),
+        "{stdout}"
+    );
+
+    let output = alertprof(&["capture", &url, "--profile", "bogus"], dir.path());
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown kind \"bogus\""));
+
+    let down = format!("http://127.0.0.1:{}", support::closed_port());
+    let output = alertprof(
+        &["capture", &down, "--profile", "heap", "--out", "profiles"],
+        dir.path(),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach"));
+    assert_eq!(
+        support::files_in(&dir.path().join("profiles")).len(),
+        1,
+        "a failure leaves nothing behind"
+    );
+}
+
+/// `serve` runs the whole service; SIGTERM during a CPU capture lets it finish, then the
+/// process exits 0 with the profile stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_finishes_capture_on_sigterm() {
+    let demo = Demo::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::closed_port();
+    let config = format!(
+        "listen_address: 127.0.0.1:{port}\nstorage: {{dir: data}}\ntargets: [{{name: demo, pprof_url: {:?}}}]\n\
+         rules: [{{name: r, alert_labels: {{alertname: HighCPU}}, capture: [cpu], seconds: 2}}]\n",
+        demo.url()
+    );
+    std::fs::write(dir.path().join("alertprof.yaml"), config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_alertprof"))
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--config",
+            "alertprof.yaml",
+        ])
+        .current_dir(dir.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = support::client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.get(format!("{base}/-/ready")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "alertprof did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answer = client
+        .post(format!("{base}/api/v1/alerts"))
+        .json(&payload(&[(json!({"alertname": "HighCPU"}), "f")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let files = support::files_in(&dir.path().join("data/demo"));
+    assert_eq!(files.len(), 2, "profile and metadata: {files:?}");
+    assert!(files.iter().any(|f| f.ends_with("-r-cpu.pb.gz")));
+}
