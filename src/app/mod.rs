@@ -1,6 +1,9 @@
 //! Wiring: the shared state, the HTTP router, the job workers, reload and shutdown.
 
 mod pipeline;
+mod watch;
+
+pub use watch::{run_sampling, sampling_interval};
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -58,8 +61,12 @@ pub struct App {
     pub decisions: DecisionLog,
     pub metrics: Metrics,
     queue_tx: mpsc::Sender<Job>,
+    /// Every running job, from alerts and watch rules, so shutdown can wait for them.
+    pub jobs: TaskTracker,
     /// Cancels captures still running when the shutdown grace has passed.
     pub abort: CancellationToken,
+    /// Told when the config was reloaded, so sampling starts over with it.
+    pub reloaded: tokio::sync::Notify,
 }
 
 impl App {
@@ -80,15 +87,17 @@ impl App {
         metrics.queue_capacity.set(config.gate.queue_size as i64);
         let app = App {
             client: PprofClient::new(config.capture.clone()),
+            verifier: Verifier::new(config.history, stale_after(&config)),
             config: RwLock::new(Arc::new(config)),
             config_path,
             store: Arc::new(store),
             gate,
-            verifier: Verifier::default(),
             decisions: DecisionLog::new(DECISIONS_KEPT),
             metrics,
             queue_tx,
+            jobs: TaskTracker::new(),
             abort: CancellationToken::new(),
+            reloaded: tokio::sync::Notify::new(),
         };
         Ok((Arc::new(app), queue_rx))
     }
@@ -146,6 +155,7 @@ impl App {
                     }
                 }
                 *self.config.write().unwrap() = Arc::new(new);
+                self.reloaded.notify_one();
                 self.metrics.config_reload_success.set(1);
                 tracing::info!(path = %path.display(), "Config reloaded.");
                 Ok(())
@@ -161,6 +171,11 @@ impl App {
     pub fn record(&self, decision: Decision) {
         self.decisions.record(decision, &self.metrics);
     }
+}
+
+/// Readings older than this verify nothing: a few missed samples, not one late scrape.
+fn stale_after(config: &Config) -> Duration {
+    config.sample_interval * 3 + Duration::from_secs(5)
 }
 
 /// The HTTP API. Built by a function so tests call it in-process.
@@ -231,12 +246,12 @@ pub async fn run_workers(
     shutdown: CancellationToken,
     grace: Duration,
 ) {
-    let tracker = TaskTracker::new();
+    let tracker = app.jobs.clone();
     let jobs = Arc::new(tokio::sync::Semaphore::new(app.config().gate.max_in_flight));
     let retention = {
         let app = app.clone();
         let shutdown = shutdown.clone();
-        tracker.spawn(async move {
+        tokio::spawn(async move {
             let mut ticks = tokio::time::interval(RETENTION_EVERY);
             loop {
                 tokio::select! {
@@ -271,6 +286,7 @@ pub async fn run_workers(
         ));
     }
     app.sync_queue_depth();
+    retention.await.ok();
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(
@@ -280,7 +296,6 @@ pub async fn run_workers(
         app.abort.cancel();
         tracker.wait().await;
     }
-    drop(retention);
 }
 
 /// Runs the service until Ctrl-C or SIGTERM; SIGHUP reloads the config.
@@ -297,6 +312,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         })?;
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(app.clone(), shutdown.clone()));
+    let sampling = tokio::spawn(run_sampling(app.clone(), shutdown.clone()));
     let workers = tokio::spawn(run_workers(app.clone(), queue_rx, shutdown.clone(), grace));
     tracing::info!(address = %address, version = env!("CARGO_PKG_VERSION"), "alertprof listening.");
     let server = axum::serve(listener, router(app.clone()))
@@ -305,6 +321,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         tracing::error!(error = %error, "HTTP server failed.");
         shutdown.cancel();
     }
+    sampling.await.ok();
     workers.await.ok();
     tracing::info!("alertprof stopped.");
     Ok(())

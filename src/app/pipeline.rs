@@ -58,8 +58,8 @@ async fn decide(app: &App, job: &Job) -> Decision {
     {
         return refusal_decision(job, refusal, Readings::new());
     }
-    let readings = match app.verifier.verify(&target.name, &rule.verify) {
-        Verdict::Holds { readings } => readings,
+    let (readings, why) = match app.verifier.verify(&target.name, &rule.verify, Utc::now()) {
+        Verdict::Holds { readings, why } => (readings, why),
         Verdict::NotVerified { reason, readings } => {
             return Decision {
                 readings,
@@ -109,7 +109,7 @@ async fn decide(app: &App, job: &Job) -> Decision {
         .filter(|meta| meta.is_ok())
         .map(|meta| meta.kind.as_str())
         .collect();
-    let (outcome, reason) = if failures.is_empty() {
+    let (outcome, mut reason) = if failures.is_empty() {
         (Outcome::Captured, format!("captured {}", kept.join(", ")))
     } else if kept.is_empty() {
         (
@@ -126,6 +126,9 @@ async fn decide(app: &App, job: &Job) -> Decision {
             ),
         )
     };
+    if !why.is_empty() {
+        reason = format!("{reason} (verified: {})", why.join("; "));
+    }
     if !kept.is_empty() {
         enforce_retention(app).await;
     }

@@ -167,6 +167,18 @@ pub enum Signal {
 }
 
 impl Signal {
+    /// The key of its readings: the name, and for a metric its label matchers too
+    /// (`http_requests_total{code="500"}`).
+    pub fn key(&self) -> String {
+        match self {
+            Signal::Metric { name, labels } if !labels.is_empty() => {
+                let parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+                format!("{name}{{{}}}", parts.join(","))
+            }
+            other => other.name().to_string(),
+        }
+    }
+
     pub const BUILTIN: [&'static str; 5] = [
         "cpu_percent",
         "memory_percent",

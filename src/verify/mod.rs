@@ -1,63 +1,185 @@
 //! Re-checks a rule's signals against the target's latest local readings before anything
-//! touches the target: an alert is late by the time it arrives.
+//! touches the target (an alert is late by the time it arrives), and keeps the readings
+//! and their history that the sampler takes.
 
-use std::collections::{BTreeMap, HashMap};
+pub mod cgroup;
+pub mod procfs;
+pub mod sampler;
+pub mod target_metrics;
+pub mod trigger;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use crate::config::SignalCheck;
 
-/// Latest reading of each signal, by name.
+/// Latest reading of each signal, by key (`cpu_percent`, `go_foo{code="500"}`).
 pub type Readings = BTreeMap<String, f64>;
 
 /// Whether a rule's condition holds now, with the readings it was judged on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    Holds { readings: Readings },
+    /// Every signal triggers; `why` says how, one reason each.
+    Holds { readings: Readings, why: Vec<String> },
     NotVerified { reason: String, readings: Readings },
 }
 
-/// Holds each target's latest readings for the verify stage.
-#[derive(Default)]
+/// One sample of a target: each signal's value, or why there is none.
+pub type Sample = BTreeMap<String, Result<f64, String>>;
+
+/// A target's readings over time.
+#[derive(Debug, Default)]
+struct Signals {
+    at: Option<DateTime<Utc>>,
+    latest: Readings,
+    missing: BTreeMap<String, String>,
+    /// The last `history + 1` values of each signal, the newest last.
+    history: HashMap<String, VecDeque<f64>>,
+}
+
+/// Holds every target's readings for the verify stage, the API and `/metrics`.
 pub struct Verifier {
-    latest: Mutex<HashMap<String, Readings>>,
+    targets: Mutex<HashMap<String, Signals>>,
+    /// Samples `diff` averages over.
+    history: usize,
+    /// Readings older than this do not verify anything.
+    stale_after: Duration,
 }
 
 impl Verifier {
-    /// Records a target's latest readings.
-    pub fn update(&self, target: &str, readings: Readings) {
-        self.latest
-            .lock()
-            .unwrap()
-            .insert(target.to_string(), readings);
+    pub fn new(history: usize, stale_after: Duration) -> Verifier {
+        Verifier { targets: Mutex::new(HashMap::new()), history, stale_after }
     }
 
-    /// Judges `checks` on the target's latest readings. No checks: the alert alone is
-    /// enough. A signal without a reading does not verify.
-    pub fn verify(&self, target: &str, checks: &[SignalCheck]) -> Verdict {
-        let readings = self
-            .latest
-            .lock()
-            .unwrap()
-            .get(target)
-            .cloned()
-            .unwrap_or_default();
-        for check in checks {
-            let name = check.signal.name();
-            let Some(&value) = readings.get(name) else {
-                return Verdict::NotVerified {
-                    reason: format!("no reading of {name} for {target}"),
-                    readings,
-                };
-            };
-            if let Some(min) = check.threshold.min
-                && value < min
-            {
-                return Verdict::NotVerified {
-                    reason: format!("{name} {value:.1} < min {min}"),
-                    readings,
-                };
+    /// Records a sample of `target` taken at `at`.
+    pub fn record(&self, target: &str, at: DateTime<Utc>, sample: Sample) {
+        let mut targets = self.targets.lock().unwrap();
+        let signals = targets.entry(target.to_string()).or_default();
+        signals.at = Some(at);
+        signals.latest.clear();
+        signals.missing.clear();
+        for (key, value) in sample {
+            match value {
+                Ok(value) => {
+                    let ring = signals.history.entry(key.clone()).or_default();
+                    if ring.len() > self.history {
+                        ring.pop_front();
+                    }
+                    ring.push_back(value);
+                    signals.latest.insert(key, value);
+                }
+                Err(why) => {
+                    // A gap breaks the history: `diff` compares with consecutive samples.
+                    signals.history.remove(&key);
+                    signals.missing.insert(key, why);
+                }
             }
         }
-        Verdict::Holds { readings }
+    }
+
+    /// Forgets targets no longer configured.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.targets.lock().unwrap().retain(|name, _| keep(name));
+    }
+
+    /// The latest readings of a target.
+    pub fn readings(&self, target: &str) -> Readings {
+        self.targets.lock().unwrap().get(target).map(|s| s.latest.clone()).unwrap_or_default()
+    }
+
+    /// Judges `checks` on the target's latest readings and history, holmes-style. No
+    /// checks: the alert alone is enough.
+    pub fn verify(&self, target: &str, checks: &[SignalCheck], now: DateTime<Utc>) -> Verdict {
+        let targets = self.targets.lock().unwrap();
+        let Some(signals) = targets.get(target) else {
+            let reason = if checks.is_empty() { None } else { Some(format!("no readings of {target} yet")) };
+            return match reason {
+                None => Verdict::Holds { readings: Readings::new(), why: Vec::new() },
+                Some(reason) => Verdict::NotVerified { reason, readings: Readings::new() },
+            };
+        };
+        let readings = signals.latest.clone();
+        if checks.is_empty() {
+            return Verdict::Holds { readings, why: Vec::new() };
+        }
+        let age = signals.at.and_then(|at| (now - at).to_std().ok()).unwrap_or_default();
+        if age > self.stale_after {
+            let reason = format!("readings of {target} are {}s old", age.as_secs());
+            return Verdict::NotVerified { reason, readings };
+        }
+        let mut why = Vec::new();
+        for check in checks {
+            let key = check.signal.key();
+            let Some(ring) = signals.history.get(&key).filter(|_| signals.latest.contains_key(&key)) else {
+                let cause = signals.missing.get(&key).map(String::as_str).unwrap_or("not sampled");
+                return Verdict::NotVerified { reason: format!("no reading of {key}: {cause}"), readings };
+            };
+            let (current, previous) = {
+                let values: Vec<f64> = ring.iter().copied().collect();
+                let (last, rest) = values.split_last().expect("a reading is in the history");
+                (*last, rest.to_vec())
+            };
+            match trigger::evaluate(&key, &check.threshold, current, &previous, self.history) {
+                Ok(reason) => why.push(reason),
+                Err(reason) => return Verdict::NotVerified { reason, readings },
+            }
+        }
+        Verdict::Holds { readings, why }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Signal, Threshold};
+
+    fn goroutines(abs: f64, diff: Option<f64>) -> Vec<SignalCheck> {
+        vec![SignalCheck { signal: Signal::Goroutines, threshold: Threshold { abs: Some(abs), diff, ..Default::default() } }]
+    }
+
+    fn sample(value: f64) -> Sample {
+        Sample::from([("goroutines".to_string(), Ok(value)), ("cpu_percent".to_string(), Err("first sample".into()))])
+    }
+
+    /// Verification uses the history ring, names missing readings, and refuses stale ones.
+    #[test]
+    fn verify_with_history() {
+        let verifier = Verifier::new(3, Duration::from_secs(10));
+        let now = Utc::now();
+        assert!(matches!(
+            verifier.verify("t", &goroutines(100.0, None), now),
+            Verdict::NotVerified { reason, .. } if reason == "no readings of t yet"
+        ));
+        for value in [10.0, 10.0, 10.0] {
+            verifier.record("t", now, sample(value));
+        }
+        // Two previous samples: diff is still warming up.
+        verifier.record("t", now, sample(20.0));
+        // Now three previous samples (10, 10, 20): avg 13.3, ×2 = 26.7.
+        verifier.record("t", now, sample(30.0));
+        match verifier.verify("t", &goroutines(1000.0, Some(100.0)), now) {
+            Verdict::Holds { readings, why } => {
+                assert_eq!(readings["goroutines"], 30.0);
+                assert_eq!(why, ["goroutines 30 >= 2 × avg 13.333 = 26.667"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cpu = vec![SignalCheck { signal: Signal::CpuPercent, threshold: Threshold { min: Some(1.0), ..Default::default() } }];
+        assert_eq!(
+            verifier.verify("t", &cpu, now),
+            Verdict::NotVerified {
+                reason: "no reading of cpu_percent: first sample".into(),
+                readings: Readings::from([("goroutines".to_string(), 30.0)])
+            }
+        );
+        let later = now + chrono::Duration::seconds(11);
+        assert!(matches!(
+            verifier.verify("t", &goroutines(1.0, None), later),
+            Verdict::NotVerified { reason, .. } if reason == "readings of t are 11s old"
+        ));
+        assert!(matches!(verifier.verify("t", &[], later), Verdict::Holds { .. }));
     }
 }

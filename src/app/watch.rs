@@ -1,0 +1,130 @@
+//! The sampling loop per target, and watch rules: each target is sampled every
+//! `sample_interval` (or its shortest watch interval); after a sample, due watch rules are
+//! evaluated and, when they trigger, run through the same pipeline as alerts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{App, pipeline};
+use crate::config::Config;
+use crate::rules::Job;
+use crate::store::{Trigger, TriggerSource};
+use crate::verify::Verdict;
+use crate::verify::sampler::{Probe, sample};
+
+/// A scrape of a target's /metrics may take at most this long (and never longer than the
+/// sampling interval).
+const MAX_SCRAPE_TIME: Duration = Duration::from_secs(5);
+
+/// Samples every target until `shutdown`; starts over with the new config on reload.
+pub async fn run_sampling(app: Arc<App>, shutdown: CancellationToken) {
+    loop {
+        let config = app.config();
+        app.verifier.retain(|name| config.target(name).is_some());
+        app.metrics.signal.clear();
+        let round = shutdown.child_token();
+        let tasks = TaskTracker::new();
+        for index in 0..config.targets.len() {
+            tasks.spawn(sample_target(app.clone(), config.clone(), index, round.clone()));
+        }
+        tasks.close();
+        let reload = tokio::select! {
+            () = app.reloaded.notified() => true,
+            () = shutdown.cancelled() => false,
+        };
+        round.cancel();
+        tasks.wait().await;
+        if !reload {
+            break;
+        }
+    }
+}
+
+/// How often a target is sampled: `sample_interval`, or faster for a watch rule on it.
+pub fn sampling_interval(config: &Config, target: usize) -> Duration {
+    config
+        .rules
+        .iter()
+        .filter(|rule| rule.targets.contains(&target))
+        .filter_map(|rule| rule.watch)
+        .fold(config.sample_interval, Duration::min)
+}
+
+async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: CancellationToken) {
+    let target = &config.targets[index];
+    let rules: Vec<_> = config.rules.iter().enumerate().filter(|(_, rule)| rule.targets.contains(&index)).collect();
+    let rule_refs: Vec<_> = rules.iter().map(|(_, rule)| *rule).collect();
+    let interval = sampling_interval(&config, index);
+    let mut probe = Some(Probe::new(target, &rule_refs, &config.cgroup_root, &config.proc_root));
+    let client = crate::http::client();
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // When each watch rule last ran, and whether its job is still running.
+    let mut last_watch: HashMap<usize, Instant> = HashMap::new();
+    let running: Arc<std::sync::Mutex<std::collections::HashSet<usize>>> = Default::default();
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => break,
+        }
+        let taken = sample(probe.take().expect("the probe is back"), &client, started.elapsed(), interval.min(MAX_SCRAPE_TIME));
+        let (back, readings) = tokio::select! {
+            taken = taken => taken,
+            () = stop.cancelled() => break,
+        };
+        probe = Some(back);
+        for (signal, value) in &readings {
+            let labels = vec![("target", target.name.clone()), ("signal", signal.clone())];
+            match value {
+                Ok(value) => {
+                    app.metrics.signal.get_or_create(&labels).set(*value);
+                }
+                Err(_) => {
+                    app.metrics.signal.remove(&labels);
+                }
+            }
+        }
+        let now = Utc::now();
+        app.verifier.record(&target.name, now, readings);
+
+        for (rule_index, rule) in &rules {
+            let Some(every) = rule.watch else { continue };
+            let due = last_watch.get(rule_index).is_none_or(|last| last.elapsed() + interval / 2 >= every);
+            if !due || running.lock().unwrap().contains(rule_index) {
+                continue;
+            }
+            last_watch.insert(*rule_index, Instant::now());
+            let Verdict::Holds { why, .. } = app.verifier.verify(&target.name, &rule.verify, now) else { continue };
+            if app.gate.check(None, &rule.name, &target.name, now).is_some() {
+                continue;
+            }
+            tracing::info!(rule = %rule.name, target = %target.name, why = %why.join("; "), "Watch rule triggered.");
+            let job = Job {
+                config: config.clone(),
+                rule: *rule_index,
+                target: index,
+                trigger: Trigger {
+                    source: TriggerSource::Watch,
+                    alertname: None,
+                    fingerprint: None,
+                    starts_at: Some(now),
+                    labels: Default::default(),
+                },
+                dedupe: None,
+            };
+            running.lock().unwrap().insert(*rule_index);
+            let (app, running, rule_index) = (app.clone(), running.clone(), *rule_index);
+            app.jobs.clone().spawn(async move {
+                pipeline::run_job(&app, job).await;
+                running.lock().unwrap().remove(&rule_index);
+            });
+        }
+    }
+}

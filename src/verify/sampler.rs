@@ -1,0 +1,218 @@
+//! Takes one sample of a target's signals: CPU and memory from its process and cgroup,
+//! Go runtime numbers and named metrics from its `/metrics`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::Sample;
+use super::cgroup::{CgroupDirs, CgroupReader};
+use super::procfs::{ProcReader, ProcessSample};
+use super::target_metrics::{TargetMetrics, scrape};
+use crate::config::{ProcessRef, Rule, Signal, Target};
+
+/// A metric signal some rule reads from this target.
+#[derive(Debug, Clone, PartialEq)]
+struct MetricSignal {
+    key: String,
+    name: String,
+    labels: BTreeMap<String, String>,
+}
+
+/// Everything needed to sample one target, and what the last sample left behind (CPU use
+/// is a difference of two samples).
+pub struct Probe {
+    target: Target,
+    metrics: Vec<MetricSignal>,
+    cgroups: CgroupReader,
+    procs: ProcReader,
+    /// The process found for the target, with its start time against PID reuse.
+    process: Option<(u32, u64)>,
+    /// cgroup directories, found once per process.
+    dirs: Option<CgroupDirs>,
+    /// (CPU ns, wall time, whose) of the previous sample.
+    last_cpu: Option<(u64, Duration, Option<(u32, u64)>)>,
+}
+
+/// Local readings: the signals, plus the memory limit `heap_percent` is taken against.
+pub struct Local {
+    pub sample: Sample,
+    pub memory_limit: Option<u64>,
+}
+
+impl Probe {
+    /// A probe for `target` reading the metric signals that `rules` ask of it.
+    pub fn new(target: &Target, rules: &[&Rule], cgroup_root: &std::path::Path, proc_root: &std::path::Path) -> Probe {
+        let mut metrics = Vec::new();
+        for check in rules.iter().flat_map(|rule| &rule.verify) {
+            if let Signal::Metric { name, labels } = &check.signal {
+                let signal = MetricSignal { key: check.signal.key(), name: name.clone(), labels: labels.clone() };
+                if !metrics.contains(&signal) {
+                    metrics.push(signal);
+                }
+            }
+        }
+        Probe {
+            target: target.clone(),
+            metrics,
+            cgroups: CgroupReader::new(cgroup_root, proc_root),
+            procs: ProcReader::new(proc_root),
+            process: None,
+            dirs: None,
+            last_cpu: None,
+        }
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The target's process now, found again if it went away or its PID was reused.
+    fn process(&mut self) -> Result<Option<ProcessSample>, String> {
+        let pid = match &self.target.process {
+            None | Some(ProcessRef::Cgroup(_)) => return Ok(None),
+            Some(ProcessRef::Pid(pid)) => *pid,
+            Some(ProcessRef::ListenPort(port)) => {
+                let cached = self.process.and_then(|(pid, start)| {
+                    self.procs.sample(pid).filter(|s| s.start_ticks == start).map(|_| pid)
+                });
+                match cached.or_else(|| self.procs.pid_listening_on(*port)) {
+                    Some(pid) => pid,
+                    None => return Err(format!("no process listens on port {port}")),
+                }
+            }
+        };
+        let sample = self.procs.sample(pid).ok_or_else(|| format!("no process {pid}"))?;
+        if self.process != Some((pid, sample.start_ticks)) {
+            self.process = Some((pid, sample.start_ticks));
+            self.dirs = None;
+        }
+        Ok(Some(sample))
+    }
+
+    fn dirs(&mut self) -> CgroupDirs {
+        if self.dirs.is_none() {
+            self.dirs = Some(match (&self.target.process, self.process) {
+                (Some(ProcessRef::Cgroup(path)), _) => self.cgroups.dirs_of_path(path),
+                (_, Some((pid, _))) => self.cgroups.dirs_of_pid(pid),
+                _ => CgroupDirs::default(),
+            });
+        }
+        self.dirs.clone().unwrap_or_default()
+    }
+
+    /// CPU and memory from /proc and cgroups; `wall` is a monotonic clock reading.
+    pub fn sample_local(&mut self, wall: Duration) -> Local {
+        let mut sample = Sample::new();
+        if self.target.process.is_none() {
+            let why = "no process configured for the target".to_string();
+            sample.insert("cpu_percent".into(), Err(why.clone()));
+            sample.insert("memory_percent".into(), Err(why));
+            return Local { sample, memory_limit: self.procs.host_memory() };
+        }
+        let process = match self.process() {
+            Ok(process) => process,
+            Err(why) => {
+                self.last_cpu = None;
+                sample.insert("cpu_percent".into(), Err(why.clone()));
+                sample.insert("memory_percent".into(), Err(why.clone()));
+                sample.insert("threads".into(), Err(why));
+                return Local { sample, memory_limit: None };
+            }
+        };
+        let dirs = self.dirs();
+
+        // CPU: the process's own time when known (on a bare host the cgroup is shared by
+        // everything), else the cgroup's.
+        let whose = self.process;
+        let used = match &process {
+            Some(p) => Some(p.cpu_ns),
+            None => self.cgroups.cpu_usage_ns(&dirs),
+        };
+        let cores = self
+            .cgroups
+            .cpu_quota_cores(&dirs)
+            .or_else(|| process.and_then(|p| p.cpus_allowed).map(|n| n as f64))
+            .or_else(|| self.cgroups.cpuset_cpus(&dirs))
+            .or_else(|| self.procs.host_cpus().map(|n| n as f64))
+            .unwrap_or(1.0);
+        let cpu = match (used, self.last_cpu) {
+            (None, _) => Err("no CPU usage readable for the target".to_string()),
+            (Some(now_ns), Some((then_ns, then_wall, then_whose))) if then_whose == whose && wall > then_wall => {
+                let busy = now_ns.saturating_sub(then_ns) as f64;
+                let elapsed = (wall - then_wall).as_nanos() as f64;
+                Ok(busy / elapsed / cores * 100.0)
+            }
+            (Some(_), _) => Err("CPU use needs a second sample".to_string()),
+        };
+        self.last_cpu = used.map(|ns| (ns, wall, whose));
+        sample.insert("cpu_percent".into(), cpu);
+
+        // Memory: working set over the cgroup limit (host memory without one); a process
+        // sharing its cgroup with others counts its own RSS.
+        let cgroup_memory = self.cgroups.memory(&dirs);
+        let limit = cgroup_memory.and_then(|m| m.limit).or_else(|| self.procs.host_memory());
+        let shared = self.cgroups.process_count(&dirs).is_none_or(|count| count > 1);
+        let used = match (&process, cgroup_memory) {
+            (Some(p), _) if shared || cgroup_memory.is_none() => Some(p.rss_bytes),
+            (_, Some(memory)) => Some(memory.working_set),
+            (Some(p), None) => Some(p.rss_bytes),
+            (None, None) => None,
+        };
+        let memory = match (used, limit) {
+            (Some(used), Some(limit)) if limit > 0 => Ok(used as f64 / limit as f64 * 100.0),
+            (None, _) => Err("no memory usage readable for the target".to_string()),
+            _ => Err("no memory limit or host memory readable".to_string()),
+        };
+        sample.insert("memory_percent".into(), memory);
+        if let Some(p) = process {
+            sample.insert("threads".into(), Ok(p.threads as f64));
+        }
+        Local { sample, memory_limit: limit }
+    }
+
+    /// Adds what the target's `/metrics` says to a local sample.
+    pub fn add_metrics(&self, local: &mut Local, scraped: Result<&TargetMetrics, &str>) {
+        let sample = &mut local.sample;
+        let Ok(metrics) = scraped else {
+            let why = scraped.err().unwrap_or_default().to_string();
+            for key in ["goroutines", "heap_percent"].into_iter().map(str::to_string).chain(self.metrics.iter().map(|m| m.key.clone())) {
+                sample.insert(key, Err(why.clone()));
+            }
+            sample.entry("threads".into()).or_insert(Err(why));
+            return;
+        };
+        let found = |value: Option<f64>, name: &str| value.ok_or_else(|| format!("{name} not in the target's metrics"));
+        sample.insert("goroutines".into(), found(metrics.goroutines(), "go_goroutines"));
+        if let Some(threads) = metrics.threads() {
+            sample.insert("threads".into(), Ok(threads));
+        } else {
+            sample.entry("threads".into()).or_insert_with(|| found(None, "go_threads"));
+        }
+        let heap = found(metrics.heap_inuse_bytes(), "go_memstats_heap_inuse_bytes").and_then(|heap| match local.memory_limit {
+            Some(limit) if limit > 0 => Ok(heap / limit as f64 * 100.0),
+            _ => Err("no memory limit or host memory readable".to_string()),
+        });
+        sample.insert("heap_percent".into(), heap);
+        for metric in &self.metrics {
+            sample.insert(metric.key.clone(), found(metrics.value(&metric.name, &metric.labels), &metric.key));
+        }
+    }
+}
+
+/// Samples a target: local readings off the async threads, then its `/metrics`.
+pub async fn sample(mut probe: Probe, client: &reqwest::Client, wall: Duration, timeout: Duration) -> (Probe, Sample) {
+    let (probe, mut local) = tokio::task::spawn_blocking(move || {
+        let local = probe.sample_local(wall);
+        (probe, local)
+    })
+    .await
+    .expect("sampling does not panic");
+    match probe.target.metrics_url.clone() {
+        Some(url) => match scrape(client, &url, timeout).await {
+            Ok(metrics) => probe.add_metrics(&mut local, Ok(&metrics)),
+            Err(error) => probe.add_metrics(&mut local, Err(&error.to_string())),
+        },
+        None => probe.add_metrics(&mut local, Err("no metrics_url configured for the target")),
+    }
+    (probe, local.sample)
+}

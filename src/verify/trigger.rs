@@ -1,0 +1,136 @@
+//! holmes' trigger rule, with a reason for every answer: a signal triggers when
+//! `cur >= min`, and not `cur >= max` (at that size the profile itself is dangerous), and
+//! `cur >= abs` or `cur >= avg(history) * (1 + diff/100)`. `diff` needs a full history;
+//! until then only `abs` can trigger. With neither `abs` nor `diff`, `min` alone decides.
+
+use crate::config::Threshold;
+
+/// A reading as a reason shows it: percentages with one decimal, counts whole.
+pub fn show(signal: &str, value: f64) -> String {
+    if signal.ends_with("_percent") {
+        format!("{value:.1}")
+    } else if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+/// Whether `current` triggers, given the `previous` readings (oldest first) and the
+/// history size that counts as full. `Ok` and `Err` both carry the reason.
+pub fn evaluate(
+    signal: &str,
+    threshold: &Threshold,
+    current: f64,
+    previous: &[f64],
+    full: usize,
+) -> Result<String, String> {
+    let cur = show(signal, current);
+    if let Some(min) = threshold.min
+        && current < min
+    {
+        return Err(format!("{signal} {cur} < min {min}"));
+    }
+    if let Some(max) = threshold.max
+        && current >= max
+    {
+        return Err(format!("{signal} {cur} >= max {max}"));
+    }
+    if let Some(abs) = threshold.abs
+        && current >= abs
+    {
+        return Ok(format!("{signal} {cur} >= abs {abs}"));
+    }
+    let mut missed = Vec::new();
+    if let Some(abs) = threshold.abs {
+        missed.push(format!("< abs {abs}"));
+    }
+    if let Some(diff) = threshold.diff {
+        if previous.len() < full {
+            missed.push(format!("diff needs {full} samples, has {}", previous.len()));
+        } else {
+            let window = &previous[previous.len() - full..];
+            let avg = window.iter().sum::<f64>() / window.len() as f64;
+            let factor = 1.0 + diff / 100.0;
+            let bar = avg * factor;
+            let shown = format!("{factor} × avg {} = {}", show(signal, avg), show(signal, bar));
+            if current >= bar {
+                return Ok(format!("{signal} {cur} >= {shown}"));
+            }
+            missed.push(format!("< {shown}"));
+        }
+    }
+    match (threshold.min, missed.is_empty()) {
+        (Some(min), true) => Ok(format!("{signal} {cur} >= min {min}")),
+        _ => Err(format!("{signal} {cur} {}", missed.join(" and "))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(min: Option<f64>, abs: Option<f64>, diff: Option<f64>, max: Option<f64>) -> Threshold {
+        Threshold { min, abs, diff, max }
+    }
+
+    /// The boundaries of min, abs, diff and max, warm-up, and the reasons, as a table.
+    #[test]
+    fn trigger_table() {
+        let full = [10.0, 20.0, 30.0, 40.0]; // avg 25
+        let holmes = t(Some(20.0), Some(70.0), Some(25.0), Some(400.0));
+        let cases: Vec<(&str, Threshold, f64, &[f64], Result<&str, &str>)> = vec![
+            ("below min", holmes, 12.0, &full, Err("cpu_percent 12.0 < min 20")),
+            ("min is inclusive", t(Some(20.0), Some(20.0), None, None), 20.0, &[], Ok("cpu_percent 20.0 >= abs 20")),
+            ("abs is inclusive", holmes, 70.0, &[], Ok("cpu_percent 70.0 >= abs 70")),
+            ("at max is refused", holmes, 400.0, &full, Err("cpu_percent 400.0 >= max 400")),
+            ("just under max", holmes, 399.9, &full, Ok("cpu_percent 399.9 >= abs 70")),
+            (
+                "diff reached exactly",
+                holmes,
+                31.25,
+                &full,
+                Ok("cpu_percent 31.2 >= 1.25 × avg 25.0 = 31.2"),
+            ),
+            (
+                "diff missed",
+                holmes,
+                31.0,
+                &full,
+                Err("cpu_percent 31.0 < abs 70 and < 1.25 × avg 25.0 = 31.2"),
+            ),
+            (
+                "warm-up: diff needs a full history",
+                holmes,
+                69.0,
+                &full[..3],
+                Err("cpu_percent 69.0 < abs 70 and diff needs 4 samples, has 3"),
+            ),
+            ("warm-up: abs still triggers", holmes, 71.0, &[], Ok("cpu_percent 71.0 >= abs 70")),
+            (
+                "diff over the latest window only",
+                t(None, None, Some(100.0), None),
+                9.0,
+                &[1000.0, 4.0, 4.0, 4.0, 4.0],
+                Ok("cpu_percent 9.0 >= 2 × avg 4.0 = 8.0"),
+            ),
+            ("min alone", t(Some(5.0), None, None, None), 5.0, &[], Ok("cpu_percent 5.0 >= min 5")),
+        ];
+        for (name, threshold, current, previous, expected) in cases {
+            let got = evaluate("cpu_percent", &threshold, current, previous, 4);
+            let expected = expected.map(str::to_string).map_err(str::to_string);
+            assert_eq!(got, expected, "case {name:?}");
+        }
+    }
+
+    /// Counts show whole, as in `goroutines 1200000 >= max 1000000`.
+    #[test]
+    fn count_reasons() {
+        let guard = t(Some(100.0), Some(5000.0), None, Some(1_000_000.0));
+        assert_eq!(
+            evaluate("goroutines", &guard, 1_200_000.0, &[], 10),
+            Err("goroutines 1200000 >= max 1000000".to_string())
+        );
+        assert_eq!(evaluate("goroutines", &guard, 6000.0, &[], 10), Ok("goroutines 6000 >= abs 5000".to_string()));
+    }
+}
