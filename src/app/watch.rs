@@ -31,7 +31,12 @@ pub async fn run_sampling(app: Arc<App>, shutdown: CancellationToken) {
         let round = shutdown.child_token();
         let tasks = TaskTracker::new();
         for index in 0..config.targets.len() {
-            tasks.spawn(sample_target(app.clone(), config.clone(), index, round.clone()));
+            tasks.spawn(sample_target(
+                app.clone(),
+                config.clone(),
+                index,
+                round.clone(),
+            ));
         }
         tasks.close();
         let reload = tokio::select! {
@@ -58,10 +63,20 @@ pub fn sampling_interval(config: &Config, target: usize) -> Duration {
 
 async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: CancellationToken) {
     let target = &config.targets[index];
-    let rules: Vec<_> = config.rules.iter().enumerate().filter(|(_, rule)| rule.targets.contains(&index)).collect();
+    let rules: Vec<_> = config
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(_, rule)| rule.targets.contains(&index))
+        .collect();
     let rule_refs: Vec<_> = rules.iter().map(|(_, rule)| *rule).collect();
     let interval = sampling_interval(&config, index);
-    let mut probe = Some(Probe::new(target, &rule_refs, &config.cgroup_root, &config.proc_root));
+    let mut probe = Some(Probe::new(
+        target,
+        &rule_refs,
+        &config.cgroup_root,
+        &config.proc_root,
+    ));
     let client = crate::http::client();
     let started = Instant::now();
     let mut ticks = tokio::time::interval(interval);
@@ -74,7 +89,12 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
             _ = ticks.tick() => {}
             () = stop.cancelled() => break,
         }
-        let taken = sample(probe.take().expect("the probe is back"), &client, started.elapsed(), interval.min(MAX_SCRAPE_TIME));
+        let taken = sample(
+            probe.take().expect("the probe is back"),
+            &client,
+            started.elapsed(),
+            interval.min(MAX_SCRAPE_TIME),
+        );
         let (back, readings) = tokio::select! {
             taken = taken => taken,
             () = stop.cancelled() => break,
@@ -96,13 +116,22 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
 
         for (rule_index, rule) in &rules {
             let Some(every) = rule.watch else { continue };
-            let due = last_watch.get(rule_index).is_none_or(|last| last.elapsed() + interval / 2 >= every);
+            let due = last_watch
+                .get(rule_index)
+                .is_none_or(|last| last.elapsed() + interval / 2 >= every);
             if !due || running.lock().unwrap().contains(rule_index) {
                 continue;
             }
             last_watch.insert(*rule_index, Instant::now());
-            let Verdict::Holds { why, .. } = app.verifier.verify(&target.name, &rule.verify, now) else { continue };
-            if app.gate.check(None, &rule.name, &target.name, now).is_some() {
+            let Verdict::Holds { why, .. } = app.verifier.verify(&target.name, &rule.verify, now)
+            else {
+                continue;
+            };
+            if app
+                .gate
+                .check(None, &rule.name, &target.name, now)
+                .is_some()
+            {
                 continue;
             }
             tracing::info!(rule = %rule.name, target = %target.name, why = %why.join("; "), "Watch rule triggered.");

@@ -23,8 +23,14 @@ pub type Readings = BTreeMap<String, f64>;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     /// Every signal triggers; `why` says how, one reason each.
-    Holds { readings: Readings, why: Vec<String> },
-    NotVerified { reason: String, readings: Readings },
+    Holds {
+        readings: Readings,
+        why: Vec<String>,
+    },
+    NotVerified {
+        reason: String,
+        readings: Readings,
+    },
 }
 
 /// One sample of a target: each signal's value, or why there is none.
@@ -51,7 +57,11 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(history: usize, stale_after: Duration) -> Verifier {
-        Verifier { targets: Mutex::new(HashMap::new()), history, stale_after }
+        Verifier {
+            targets: Mutex::new(HashMap::new()),
+            history,
+            stale_after,
+        }
     }
 
     /// Records a sample of `target` taken at `at`.
@@ -87,7 +97,12 @@ impl Verifier {
 
     /// The latest readings of a target.
     pub fn readings(&self, target: &str) -> Readings {
-        self.targets.lock().unwrap().get(target).map(|s| s.latest.clone()).unwrap_or_default()
+        self.targets
+            .lock()
+            .unwrap()
+            .get(target)
+            .map(|s| s.latest.clone())
+            .unwrap_or_default()
     }
 
     /// Judges `checks` on the target's latest readings and history, holmes-style. No
@@ -95,17 +110,33 @@ impl Verifier {
     pub fn verify(&self, target: &str, checks: &[SignalCheck], now: DateTime<Utc>) -> Verdict {
         let targets = self.targets.lock().unwrap();
         let Some(signals) = targets.get(target) else {
-            let reason = if checks.is_empty() { None } else { Some(format!("no readings of {target} yet")) };
+            let reason = if checks.is_empty() {
+                None
+            } else {
+                Some(format!("no readings of {target} yet"))
+            };
             return match reason {
-                None => Verdict::Holds { readings: Readings::new(), why: Vec::new() },
-                Some(reason) => Verdict::NotVerified { reason, readings: Readings::new() },
+                None => Verdict::Holds {
+                    readings: Readings::new(),
+                    why: Vec::new(),
+                },
+                Some(reason) => Verdict::NotVerified {
+                    reason,
+                    readings: Readings::new(),
+                },
             };
         };
         let readings = signals.latest.clone();
         if checks.is_empty() {
-            return Verdict::Holds { readings, why: Vec::new() };
+            return Verdict::Holds {
+                readings,
+                why: Vec::new(),
+            };
         }
-        let age = signals.at.and_then(|at| (now - at).to_std().ok()).unwrap_or_default();
+        let age = signals
+            .at
+            .and_then(|at| (now - at).to_std().ok())
+            .unwrap_or_default();
         if age > self.stale_after {
             let reason = format!("readings of {target} are {}s old", age.as_secs());
             return Verdict::NotVerified { reason, readings };
@@ -113,9 +144,20 @@ impl Verifier {
         let mut why = Vec::new();
         for check in checks {
             let key = check.signal.key();
-            let Some(ring) = signals.history.get(&key).filter(|_| signals.latest.contains_key(&key)) else {
-                let cause = signals.missing.get(&key).map(String::as_str).unwrap_or("not sampled");
-                return Verdict::NotVerified { reason: format!("no reading of {key}: {cause}"), readings };
+            let Some(ring) = signals
+                .history
+                .get(&key)
+                .filter(|_| signals.latest.contains_key(&key))
+            else {
+                let cause = signals
+                    .missing
+                    .get(&key)
+                    .map(String::as_str)
+                    .unwrap_or("not sampled");
+                return Verdict::NotVerified {
+                    reason: format!("no reading of {key}: {cause}"),
+                    readings,
+                };
             };
             let (current, previous) = {
                 let values: Vec<f64> = ring.iter().copied().collect();
@@ -137,11 +179,21 @@ mod tests {
     use crate::config::{Signal, Threshold};
 
     fn goroutines(abs: f64, diff: Option<f64>) -> Vec<SignalCheck> {
-        vec![SignalCheck { signal: Signal::Goroutines, threshold: Threshold { abs: Some(abs), diff, ..Default::default() } }]
+        vec![SignalCheck {
+            signal: Signal::Goroutines,
+            threshold: Threshold {
+                abs: Some(abs),
+                diff,
+                ..Default::default()
+            },
+        }]
     }
 
     fn sample(value: f64) -> Sample {
-        Sample::from([("goroutines".to_string(), Ok(value)), ("cpu_percent".to_string(), Err("first sample".into()))])
+        Sample::from([
+            ("goroutines".to_string(), Ok(value)),
+            ("cpu_percent".to_string(), Err("first sample".into())),
+        ])
     }
 
     /// Verification uses the history ring, names missing readings, and refuses stale ones.
@@ -167,7 +219,13 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let cpu = vec![SignalCheck { signal: Signal::CpuPercent, threshold: Threshold { min: Some(1.0), ..Default::default() } }];
+        let cpu = vec![SignalCheck {
+            signal: Signal::CpuPercent,
+            threshold: Threshold {
+                min: Some(1.0),
+                ..Default::default()
+            },
+        }];
         assert_eq!(
             verifier.verify("t", &cpu, now),
             Verdict::NotVerified {
@@ -180,6 +238,9 @@ mod tests {
             verifier.verify("t", &goroutines(1.0, None), later),
             Verdict::NotVerified { reason, .. } if reason == "readings of t are 11s old"
         ));
-        assert!(matches!(verifier.verify("t", &[], later), Verdict::Holds { .. }));
+        assert!(matches!(
+            verifier.verify("t", &[], later),
+            Verdict::Holds { .. }
+        ));
     }
 }

@@ -42,9 +42,12 @@ impl ProcReader {
         let stat = process.stat().ok()?;
         let ticks = procfs::ticks_per_second().max(1);
         let status = process.status().ok();
-        let cpus_allowed = status
-            .and_then(|s| s.cpus_allowed_list)
-            .map(|ranges| ranges.iter().map(|(low, high)| (high - low + 1) as usize).sum());
+        let cpus_allowed = status.and_then(|s| s.cpus_allowed_list).map(|ranges| {
+            ranges
+                .iter()
+                .map(|(low, high)| (high - low + 1) as usize)
+                .sum()
+        });
         Some(ProcessSample {
             pid,
             start_ticks: stat.starttime,
@@ -71,7 +74,9 @@ impl ProcReader {
         let processes = procfs::process::all_processes_with_root(&self.root).ok()?;
         for process in processes.flatten() {
             let Ok(fds) = process.fd() else { continue };
-            let owns = fds.flatten().any(|fd| matches!(fd.target, FDTarget::Socket(inode) if inodes.contains(&inode)));
+            let owns = fds
+                .flatten()
+                .any(|fd| matches!(fd.target, FDTarget::Socket(inode) if inodes.contains(&inode)));
             if owns {
                 return u32::try_from(process.pid).ok();
             }
@@ -81,7 +86,9 @@ impl ProcReader {
 
     /// Host memory (`MemTotal`), in bytes.
     pub fn host_memory(&self) -> Option<u64> {
-        Meminfo::from_file(self.root.join("meminfo")).ok().map(|m| m.mem_total)
+        Meminfo::from_file(self.root.join("meminfo"))
+            .ok()
+            .map(|m| m.mem_total)
     }
 
     /// Online CPUs of the host, counted from `stat`.
@@ -89,7 +96,9 @@ impl ProcReader {
         let text = std::fs::read_to_string(self.root.join("stat")).ok()?;
         let count = text
             .lines()
-            .filter(|line| line.starts_with("cpu") && line.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .filter(|line| {
+                line.starts_with("cpu") && line.as_bytes().get(3).is_some_and(u8::is_ascii_digit)
+            })
             .count();
         (count > 0).then_some(count)
     }
@@ -97,6 +106,10 @@ impl ProcReader {
 
 fn read_tcp(path: &Path) -> Option<Vec<TcpNetEntry>> {
     let file = std::fs::File::open(path).ok()?;
-    let entries = procfs::net::TcpNetEntries::from_buf_read(std::io::BufReader::new(file), procfs::current_system_info()).ok()?;
+    let entries = procfs::net::TcpNetEntries::from_buf_read(
+        std::io::BufReader::new(file),
+        procfs::current_system_info(),
+    )
+    .ok()?;
     Some(entries.0)
 }

@@ -29,8 +29,17 @@ pub struct Probe {
     process: Option<(u32, u64)>,
     /// cgroup directories, found once per process.
     dirs: Option<CgroupDirs>,
-    /// (CPU ns, wall time, whose) of the previous sample.
-    last_cpu: Option<(u64, Duration, Option<(u32, u64)>)>,
+    /// CPU time of the previous sample, to take the difference from.
+    last_cpu: Option<CpuMark>,
+}
+
+/// CPU time used by the target at a wall-clock moment.
+#[derive(Debug, Clone, Copy)]
+struct CpuMark {
+    used_ns: u64,
+    wall: Duration,
+    /// The process (PID, start time) it was read from; a new process starts over.
+    whose: Option<(u32, u64)>,
 }
 
 /// Local readings: the signals, plus the memory limit `heap_percent` is taken against.
@@ -41,11 +50,20 @@ pub struct Local {
 
 impl Probe {
     /// A probe for `target` reading the metric signals that `rules` ask of it.
-    pub fn new(target: &Target, rules: &[&Rule], cgroup_root: &std::path::Path, proc_root: &std::path::Path) -> Probe {
+    pub fn new(
+        target: &Target,
+        rules: &[&Rule],
+        cgroup_root: &std::path::Path,
+        proc_root: &std::path::Path,
+    ) -> Probe {
         let mut metrics = Vec::new();
         for check in rules.iter().flat_map(|rule| &rule.verify) {
             if let Signal::Metric { name, labels } = &check.signal {
-                let signal = MetricSignal { key: check.signal.key(), name: name.clone(), labels: labels.clone() };
+                let signal = MetricSignal {
+                    key: check.signal.key(),
+                    name: name.clone(),
+                    labels: labels.clone(),
+                };
                 if !metrics.contains(&signal) {
                     metrics.push(signal);
                 }
@@ -73,7 +91,10 @@ impl Probe {
             Some(ProcessRef::Pid(pid)) => *pid,
             Some(ProcessRef::ListenPort(port)) => {
                 let cached = self.process.and_then(|(pid, start)| {
-                    self.procs.sample(pid).filter(|s| s.start_ticks == start).map(|_| pid)
+                    self.procs
+                        .sample(pid)
+                        .filter(|s| s.start_ticks == start)
+                        .map(|_| pid)
                 });
                 match cached.or_else(|| self.procs.pid_listening_on(*port)) {
                     Some(pid) => pid,
@@ -81,7 +102,10 @@ impl Probe {
                 }
             }
         };
-        let sample = self.procs.sample(pid).ok_or_else(|| format!("no process {pid}"))?;
+        let sample = self
+            .procs
+            .sample(pid)
+            .ok_or_else(|| format!("no process {pid}"))?;
         if self.process != Some((pid, sample.start_ticks)) {
             self.process = Some((pid, sample.start_ticks));
             self.dirs = None;
@@ -107,7 +131,10 @@ impl Probe {
             let why = "no process configured for the target".to_string();
             sample.insert("cpu_percent".into(), Err(why.clone()));
             sample.insert("memory_percent".into(), Err(why));
-            return Local { sample, memory_limit: self.procs.host_memory() };
+            return Local {
+                sample,
+                memory_limit: self.procs.host_memory(),
+            };
         }
         let process = match self.process() {
             Ok(process) => process,
@@ -116,7 +143,10 @@ impl Probe {
                 sample.insert("cpu_percent".into(), Err(why.clone()));
                 sample.insert("memory_percent".into(), Err(why.clone()));
                 sample.insert("threads".into(), Err(why));
-                return Local { sample, memory_limit: None };
+                return Local {
+                    sample,
+                    memory_limit: None,
+                };
             }
         };
         let dirs = self.dirs();
@@ -137,21 +167,30 @@ impl Probe {
             .unwrap_or(1.0);
         let cpu = match (used, self.last_cpu) {
             (None, _) => Err("no CPU usage readable for the target".to_string()),
-            (Some(now_ns), Some((then_ns, then_wall, then_whose))) if then_whose == whose && wall > then_wall => {
-                let busy = now_ns.saturating_sub(then_ns) as f64;
-                let elapsed = (wall - then_wall).as_nanos() as f64;
+            (Some(now_ns), Some(then)) if then.whose == whose && wall > then.wall => {
+                let busy = now_ns.saturating_sub(then.used_ns) as f64;
+                let elapsed = (wall - then.wall).as_nanos() as f64;
                 Ok(busy / elapsed / cores * 100.0)
             }
             (Some(_), _) => Err("CPU use needs a second sample".to_string()),
         };
-        self.last_cpu = used.map(|ns| (ns, wall, whose));
+        self.last_cpu = used.map(|used_ns| CpuMark {
+            used_ns,
+            wall,
+            whose,
+        });
         sample.insert("cpu_percent".into(), cpu);
 
         // Memory: working set over the cgroup limit (host memory without one); a process
         // sharing its cgroup with others counts its own RSS.
         let cgroup_memory = self.cgroups.memory(&dirs);
-        let limit = cgroup_memory.and_then(|m| m.limit).or_else(|| self.procs.host_memory());
-        let shared = self.cgroups.process_count(&dirs).is_none_or(|count| count > 1);
+        let limit = cgroup_memory
+            .and_then(|m| m.limit)
+            .or_else(|| self.procs.host_memory());
+        let shared = self
+            .cgroups
+            .process_count(&dirs)
+            .is_none_or(|count| count > 1);
         let used = match (&process, cgroup_memory) {
             (Some(p), _) if shared || cgroup_memory.is_none() => Some(p.rss_bytes),
             (_, Some(memory)) => Some(memory.working_set),
@@ -167,7 +206,10 @@ impl Probe {
         if let Some(p) = process {
             sample.insert("threads".into(), Ok(p.threads as f64));
         }
-        Local { sample, memory_limit: limit }
+        Local {
+            sample,
+            memory_limit: limit,
+        }
     }
 
     /// Adds what the target's `/metrics` says to a local sample.
@@ -175,32 +217,54 @@ impl Probe {
         let sample = &mut local.sample;
         let Ok(metrics) = scraped else {
             let why = scraped.err().unwrap_or_default().to_string();
-            for key in ["goroutines", "heap_percent"].into_iter().map(str::to_string).chain(self.metrics.iter().map(|m| m.key.clone())) {
+            for key in ["goroutines", "heap_percent"]
+                .into_iter()
+                .map(str::to_string)
+                .chain(self.metrics.iter().map(|m| m.key.clone()))
+            {
                 sample.insert(key, Err(why.clone()));
             }
             sample.entry("threads".into()).or_insert(Err(why));
             return;
         };
-        let found = |value: Option<f64>, name: &str| value.ok_or_else(|| format!("{name} not in the target's metrics"));
-        sample.insert("goroutines".into(), found(metrics.goroutines(), "go_goroutines"));
+        let found = |value: Option<f64>, name: &str| {
+            value.ok_or_else(|| format!("{name} not in the target's metrics"))
+        };
+        sample.insert(
+            "goroutines".into(),
+            found(metrics.goroutines(), "go_goroutines"),
+        );
         if let Some(threads) = metrics.threads() {
             sample.insert("threads".into(), Ok(threads));
         } else {
-            sample.entry("threads".into()).or_insert_with(|| found(None, "go_threads"));
+            sample
+                .entry("threads".into())
+                .or_insert_with(|| found(None, "go_threads"));
         }
-        let heap = found(metrics.heap_inuse_bytes(), "go_memstats_heap_inuse_bytes").and_then(|heap| match local.memory_limit {
-            Some(limit) if limit > 0 => Ok(heap / limit as f64 * 100.0),
-            _ => Err("no memory limit or host memory readable".to_string()),
-        });
+        let heap =
+            found(metrics.heap_inuse_bytes(), "go_memstats_heap_inuse_bytes").and_then(|heap| {
+                match local.memory_limit {
+                    Some(limit) if limit > 0 => Ok(heap / limit as f64 * 100.0),
+                    _ => Err("no memory limit or host memory readable".to_string()),
+                }
+            });
         sample.insert("heap_percent".into(), heap);
         for metric in &self.metrics {
-            sample.insert(metric.key.clone(), found(metrics.value(&metric.name, &metric.labels), &metric.key));
+            sample.insert(
+                metric.key.clone(),
+                found(metrics.value(&metric.name, &metric.labels), &metric.key),
+            );
         }
     }
 }
 
 /// Samples a target: local readings off the async threads, then its `/metrics`.
-pub async fn sample(mut probe: Probe, client: &reqwest::Client, wall: Duration, timeout: Duration) -> (Probe, Sample) {
+pub async fn sample(
+    mut probe: Probe,
+    client: &reqwest::Client,
+    wall: Duration,
+    timeout: Duration,
+) -> (Probe, Sample) {
     let (probe, mut local) = tokio::task::spawn_blocking(move || {
         let local = probe.sample_local(wall);
         (probe, local)

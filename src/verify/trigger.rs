@@ -53,7 +53,11 @@ pub fn evaluate(
             let avg = window.iter().sum::<f64>() / window.len() as f64;
             let factor = 1.0 + diff / 100.0;
             let bar = avg * factor;
-            let shown = format!("{factor} × avg {} = {}", show(signal, avg), show(signal, bar));
+            let shown = format!(
+                "{factor} × avg {} = {}",
+                show(signal, avg),
+                show(signal, bar)
+            );
             if current >= bar {
                 return Ok(format!("{signal} {cur} >= {shown}"));
             }
@@ -71,7 +75,12 @@ mod tests {
     use super::*;
 
     fn t(min: Option<f64>, abs: Option<f64>, diff: Option<f64>, max: Option<f64>) -> Threshold {
-        Threshold { min, abs, diff, max }
+        Threshold {
+            min,
+            abs,
+            diff,
+            max,
+        }
     }
 
     /// The boundaries of min, abs, diff and max, warm-up, and the reasons, as a table.
@@ -79,12 +88,43 @@ mod tests {
     fn trigger_table() {
         let full = [10.0, 20.0, 30.0, 40.0]; // avg 25
         let holmes = t(Some(20.0), Some(70.0), Some(25.0), Some(400.0));
-        let cases: Vec<(&str, Threshold, f64, &[f64], Result<&str, &str>)> = vec![
-            ("below min", holmes, 12.0, &full, Err("cpu_percent 12.0 < min 20")),
-            ("min is inclusive", t(Some(20.0), Some(20.0), None, None), 20.0, &[], Ok("cpu_percent 20.0 >= abs 20")),
-            ("abs is inclusive", holmes, 70.0, &[], Ok("cpu_percent 70.0 >= abs 70")),
-            ("at max is refused", holmes, 400.0, &full, Err("cpu_percent 400.0 >= max 400")),
-            ("just under max", holmes, 399.9, &full, Ok("cpu_percent 399.9 >= abs 70")),
+        type Case<'a> = (&'a str, Threshold, f64, &'a [f64], Result<&'a str, &'a str>);
+        let cases: Vec<Case> = vec![
+            (
+                "below min",
+                holmes,
+                12.0,
+                &full,
+                Err("cpu_percent 12.0 < min 20"),
+            ),
+            (
+                "min is inclusive",
+                t(Some(20.0), Some(20.0), None, None),
+                20.0,
+                &[],
+                Ok("cpu_percent 20.0 >= abs 20"),
+            ),
+            (
+                "abs is inclusive",
+                holmes,
+                70.0,
+                &[],
+                Ok("cpu_percent 70.0 >= abs 70"),
+            ),
+            (
+                "at max is refused",
+                holmes,
+                400.0,
+                &full,
+                Err("cpu_percent 400.0 >= max 400"),
+            ),
+            (
+                "just under max",
+                holmes,
+                399.9,
+                &full,
+                Ok("cpu_percent 399.9 >= abs 70"),
+            ),
             (
                 "diff reached exactly",
                 holmes,
@@ -106,7 +146,13 @@ mod tests {
                 &full[..3],
                 Err("cpu_percent 69.0 < abs 70 and diff needs 4 samples, has 3"),
             ),
-            ("warm-up: abs still triggers", holmes, 71.0, &[], Ok("cpu_percent 71.0 >= abs 70")),
+            (
+                "warm-up: abs still triggers",
+                holmes,
+                71.0,
+                &[],
+                Ok("cpu_percent 71.0 >= abs 70"),
+            ),
             (
                 "diff over the latest window only",
                 t(None, None, Some(100.0), None),
@@ -114,7 +160,13 @@ mod tests {
                 &[1000.0, 4.0, 4.0, 4.0, 4.0],
                 Ok("cpu_percent 9.0 >= 2 × avg 4.0 = 8.0"),
             ),
-            ("min alone", t(Some(5.0), None, None, None), 5.0, &[], Ok("cpu_percent 5.0 >= min 5")),
+            (
+                "min alone",
+                t(Some(5.0), None, None, None),
+                5.0,
+                &[],
+                Ok("cpu_percent 5.0 >= min 5"),
+            ),
         ];
         for (name, threshold, current, previous, expected) in cases {
             let got = evaluate("cpu_percent", &threshold, current, previous, 4);
@@ -131,6 +183,9 @@ mod tests {
             evaluate("goroutines", &guard, 1_200_000.0, &[], 10),
             Err("goroutines 1200000 >= max 1000000".to_string())
         );
-        assert_eq!(evaluate("goroutines", &guard, 6000.0, &[], 10), Ok("goroutines 6000 >= abs 5000".to_string()));
+        assert_eq!(
+            evaluate("goroutines", &guard, 6000.0, &[], 10),
+            Ok("goroutines 6000 >= abs 5000".to_string())
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use alertprof::app::{App, router, run_workers};
+use alertprof::app::{App, router, run_sampling, run_workers};
 use alertprof::config::Config;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -22,6 +22,7 @@ pub struct Running {
     pub shutdown: CancellationToken,
     server: JoinHandle<()>,
     workers: JoinHandle<()>,
+    sampling: JoinHandle<()>,
 }
 
 impl Running {
@@ -50,12 +51,14 @@ impl Running {
             shutdown.clone(),
             Duration::from_secs(5),
         ));
+        let sampling = tokio::spawn(run_sampling(app.clone(), shutdown.clone()));
         Running {
             addr,
             app,
             shutdown,
             server,
             workers,
+            sampling,
         }
     }
 
@@ -67,6 +70,7 @@ impl Running {
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.server.await.unwrap();
+        self.sampling.await.unwrap();
         self.workers.await.unwrap();
     }
 
@@ -79,6 +83,49 @@ impl Running {
             .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_text(&self, path: &str) -> String {
+        client()
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The latest `alertprof_signal` of a target's signal, from /metrics.
+    pub async fn signal(&self, target: &str, signal: &str) -> Option<f64> {
+        let metrics = self.get_text("/metrics").await;
+        let wanted = format!("alertprof_signal{{target=\"{target}\",signal=\"{signal}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&wanted))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Waits until `signal` of `target` satisfies `ok`; returns the value.
+    pub async fn wait_signal(
+        &self,
+        target: &str,
+        signal: &str,
+        within: Duration,
+        ok: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let value = self.signal(target, signal).await;
+            if let Some(value) = value.filter(|v| ok(*v)) {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{target} {signal} is {value:?} after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
