@@ -28,18 +28,11 @@ pub struct CaptureQuery {
 }
 
 fn not_found(what: impl std::fmt::Display) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({ "error": what.to_string() })),
-    )
-        .into_response()
+    (StatusCode::NOT_FOUND, Json(json!({ "error": what.to_string() }))).into_response()
 }
 
 /// `GET /api/v1/captures?target=&rule=&kind=&limit=`, newest first.
-pub async fn list_captures(
-    State(app): State<Arc<App>>,
-    Query(query): Query<CaptureQuery>,
-) -> Response {
+pub async fn list_captures(State(app): State<Arc<App>>, Query(query): Query<CaptureQuery>) -> Response {
     let filter = CaptureFilter {
         target: query.target,
         rule: query.rule,
@@ -71,10 +64,7 @@ pub async fn get_profile(State(app): State<Arc<App>>, Path(id): Path<String>) ->
                 [
                     (header::CONTENT_TYPE, "application/octet-stream".to_string()),
                     (header::CONTENT_LENGTH, profile.len.to_string()),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        format!("attachment; filename=\"{}\"", profile.file_name),
-                    ),
+                    (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{}\"", profile.file_name)),
                 ],
                 Body::from_stream(stream),
             )
@@ -95,25 +85,15 @@ pub struct LimitQuery {
 }
 
 /// `GET /api/v1/decisions?limit=`, newest first.
-pub async fn list_decisions(
-    State(app): State<Arc<App>>,
-    Query(query): Query<LimitQuery>,
-) -> Response {
-    Json(
-        app.decisions
-            .recent(query.limit.unwrap_or(100).min(MAX_LIMIT)),
-    )
-    .into_response()
+pub async fn list_decisions(State(app): State<Arc<App>>, Query(query): Query<LimitQuery>) -> Response {
+    Json(app.decisions.recent(query.limit.unwrap_or(100).min(MAX_LIMIT))).into_response()
 }
 
 /// `GET /metrics`.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     app.sync_queue_depth();
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         app.metrics.render(),
     )
         .into_response()
@@ -122,10 +102,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
 /// Whether the request carries the configured credentials. Secrets are compared in
 /// constant time.
 pub fn authorized(auth: &Auth, headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return false;
     };
     let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
@@ -142,9 +119,7 @@ pub fn authorized(auth: &Auth, headers: &HeaderMap) -> bool {
             let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(credentials) else {
                 return false;
             };
-            let Some((user, pass)) = std::str::from_utf8(&decoded)
-                .ok()
-                .and_then(|s| s.split_once(':'))
+            let Some((user, pass)) = std::str::from_utf8(&decoded).ok().and_then(|s| s.split_once(':'))
             else {
                 return false;
             };

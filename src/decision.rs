@@ -79,10 +79,7 @@ pub struct DecisionLog {
 
 impl DecisionLog {
     pub fn new(capacity: usize) -> DecisionLog {
-        DecisionLog {
-            recent: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
-            capacity,
-        }
+        DecisionLog { recent: Mutex::new(VecDeque::with_capacity(capacity.min(1024))), capacity }
     }
 
     /// Logs, counts and keeps a decision.
@@ -111,15 +108,23 @@ impl DecisionLog {
         recent.push_back(decision);
     }
 
+    /// Counts and debug-logs a decision that repeats the previous one of the same watch
+    /// rule and target (same outcome), without keeping it: a watch rule decides every
+    /// interval, and the list would hold nothing else.
+    pub fn record_repeat(&self, decision: &Decision, metrics: &Metrics) {
+        tracing::debug!(
+            outcome = decision.outcome.name(),
+            rule = decision.rule.as_deref().unwrap_or("-"),
+            target = decision.target.as_deref().unwrap_or("-"),
+            source = decision.source.name(),
+            reason = %decision.reason,
+            "Decision (repeated)."
+        );
+        metrics.decision(decision.outcome);
+    }
+
     /// Newest first.
     pub fn recent(&self, limit: usize) -> Vec<Decision> {
-        self.recent
-            .lock()
-            .unwrap()
-            .iter()
-            .rev()
-            .take(limit)
-            .cloned()
-            .collect()
+        self.recent.lock().unwrap().iter().rev().take(limit).cloned().collect()
     }
 }

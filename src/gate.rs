@@ -28,15 +28,8 @@ pub enum Refusal {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 enum Entry {
-    Dedupe {
-        dedupe: String,
-        at: DateTime<Utc>,
-    },
-    Cooldown {
-        rule: String,
-        target: String,
-        until: DateTime<Utc>,
-    },
+    Dedupe { dedupe: String, at: DateTime<Utc> },
+    Cooldown { rule: String, target: String, until: DateTime<Utc> },
 }
 
 /// Held for the whole request of an exclusive profile kind on one target.
@@ -64,11 +57,7 @@ pub struct Gate {
 
 impl Gate {
     /// Loads the state log from `dir`, drops expired entries and rewrites it compacted.
-    pub fn open(
-        dir: &Path,
-        dedupe_ttl: Duration,
-        max_in_flight: usize,
-    ) -> Result<Gate, StoreError> {
+    pub fn open(dir: &Path, dedupe_ttl: Duration, max_in_flight: usize) -> Result<Gate, StoreError> {
         let log_path = dir.join("gate.jsonl");
         let mut state = State::default();
         if let Ok(file) = File::open(&log_path) {
@@ -78,11 +67,7 @@ impl Gate {
                     Ok(Entry::Dedupe { dedupe, at }) => {
                         state.dedupe.insert(dedupe, at);
                     }
-                    Ok(Entry::Cooldown {
-                        rule,
-                        target,
-                        until,
-                    }) => {
+                    Ok(Entry::Cooldown { rule, target, until }) => {
                         state.cooldown.insert((rule, target), until);
                     }
                     Err(_) => {
@@ -97,10 +82,7 @@ impl Gate {
         state.cooldown.retain(|_, until| *until > now);
         let mut compacted = Vec::new();
         for (dedupe, at) in &state.dedupe {
-            compacted.extend(line(&Entry::Dedupe {
-                dedupe: dedupe.clone(),
-                at: *at,
-            }));
+            compacted.extend(line(&Entry::Dedupe { dedupe: dedupe.clone(), at: *at }));
         }
         for ((rule, target), until) in &state.cooldown {
             compacted.extend(line(&Entry::Cooldown {
@@ -110,10 +92,8 @@ impl Gate {
             }));
         }
         crate::store::write_atomic(&log_path, &compacted)?;
-        let log = OpenOptions::new()
-            .append(true)
-            .open(&log_path)
-            .map_err(StoreError::io("open", &log_path))?;
+        let log =
+            OpenOptions::new().append(true).open(&log_path).map_err(StoreError::io("open", &log_path))?;
         tracing::info!(
             dedupe_keys = state.dedupe.len(),
             cooldowns = state.cooldown.len(),
@@ -153,9 +133,7 @@ impl Gate {
         if let Some(first_seen) = dedupe.and_then(|key| state.dedupe.get(key))
             && *first_seen + ttl > now
         {
-            return Some(Refusal::Duplicate {
-                first_seen: *first_seen,
-            });
+            return Some(Refusal::Duplicate { first_seen: *first_seen });
         }
         match state.cooldown.get(&(rule.to_string(), target.to_string())) {
             Some(until) if *until > now => Some(Refusal::Cooldown { until: *until }),
@@ -180,10 +158,7 @@ impl Gate {
         let until = now + chrono::Duration::from_std(cooldown).unwrap_or(chrono::Duration::MAX);
         let mut entries = Vec::new();
         if let Some(key) = dedupe {
-            entries.extend(line(&Entry::Dedupe {
-                dedupe: key.to_string(),
-                at: now,
-            }));
+            entries.extend(line(&Entry::Dedupe { dedupe: key.to_string(), at: now }));
         }
         if !cooldown.is_zero() {
             entries.extend(line(&Entry::Cooldown {
@@ -202,9 +177,7 @@ impl Gate {
             state.dedupe.insert(key.to_string(), now);
         }
         if !cooldown.is_zero() {
-            state
-                .cooldown
-                .insert((rule.to_string(), target.to_string()), until);
+            state.cooldown.insert((rule.to_string(), target.to_string()), until);
         }
         Ok(None)
     }
@@ -220,11 +193,7 @@ impl Gate {
 
     /// Waits for a place among the captures in flight.
     pub async fn in_flight(&self) -> OwnedSemaphorePermit {
-        self.in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed")
+        self.in_flight.clone().acquire_owned().await.expect("the semaphore is never closed")
     }
 
     pub fn in_flight_available(&self) -> usize {
@@ -260,10 +229,7 @@ mod tests {
         let ttl = Duration::from_secs(1_000_000_000);
         let gate = Gate::open(dir.path(), ttl, 4).unwrap();
         let cooldown = Duration::from_secs(300);
-        assert_eq!(
-            gate.admit(Some("a"), "r", "t", cooldown, at(0)).unwrap(),
-            None
-        );
+        assert_eq!(gate.admit(Some("a"), "r", "t", cooldown, at(0)).unwrap(), None);
         assert_eq!(
             gate.admit(Some("a"), "r", "t", cooldown, at(1)).unwrap(),
             Some(Refusal::Duplicate { first_seen: at(0) })
@@ -273,15 +239,9 @@ mod tests {
             Some(Refusal::Cooldown { until: at(300) })
         );
         // Another target is not in this rule's cooldown.
-        assert_eq!(
-            gate.admit(Some("c"), "r", "u", cooldown, at(1)).unwrap(),
-            None
-        );
+        assert_eq!(gate.admit(Some("c"), "r", "u", cooldown, at(1)).unwrap(), None);
         // After the cooldown the rule may capture again.
-        assert_eq!(
-            gate.admit(Some("d"), "r", "t", cooldown, at(301)).unwrap(),
-            None
-        );
+        assert_eq!(gate.admit(Some("d"), "r", "t", cooldown, at(301)).unwrap(), None);
         drop(gate);
 
         // Reopened: the dedupe key and the latest cooldown are still there.
@@ -290,10 +250,7 @@ mod tests {
             reopened.check(Some("a"), "x", "y", at(2)),
             Some(Refusal::Duplicate { first_seen: at(0) })
         );
-        assert_eq!(
-            reopened.check(None, "r", "t", at(302)),
-            Some(Refusal::Cooldown { until: at(601) })
-        );
+        assert_eq!(reopened.check(None, "r", "t", at(302)), Some(Refusal::Cooldown { until: at(601) }));
         assert_eq!(reopened.check(None, "r", "t", at(601)), None);
     }
 
@@ -302,17 +259,11 @@ mod tests {
     fn torn_line_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let now = Utc::now();
-        let good = line(&Entry::Dedupe {
-            dedupe: "kept".into(),
-            at: now,
-        });
+        let good = line(&Entry::Dedupe { dedupe: "kept".into(), at: now });
         let mut content = good.clone();
         content.extend_from_slice(&good[..good.len() / 2]);
         fs::write(state_file(dir.path()), content).unwrap();
         let gate = Gate::open(dir.path(), Duration::from_secs(3600), 1).unwrap();
-        assert!(matches!(
-            gate.check(Some("kept"), "r", "t", now),
-            Some(Refusal::Duplicate { .. })
-        ));
+        assert!(matches!(gate.check(Some("kept"), "r", "t", now), Some(Refusal::Duplicate { .. })));
     }
 }

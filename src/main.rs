@@ -119,20 +119,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
-        Command::Capture {
-            url,
-            profile,
-            seconds,
-            out,
-        } => {
+        Command::Capture { url, profile, seconds, out } => {
             let settings = CaptureConfig {
                 timeout_margin: std::time::Duration::from_secs(10),
                 max_profile_bytes: 1 << 30,
                 shutdown_grace: std::time::Duration::ZERO,
             };
-            let kept = runtime.block_on(alertprof::manual::capture(
-                &url, profile, seconds, &out, settings, true,
-            ))?;
+            let kept =
+                runtime.block_on(alertprof::manual::capture(&url, profile, seconds, &out, settings, true))?;
             println!(
                 "{} ({} bytes, sha256 {})",
                 kept.path.display(),

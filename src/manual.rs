@@ -52,12 +52,7 @@ pub async fn capture(
             let start = tokio::time::Instant::now();
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                bar.set_position(
-                    start
-                        .elapsed()
-                        .as_secs()
-                        .min(bar.length().unwrap_or(u64::MAX)),
-                );
+                bar.set_position(start.elapsed().as_secs().min(bar.length().unwrap_or(u64::MAX)));
                 bar.set_message(format!(
                     "{} received",
                     indicatif::HumanBytes(received.load(Ordering::Relaxed))
@@ -65,16 +60,7 @@ pub async fn capture(
             }
         })
     });
-    let result = client
-        .fetch(
-            url,
-            kind,
-            seconds,
-            &staged,
-            Some(&received),
-            &CancellationToken::new(),
-        )
-        .await;
+    let result = client.fetch(url, kind, seconds, &staged, Some(&received), &CancellationToken::new()).await;
     if let Some(ticker) = ticker {
         ticker.abort();
     }
@@ -109,9 +95,7 @@ fn progress_bar(kind: ProfileKind, seconds: u32, timeout: Duration) -> ProgressB
         bar
     } else {
         let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {prefix} {msg}").expect("valid template"),
-        );
+        bar.set_style(ProgressStyle::with_template("{spinner} {prefix} {msg}").expect("valid template"));
         bar.set_prefix(format!("{kind} profile (timeout {}s)", timeout.as_secs()));
         bar.enable_steady_tick(Duration::from_millis(120));
         bar

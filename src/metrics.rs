@@ -67,98 +67,52 @@ impl Metrics {
             "Webhook requests, by HTTP status code.",
             metrics.webhook_requests.clone(),
         );
-        registry.register(
-            "decisions",
-            "Decisions, by outcome.",
-            metrics.decisions.clone(),
-        );
-        registry.register(
-            "captures",
-            "Captures, by kind and result (ok, failed).",
-            metrics.captures.clone(),
-        );
+        registry.register("decisions", "Decisions, by outcome.", metrics.decisions.clone());
+        registry.register("captures", "Captures, by kind and result (ok, failed).", metrics.captures.clone());
         registry.register(
             "capture_duration_seconds",
             "Time from a capture's first request to its stored profile, by kind.",
             metrics.capture_duration.clone(),
         );
-        registry.register(
-            "capture_bytes",
-            "Bytes of profiles kept, by kind.",
-            metrics.capture_bytes.clone(),
-        );
+        registry.register("capture_bytes", "Bytes of profiles kept, by kind.", metrics.capture_bytes.clone());
         registry.register(
             "retention_deleted",
             "Captures deleted by retention.",
             metrics.retention_deleted.clone(),
         );
-        registry.register(
-            "queue_depth",
-            "Jobs waiting in the queue.",
-            metrics.queue_depth.clone(),
-        );
-        registry.register(
-            "queue_capacity",
-            "Size of the job queue.",
-            metrics.queue_capacity.clone(),
-        );
-        registry.register(
-            "captures_in_flight",
-            "Captures running now.",
-            metrics.captures_in_flight.clone(),
-        );
+        registry.register("queue_depth", "Jobs waiting in the queue.", metrics.queue_depth.clone());
+        registry.register("queue_capacity", "Size of the job queue.", metrics.queue_capacity.clone());
+        registry.register("captures_in_flight", "Captures running now.", metrics.captures_in_flight.clone());
         registry.register(
             "config_last_reload_successful",
             "Whether the last config reload succeeded (1) or kept the old config (0).",
             metrics.config_reload_success.clone(),
         );
-        registry.register(
-            "signal",
-            "Latest reading of each signal of each target.",
-            metrics.signal.clone(),
-        );
+        registry.register("signal", "Latest reading of each signal of each target.", metrics.signal.clone());
         metrics.config_reload_success.set(1);
-        Metrics {
-            registry,
-            ..metrics
-        }
+        Metrics { registry, ..metrics }
     }
 
     pub fn alert_received(&self, status: &str) {
-        let status = if status == "firing" || status == "resolved" {
-            status
-        } else {
-            "other"
-        };
-        self.alerts_received
-            .get_or_create(&vec![("status", status.to_string())])
-            .inc();
+        let status = if status == "firing" || status == "resolved" { status } else { "other" };
+        self.alerts_received.get_or_create(&vec![("status", status.to_string())]).inc();
     }
 
     pub fn webhook_request(&self, code: u16) {
-        self.webhook_requests
-            .get_or_create(&vec![("code", code.to_string())])
-            .inc();
+        self.webhook_requests.get_or_create(&vec![("code", code.to_string())]).inc();
     }
 
     pub fn decision(&self, outcome: Outcome) {
-        self.decisions
-            .get_or_create(&vec![("outcome", outcome.name().to_string())])
-            .inc();
+        self.decisions.get_or_create(&vec![("outcome", outcome.name().to_string())]).inc();
     }
 
     pub fn capture(&self, kind: ProfileKind, ok: bool, seconds: f64, bytes: u64) {
         let result = if ok { "ok" } else { "failed" };
         self.captures
-            .get_or_create(&vec![
-                ("kind", kind.name().to_string()),
-                ("result", result.to_string()),
-            ])
+            .get_or_create(&vec![("kind", kind.name().to_string()), ("result", result.to_string())])
             .inc();
         let kind_label = vec![("kind", kind.name().to_string())];
-        self.capture_duration
-            .get_or_create(&kind_label)
-            .observe(seconds);
+        self.capture_duration.get_or_create(&kind_label).observe(seconds);
         if ok {
             self.capture_bytes.get_or_create(&kind_label).inc_by(bytes);
         }

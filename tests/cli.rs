@@ -10,11 +10,7 @@ use serde_json::json;
 use support::{Demo, payload};
 
 fn alertprof(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_alertprof"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_alertprof")).args(args).current_dir(dir).output().unwrap()
 }
 
 const BAD: &str = r#"
@@ -68,10 +64,7 @@ fn check_config_reports_every_problem() {
     ];
     assert_eq!(problems.len(), expected.len(), "{stderr}");
     for (problem, wanted) in problems.iter().zip(expected) {
-        assert!(
-            problem.starts_with(wanted),
-            "{problem:?} should start with {wanted:?}"
-        );
+        assert!(problem.starts_with(wanted), "{problem:?} should start with {wanted:?}");
     }
     assert!(stderr.starts_with(&format!("bad.yaml: {} problem(s)", expected.len())));
 }
@@ -82,11 +75,7 @@ fn check_config_reports_every_problem() {
 fn check_config_valid_syntax_and_missing() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let output = alertprof(&["check-config", "alertprof.yaml"], &examples);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("valid (1 targets, 2 rules)"));
 
     let dir = tempfile::tempdir().unwrap();
@@ -115,47 +104,23 @@ fn manual_capture() {
     let demo = Demo::start();
     let dir = tempfile::tempdir().unwrap();
     let url = demo.url();
-    let output = alertprof(
-        &[
-            "capture",
-            &url,
-            "--profile",
-            "goroutine",
-            "--out",
-            "profiles",
-        ],
-        dir.path(),
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = alertprof(&["capture", &url, "--profile", "goroutine", "--out", "profiles"], dir.path());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let files = support::files_in(&dir.path().join("profiles"));
     assert_eq!(files.len(), 1);
     assert!(files[0].ends_with("-manual-goroutine.pb.gz"));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        stdout.contains(&files[0]) && stdout.contains("sha256"),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&files[0]) && stdout.contains("sha256"), "{stdout}");
 
     let output = alertprof(&["capture", &url, "--profile", "bogus"], dir.path());
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown kind \"bogus\""));
 
     let down = format!("http://127.0.0.1:{}", support::closed_port());
-    let output = alertprof(
-        &["capture", &down, "--profile", "heap", "--out", "profiles"],
-        dir.path(),
-    );
+    let output = alertprof(&["capture", &down, "--profile", "heap", "--out", "profiles"], dir.path());
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach"));
-    assert_eq!(
-        support::files_in(&dir.path().join("profiles")).len(),
-        1,
-        "a failure leaves nothing behind"
-    );
+    assert_eq!(support::files_in(&dir.path().join("profiles")).len(), 1, "a failure leaves nothing behind");
 }
 
 /// `serve` runs the whole service; SIGTERM during a CPU capture lets it finish, then the
@@ -172,13 +137,7 @@ async fn serve_finishes_capture_on_sigterm() {
     );
     std::fs::write(dir.path().join("alertprof.yaml"), config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_alertprof"))
-        .args([
-            "--log-format",
-            "json",
-            "serve",
-            "--config",
-            "alertprof.yaml",
-        ])
+        .args(["--log-format", "json", "serve", "--config", "alertprof.yaml"])
         .current_dir(dir.path())
         .stderr(Stdio::null())
         .spawn()
@@ -198,13 +157,8 @@ async fn serve_finishes_capture_on_sigterm() {
         .unwrap();
     assert_eq!(answer.status(), 200);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert_eq!(status.code(), Some(0));
     let files = support::files_in(&dir.path().join("data/demo"));
     assert_eq!(files.len(), 2, "profile and metadata: {files:?}");

@@ -27,20 +27,12 @@ rules:
 
 /// Function names in a stored profile.
 fn function_names(path: &std::path::Path) -> Vec<String> {
-    let profile =
-        decode_profile(std::fs::File::open(path).unwrap(), 1 << 30).expect("profile decodes");
-    profile
-        .function
-        .iter()
-        .map(|f| profile.string_table[f.name as usize].clone())
-        .collect()
+    let profile = decode_profile(std::fs::File::open(path).unwrap(), 1 << 30).expect("profile decodes");
+    profile.function.iter().map(|f| profile.string_table[f.name as usize].clone()).collect()
 }
 
 fn alert(fingerprint: &str) -> Value {
-    payload(&[(
-        json!({"alertname": "HighCPU", "job": "demo", "instance": "demo:6060"}),
-        fingerprint,
-    )])
+    payload(&[(json!({"alertname": "HighCPU", "job": "demo", "instance": "demo:6060"}), fingerprint)])
 }
 
 /// A firing alert captures CPU and goroutine profiles from the Go demo; they decode, name
@@ -73,19 +65,11 @@ async fn alert_captures_profiles_and_gate_survives_restart() {
         assert_eq!(capture["trigger"]["source"], "alertmanager");
         assert_eq!(capture["trigger"]["fingerprint"], "fp-1");
         assert_eq!(capture["trigger"]["alertname"], "HighCPU");
-        let file = data
-            .path()
-            .join("demo")
-            .join(capture["file"].as_str().unwrap());
+        let file = data.path().join("demo").join(capture["file"].as_str().unwrap());
         let bytes = std::fs::read(&file).unwrap();
         assert_eq!(capture["bytes"], bytes.len() as u64);
         assert_eq!(capture["sha256"], hex::encode(Sha256::digest(&bytes)));
-        assert!(
-            data.path()
-                .join("demo")
-                .join(format!("{id}.json"))
-                .is_file()
-        );
+        assert!(data.path().join("demo").join(format!("{id}.json")).is_file());
 
         let wanted = match capture["kind"].as_str().unwrap() {
             "cpu" => "main.burnCPU",
@@ -97,16 +81,8 @@ async fn alert_captures_profiles_and_gate_survives_restart() {
             "{wanted} not in {}",
             file.display()
         );
-        let top = Command::new("go")
-            .args(["tool", "pprof", "-top"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            top.status.success(),
-            "go tool pprof failed: {}",
-            String::from_utf8_lossy(&top.stderr)
-        );
+        let top = Command::new("go").args(["tool", "pprof", "-top"]).arg(&file).output().unwrap();
+        assert!(top.status.success(), "go tool pprof failed: {}", String::from_utf8_lossy(&top.stderr));
         assert!(String::from_utf8_lossy(&top.stdout).contains(wanted));
 
         let served = support::client()
@@ -127,21 +103,8 @@ async fn alert_captures_profiles_and_gate_survives_restart() {
     running.post_alerts(&alert("fp-2")).await;
     let decisions = running.wait_decisions(3, Duration::from_secs(10)).await;
     assert_eq!(decisions[0]["outcome"], "cooldown");
-    assert!(
-        decisions[0]["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("in cooldown until")
-    );
-    assert_eq!(
-        running
-            .get_json("/api/v1/captures")
-            .await
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert!(decisions[0]["reason"].as_str().unwrap().starts_with("in cooldown until"));
+    assert_eq!(running.get_json("/api/v1/captures").await.as_array().unwrap().len(), 2);
     running.stop().await;
 
     // Restarted on the same storage.
@@ -149,24 +112,10 @@ async fn alert_captures_profiles_and_gate_survives_restart() {
     let listed = running.get_json("/api/v1/captures").await;
     assert_eq!(listed.as_array().unwrap(), captures);
     running.post_alerts(&alert("fp-1")).await;
-    assert_eq!(
-        running.wait_decisions(1, Duration::from_secs(10)).await[0]["outcome"],
-        "duplicate"
-    );
+    assert_eq!(running.wait_decisions(1, Duration::from_secs(10)).await[0]["outcome"], "duplicate");
     running.post_alerts(&alert("fp-3")).await;
-    assert_eq!(
-        running.wait_decisions(2, Duration::from_secs(10)).await[0]["outcome"],
-        "cooldown"
-    );
-    assert_eq!(
-        running
-            .get_json("/api/v1/captures")
-            .await
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(running.wait_decisions(2, Duration::from_secs(10)).await[0]["outcome"], "cooldown");
+    assert_eq!(running.get_json("/api/v1/captures").await.as_array().unwrap().len(), 2);
     running.stop().await;
 }
 
@@ -188,16 +137,11 @@ rules:
 "#
     .replace("DEMO_URL", &demo.url());
     let running = Running::start(&config, data.path()).await;
-    running
-        .post_alerts(&payload(&[(json!({"alertname": "Everything"}), "fp")]))
-        .await;
+    running.post_alerts(&payload(&[(json!({"alertname": "Everything"}), "fp")])).await;
     let decision = &running.wait_decisions(1, Duration::from_secs(30)).await[0];
     assert_eq!(decision["outcome"], "partially_captured", "{decision:?}");
     let reason = decision["reason"].as_str().unwrap();
-    assert!(
-        reason.contains("fgprof:") && reason.contains("answered 404"),
-        "{reason}"
-    );
+    assert!(reason.contains("fgprof:") && reason.contains("answered 404"), "{reason}");
 
     let captures = running.get_json("/api/v1/captures?limit=100").await;
     let mut kept: Vec<&str> = captures
@@ -209,22 +153,10 @@ rules:
         .collect();
     kept.sort();
     assert_eq!(kept.len(), 9);
-    assert_eq!(
-        kept.iter().filter(|f| f.ends_with(".pb.gz")).count(),
-        7,
-        "{kept:?}"
-    );
+    assert_eq!(kept.iter().filter(|f| f.ends_with(".pb.gz")).count(), 7, "{kept:?}");
     assert!(kept.iter().any(|f| f.ends_with("-trace.trace")), "{kept:?}");
-    assert!(
-        kept.iter().any(|f| f.ends_with("-goroutine_text.txt")),
-        "{kept:?}"
-    );
+    assert!(kept.iter().any(|f| f.ends_with("-goroutine_text.txt")), "{kept:?}");
     let files = support::files_in(&data.path().join("demo"));
-    assert!(
-        !files
-            .iter()
-            .any(|f| f.contains("fgprof") && !f.ends_with(".json")),
-        "{files:?}"
-    );
+    assert!(!files.iter().any(|f| f.contains("fgprof") && !f.ends_with(".json")), "{files:?}");
     running.stop().await;
 }

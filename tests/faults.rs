@@ -27,9 +27,7 @@ rules:
 async fn capture_from(url: &str) -> (serde_json::Value, Vec<String>, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
     let running = Running::start(&CONFIG.replace("TARGET_URL", url), data.path()).await;
-    let (status, _) = running
-        .post_alerts(&payload(&[(json!({"alertname": "Spike"}), "f")]))
-        .await;
+    let (status, _) = running.post_alerts(&payload(&[(json!({"alertname": "Spike"}), "f")])).await;
     assert_eq!(status, 200);
     let decision = running.wait_decisions(1, Duration::from_secs(20)).await[0].clone();
     let captures = running.get_json("/api/v1/captures").await;
@@ -38,11 +36,7 @@ async fn capture_from(url: &str) -> (serde_json::Value, Vec<String>, tempfile::T
     assert_eq!(capture["status"], "failed");
     assert!(capture.get("file").is_none());
     assert_eq!(decision["captures"][0], capture["id"]);
-    assert_eq!(
-        files_in(&data.path().join(".tmp")),
-        Vec::<String>::new(),
-        "nothing left staged"
-    );
+    assert_eq!(files_in(&data.path().join(".tmp")), Vec::<String>::new(), "nothing left staged");
     (decision, files_in(&data.path().join("t")), data)
 }
 
@@ -57,8 +51,7 @@ fn assert_failed(decision: &serde_json::Value, files: &[String], reason: &str) {
 /// Connection refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_down() {
-    let (decision, files, _data) =
-        capture_from(&format!("http://127.0.0.1:{}", closed_port())).await;
+    let (decision, files, _data) = capture_from(&format!("http://127.0.0.1:{}", closed_port())).await;
     assert_failed(&decision, &files, "cannot reach");
 }
 
@@ -77,8 +70,7 @@ async fn target_hangs() {
 /// A 500 that is not "in use" fails at once with the body in the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_answers_500() {
-    let addr =
-        fake_target(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response() }).await;
+    let addr = fake_target(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response() }).await;
     let (decision, files, _data) = capture_from(&format!("http://{addr}")).await;
     assert_failed(&decision, &files, "answered 500: boom");
 }
@@ -132,9 +124,7 @@ async fn profiler_in_use_is_retried() {
         .replace("timeout_margin: 1s", "timeout_margin: 5s")
         .replace("capture: [heap]", "capture: [cpu]\n    seconds: 1");
     let running = Running::start(&config, data.path()).await;
-    running
-        .post_alerts(&payload(&[(json!({"alertname": "Spike"}), "f")]))
-        .await;
+    running.post_alerts(&payload(&[(json!({"alertname": "Spike"}), "f")])).await;
     let decision = running.wait_decisions(1, Duration::from_secs(20)).await[0].clone();
     assert_eq!(decision["outcome"], "captured", "{decision}");
     assert_eq!(tries.load(Ordering::SeqCst), 3);

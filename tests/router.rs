@@ -39,15 +39,10 @@ fn fixture(extra: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
     std::fs::write(dir.path().join("pw"), "hunter2").unwrap();
-    let text =
-        format!("{BASE}{extra}").replace("{data}", &dir.path().join("data").display().to_string());
+    let text = format!("{BASE}{extra}").replace("{data}", &dir.path().join("data").display().to_string());
     let config = Config::parse(&text, dir.path()).expect("valid test config");
     let (app, queue_rx) = App::new(config, None).unwrap();
-    Fixture {
-        app,
-        _queue_rx: queue_rx,
-        _dir: dir,
-    }
+    Fixture { app, _queue_rx: queue_rx, _dir: dir }
 }
 
 async fn call(app: &Arc<App>, request: Request<Body>) -> (StatusCode, Value) {
@@ -60,10 +55,7 @@ async fn call(app: &Arc<App>, request: Request<Body>) -> (StatusCode, Value) {
 }
 
 fn post(path: &str, body: impl Into<Body>) -> Request<Body> {
-    Request::post(path)
-        .header("content-type", "application/json")
-        .body(body.into())
-        .unwrap()
+    Request::post(path).header("content-type", "application/json").body(body.into()).unwrap()
 }
 
 fn get(path: &str) -> Request<Body> {
@@ -71,10 +63,7 @@ fn get(path: &str) -> Request<Body> {
 }
 
 fn high_cpu(fingerprint: &str) -> (Value, &str) {
-    (
-        json!({"alertname": "HighCPU", "job": "checkout"}),
-        fingerprint,
-    )
+    (json!({"alertname": "HighCPU", "job": "checkout"}), fingerprint)
 }
 
 /// A matching firing alert is accepted; resolved and unmatched alerts are counted as ignored
@@ -82,29 +71,18 @@ fn high_cpu(fingerprint: &str) -> (Value, &str) {
 #[tokio::test]
 async fn accepts_and_ignores() {
     let f = fixture("");
-    let mut body = payload(&[
-        high_cpu("a"),
-        (json!({"alertname": "Other"}), "b"),
-        high_cpu("c"),
-    ]);
+    let mut body = payload(&[high_cpu("a"), (json!({"alertname": "Other"}), "b"), high_cpu("c")]);
     body["alerts"][2]["status"] = json!("resolved");
     let (status, answer) = call(&f.app, post("/api/v1/alerts", body.to_string())).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(answer, json!({"accepted": 1, "ignored": 2}));
     let (_, decisions) = call(&f.app, get("/api/v1/decisions")).await;
-    let outcomes: Vec<&str> = decisions
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["outcome"].as_str().unwrap())
-        .collect();
+    let outcomes: Vec<&str> =
+        decisions.as_array().unwrap().iter().map(|d| d["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes, ["resolved", "no_matching_rule"]);
     let (_, metrics) = call(&f.app, get("/metrics")).await;
     let metrics = metrics.as_str().unwrap();
-    assert!(
-        metrics.contains("alertprof_alerts_received_total{status=\"firing\"} 2"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("alertprof_alerts_received_total{status=\"firing\"} 2"), "{metrics}");
     assert!(metrics.contains("alertprof_alerts_received_total{status=\"resolved\"} 1"));
     assert!(metrics.contains("alertprof_queue_depth 1"));
     assert!(metrics.contains("alertprof_decisions_total{outcome=\"no_matching_rule\"} 1"));
@@ -116,10 +94,7 @@ async fn no_matching_target() {
     let f = fixture("");
     let body = payload(&[(json!({"alertname": "HighCPU", "job": "billing"}), "x")]);
     let (status, answer) = call(&f.app, post("/api/v1/alerts", body.to_string())).await;
-    assert_eq!(
-        (status, answer),
-        (StatusCode::OK, json!({"accepted": 0, "ignored": 1}))
-    );
+    assert_eq!((status, answer), (StatusCode::OK, json!({"accepted": 0, "ignored": 1})));
     let (_, decisions) = call(&f.app, get("/api/v1/decisions")).await;
     assert_eq!(decisions[0]["outcome"], "no_matching_target");
     assert_eq!(decisions[0]["rule"], "cpu-spike");
@@ -140,10 +115,7 @@ async fn malformed_payloads_are_400() {
         (Body::from(r#"{"version": "4"}"#), "missing field `alerts`"),
         (Body::from(wrong_type.to_string()), "invalid type"),
         (Body::from(wrong_status.to_string()), "alerts[0].status"),
-        (
-            Body::from(wrong_version.to_string()),
-            "unsupported payload version",
-        ),
+        (Body::from(wrong_version.to_string()), "unsupported payload version"),
         (Body::from(vec![0xff, 0xfe, b'{']), "malformed payload"),
     ];
     for (body, reason) in cases {
@@ -155,12 +127,7 @@ async fn malformed_payloads_are_400() {
     let (_, decisions) = call(&f.app, get("/api/v1/decisions")).await;
     assert_eq!(decisions, json!([]));
     let (_, metrics) = call(&f.app, get("/metrics")).await;
-    assert!(
-        metrics
-            .as_str()
-            .unwrap()
-            .contains("alertprof_queue_depth 0")
-    );
+    assert!(metrics.as_str().unwrap().contains("alertprof_queue_depth 0"));
 }
 
 /// A body over the limit is 413; unknown fields are ignored.
@@ -175,10 +142,7 @@ async fn body_limit_and_unknown_fields() {
     extra["somethingNew"] = json!({"nested": true});
     extra["alerts"][0]["silencedBy"] = json!([]);
     let (status, answer) = call(&f.app, post("/api/v1/alerts", extra.to_string())).await;
-    assert_eq!(
-        (status, answer),
-        (StatusCode::OK, json!({"accepted": 1, "ignored": 0}))
-    );
+    assert_eq!((status, answer), (StatusCode::OK, json!({"accepted": 1, "ignored": 0})));
 }
 
 /// When the queue cannot take the whole payload the answer is 503 (Alertmanager retries
@@ -186,32 +150,16 @@ async fn body_limit_and_unknown_fields() {
 #[tokio::test]
 async fn full_queue_is_503_and_changes_nothing() {
     let f = fixture("");
-    let (status, _) = call(
-        &f.app,
-        post("/api/v1/alerts", payload(&[high_cpu("a")]).to_string()),
-    )
-    .await;
+    let (status, _) = call(&f.app, post("/api/v1/alerts", payload(&[high_cpu("a")]).to_string())).await;
     assert_eq!(status, StatusCode::OK);
-    let two = payload(&[
-        high_cpu("b"),
-        high_cpu("c"),
-        (json!({"alertname": "Other"}), "d"),
-    ]);
+    let two = payload(&[high_cpu("b"), high_cpu("c"), (json!({"alertname": "Other"}), "d")]);
     let (status, answer) = call(&f.app, post("/api/v1/alerts", two.to_string())).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(answer["error"].as_str().unwrap().contains("queue full"));
     let (_, decisions) = call(&f.app, get("/api/v1/decisions")).await;
-    assert_eq!(
-        decisions,
-        json!([]),
-        "a refused payload must record nothing"
-    );
+    assert_eq!(decisions, json!([]), "a refused payload must record nothing");
     // One place is still free.
-    let (status, _) = call(
-        &f.app,
-        post("/api/v1/alerts", payload(&[high_cpu("e")]).to_string()),
-    )
-    .await;
+    let (status, _) = call(&f.app, post("/api/v1/alerts", payload(&[high_cpu("e")]).to_string())).await;
     assert_eq!(status, StatusCode::OK);
     let (_, metrics) = call(&f.app, get("/metrics")).await;
     let metrics = metrics.as_str().unwrap();
@@ -224,62 +172,26 @@ async fn full_queue_is_503_and_changes_nothing() {
 #[tokio::test]
 async fn auth() {
     let open = fixture("");
-    assert_eq!(
-        call(&open.app, get("/api/v1/captures")).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(call(&open.app, get("/api/v1/captures")).await.0, StatusCode::OK);
 
     let bearer = fixture("auth: {bearer_token_file: token}\n");
     let with = |value: &str| {
-        Request::get("/api/v1/captures")
-            .header("authorization", value)
-            .body(Body::empty())
-            .unwrap()
+        Request::get("/api/v1/captures").header("authorization", value).body(Body::empty()).unwrap()
     };
-    assert_eq!(
-        call(&bearer.app, get("/api/v1/captures")).await.0,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        call(&bearer.app, with("Bearer wrong")).await.0,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        call(&bearer.app, with("Bearer s3cret")).await.0,
-        StatusCode::OK
-    );
-    let (status, _) = call(
-        &bearer.app,
-        post("/api/v1/alerts", payload(&[high_cpu("a")]).to_string()),
-    )
-    .await;
+    assert_eq!(call(&bearer.app, get("/api/v1/captures")).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&bearer.app, with("Bearer wrong")).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&bearer.app, with("Bearer s3cret")).await.0, StatusCode::OK);
+    let (status, _) = call(&bearer.app, post("/api/v1/alerts", payload(&[high_cpu("a")]).to_string())).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(call(&bearer.app, get("/metrics")).await.0, StatusCode::OK);
     assert_eq!(call(&bearer.app, get("/-/healthy")).await.0, StatusCode::OK);
 
     let basic = fixture("auth: {basic_auth: {username: am, password_file: pw}}\n");
-    let encode = |s: &str| {
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(s)
-        )
-    };
-    assert_eq!(
-        call(&basic.app, with(&encode("am:hunter2"))).await.0,
-        StatusCode::OK
-    );
-    assert_eq!(
-        call(&basic.app, with(&encode("am:hunter3"))).await.0,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        call(&basic.app, with(&encode("xx:hunter2"))).await.0,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        call(&basic.app, with("Bearer hunter2")).await.0,
-        StatusCode::UNAUTHORIZED
-    );
+    let encode = |s: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(s));
+    assert_eq!(call(&basic.app, with(&encode("am:hunter2"))).await.0, StatusCode::OK);
+    assert_eq!(call(&basic.app, with(&encode("am:hunter3"))).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&basic.app, with(&encode("xx:hunter2"))).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&basic.app, with("Bearer hunter2")).await.0, StatusCode::UNAUTHORIZED);
 }
 
 /// Unknown and malformed capture ids are 404, never a path outside the store.
@@ -312,42 +224,20 @@ async fn health_and_reload() {
     assert_eq!(call(&app, get("/-/healthy")).await.0, StatusCode::OK);
     assert_eq!(call(&app, get("/-/ready")).await.0, StatusCode::OK);
 
-    std::fs::write(
-        &path,
-        format!("{valid}rules: [{{name: x, capture: [bogus]}}]\n"),
-    )
-    .unwrap();
-    let (status, body) = call(
-        &app,
-        Request::post("/-/reload").body(Body::empty()).unwrap(),
-    )
-    .await;
+    std::fs::write(&path, format!("{valid}rules: [{{name: x, capture: [bogus]}}]\n")).unwrap();
+    let (status, body) = call(&app, Request::post("/-/reload").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        body.as_str()
-            .unwrap()
-            .contains("rules[0].capture[0]: unknown kind \"bogus\""),
-        "{body}"
-    );
+    assert!(body.as_str().unwrap().contains("rules[0].capture[0]: unknown kind \"bogus\""), "{body}");
     assert!(app.config().rules.is_empty(), "the old config stays");
     let (_, metrics) = call(&app, get("/metrics")).await;
-    assert!(
-        metrics
-            .as_str()
-            .unwrap()
-            .contains("alertprof_config_last_reload_successful 0")
-    );
+    assert!(metrics.as_str().unwrap().contains("alertprof_config_last_reload_successful 0"));
 
     std::fs::write(
         &path,
         format!("{valid}targets: [{{name: t, pprof_url: \"http://127.0.0.1:1\"}}]\nrules: [{{name: x, alert_labels: {{a: b}}, capture: [heap]}}]\n"),
     )
     .unwrap();
-    let (status, _) = call(
-        &app,
-        Request::post("/-/reload").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let (status, _) = call(&app, Request::post("/-/reload").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(app.config().rules[0].name, "x");
 }

@@ -42,9 +42,7 @@ struct Host {
 
 impl Host {
     fn new(mountinfo: &str) -> Host {
-        let host = Host {
-            dir: tempfile::tempdir().unwrap(),
-        };
+        let host = Host { dir: tempfile::tempdir().unwrap() };
         host.write("proc/self/mountinfo", mountinfo);
         host.write("proc/meminfo", MEMINFO);
         host.write(
@@ -82,36 +80,19 @@ impl Host {
             config.targets[0].process,
             Some(ProcessRef::Cgroup(cgroup.trim_start_matches('/').into()))
         );
-        Probe::new(
-            &config.targets[0],
-            &[],
-            &self.cgroup_root(),
-            &self.proc_root(),
-        )
+        Probe::new(&config.targets[0], &[], &self.cgroup_root(), &self.proc_root())
     }
 }
 
 /// Two samples one second apart with `used_ns` CPU time in between; returns
 /// (cpu_percent, memory_percent).
-fn two_samples(
-    host: &Host,
-    probe: &mut Probe,
-    usage_file: &str,
-    first: &str,
-    second: &str,
-) -> (f64, f64) {
+fn two_samples(host: &Host, probe: &mut Probe, usage_file: &str, first: &str, second: &str) -> (f64, f64) {
     host.write(usage_file, first);
     let before = probe.sample_local(Duration::from_secs(10));
-    assert!(
-        before.sample["cpu_percent"].is_err(),
-        "the first sample has no CPU use yet"
-    );
+    assert!(before.sample["cpu_percent"].is_err(), "the first sample has no CPU use yet");
     host.write(usage_file, second);
     let after = probe.sample_local(Duration::from_secs(11));
-    (
-        after.sample["cpu_percent"].clone().unwrap(),
-        after.sample["memory_percent"].clone().unwrap(),
-    )
+    (after.sample["cpu_percent"].clone().unwrap(), after.sample["memory_percent"].clone().unwrap())
 }
 
 const V1_JOINED: &str = "\
@@ -126,57 +107,36 @@ const V1_JOINED: &str = "\
 #[test]
 fn v1_joined_with_limits() {
     let host = Host::new(V1_JOINED);
-    host.write("proc/4242/cgroup", "12:memory:/kubepods/pod1/ctr\n4:cpu,cpuacct:/kubepods/pod1/ctr\n1:name=systemd:/kubepods/pod1/ctr\n");
+    host.write(
+        "proc/4242/cgroup",
+        "12:memory:/kubepods/pod1/ctr\n4:cpu,cpuacct:/kubepods/pod1/ctr\n1:name=systemd:/kubepods/pod1/ctr\n",
+    );
     let cpu = "cgroup/cpu,cpuacct/kubepods/pod1/ctr";
     host.write(&format!("{cpu}/cpu.cfs_quota_us"), "150000\n");
     host.write(&format!("{cpu}/cpu.cfs_period_us"), "100000\n");
     let mem = "cgroup/memory/kubepods/pod1/ctr";
-    host.write(
-        &format!("{mem}/memory.usage_in_bytes"),
-        &format!("{}\n", 600 * MIB),
-    );
-    host.write(
-        &format!("{mem}/memory.limit_in_bytes"),
-        &format!("{}\n", 1024 * MIB),
-    );
+    host.write(&format!("{mem}/memory.usage_in_bytes"), &format!("{}\n", 600 * MIB));
+    host.write(&format!("{mem}/memory.limit_in_bytes"), &format!("{}\n", 1024 * MIB));
     host.write(
         &format!("{mem}/memory.stat"),
-        &format!(
-            "cache 1\ninactive_file 7\ntotal_inactive_file {}\n",
-            100 * MIB
-        ),
+        &format!("cache 1\ninactive_file 7\ntotal_inactive_file {}\n", 100 * MIB),
     );
     host.write(&format!("{mem}/cgroup.procs"), "4242\n");
 
     let reader = host.reader();
     let dirs = reader.dirs_of_pid(4242);
-    assert_eq!(
-        dirs.cpu.as_ref().unwrap().path,
-        host.cgroup_root().join("cpu,cpuacct/kubepods/pod1/ctr")
-    );
+    assert_eq!(dirs.cpu.as_ref().unwrap().path, host.cgroup_root().join("cpu,cpuacct/kubepods/pod1/ctr"));
     assert_eq!(dirs.cpuacct, dirs.cpu);
     assert_eq!(reader.cpu_quota_cores(&dirs), Some(1.5));
     assert_eq!(
         reader.memory(&dirs),
-        Some(Memory {
-            usage: 600 * MIB,
-            working_set: 500 * MIB,
-            limit: Some(1024 * MIB)
-        })
+        Some(Memory { usage: 600 * MIB, working_set: 500 * MIB, limit: Some(1024 * MIB) })
     );
     let mut probe = host.probe("/kubepods/pod1/ctr");
-    let (cpu_percent, memory_percent) = two_samples(
-        &host,
-        &mut probe,
-        &format!("{cpu}/cpuacct.usage"),
-        "1000000000\n",
-        "1750000000\n",
-    );
+    let (cpu_percent, memory_percent) =
+        two_samples(&host, &mut probe, &format!("{cpu}/cpuacct.usage"), "1000000000\n", "1750000000\n");
     assert!((cpu_percent - 50.0).abs() < 1e-9, "{cpu_percent}");
-    assert!(
-        (memory_percent - 48.828125).abs() < 1e-9,
-        "{memory_percent}"
-    );
+    assert!((memory_percent - 48.828125).abs() < 1e-9, "{memory_percent}");
 }
 
 /// v1 unlimited: quota -1 and a limit of about 2^63 are no limits. CPU falls back to the
@@ -189,46 +149,20 @@ fn v1_joined_unlimited_and_parent_limit() {
     host.write(&format!("{cpu}/cpu.cfs_quota_us"), "-1\n");
     host.write(&format!("{cpu}/cpu.cfs_period_us"), "100000\n");
     let mem = "cgroup/memory/app";
-    host.write(
-        &format!("{mem}/memory.usage_in_bytes"),
-        &format!("{}\n", 500 * MIB),
-    );
-    host.write(
-        &format!("{mem}/memory.limit_in_bytes"),
-        "9223372036854771712\n",
-    );
+    host.write(&format!("{mem}/memory.usage_in_bytes"), &format!("{}\n", 500 * MIB));
+    host.write(&format!("{mem}/memory.limit_in_bytes"), "9223372036854771712\n");
     host.write(&format!("{mem}/memory.stat"), "total_inactive_file 0\n");
     let mut probe = host.probe("app");
-    let (cpu_percent, memory_percent) = two_samples(
-        &host,
-        &mut probe,
-        &format!("{cpu}/cpuacct.usage"),
-        "0\n",
-        "1000000000\n",
-    );
+    let (cpu_percent, memory_percent) =
+        two_samples(&host, &mut probe, &format!("{cpu}/cpuacct.usage"), "0\n", "1000000000\n");
     assert!((cpu_percent - 25.0).abs() < 1e-9, "{cpu_percent}");
-    assert!(
-        (memory_percent - 500.0 / 4096.0 * 100.0).abs() < 1e-9,
-        "{memory_percent}"
-    );
+    assert!((memory_percent - 500.0 / 4096.0 * 100.0).abs() < 1e-9, "{memory_percent}");
 
     // The limit sits on the parent (a pod), the container itself is unlimited.
-    host.write(
-        "cgroup/memory/memory.limit_in_bytes",
-        "9223372036854771712\n",
-    );
-    host.write(
-        "cgroup/memory/pod/memory.limit_in_bytes",
-        &format!("{}\n", 2000 * MIB),
-    );
-    host.write(
-        "cgroup/memory/pod/ctr/memory.limit_in_bytes",
-        "9223372036854771712\n",
-    );
-    host.write(
-        "cgroup/memory/pod/ctr/memory.usage_in_bytes",
-        &format!("{}\n", 500 * MIB),
-    );
+    host.write("cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n");
+    host.write("cgroup/memory/pod/memory.limit_in_bytes", &format!("{}\n", 2000 * MIB));
+    host.write("cgroup/memory/pod/ctr/memory.limit_in_bytes", "9223372036854771712\n");
+    host.write("cgroup/memory/pod/ctr/memory.usage_in_bytes", &format!("{}\n", 500 * MIB));
     let dirs = host.reader().dirs_of_path(Path::new("pod/ctr"));
     assert_eq!(host.reader().memory(&dirs).unwrap().limit, Some(2000 * MIB));
 }
@@ -242,43 +176,24 @@ fn v1_separate_cpu_and_cpuacct() {
          31 25 0:27 / /sys/fs/cgroup/cpuacct rw - cgroup cgroup rw,cpuacct\n\
          32 25 0:28 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
     );
-    host.write(
-        "proc/77/cgroup",
-        "7:memory:/app\n6:cpuacct:/app\n5:cpu:/app\n",
-    );
+    host.write("proc/77/cgroup", "7:memory:/app\n6:cpuacct:/app\n5:cpu:/app\n");
     host.write("cgroup/cpu/app/cpu.cfs_quota_us", "50000\n");
     host.write("cgroup/cpu/app/cpu.cfs_period_us", "100000\n");
-    host.write(
-        "cgroup/memory/app/memory.usage_in_bytes",
-        &format!("{}\n", 256 * MIB),
-    );
-    host.write(
-        "cgroup/memory/app/memory.limit_in_bytes",
-        &format!("{}\n", 512 * MIB),
-    );
+    host.write("cgroup/memory/app/memory.usage_in_bytes", &format!("{}\n", 256 * MIB));
+    host.write("cgroup/memory/app/memory.limit_in_bytes", &format!("{}\n", 512 * MIB));
     host.write("cgroup/memory/app/memory.stat", "total_inactive_file 0\n");
     let dirs = host.reader().dirs_of_pid(77);
-    assert_eq!(
-        dirs.cpu.as_ref().unwrap().path,
-        host.cgroup_root().join("cpu/app")
-    );
-    assert_eq!(
-        dirs.cpuacct.as_ref().unwrap().path,
-        host.cgroup_root().join("cpuacct/app")
-    );
+    assert_eq!(dirs.cpu.as_ref().unwrap().path, host.cgroup_root().join("cpu/app"));
+    assert_eq!(dirs.cpuacct.as_ref().unwrap().path, host.cgroup_root().join("cpuacct/app"));
     let mut probe = host.probe("app");
-    let (cpu_percent, memory_percent) = two_samples(
-        &host,
-        &mut probe,
-        "cgroup/cpuacct/app/cpuacct.usage",
-        "5000000000\n",
-        "5250000000\n",
-    );
+    let (cpu_percent, memory_percent) =
+        two_samples(&host, &mut probe, "cgroup/cpuacct/app/cpuacct.usage", "5000000000\n", "5250000000\n");
     assert!((cpu_percent - 50.0).abs() < 1e-9, "{cpu_percent}");
     assert!((memory_percent - 50.0).abs() < 1e-9, "{memory_percent}");
 }
 
-const V2: &str = "30 25 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+const V2: &str =
+    "30 25 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
 
 /// cgroup v2: `cpu.max` 200000/100000 is 2 cores; 3 s in 1 s (`usage_usec`) is 150%;
 /// working set 800 - 300 = 500 MiB of 1000 MiB is 50%. With `max` both fall back.
@@ -288,29 +203,18 @@ fn v2_with_and_without_limits() {
     host.write("proc/9/cgroup", "0::/system.slice/app.service\n");
     let app = "cgroup/system.slice/app.service";
     host.write(&format!("{app}/cpu.max"), "200000 100000\n");
-    host.write(
-        &format!("{app}/memory.current"),
-        &format!("{}\n", 800 * MIB),
-    );
+    host.write(&format!("{app}/memory.current"), &format!("{}\n", 800 * MIB));
     host.write(&format!("{app}/memory.max"), &format!("{}\n", 1000 * MIB));
     host.write(
         &format!("{app}/memory.stat"),
         &format!("anon 1\ninactive_file {}\nactive_file 2\n", 300 * MIB),
     );
     let dirs = host.reader().dirs_of_pid(9);
-    assert_eq!(
-        dirs.memory.as_ref().unwrap().path,
-        host.cgroup_root().join("system.slice/app.service")
-    );
+    assert_eq!(dirs.memory.as_ref().unwrap().path, host.cgroup_root().join("system.slice/app.service"));
     let mut probe = host.probe("system.slice/app.service");
     let stat = |usec: u64| format!("usage_usec {usec}\nuser_usec 1\nsystem_usec 1\n");
-    let (cpu_percent, memory_percent) = two_samples(
-        &host,
-        &mut probe,
-        &format!("{app}/cpu.stat"),
-        &stat(1_000_000),
-        &stat(4_000_000),
-    );
+    let (cpu_percent, memory_percent) =
+        two_samples(&host, &mut probe, &format!("{app}/cpu.stat"), &stat(1_000_000), &stat(4_000_000));
     assert!((cpu_percent - 150.0).abs() < 1e-9, "{cpu_percent}");
     assert!((memory_percent - 50.0).abs() < 1e-9, "{memory_percent}");
 
@@ -322,18 +226,10 @@ fn v2_with_and_without_limits() {
     // Without a quota the cgroup's cpuset counts: 0-1 is 2 CPUs; 1 s in 1 s is 50%.
     host.write(&format!("{app}/cpuset.cpus.effective"), "0-1\n");
     let mut probe = host.probe("system.slice/app.service");
-    let (cpu_percent, memory_percent) = two_samples(
-        &host,
-        &mut probe,
-        &format!("{app}/cpu.stat"),
-        &stat(0),
-        &stat(1_000_000),
-    );
+    let (cpu_percent, memory_percent) =
+        two_samples(&host, &mut probe, &format!("{app}/cpu.stat"), &stat(0), &stat(1_000_000));
     assert!((cpu_percent - 50.0).abs() < 1e-9, "{cpu_percent}");
-    assert!(
-        (memory_percent - 500.0 / 4096.0 * 100.0).abs() < 1e-9,
-        "{memory_percent}"
-    );
+    assert!((memory_percent - 500.0 / 4096.0 * 100.0).abs() < 1e-9, "{memory_percent}");
 }
 
 /// A hybrid host: v1 controllers plus a cgroup2 mount without controllers. The `0::/`
@@ -350,35 +246,17 @@ fn hybrid_uses_v1_controllers() {
         "proc/5/cgroup",
         "9:memory:/user.slice\n3:cpuacct:/\n2:cpu:/\n0::/user.slice/session-1.scope\n",
     );
-    host.write(
-        "cgroup/unified/user.slice/session-1.scope/cgroup.procs",
-        "5\n",
-    );
+    host.write("cgroup/unified/user.slice/session-1.scope/cgroup.procs", "5\n");
     host.write("cgroup/unified/cgroup.controllers", "");
-    host.write(
-        "cgroup/memory/user.slice/memory.usage_in_bytes",
-        &format!("{}\n", 100 * MIB),
-    );
-    host.write(
-        "cgroup/memory/user.slice/memory.limit_in_bytes",
-        "9223372036854771712\n",
-    );
-    host.write(
-        "cgroup/memory/user.slice/memory.stat",
-        "total_inactive_file 0\n",
-    );
+    host.write("cgroup/memory/user.slice/memory.usage_in_bytes", &format!("{}\n", 100 * MIB));
+    host.write("cgroup/memory/user.slice/memory.limit_in_bytes", "9223372036854771712\n");
+    host.write("cgroup/memory/user.slice/memory.stat", "total_inactive_file 0\n");
     host.write("cgroup/cpu/cpu.cfs_quota_us", "-1\n");
     host.write("cgroup/cpuacct/cpuacct.usage", "12345\n");
     let reader = host.reader();
     let dirs = reader.dirs_of_pid(5);
-    assert_eq!(
-        dirs.memory.as_ref().unwrap().path,
-        host.cgroup_root().join("memory/user.slice")
-    );
-    assert_eq!(
-        dirs.cpuacct.as_ref().unwrap().path,
-        host.cgroup_root().join("cpuacct/")
-    );
+    assert_eq!(dirs.memory.as_ref().unwrap().path, host.cgroup_root().join("memory/user.slice"));
+    assert_eq!(dirs.cpuacct.as_ref().unwrap().path, host.cgroup_root().join("cpuacct/"));
     assert_eq!(reader.cpu_usage_ns(&dirs), Some(12345));
     assert_eq!(reader.cpu_quota_cores(&dirs), None);
     assert_eq!(reader.memory(&dirs).unwrap().limit, None);
@@ -388,26 +266,15 @@ fn hybrid_uses_v1_controllers() {
 /// /proc/PID/cgroup are taken relative to it.
 #[test]
 fn container_mount_root() {
-    let host = Host::new(
-        "40 35 0:30 /kubepods/pod1/ctr /sys/fs/cgroup/memory ro - cgroup cgroup rw,memory\n",
-    );
+    let host =
+        Host::new("40 35 0:30 /kubepods/pod1/ctr /sys/fs/cgroup/memory ro - cgroup cgroup rw,memory\n");
     host.write("proc/1/cgroup", "9:memory:/kubepods/pod1/ctr\n");
     host.write("cgroup/memory/memory.usage_in_bytes", "100\n");
     host.write("cgroup/memory/memory.limit_in_bytes", "400\n");
     let reader = host.reader();
     let dirs = reader.dirs_of_pid(1);
-    assert_eq!(
-        dirs.memory.as_ref().unwrap().path,
-        host.cgroup_root().join("memory/")
-    );
-    assert_eq!(
-        reader.memory(&dirs),
-        Some(Memory {
-            usage: 100,
-            working_set: 100,
-            limit: Some(400)
-        })
-    );
+    assert_eq!(dirs.memory.as_ref().unwrap().path, host.cgroup_root().join("memory/"));
+    assert_eq!(reader.memory(&dirs), Some(Memory { usage: 100, working_set: 100, limit: Some(400) }));
 }
 
 /// Missing files are no reading, never an error or a panic.
@@ -435,10 +302,7 @@ fn live_tree() {
     let procs = ProcReader::new("/proc");
     spin(Duration::from_millis(100));
     let me = procs.sample(pid).expect("own process readable");
-    assert!(
-        me.rss_bytes > MIB && me.threads >= 1 && me.cpu_ns > 0,
-        "{me:?}"
-    );
+    assert!(me.rss_bytes > MIB && me.threads >= 1 && me.cpu_ns > 0, "{me:?}");
     assert!(procs.host_memory().unwrap() > 256 * MIB);
     assert!(procs.host_cpus().unwrap() >= 1);
 
@@ -451,10 +315,7 @@ fn live_tree() {
     let reader = CgroupReader::new("/sys/fs/cgroup", "/proc");
     let dirs = reader.dirs_of_pid(pid);
     let memory = reader.memory(&dirs).expect("a memory cgroup on this host");
-    assert!(
-        memory.usage >= memory.working_set && memory.working_set > 0,
-        "{memory:?}"
-    );
+    assert!(memory.usage >= memory.working_set && memory.working_set > 0, "{memory:?}");
     if let Some(limit) = memory.limit {
         assert!(limit > 0);
     }
@@ -467,18 +328,11 @@ fn live_tree() {
     // The probe on the live tree, by PID: CPU appears from the second sample and memory
     // is a sane percentage.
     let config = Config::parse(
-        &format!(
-            "targets: [{{name: me, pprof_url: \"http://127.0.0.1:1\", process: {{pid: {pid}}}}}]\n"
-        ),
+        &format!("targets: [{{name: me, pprof_url: \"http://127.0.0.1:1\", process: {{pid: {pid}}}}}]\n"),
         Path::new("."),
     )
     .unwrap();
-    let mut probe = Probe::new(
-        &config.targets[0],
-        &[],
-        Path::new("/sys/fs/cgroup"),
-        Path::new("/proc"),
-    );
+    let mut probe = Probe::new(&config.targets[0], &[], Path::new("/sys/fs/cgroup"), Path::new("/proc"));
     let clock = std::time::Instant::now();
     probe.sample_local(clock.elapsed());
     spin(Duration::from_millis(300));

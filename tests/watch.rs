@@ -44,44 +44,41 @@ async fn watch_rule_captures_goroutine_spike() {
     cooldown: 1h
 "#;
     let running = Running::start(&config(&demo, rules), data.path()).await;
-    let before = running
-        .wait_signal("demo", "goroutines", Duration::from_secs(10), |v| v > 0.0)
-        .await;
+    let before = running.wait_signal("demo", "goroutines", Duration::from_secs(10), |v| v > 0.0).await;
     assert!(before < 50.0, "the idle demo has few goroutines: {before}");
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(
-        running.get_json("/api/v1/decisions").await,
-        json!([]),
-        "nothing triggers while idle"
-    );
+    // Every tick decides; while idle the same outcome repeats and is listed once.
+    let idle = running.get_json("/api/v1/decisions").await;
+    assert_eq!(idle.as_array().unwrap().len(), 1, "{idle}");
+    assert_eq!(idle[0]["outcome"], "not_verified");
+    assert!(idle[0]["reason"].as_str().unwrap().ends_with("< min 50"), "{idle}");
 
     demo.get("/goroutines?n=1000").await;
-    let decisions = running.wait_decisions(1, Duration::from_secs(5)).await;
-    let decision = &decisions[0];
-    assert_eq!(decision["outcome"], "captured", "{decision}");
+    let decision = &running.wait_outcome("captured", Duration::from_secs(5)).await;
     assert_eq!(decision["source"], "watch");
     let reason = decision["reason"].as_str().unwrap();
-    assert!(
-        reason.contains("verified: goroutines") && reason.contains(">= abs 1000"),
-        "{reason}"
-    );
+    assert!(reason.contains("verified: goroutines") && reason.contains(">= abs 1000"), "{reason}");
     assert!(decision["readings"]["goroutines"].as_f64().unwrap() >= 1000.0);
 
     let capture = &running.get_json("/api/v1/captures").await[0];
     assert_eq!(capture["trigger"]["source"], "watch");
     assert!(capture["readings"]["goroutines"].as_f64().unwrap() >= 1000.0);
     assert!(capture["readings"].get("memory_percent").is_some());
-    // In cooldown: the watch keeps quiet rather than logging a decision every interval.
+    // In cooldown: listed once, then repeats are only counted.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(
-        running
-            .get_json("/api/v1/decisions")
-            .await
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    let decisions = running.get_json("/api/v1/decisions").await;
+    let outcomes: Vec<&str> =
+        decisions.as_array().unwrap().iter().map(|d| d["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["cooldown", "captured", "not_verified"]);
+    let metrics = running.get_text("/metrics").await;
+    let cooldowns: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("alertprof_decisions_total{outcome=\"cooldown\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(cooldowns >= 3.0, "every tick is counted: {cooldowns}");
+    assert_eq!(running.get_json("/api/v1/captures").await.as_array().unwrap().len(), 1);
     running.stop().await;
 }
 
@@ -98,40 +95,22 @@ async fn alert_below_min_is_not_verified() {
     capture: [goroutine]
 "#;
     let running = Running::start(&config(&demo, rules), data.path()).await;
-    running
-        .wait_signal("demo", "goroutines", Duration::from_secs(10), |v| v > 0.0)
-        .await;
-    let (status, _) = running
-        .post_alerts(&payload(&[(
-            json!({"alertname": "GoroutineSpike", "job": "demo"}),
-            "g1",
-        )]))
-        .await;
+    running.wait_signal("demo", "goroutines", Duration::from_secs(10), |v| v > 0.0).await;
+    let (status, _) =
+        running.post_alerts(&payload(&[(json!({"alertname": "GoroutineSpike", "job": "demo"}), "g1")])).await;
     assert_eq!(status, 200);
     let decision = &running.wait_decisions(1, Duration::from_secs(5)).await[0];
     assert_eq!(decision["outcome"], "not_verified", "{decision}");
     let reason = decision["reason"].as_str().unwrap();
-    assert!(
-        reason.starts_with("goroutines ") && reason.ends_with(" < min 5000"),
-        "{reason}"
-    );
+    assert!(reason.starts_with("goroutines ") && reason.ends_with(" < min 5000"), "{reason}");
     assert!(decision["readings"]["goroutines"].as_f64().unwrap() < 5000.0);
     assert_eq!(running.get_json("/api/v1/captures").await, json!([]));
     assert!(support::files_in(&data.path().join("demo")).is_empty());
 
     // Once the condition holds, the same alert (not yet captured) is verified and captured.
     demo.get("/goroutines?n=6000").await;
-    running
-        .wait_signal("demo", "goroutines", Duration::from_secs(5), |v| {
-            v >= 5000.0
-        })
-        .await;
-    running
-        .post_alerts(&payload(&[(
-            json!({"alertname": "GoroutineSpike", "job": "demo"}),
-            "g1",
-        )]))
-        .await;
+    running.wait_signal("demo", "goroutines", Duration::from_secs(5), |v| v >= 5000.0).await;
+    running.post_alerts(&payload(&[(json!({"alertname": "GoroutineSpike", "job": "demo"}), "g1")])).await;
     let decision = &running.wait_decisions(2, Duration::from_secs(10)).await[0];
     assert_eq!(decision["outcome"], "captured", "{decision}");
     running.stop().await;
@@ -145,15 +124,11 @@ async fn cpu_percent_rises_when_the_target_burns() {
     let data = tempfile::tempdir().unwrap();
     let rules = "  - {name: none, alert_labels: {alertname: Never}, capture: [heap]}\n";
     let running = Running::start(&config(&demo, rules), data.path()).await;
-    let idle = running
-        .wait_signal("demo", "cpu_percent", Duration::from_secs(10), |v| v >= 0.0)
-        .await;
+    let idle = running.wait_signal("demo", "cpu_percent", Duration::from_secs(10), |v| v >= 0.0).await;
     assert!(idle < 20.0, "idle demo at {idle}%");
     demo.get("/burn?seconds=5&workers=1").await;
     // One busy core of the CPUs the demo may use (2 here): about 50%.
-    let busy = running
-        .wait_signal("demo", "cpu_percent", Duration::from_secs(5), |v| v > 30.0)
-        .await;
+    let busy = running.wait_signal("demo", "cpu_percent", Duration::from_secs(5), |v| v > 30.0).await;
     assert!(busy <= 110.0, "{busy}");
     let threads = running.signal("demo", "threads").await.unwrap();
     assert!(threads >= 2.0);

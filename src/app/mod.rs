@@ -42,10 +42,7 @@ pub enum AppError {
     #[error("storage: {0}")]
     Store(#[from] StoreError),
     #[error("cannot listen on {address}: {source}")]
-    Listen {
-        address: String,
-        source: std::io::Error,
-    },
+    Listen { address: String, source: std::io::Error },
 }
 
 /// Everything the handlers and workers share.
@@ -77,11 +74,7 @@ impl App {
         config_path: Option<PathBuf>,
     ) -> Result<(Arc<App>, mpsc::Receiver<Job>), AppError> {
         let store = LocalStore::open(&config.storage)?;
-        let gate = Gate::open(
-            &store.state_dir(),
-            config.gate.dedupe_ttl,
-            config.gate.max_in_flight,
-        )?;
+        let gate = Gate::open(&store.state_dir(), config.gate.dedupe_ttl, config.gate.max_in_flight)?;
         let (queue_tx, queue_rx) = mpsc::channel(config.gate.queue_size);
         let metrics = Metrics::new();
         metrics.queue_capacity.set(config.gate.queue_size as i64);
@@ -108,18 +101,13 @@ impl App {
 
     /// Reserves queue places for `count` jobs at once, or none: a payload is queued whole
     /// or answered 503 for Alertmanager to retry.
-    pub fn reserve(
-        &self,
-        count: usize,
-    ) -> Result<impl Iterator<Item = mpsc::Permit<'_, Job>>, IntakeError> {
-        self.queue_tx
-            .try_reserve_many(count)
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Closed(()) => IntakeError::ShuttingDown,
-                mpsc::error::TrySendError::Full(()) => IntakeError::QueueFull {
-                    capacity: self.queue_tx.max_capacity(),
-                },
-            })
+    pub fn reserve(&self, count: usize) -> Result<impl Iterator<Item = mpsc::Permit<'_, Job>>, IntakeError> {
+        self.queue_tx.try_reserve_many(count).map_err(|error| match error {
+            mpsc::error::TrySendError::Closed(()) => IntakeError::ShuttingDown,
+            mpsc::error::TrySendError::Full(()) => {
+                IntakeError::QueueFull { capacity: self.queue_tx.max_capacity() }
+            }
+        })
     }
 
     pub fn sync_queue_depth(&self) {
@@ -138,20 +126,11 @@ impl App {
                 for (what, changed) in [
                     ("listen_address", old.listen_address != new.listen_address),
                     ("storage.dir", old.storage.dir != new.storage.dir),
-                    (
-                        "gate",
-                        format!("{:?}", old.gate) != format!("{:?}", new.gate),
-                    ),
-                    (
-                        "capture",
-                        format!("{:?}", old.capture) != format!("{:?}", new.capture),
-                    ),
+                    ("gate", format!("{:?}", old.gate) != format!("{:?}", new.gate)),
+                    ("capture", format!("{:?}", old.capture) != format!("{:?}", new.capture)),
                 ] {
                     if changed {
-                        tracing::warn!(
-                            setting = what,
-                            "Changed setting takes effect only after a restart."
-                        );
+                        tracing::warn!(setting = what, "Changed setting takes effect only after a restart.");
                     }
                 }
                 *self.config.write().unwrap() = Arc::new(new);
@@ -182,16 +161,10 @@ fn stale_after(config: &Config) -> Duration {
 pub fn router(app: Arc<App>) -> Router {
     let max_body = app.config().webhook.max_body_bytes as usize;
     let api = Router::new()
-        .route(
-            "/api/v1/alerts",
-            post(crate::intake::receive_alerts).layer(DefaultBodyLimit::max(max_body)),
-        )
+        .route("/api/v1/alerts", post(crate::intake::receive_alerts).layer(DefaultBodyLimit::max(max_body)))
         .route("/api/v1/captures", get(crate::api::list_captures))
         .route("/api/v1/captures/{id}", get(crate::api::get_capture))
-        .route(
-            "/api/v1/captures/{id}/profile",
-            get(crate::api::get_profile),
-        )
+        .route("/api/v1/captures/{id}/profile", get(crate::api::get_profile))
         .route("/api/v1/decisions", get(crate::api::list_decisions))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_auth));
     Router::new()
@@ -229,12 +202,7 @@ async fn require_auth(
         Auth::Bearer(_) => "Bearer realm=\"alertprof\"",
         Auth::Basic { .. } => "Basic realm=\"alertprof\"",
     };
-    (
-        StatusCode::UNAUTHORIZED,
-        [("www-authenticate", challenge)],
-        "unauthorized\n",
-    )
-        .into_response()
+    (StatusCode::UNAUTHORIZED, [("www-authenticate", challenge)], "unauthorized\n").into_response()
 }
 
 /// Takes jobs off the queue and runs each as a task, at most `max_in_flight` jobs at a
@@ -306,17 +274,14 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     let (app, queue_rx) = App::new(config, Some(config_path))?;
     let listener = tokio::net::TcpListener::bind(address)
         .await
-        .map_err(|source| AppError::Listen {
-            address: address.to_string(),
-            source,
-        })?;
+        .map_err(|source| AppError::Listen { address: address.to_string(), source })?;
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(app.clone(), shutdown.clone()));
     let sampling = tokio::spawn(run_sampling(app.clone(), shutdown.clone()));
     let workers = tokio::spawn(run_workers(app.clone(), queue_rx, shutdown.clone(), grace));
     tracing::info!(address = %address, version = env!("CARGO_PKG_VERSION"), "alertprof listening.");
-    let server = axum::serve(listener, router(app.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server =
+        axum::serve(listener, router(app.clone())).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     if let Err(error) = server.await {
         tracing::error!(error = %error, "HTTP server failed.");
         shutdown.cancel();
@@ -329,10 +294,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
 
 async fn watch_signals(app: Arc<App>, shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
         tracing::error!("Cannot install signal handlers.");
         return;
     };

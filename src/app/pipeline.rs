@@ -36,95 +36,51 @@ pub fn decision_for(job: &Job, outcome: Outcome, reason: String) -> Decision {
     }
 }
 
-fn refusal_decision(job: &Job, refusal: Refusal, readings: Readings) -> Decision {
+pub fn refusal_decision(job: &Job, refusal: Refusal, readings: Readings) -> Decision {
     let (outcome, reason) = match refusal {
-        Refusal::Duplicate { first_seen } => (
-            Outcome::Duplicate,
-            format!("alert already handled for this rule and target at {first_seen}"),
-        ),
+        Refusal::Duplicate { first_seen } => {
+            (Outcome::Duplicate, format!("alert already handled for this rule and target at {first_seen}"))
+        }
         Refusal::Cooldown { until } => (Outcome::Cooldown, format!("in cooldown until {until}")),
     };
-    Decision {
-        readings,
-        ..decision_for(job, outcome, reason)
-    }
+    Decision { readings, ..decision_for(job, outcome, reason) }
 }
 
 async fn decide(app: &App, job: &Job) -> Decision {
     let (rule, target) = (job.rule(), job.target());
-    if let Some(refusal) =
-        app.gate
-            .check(job.dedupe.as_deref(), &rule.name, &target.name, Utc::now())
-    {
+    if let Some(refusal) = app.gate.check(job.dedupe.as_deref(), &rule.name, &target.name, Utc::now()) {
         return refusal_decision(job, refusal, Readings::new());
     }
     let (readings, why) = match app.verifier.verify(&target.name, &rule.verify, Utc::now()) {
         Verdict::Holds { readings, why } => (readings, why),
         Verdict::NotVerified { reason, readings } => {
-            return Decision {
-                readings,
-                ..decision_for(job, Outcome::NotVerified, reason)
-            };
+            return Decision { readings, ..decision_for(job, Outcome::NotVerified, reason) };
         }
     };
-    match app.gate.admit(
-        job.dedupe.as_deref(),
-        &rule.name,
-        &target.name,
-        rule.cooldown,
-        Utc::now(),
-    ) {
+    match app.gate.admit(job.dedupe.as_deref(), &rule.name, &target.name, rule.cooldown, Utc::now()) {
         Ok(None) => {}
         Ok(Some(refusal)) => return refusal_decision(job, refusal, readings),
         Err(error) => {
             return Decision {
                 readings,
-                ..decision_for(
-                    job,
-                    Outcome::Refused,
-                    format!("cannot record gate state: {error}"),
-                )
+                ..decision_for(job, Outcome::Refused, format!("cannot record gate state: {error}"))
             };
         }
     }
-    let captures = join_all(
-        rule.capture
-            .iter()
-            .map(|&kind| capture(app, job, kind, &readings)),
-    )
-    .await;
+    let captures = join_all(rule.capture.iter().map(|&kind| capture(app, job, kind, &readings))).await;
     let failures: Vec<String> = captures
         .iter()
         .filter(|meta| !meta.is_ok())
-        .map(|meta| {
-            format!(
-                "{}: {}",
-                meta.kind,
-                meta.error.as_deref().unwrap_or("failed")
-            )
-        })
+        .map(|meta| format!("{}: {}", meta.kind, meta.error.as_deref().unwrap_or("failed")))
         .collect();
-    let kept: Vec<&str> = captures
-        .iter()
-        .filter(|meta| meta.is_ok())
-        .map(|meta| meta.kind.as_str())
-        .collect();
+    let kept: Vec<&str> =
+        captures.iter().filter(|meta| meta.is_ok()).map(|meta| meta.kind.as_str()).collect();
     let (outcome, mut reason) = if failures.is_empty() {
         (Outcome::Captured, format!("captured {}", kept.join(", ")))
     } else if kept.is_empty() {
-        (
-            Outcome::CaptureFailed,
-            format!("capture failed: {}", failures.join("; ")),
-        )
+        (Outcome::CaptureFailed, format!("capture failed: {}", failures.join("; ")))
     } else {
-        (
-            Outcome::PartiallyCaptured,
-            format!(
-                "captured {}; failed {}",
-                kept.join(", "),
-                failures.join("; ")
-            ),
-        )
+        (Outcome::PartiallyCaptured, format!("captured {}; failed {}", kept.join(", "), failures.join("; ")))
     };
     if !why.is_empty() {
         reason = format!("{reason} (verified: {})", why.join("; "));
@@ -181,17 +137,7 @@ async fn capture(app: &App, job: &Job, kind: ProfileKind, readings: &Readings) -
     };
     meta.id = id;
     tracing::info!(id = %meta.id, url = %url, "Capture started.");
-    let fetched = app
-        .client
-        .fetch(
-            &target.pprof_url,
-            kind,
-            rule.seconds,
-            &staged,
-            None,
-            &app.abort,
-        )
-        .await;
+    let fetched = app.client.fetch(&target.pprof_url, kind, rule.seconds, &staged, None, &app.abort).await;
     meta.finished_at = Utc::now();
     match fetched {
         Ok(fetched) => {
@@ -210,12 +156,7 @@ async fn capture(app: &App, job: &Job, kind: ProfileKind, readings: &Readings) -
         Err(error) => failed(meta, format!("cannot store the profile: {error}")),
     };
     app.metrics.captures_in_flight.dec();
-    app.metrics.capture(
-        kind,
-        meta.is_ok(),
-        clock.elapsed().as_secs_f64(),
-        meta.bytes,
-    );
+    app.metrics.capture(kind, meta.is_ok(), clock.elapsed().as_secs_f64(), meta.bytes);
     if meta.is_ok() {
         tracing::info!(id = %meta.id, target = %meta.target, bytes = meta.bytes, "Profile stored.");
     } else {
@@ -233,12 +174,7 @@ fn failed(mut meta: CaptureMeta, error: String) -> CaptureMeta {
     meta
 }
 
-fn failed_before_start(
-    app: &App,
-    meta: CaptureMeta,
-    kind: ProfileKind,
-    error: String,
-) -> CaptureMeta {
+fn failed_before_start(app: &App, meta: CaptureMeta, kind: ProfileKind, error: String) -> CaptureMeta {
     app.metrics.captures_in_flight.dec();
     app.metrics.capture(kind, false, 0.0, 0);
     failed(meta, format!("cannot stage the profile: {error}"))

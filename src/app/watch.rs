@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{App, pipeline};
 use crate::config::Config;
+use crate::decision::{Decision, Outcome};
 use crate::rules::Job;
 use crate::store::{Trigger, TriggerSource};
 use crate::verify::Verdict;
@@ -31,12 +32,7 @@ pub async fn run_sampling(app: Arc<App>, shutdown: CancellationToken) {
         let round = shutdown.child_token();
         let tasks = TaskTracker::new();
         for index in 0..config.targets.len() {
-            tasks.spawn(sample_target(
-                app.clone(),
-                config.clone(),
-                index,
-                round.clone(),
-            ));
+            tasks.spawn(sample_target(app.clone(), config.clone(), index, round.clone()));
         }
         tasks.close();
         let reload = tokio::select! {
@@ -63,26 +59,18 @@ pub fn sampling_interval(config: &Config, target: usize) -> Duration {
 
 async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: CancellationToken) {
     let target = &config.targets[index];
-    let rules: Vec<_> = config
-        .rules
-        .iter()
-        .enumerate()
-        .filter(|(_, rule)| rule.targets.contains(&index))
-        .collect();
+    let rules: Vec<_> =
+        config.rules.iter().enumerate().filter(|(_, rule)| rule.targets.contains(&index)).collect();
     let rule_refs: Vec<_> = rules.iter().map(|(_, rule)| *rule).collect();
     let interval = sampling_interval(&config, index);
-    let mut probe = Some(Probe::new(
-        target,
-        &rule_refs,
-        &config.cgroup_root,
-        &config.proc_root,
-    ));
+    let mut probe = Some(Probe::new(target, &rule_refs, &config.cgroup_root, &config.proc_root));
     let client = crate::http::client();
     let started = Instant::now();
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // When each watch rule last ran, and whether its job is still running.
     let mut last_watch: HashMap<usize, Instant> = HashMap::new();
+    let mut last_outcome: HashMap<usize, Outcome> = HashMap::new();
     let running: Arc<std::sync::Mutex<std::collections::HashSet<usize>>> = Default::default();
     loop {
         tokio::select! {
@@ -116,25 +104,11 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
 
         for (rule_index, rule) in &rules {
             let Some(every) = rule.watch else { continue };
-            let due = last_watch
-                .get(rule_index)
-                .is_none_or(|last| last.elapsed() + interval / 2 >= every);
+            let due = last_watch.get(rule_index).is_none_or(|last| last.elapsed() + interval / 2 >= every);
             if !due || running.lock().unwrap().contains(rule_index) {
                 continue;
             }
             last_watch.insert(*rule_index, Instant::now());
-            let Verdict::Holds { why, .. } = app.verifier.verify(&target.name, &rule.verify, now)
-            else {
-                continue;
-            };
-            if app
-                .gate
-                .check(None, &rule.name, &target.name, now)
-                .is_some()
-            {
-                continue;
-            }
-            tracing::info!(rule = %rule.name, target = %target.name, why = %why.join("; "), "Watch rule triggered.");
             let job = Job {
                 config: config.clone(),
                 rule: *rule_index,
@@ -148,6 +122,31 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
                 },
                 dedupe: None,
             };
+            // Every tick ends in a decision; one that repeats the previous outcome is
+            // counted and debug-logged, not listed.
+            let quiet = match app.verifier.verify(&target.name, &rule.verify, now) {
+                Verdict::NotVerified { reason, readings } => {
+                    Err(Decision { readings, ..pipeline::decision_for(&job, Outcome::NotVerified, reason) })
+                }
+                Verdict::Holds { readings, why } => match app.gate.check(None, &rule.name, &target.name, now)
+                {
+                    Some(refusal) => Err(pipeline::refusal_decision(&job, refusal, readings)),
+                    None => Ok(why),
+                },
+            };
+            let why = match quiet {
+                Ok(why) => why,
+                Err(decision) => {
+                    if last_outcome.insert(*rule_index, decision.outcome) == Some(decision.outcome) {
+                        app.decisions.record_repeat(&decision, &app.metrics);
+                    } else {
+                        app.record(decision);
+                    }
+                    continue;
+                }
+            };
+            last_outcome.insert(*rule_index, Outcome::Captured);
+            tracing::info!(rule = %rule.name, target = %target.name, why = %why.join("; "), "Watch rule triggered.");
             running.lock().unwrap().insert(*rule_index);
             let (app, running, rule_index) = (app.clone(), running.clone(), *rule_index);
             app.jobs.clone().spawn(async move {

@@ -63,10 +63,7 @@ impl ProfileKind {
 
     /// Whether the request runs for `seconds` on the target.
     pub fn is_timed(self) -> bool {
-        matches!(
-            self,
-            ProfileKind::Cpu | ProfileKind::Trace | ProfileKind::Fgprof
-        )
+        matches!(self, ProfileKind::Cpu | ProfileKind::Trace | ProfileKind::Fgprof)
     }
 
     /// Go allows one CPU profile (and one trace) per process at a time; a second request
@@ -126,19 +123,10 @@ mod tests {
             assert_eq!(ProfileKind::parse(kind.name()), Some(kind));
         }
         assert_eq!(ProfileKind::parse("bogus"), None);
-        assert_eq!(
-            ProfileKind::Cpu.request_path(7),
-            "/debug/pprof/profile?seconds=7"
-        );
+        assert_eq!(ProfileKind::Cpu.request_path(7), "/debug/pprof/profile?seconds=7");
         assert_eq!(ProfileKind::Heap.request_path(7), "/debug/pprof/heap");
-        assert_eq!(
-            ProfileKind::GoroutineText.request_path(7),
-            "/debug/pprof/goroutine?debug=2"
-        );
-        assert_eq!(
-            ProfileKind::Fgprof.request_path(3),
-            "/debug/fgprof?seconds=3"
-        );
+        assert_eq!(ProfileKind::GoroutineText.request_path(7), "/debug/pprof/goroutine?debug=2");
+        assert_eq!(ProfileKind::Fgprof.request_path(3), "/debug/fgprof?seconds=3");
         assert_eq!(ProfileKind::Trace.extension(), ".trace");
     }
 }

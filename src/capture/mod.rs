@@ -33,21 +33,13 @@ pub enum CaptureError {
     #[error("no complete answer from {url} within {after}")]
     Timeout { url: String, after: String },
     #[error("{url} answered {status}: {body}")]
-    Status {
-        url: String,
-        status: u16,
-        body: String,
-    },
+    Status { url: String, status: u16, body: String },
     #[error("{url} sent more than {limit} bytes")]
     TooLarge { url: String, limit: u64 },
     #[error("download from {url} broke off: {message}")]
     Body { url: String, message: String },
     #[error("invalid {kind} body from {url}: {reason}")]
-    Invalid {
-        url: String,
-        kind: ProfileKind,
-        reason: InvalidBody,
-    },
+    Invalid { url: String, kind: ProfileKind, reason: InvalidBody },
     #[error("cannot write {path}: {message}")]
     Write { path: String, message: String },
     #[error("stopped: alertprof is shutting down")]
@@ -69,38 +61,23 @@ pub struct PprofClient {
 }
 
 /// Backoff between tries while Go says the CPU profiler (or tracer) is in use.
-const IN_USE_BACKOFF: [Duration; 4] = [
-    Duration::from_millis(500),
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_secs(4),
-];
+const IN_USE_BACKOFF: [Duration; 4] =
+    [Duration::from_millis(500), Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(4)];
 
 impl PprofClient {
     pub fn new(settings: CaptureConfig) -> PprofClient {
-        PprofClient {
-            http: crate::http::client(),
-            settings,
-        }
+        PprofClient { http: crate::http::client(), settings }
     }
 
     /// The full URL of `kind` under a pprof base URL (a path prefix in the base is kept).
     pub fn profile_url(base: &Url, kind: ProfileKind, seconds: u32) -> Url {
-        let joined = format!(
-            "{}{}",
-            base.as_str().trim_end_matches('/'),
-            kind.request_path(seconds)
-        );
+        let joined = format!("{}{}", base.as_str().trim_end_matches('/'), kind.request_path(seconds));
         Url::parse(&joined).unwrap_or_else(|_| base.clone())
     }
 
     /// The whole time a capture may take: the profile's own seconds plus the margin.
     pub fn timeout(&self, kind: ProfileKind, seconds: u32) -> Duration {
-        let own = if kind.is_timed() {
-            Duration::from_secs(seconds.into())
-        } else {
-            Duration::ZERO
-        };
+        let own = if kind.is_timed() { Duration::from_secs(seconds.into()) } else { Duration::ZERO };
         own + self.settings.timeout_margin
     }
 
@@ -119,10 +96,7 @@ impl PprofClient {
         let timeout = self.timeout(kind, seconds);
         let work = async {
             let fetched = self.download(&url, kind, timeout, dest, received).await?;
-            let limit = self
-                .settings
-                .max_profile_bytes
-                .saturating_mul(MAX_UNZIP_RATIO);
+            let limit = self.settings.max_profile_bytes.saturating_mul(MAX_UNZIP_RATIO);
             let path = dest.to_path_buf();
             tokio::task::spawn_blocking(move || validate_file(kind.format(), &path, limit))
                 .await
@@ -130,11 +104,7 @@ impl PprofClient {
                     path: dest.display().to_string(),
                     message: error.to_string(),
                 })?
-                .map_err(|reason| CaptureError::Invalid {
-                    url: url.to_string(),
-                    kind,
-                    reason,
-                })?;
+                .map_err(|reason| CaptureError::Invalid { url: url.to_string(), kind, reason })?;
             Ok(fetched)
         };
         tokio::select! {
@@ -157,15 +127,9 @@ impl PprofClient {
         let started = tokio::time::Instant::now();
         let mut backoff = IN_USE_BACKOFF.iter();
         let response = loop {
-            let response =
-                self.http
-                    .get(url.clone())
-                    .send()
-                    .await
-                    .map_err(|error| CaptureError::Connect {
-                        url: url.to_string(),
-                        message: crate::http::error_chain(&error),
-                    })?;
+            let response = self.http.get(url.clone()).send().await.map_err(|error| {
+                CaptureError::Connect { url: url.to_string(), message: crate::http::error_chain(&error) }
+            })?;
             if response.status().is_success() {
                 break response;
             }
@@ -173,8 +137,7 @@ impl PprofClient {
             let body = error_body(response).await;
             // Go answers 500 while another CPU profile or trace runs; wait and retry while
             // the timeout leaves room for the profile itself.
-            let in_use =
-                status == StatusCode::INTERNAL_SERVER_ERROR && body.contains("already in use");
+            let in_use = status == StatusCode::INTERNAL_SERVER_ERROR && body.contains("already in use");
             let needed = if kind.is_timed() {
                 timeout.saturating_sub(self.settings.timeout_margin)
             } else {
@@ -186,11 +149,7 @@ impl PprofClient {
                     tokio::time::sleep(*wait).await;
                 }
                 _ => {
-                    return Err(CaptureError::Status {
-                        url: url.to_string(),
-                        status: status.as_u16(),
-                        body,
-                    });
+                    return Err(CaptureError::Status { url: url.to_string(), status: status.as_u16(), body });
                 }
             }
         };
@@ -221,10 +180,7 @@ impl PprofClient {
             }
         }
         file.flush().await.map_err(write_error)?;
-        Ok(Fetched {
-            bytes,
-            sha256: hex::encode(hasher.finalize()),
-        })
+        Ok(Fetched { bytes, sha256: hex::encode(hasher.finalize()) })
     }
 }
 
@@ -243,9 +199,5 @@ async fn error_body(response: reqwest::Response) -> String {
     if short.len() < text.len() {
         short.push('…');
     }
-    if short.is_empty() {
-        "(empty body)".to_string()
-    } else {
-        short
-    }
+    if short.is_empty() { "(empty body)".to_string() } else { short }
 }

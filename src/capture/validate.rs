@@ -33,35 +33,21 @@ pub enum InvalidBody {
 
 /// Validates `bytes` as a body of `format`. `max_unzipped` bounds gunzip output, so a
 /// gzip bomb cannot take the memory.
-pub fn validate_bytes(
-    format: BodyFormat,
-    bytes: &[u8],
-    max_unzipped: u64,
-) -> Result<(), InvalidBody> {
+pub fn validate_bytes(format: BodyFormat, bytes: &[u8], max_unzipped: u64) -> Result<(), InvalidBody> {
     validate_reader(format, bytes, max_unzipped)
 }
 
 /// Validates the file at `path` as a body of `format`.
-pub fn validate_file(
-    format: BodyFormat,
-    path: &Path,
-    max_unzipped: u64,
-) -> Result<(), InvalidBody> {
+pub fn validate_file(format: BodyFormat, path: &Path, max_unzipped: u64) -> Result<(), InvalidBody> {
     let file = std::fs::File::open(path).map_err(|error| InvalidBody::Io(error.to_string()))?;
     validate_reader(format, std::io::BufReader::new(file), max_unzipped)
 }
 
-fn validate_reader(
-    format: BodyFormat,
-    mut body: impl Read,
-    max_unzipped: u64,
-) -> Result<(), InvalidBody> {
+fn validate_reader(format: BodyFormat, mut body: impl Read, max_unzipped: u64) -> Result<(), InvalidBody> {
     match format {
         BodyFormat::Pprof => decode_profile(body, max_unzipped).map(|_| ()),
         BodyFormat::Trace => check_prefix(&mut body, b"go 1.", InvalidBody::NotTrace),
-        BodyFormat::GoroutineText => {
-            check_prefix(&mut body, b"goroutine ", InvalidBody::NotGoroutineText)
-        }
+        BodyFormat::GoroutineText => check_prefix(&mut body, b"goroutine ", InvalidBody::NotGoroutineText),
     }
 }
 
@@ -79,47 +65,29 @@ pub fn decode_profile(body: impl Read, max_unzipped: u64) -> Result<Profile, Inv
     if unzipped.len() as u64 > max_unzipped {
         return Err(InvalidBody::TooLarge(max_unzipped));
     }
-    let profile = Profile::decode(unzipped.as_slice())
-        .map_err(|error| InvalidBody::NotProfile(error.to_string()))?;
+    let profile =
+        Profile::decode(unzipped.as_slice()).map_err(|error| InvalidBody::NotProfile(error.to_string()))?;
     if profile.string_table.first().map(String::as_str) != Some("") {
-        return Err(InvalidBody::NotProfile(
-            "string_table[0] is not empty".into(),
-        ));
+        return Err(InvalidBody::NotProfile("string_table[0] is not empty".into()));
     }
     if profile.sample_type.is_empty() {
         return Err(InvalidBody::NoSampleTypes);
     }
     let strings = profile.string_table.len() as i64;
     let in_table = |i: i64| (0..strings).contains(&i);
-    let types_ok = profile
-        .sample_type
-        .iter()
-        .all(|t| in_table(t.r#type) && in_table(t.unit));
-    let functions_ok = profile
-        .function
-        .iter()
-        .all(|f| in_table(f.name) && in_table(f.filename));
+    let types_ok = profile.sample_type.iter().all(|t| in_table(t.r#type) && in_table(t.unit));
+    let functions_ok = profile.function.iter().all(|f| in_table(f.name) && in_table(f.filename));
     if !types_ok || !functions_ok {
         return Err(InvalidBody::NotProfile("string index out of range".into()));
     }
     let values = profile.sample_type.len();
-    if profile
-        .sample
-        .iter()
-        .any(|sample| sample.value.len() != values)
-    {
-        return Err(InvalidBody::NotProfile(
-            "sample values do not match sample types".into(),
-        ));
+    if profile.sample.iter().any(|sample| sample.value.len() != values) {
+        return Err(InvalidBody::NotProfile("sample values do not match sample types".into()));
     }
     Ok(profile)
 }
 
-fn check_prefix(
-    body: &mut impl Read,
-    prefix: &[u8],
-    error: InvalidBody,
-) -> Result<(), InvalidBody> {
+fn check_prefix(body: &mut impl Read, prefix: &[u8], error: InvalidBody) -> Result<(), InvalidBody> {
     let mut head = Vec::with_capacity(prefix.len());
     body.take(prefix.len() as u64)
         .read_to_end(&mut head)
@@ -149,25 +117,10 @@ mod tests {
 
     fn small_profile() -> Vec<u8> {
         let profile = Profile {
-            string_table: vec![
-                "".into(),
-                "samples".into(),
-                "count".into(),
-                "main.work".into(),
-            ],
+            string_table: vec!["".into(), "samples".into(), "count".into(), "main.work".into()],
             sample_type: vec![ValueType { r#type: 1, unit: 2 }],
-            sample: vec![Sample {
-                location_id: vec![],
-                value: vec![3],
-                label: vec![],
-            }],
-            function: vec![Function {
-                id: 1,
-                name: 3,
-                system_name: 3,
-                filename: 0,
-                start_line: 1,
-            }],
+            sample: vec![Sample { location_id: vec![], value: vec![3], label: vec![] }],
+            function: vec![Function { id: 1, name: 3, system_name: 3, filename: 0, start_line: 1 }],
             ..Default::default()
         };
         gzip(&profile.encode_to_vec())
@@ -177,14 +130,8 @@ mod tests {
     #[test]
     fn pprof_bodies() {
         let max = 1 << 20;
-        assert_eq!(
-            validate_bytes(BodyFormat::Pprof, &small_profile(), max),
-            Ok(())
-        );
-        assert_eq!(
-            validate_bytes(BodyFormat::Pprof, b"", max),
-            Err(InvalidBody::Empty)
-        );
+        assert_eq!(validate_bytes(BodyFormat::Pprof, &small_profile(), max), Ok(()));
+        assert_eq!(validate_bytes(BodyFormat::Pprof, b"", max), Err(InvalidBody::Empty));
         assert!(matches!(
             validate_bytes(BodyFormat::Pprof, b"<html>oops</html>", max),
             Err(InvalidBody::NotGzip(_))
@@ -197,10 +144,7 @@ mod tests {
         assert!(validate_bytes(BodyFormat::Pprof, &gzip(b""), max).is_err());
         // A gzip bomb stops at the bound.
         let bomb = gzip(&vec![0u8; 4 << 20]);
-        assert_eq!(
-            validate_bytes(BodyFormat::Pprof, &bomb, max),
-            Err(InvalidBody::TooLarge(max))
-        );
+        assert_eq!(validate_bytes(BodyFormat::Pprof, &bomb, max), Err(InvalidBody::TooLarge(max)));
         // A truncated download fails too.
         let whole = small_profile();
         assert!(validate_bytes(BodyFormat::Pprof, &whole[..whole.len() - 6], max).is_err());
@@ -209,22 +153,10 @@ mod tests {
     /// Trace and goroutine dumps are checked by their headers.
     #[test]
     fn text_and_trace_bodies() {
-        assert_eq!(
-            validate_bytes(BodyFormat::Trace, b"go 1.19 trace\x00\x00", 0),
-            Ok(())
-        );
-        assert_eq!(
-            validate_bytes(BodyFormat::Trace, b"<html>", 0),
-            Err(InvalidBody::NotTrace)
-        );
-        assert_eq!(
-            validate_bytes(BodyFormat::Trace, b"", 0),
-            Err(InvalidBody::Empty)
-        );
-        assert_eq!(
-            validate_bytes(BodyFormat::GoroutineText, b"goroutine 1 [running]:\n", 0),
-            Ok(())
-        );
+        assert_eq!(validate_bytes(BodyFormat::Trace, b"go 1.19 trace\x00\x00", 0), Ok(()));
+        assert_eq!(validate_bytes(BodyFormat::Trace, b"<html>", 0), Err(InvalidBody::NotTrace));
+        assert_eq!(validate_bytes(BodyFormat::Trace, b"", 0), Err(InvalidBody::Empty));
+        assert_eq!(validate_bytes(BodyFormat::GoroutineText, b"goroutine 1 [running]:\n", 0), Ok(()));
         assert_eq!(
             validate_bytes(BodyFormat::GoroutineText, b"404 page not found", 0),
             Err(InvalidBody::NotGoroutineText)

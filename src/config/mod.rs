@@ -160,10 +160,7 @@ pub enum Signal {
     Goroutines,
     Threads,
     HeapPercent,
-    Metric {
-        name: String,
-        labels: BTreeMap<String, String>,
-    },
+    Metric { name: String, labels: BTreeMap<String, String> },
 }
 
 impl Signal {
@@ -179,13 +176,8 @@ impl Signal {
         }
     }
 
-    pub const BUILTIN: [&'static str; 5] = [
-        "cpu_percent",
-        "memory_percent",
-        "goroutines",
-        "threads",
-        "heap_percent",
-    ];
+    pub const BUILTIN: [&'static str; 5] =
+        ["cpu_percent", "memory_percent", "goroutines", "threads", "heap_percent"];
 
     pub fn name(&self) -> &str {
         match self {
@@ -213,26 +205,18 @@ pub struct Threshold {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: not valid YAML: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("{path}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
-    Invalid {
-        path: PathBuf,
-        problems: Vec<Problem>,
-    },
+    Invalid { path: PathBuf, problems: Vec<Problem> },
 }
 
 impl ConfigError {
     /// Every problem, one line each, as `check-config` prints them.
     pub fn problems(&self) -> Vec<String> {
         match self {
-            ConfigError::Invalid { problems, .. } => {
-                problems.iter().map(ToString::to_string).collect()
-            }
+            ConfigError::Invalid { problems, .. } => problems.iter().map(ToString::to_string).collect(),
             other => vec![other.to_string()],
         }
     }
@@ -244,20 +228,12 @@ impl Config {
     /// Reads and validates a config file. Relative paths in it (secret files, storage dir)
     /// are taken relative to the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Config::parse(&text, &base).map_err(|error| match error {
-            ParseError::Syntax(message) => ConfigError::Syntax {
-                path: path.to_path_buf(),
-                message,
-            },
-            ParseError::Invalid(problems) => ConfigError::Invalid {
-                path: path.to_path_buf(),
-                problems,
-            },
+            ParseError::Syntax(message) => ConfigError::Syntax { path: path.to_path_buf(), message },
+            ParseError::Invalid(problems) => ConfigError::Invalid { path: path.to_path_buf(), problems },
         })
     }
 
@@ -318,10 +294,7 @@ fn read_config(w: &mut Walker, tree: &Value, base: &Path) -> Option<Config> {
         Some((path, value)) => w.string(&path, value).and_then(|text| {
             text.parse::<SocketAddr>()
                 .map_err(|_| {
-                    w.report(
-                        &path,
-                        format!("{text:?} is not a host:port address like 127.0.0.1:9731"),
-                    )
+                    w.report(&path, format!("{text:?} is not a host:port address like 127.0.0.1:9731"))
                 })
                 .ok()
         }),
@@ -331,23 +304,12 @@ fn read_config(w: &mut Walker, tree: &Value, base: &Path) -> Option<Config> {
         Some((path, value)) => read_url(w, &path, value),
         None => listen_address.and_then(|addr| Url::parse(&format!("http://{addr}")).ok()),
     };
-    let sample_interval = optional(
-        w,
-        &top,
-        "sample_interval",
-        Duration::from_secs(5),
-        Walker::positive_duration,
-    );
-    let history = optional(w, &top, "history", 10, |w, p, v| {
-        w.integer(p, v, 2, 10_000).map(|n| n as usize)
+    let sample_interval =
+        optional(w, &top, "sample_interval", Duration::from_secs(5), Walker::positive_duration);
+    let history = optional(w, &top, "history", 10, |w, p, v| w.integer(p, v, 2, 10_000).map(|n| n as usize));
+    let cgroup_root = optional(w, &top, "cgroup_root", PathBuf::from("/sys/fs/cgroup"), |w, p, v| {
+        w.string(p, v).map(|s| base.join(s))
     });
-    let cgroup_root = optional(
-        w,
-        &top,
-        "cgroup_root",
-        PathBuf::from("/sys/fs/cgroup"),
-        |w, p, v| w.string(p, v).map(|s| base.join(s)),
-    );
     let proc_root = optional(w, &top, "proc_root", PathBuf::from("/proc"), |w, p, v| {
         w.string(p, v).map(|s| base.join(s))
     });
@@ -364,11 +326,7 @@ fn read_config(w: &mut Walker, tree: &Value, base: &Path) -> Option<Config> {
         None => Some(None),
     };
     let targets = read_targets(w, top.get("targets"));
-    let rules = read_rules(
-        w,
-        top.get("rules"),
-        &declared_target_names(top.get("targets")),
-    );
+    let rules = read_rules(w, top.get("rules"), &declared_target_names(top.get("targets")));
     Some(Config {
         listen_address: listen_address?,
         external_url: external_url?,
@@ -405,19 +363,13 @@ fn optional<T>(
 fn read_url(w: &mut Walker, path: &str, value: &Value) -> Option<Url> {
     let text = w.string(path, value)?;
     if text.contains("{{") {
-        w.report(
-            path,
-            "templated URLs are not supported here; list each target with its own URL",
-        );
+        w.report(path, "templated URLs are not supported here; list each target with its own URL");
         return None;
     }
     match Url::parse(text) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(url),
         Ok(_) => {
-            w.report(
-                path,
-                format!("{text:?} must be an http:// or https:// URL with a host"),
-            );
+            w.report(path, format!("{text:?} must be an http:// or https:// URL with a host"));
             None
         }
         Err(error) => {
@@ -467,10 +419,7 @@ fn read_auth(w: &mut Walker, path: &str, value: &Value, base: &Path) -> Option<A
                     None
                 }
             };
-            Some(Auth::Basic {
-                username: username?,
-                password: password?,
-            })
+            Some(Auth::Basic { username: username?, password: password? })
         }
         (Some(_), Some(_)) => {
             w.report(path, "give bearer_token_file or basic_auth, not both");
@@ -484,57 +433,30 @@ fn read_auth(w: &mut Walker, path: &str, value: &Value, base: &Path) -> Option<A
 }
 
 fn read_webhook(w: &mut Walker, entry: Option<(String, &Value)>) -> Option<WebhookConfig> {
-    let default = WebhookConfig {
-        max_body_bytes: 4 << 20,
-    };
+    let default = WebhookConfig { max_body_bytes: 4 << 20 };
     let Some((path, value)) = entry else {
         return Some(default);
     };
     let object = w.object(&path, value, &["max_body_size"])?;
-    let max_body_bytes = optional(
-        w,
-        &object,
-        "max_body_size",
-        default.max_body_bytes,
-        Walker::size,
-    );
-    Some(WebhookConfig {
-        max_body_bytes: max_body_bytes?,
-    })
+    let max_body_bytes = optional(w, &object, "max_body_size", default.max_body_bytes, Walker::size);
+    Some(WebhookConfig { max_body_bytes: max_body_bytes? })
 }
 
 fn read_gate(w: &mut Walker, entry: Option<(String, &Value)>) -> Option<GateConfig> {
-    let default = GateConfig {
-        max_in_flight: 4,
-        queue_size: 1024,
-        dedupe_ttl: Duration::from_secs(7 * 86400),
-    };
+    let default =
+        GateConfig { max_in_flight: 4, queue_size: 1024, dedupe_ttl: Duration::from_secs(7 * 86400) };
     let Some((path, value)) = entry else {
         return Some(default);
     };
     let object = w.object(&path, value, &["max_in_flight", "queue_size", "dedupe_ttl"])?;
-    let max_in_flight = optional(
-        w,
-        &object,
-        "max_in_flight",
-        default.max_in_flight,
-        |w, p, v| w.integer(p, v, 1, 256).map(|n| n as usize),
-    );
+    let max_in_flight = optional(w, &object, "max_in_flight", default.max_in_flight, |w, p, v| {
+        w.integer(p, v, 1, 256).map(|n| n as usize)
+    });
     let queue_size = optional(w, &object, "queue_size", default.queue_size, |w, p, v| {
         w.integer(p, v, 1, 1_000_000).map(|n| n as usize)
     });
-    let dedupe_ttl = optional(
-        w,
-        &object,
-        "dedupe_ttl",
-        default.dedupe_ttl,
-        Walker::positive_duration,
-    );
-    Some(GateConfig {
-        max_in_flight: max_in_flight?,
-        queue_size: queue_size?,
-        dedupe_ttl: dedupe_ttl?,
-    })
+    let dedupe_ttl = optional(w, &object, "dedupe_ttl", default.dedupe_ttl, Walker::positive_duration);
+    Some(GateConfig { max_in_flight: max_in_flight?, queue_size: queue_size?, dedupe_ttl: dedupe_ttl? })
 }
 
 fn read_capture(w: &mut Walker, entry: Option<(String, &Value)>) -> Option<CaptureConfig> {
@@ -546,32 +468,11 @@ fn read_capture(w: &mut Walker, entry: Option<(String, &Value)>) -> Option<Captu
     let Some((path, value)) = entry else {
         return Some(default);
     };
-    let object = w.object(
-        &path,
-        value,
-        &["timeout_margin", "max_profile_size", "shutdown_grace"],
-    )?;
-    let timeout_margin = optional(
-        w,
-        &object,
-        "timeout_margin",
-        default.timeout_margin,
-        Walker::positive_duration,
-    );
-    let max_profile_bytes = optional(
-        w,
-        &object,
-        "max_profile_size",
-        default.max_profile_bytes,
-        Walker::size,
-    );
-    let shutdown_grace = optional(
-        w,
-        &object,
-        "shutdown_grace",
-        default.shutdown_grace,
-        Walker::duration,
-    );
+    let object = w.object(&path, value, &["timeout_margin", "max_profile_size", "shutdown_grace"])?;
+    let timeout_margin =
+        optional(w, &object, "timeout_margin", default.timeout_margin, Walker::positive_duration);
+    let max_profile_bytes = optional(w, &object, "max_profile_size", default.max_profile_bytes, Walker::size);
+    let shutdown_grace = optional(w, &object, "shutdown_grace", default.shutdown_grace, Walker::duration);
     Some(CaptureConfig {
         timeout_margin: timeout_margin?,
         max_profile_bytes: max_profile_bytes?,
@@ -579,11 +480,7 @@ fn read_capture(w: &mut Walker, entry: Option<(String, &Value)>) -> Option<Captu
     })
 }
 
-fn read_storage(
-    w: &mut Walker,
-    entry: Option<(String, &Value)>,
-    base: &Path,
-) -> Option<StorageConfig> {
+fn read_storage(w: &mut Walker, entry: Option<(String, &Value)>, base: &Path) -> Option<StorageConfig> {
     let default = StorageConfig {
         dir: base.join("alertprof-data"),
         max_age: Some(Duration::from_secs(7 * 86400)),
@@ -593,28 +490,19 @@ fn read_storage(
         return Some(default);
     };
     let object = w.object(&path, value, &["dir", "retention"])?;
-    let dir = optional(w, &object, "dir", default.dir.clone(), |w, p, v| {
-        w.string(p, v).map(|s| base.join(s))
-    });
+    let dir =
+        optional(w, &object, "dir", default.dir.clone(), |w, p, v| w.string(p, v).map(|s| base.join(s)));
     let (max_age, max_bytes) = match object.get("retention") {
         None => (Some(default.max_age), Some(default.max_bytes)),
         Some((path, value)) => match w.object(&path, value, &["max_age", "max_bytes"]) {
             None => (None, None),
             Some(retention) => (
-                optional(w, &retention, "max_age", None, |w, p, v| {
-                    w.positive_duration(p, v).map(Some)
-                }),
-                optional(w, &retention, "max_bytes", None, |w, p, v| {
-                    w.size(p, v).map(Some)
-                }),
+                optional(w, &retention, "max_age", None, |w, p, v| w.positive_duration(p, v).map(Some)),
+                optional(w, &retention, "max_bytes", None, |w, p, v| w.size(p, v).map(Some)),
             ),
         },
     };
-    Some(StorageConfig {
-        dir: dir?,
-        max_age: max_age?,
-        max_bytes: max_bytes?,
-    })
+    Some(StorageConfig { dir: dir?, max_age: max_age?, max_bytes: max_bytes? })
 }
 
 fn read_grafana(w: &mut Walker, path: &str, value: &Value, base: &Path) -> Option<GrafanaConfig> {
@@ -626,33 +514,19 @@ fn read_grafana(w: &mut Walker, path: &str, value: &Value, base: &Path) -> Optio
             None
         }
     };
-    let token = optional(w, &object, "token_file", None, |w, p, v| {
-        read_secret(w, p, v, base).map(Some)
+    let token = optional(w, &object, "token_file", None, |w, p, v| read_secret(w, p, v, base).map(Some));
+    let dashboard_uid =
+        optional(w, &object, "dashboard_uid", None, |w, p, v| w.string(p, v).map(|s| Some(s.to_string())));
+    let tags = optional(w, &object, "tags", vec!["alertprof".to_string()], |w, p, v| {
+        let items = w.list(p, v)?;
+        let tags: Vec<_> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| w.string(&index(p, i), item).map(str::to_string))
+            .collect();
+        (tags.len() == items.len()).then_some(tags)
     });
-    let dashboard_uid = optional(w, &object, "dashboard_uid", None, |w, p, v| {
-        w.string(p, v).map(|s| Some(s.to_string()))
-    });
-    let tags = optional(
-        w,
-        &object,
-        "tags",
-        vec!["alertprof".to_string()],
-        |w, p, v| {
-            let items = w.list(p, v)?;
-            let tags: Vec<_> = items
-                .iter()
-                .enumerate()
-                .filter_map(|(i, item)| w.string(&index(p, i), item).map(str::to_string))
-                .collect();
-            (tags.len() == items.len()).then_some(tags)
-        },
-    );
-    Some(GrafanaConfig {
-        url: url?,
-        token: token?,
-        dashboard_uid: dashboard_uid?,
-        tags: tags?,
-    })
+    Some(GrafanaConfig { url: url?, token: token?, dashboard_uid: dashboard_uid?, tags: tags? })
 }
 
 /// Target and rule names become directory and file names: `[a-zA-Z0-9_.-]+`, not `.`/`..`.
@@ -661,27 +535,17 @@ pub fn is_safe_name(name: &str) -> bool {
         && name.len() <= 128
         && name != "."
         && name != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-fn read_name(
-    w: &mut Walker,
-    object: &Object<'_>,
-    seen: &mut HashSet<String>,
-    what: &str,
-) -> Option<String> {
+fn read_name(w: &mut Walker, object: &Object<'_>, seen: &mut HashSet<String>, what: &str) -> Option<String> {
     let Some((path, value)) = object.get("name") else {
         w.report(&object.path, format!("{what} needs a name"));
         return None;
     };
     let name = w.string(&path, value)?;
     if !is_safe_name(name) {
-        w.report(
-            &path,
-            format!("{name:?} must be 1-128 characters of a-z A-Z 0-9 _ . -"),
-        );
+        w.report(&path, format!("{name:?} must be 1-128 characters of a-z A-Z 0-9 _ . -"));
         return None;
     }
     if !seen.insert(name.to_string()) {
@@ -697,48 +561,23 @@ fn read_targets(w: &mut Walker, entry: Option<(String, &Value)>) -> Option<Vec<T
     };
     let items = w.list(&path, value)?;
     let mut seen = HashSet::new();
-    let targets: Vec<Option<Target>> = items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| read_target(w, &index(&path, i), item, &mut seen))
-        .collect();
+    let targets: Vec<Option<Target>> =
+        items.iter().enumerate().map(|(i, item)| read_target(w, &index(&path, i), item, &mut seen)).collect();
     targets.into_iter().collect()
 }
 
 /// Target names as written, even if a target is otherwise invalid, so that rules naming
 /// it are not reported as naming an unknown target too.
 fn declared_target_names(entry: Option<(String, &Value)>) -> Vec<String> {
-    let items = entry
-        .and_then(|(_, value)| value.as_array().cloned())
-        .unwrap_or_default();
+    let items = entry.and_then(|(_, value)| value.as_array().cloned()).unwrap_or_default();
     items
         .iter()
-        .map(|item| {
-            item.get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        })
+        .map(|item| item.get("name").and_then(Value::as_str).unwrap_or_default().to_string())
         .collect()
 }
 
-fn read_target(
-    w: &mut Walker,
-    path: &str,
-    value: &Value,
-    seen: &mut HashSet<String>,
-) -> Option<Target> {
-    let object = w.object(
-        path,
-        value,
-        &[
-            "name",
-            "pprof_url",
-            "metrics_url",
-            "process",
-            "alert_labels",
-        ],
-    )?;
+fn read_target(w: &mut Walker, path: &str, value: &Value, seen: &mut HashSet<String>) -> Option<Target> {
+    let object = w.object(path, value, &["name", "pprof_url", "metrics_url", "process", "alert_labels"])?;
     let name = read_name(w, &object, seen, "target");
     let pprof_url = match object.get("pprof_url") {
         Some((p, v)) => read_url(w, &p, v),
@@ -747,12 +586,8 @@ fn read_target(
             None
         }
     };
-    let metrics_url = optional(w, &object, "metrics_url", None, |w, p, v| {
-        read_url(w, p, v).map(Some)
-    });
-    let process = optional(w, &object, "process", None, |w, p, v| {
-        read_process(w, p, v).map(Some)
-    });
+    let metrics_url = optional(w, &object, "metrics_url", None, |w, p, v| read_url(w, p, v).map(Some));
+    let process = optional(w, &object, "process", None, |w, p, v| read_process(w, p, v).map(Some));
     let alert_labels = optional(w, &object, "alert_labels", BTreeMap::new(), Walker::labels);
     Some(Target {
         name: name?,
@@ -765,29 +600,19 @@ fn read_target(
 
 fn read_process(w: &mut Walker, path: &str, value: &Value) -> Option<ProcessRef> {
     let object = w.object(path, value, &["listen_port", "pid", "cgroup"])?;
-    let given: Vec<_> = ["listen_port", "pid", "cgroup"]
-        .into_iter()
-        .filter(|key| object.has(key))
-        .collect();
+    let given: Vec<_> = ["listen_port", "pid", "cgroup"].into_iter().filter(|key| object.has(key)).collect();
     if given.len() != 1 {
         w.report(path, "give exactly one of listen_port, pid, cgroup");
         return None;
     }
     let (p, v) = object.get(given[0])?;
     match given[0] {
-        "listen_port" => w
-            .integer(&p, v, 1, 65535)
-            .map(|port| ProcessRef::ListenPort(port as u16)),
-        "pid" => w
-            .integer(&p, v, 1, u32::MAX as u64)
-            .map(|pid| ProcessRef::Pid(pid as u32)),
+        "listen_port" => w.integer(&p, v, 1, 65535).map(|port| ProcessRef::ListenPort(port as u16)),
+        "pid" => w.integer(&p, v, 1, u32::MAX as u64).map(|pid| ProcessRef::Pid(pid as u32)),
         _ => {
             let cgroup = w.string(&p, v)?;
             let relative = cgroup.trim_start_matches('/');
-            if Path::new(relative)
-                .components()
-                .any(|c| !matches!(c, std::path::Component::Normal(_)))
-            {
+            if Path::new(relative).components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
                 w.report(&p, format!("{cgroup:?} must be a cgroup path without `..`"));
                 return None;
             }
@@ -796,11 +621,7 @@ fn read_process(w: &mut Walker, path: &str, value: &Value) -> Option<ProcessRef>
     }
 }
 
-fn read_rules(
-    w: &mut Walker,
-    entry: Option<(String, &Value)>,
-    targets: &[String],
-) -> Option<Vec<Rule>> {
+fn read_rules(w: &mut Walker, entry: Option<(String, &Value)>, targets: &[String]) -> Option<Vec<Rule>> {
     let Some((path, value)) = entry else {
         return Some(Vec::new());
     };
@@ -837,29 +658,21 @@ fn read_rule(
         ],
     )?;
     let name = read_name(w, &object, seen, "rule");
-    let alert_labels = optional(w, &object, "alert_labels", None, |w, p, v| {
-        w.labels(p, v).map(Some)
-    });
-    let rule_targets = optional(
-        w,
-        &object,
-        "targets",
-        (0..targets.len()).collect(),
-        |w, p, v| {
-            let items = w.list(p, v)?;
-            let mut chosen = Vec::new();
-            for (i, item) in items.iter().enumerate() {
-                let item_path = index(p, i);
-                let name = w.string(&item_path, item)?;
-                match targets.iter().position(|target| target == name) {
-                    Some(position) if !chosen.contains(&position) => chosen.push(position),
-                    Some(_) => w.report(&item_path, format!("target {name:?} is listed twice")),
-                    None => w.report(&item_path, format!("unknown target {name:?}")),
-                }
+    let alert_labels = optional(w, &object, "alert_labels", None, |w, p, v| w.labels(p, v).map(Some));
+    let rule_targets = optional(w, &object, "targets", (0..targets.len()).collect(), |w, p, v| {
+        let items = w.list(p, v)?;
+        let mut chosen = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let item_path = index(p, i);
+            let name = w.string(&item_path, item)?;
+            match targets.iter().position(|target| target == name) {
+                Some(position) if !chosen.contains(&position) => chosen.push(position),
+                Some(_) => w.report(&item_path, format!("target {name:?} is listed twice")),
+                None => w.report(&item_path, format!("unknown target {name:?}")),
             }
-            Some(chosen)
-        },
-    );
+        }
+        Some(chosen)
+    });
     let watch = optional(w, &object, "watch", None, |w, p, v| {
         let watch = w.object(p, v, &["interval"])?;
         match watch.get("interval") {
@@ -878,36 +691,19 @@ fn read_rule(
             None
         }
     };
-    let seconds = optional(w, &object, "seconds", 10, |w, p, v| {
-        w.integer(p, v, 1, 300).map(|n| n as u32)
-    });
-    let cooldown = optional(
-        w,
-        &object,
-        "cooldown",
-        Duration::from_secs(300),
-        Walker::duration,
-    );
+    let seconds = optional(w, &object, "seconds", 10, |w, p, v| w.integer(p, v, 1, 300).map(|n| n as u32));
+    let cooldown = optional(w, &object, "cooldown", Duration::from_secs(300), Walker::duration);
     let on_resolved = optional(w, &object, "on_resolved", false, Walker::boolean);
     if let (Some(None), Some(None)) = (&alert_labels, &watch) {
-        w.report(
-            path,
-            "needs alert_labels (to handle alerts) or watch (to evaluate locally), or both",
-        );
+        w.report(path, "needs alert_labels (to handle alerts) or watch (to evaluate locally), or both");
     }
     if let (Some(None), Some(true)) = (&alert_labels, &on_resolved) {
-        w.report(
-            &field(path, "on_resolved"),
-            "needs alert_labels: watch rules have no resolved alerts",
-        );
+        w.report(&field(path, "on_resolved"), "needs alert_labels: watch rules have no resolved alerts");
     }
     if let (Some(Some(_)), Some(verify)) = (&watch, &verify)
         && verify.is_empty()
     {
-        w.report(
-            path,
-            "a watch rule needs verify: the signals that trigger it",
-        );
+        w.report(path, "a watch rule needs verify: the signals that trigger it");
     }
     Some(Rule {
         name: name?,
@@ -944,10 +740,7 @@ fn read_kinds(w: &mut Walker, path: &str, value: &Value) -> Option<Vec<ProfileKi
             Some(kind) => kinds.push(kind),
             None => {
                 let known: Vec<_> = ProfileKind::ALL.iter().map(|k| k.name()).collect();
-                w.report(
-                    &item_path,
-                    format!("unknown kind {name:?} (known: {})", known.join(", ")),
-                );
+                w.report(&item_path, format!("unknown kind {name:?} (known: {})", known.join(", ")));
                 ok = false;
             }
         }
@@ -985,21 +778,14 @@ fn read_verify(w: &mut Walker, path: &str, value: &Value) -> Option<Vec<SignalCh
         }
     }
     if ok && checks.is_empty() {
-        w.report(
-            path,
-            "lists no signals; omit verify to capture on the alert alone",
-        );
+        w.report(path, "lists no signals; omit verify to capture on the alert alone");
         return None;
     }
     ok.then_some(checks)
 }
 
 fn read_metric_check(w: &mut Walker, path: &str, value: &Value) -> Option<SignalCheck> {
-    let object = w.object(
-        path,
-        value,
-        &["name", "labels", "min", "abs", "diff", "max"],
-    )?;
+    let object = w.object(path, value, &["name", "labels", "min", "abs", "diff", "max"])?;
     let name = match object.get("name") {
         Some((p, v)) => w.string(&p, v).and_then(|name| {
             let valid = walk::is_label_name(&name.replace(':', "_"));
@@ -1011,32 +797,19 @@ fn read_metric_check(w: &mut Walker, path: &str, value: &Value) -> Option<Signal
             }
         }),
         None => {
-            w.report(
-                path,
-                "needs name: the metric to read from the target's /metrics",
-            );
+            w.report(path, "needs name: the metric to read from the target's /metrics");
             None
         }
     };
     let labels = optional(w, &object, "labels", BTreeMap::new(), Walker::labels);
     let threshold = read_threshold(w, &object);
-    Some(SignalCheck {
-        signal: Signal::Metric {
-            name: name?,
-            labels: labels?,
-        },
-        threshold: threshold?,
-    })
+    Some(SignalCheck { signal: Signal::Metric { name: name?, labels: labels? }, threshold: threshold? })
 }
 
 fn read_threshold(w: &mut Walker, object: &Object<'_>) -> Option<Threshold> {
     let mut read = |key: &str| optional(w, object, key, None, |w, p, v| w.number(p, v).map(Some));
-    let threshold = Threshold {
-        min: read("min")?,
-        abs: read("abs")?,
-        diff: read("diff")?,
-        max: read("max")?,
-    };
+    let threshold =
+        Threshold { min: read("min")?, abs: read("abs")?, diff: read("diff")?, max: read("max")? };
     if threshold.abs.is_none() && threshold.diff.is_none() && threshold.min.is_none() {
         w.report(&object.path, "needs at least one of min, abs, diff");
         return None;
@@ -1109,11 +882,7 @@ rules:
         assert!(matches!(&config.auth, Some(Auth::Bearer(token)) if token.expose() == "tok"));
         let grafana = config.grafana.as_ref().unwrap();
         assert_eq!(grafana.token.as_ref().unwrap().expose(), "glsa_x");
-        assert_eq!(
-            format!("{grafana:?}").matches("glsa_x").count(),
-            0,
-            "secrets never print"
-        );
+        assert_eq!(format!("{grafana:?}").matches("glsa_x").count(), 0, "secrets never print");
         let target = &config.targets[0];
         assert_eq!(target.process, Some(ProcessRef::ListenPort(6060)));
         let rule = &config.rules[0];
@@ -1125,12 +894,7 @@ rules:
             rule.verify[0],
             SignalCheck {
                 signal: Signal::CpuPercent,
-                threshold: Threshold {
-                    min: Some(20.0),
-                    abs: Some(70.0),
-                    diff: Some(25.0),
-                    max: Some(400.0)
-                }
+                threshold: Threshold { min: Some(20.0), abs: Some(70.0), diff: Some(25.0), max: Some(400.0) }
             }
         );
         assert!(matches!(&rule.verify[1].signal, Signal::Metric { name, .. } if name == "go_foo"));
@@ -1143,10 +907,7 @@ rules:
         let config = Config::parse("", Path::new("/etc/alertprof")).unwrap();
         assert_eq!(config.listen_address.to_string(), "127.0.0.1:9731");
         assert_eq!(config.external_url.as_str(), "http://127.0.0.1:9731/");
-        assert_eq!(
-            config.storage.dir,
-            Path::new("/etc/alertprof/alertprof-data")
-        );
+        assert_eq!(config.storage.dir, Path::new("/etc/alertprof/alertprof-data"));
         let text = r#"
 targets: [{name: t, pprof_url: "http://h:1", process: {pid: 1, listen_port: 2}}]
 rules:

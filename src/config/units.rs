@@ -31,10 +31,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
-        let rank = UNITS
-            .iter()
-            .position(|(name, _)| *name == unit)
-            .ok_or_else(bad)?;
+        let rank = UNITS.iter().position(|(name, _)| *name == unit).ok_or_else(bad)?;
         // Each unit at most once and in decreasing order, as Prometheus requires.
         if last_rank != usize::MAX && rank <= last_rank {
             return Err(bad());
@@ -55,13 +52,7 @@ pub fn format_duration(duration: Duration) -> String {
         return "0s".to_string();
     }
     let mut out = String::new();
-    for (unit, size) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-        ("ms", 1),
-    ] {
+    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)] {
         if ms >= size {
             out.push_str(&format!("{}{unit}", ms / size));
             ms %= size;
@@ -75,9 +66,7 @@ pub fn format_duration(duration: Duration) -> String {
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let bad = || format!("{text:?} is not a size like 512MiB, 1GiB or 1048576");
     let text_trimmed = text.trim();
-    let split = text_trimmed
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text_trimmed.len());
+    let split = text_trimmed.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text_trimmed.len());
     let (number, unit) = text_trimmed.split_at(split);
     let number: f64 = number.parse().map_err(|_| bad())?;
     let factor: u64 = match unit.trim() {

@@ -29,11 +29,7 @@ impl fmt::Display for Problem {
 
 /// `parent.key`, or `key` at the top.
 pub fn field(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_string()
-    } else {
-        format!("{parent}.{key}")
-    }
+    if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") }
 }
 
 /// `parent[index]`.
@@ -69,19 +65,11 @@ impl<'a> Object<'a> {
 
 impl Walker {
     pub fn report(&mut self, path: &str, message: impl Into<String>) {
-        self.problems.push(Problem {
-            path: path.to_string(),
-            message: message.into(),
-        });
+        self.problems.push(Problem { path: path.to_string(), message: message.into() });
     }
 
     /// A mapping with only `known` keys; every unknown key is reported.
-    pub fn object<'a>(
-        &mut self,
-        path: &str,
-        value: &'a Value,
-        known: &[&str],
-    ) -> Option<Object<'a>> {
+    pub fn object<'a>(&mut self, path: &str, value: &'a Value, known: &[&str]) -> Option<Object<'a>> {
         let Value::Object(map) = value else {
             self.report(path, format!("must be a mapping, not {}", kind(value)));
             return None;
@@ -95,10 +83,7 @@ impl Walker {
                 self.report(&field(path, key), message);
             }
         }
-        Some(Object {
-            path: path.to_string(),
-            map,
-        })
+        Some(Object { path: path.to_string(), map })
     }
 
     pub fn string<'a>(&mut self, path: &str, value: &'a Value) -> Option<&'a str> {
@@ -144,16 +129,11 @@ impl Walker {
 
     pub fn duration(&mut self, path: &str, value: &Value) -> Option<Duration> {
         if value.is_number() {
-            self.report(
-                path,
-                format!("{value} needs a unit: a duration like 500ms, 30s, 5m or 1h30m"),
-            );
+            self.report(path, format!("{value} needs a unit: a duration like 500ms, 30s, 5m or 1h30m"));
             return None;
         }
         let text = self.string(path, value)?;
-        parse_duration(text)
-            .map_err(|message| self.report(path, message))
-            .ok()
+        parse_duration(text).map_err(|message| self.report(path, message)).ok()
     }
 
     /// A duration that must be longer than zero.
@@ -171,9 +151,7 @@ impl Walker {
             Value::Number(_) => self.integer(path, value, 0, u64::MAX),
             _ => {
                 let text = self.string(path, value)?;
-                parse_size(text)
-                    .map_err(|message| self.report(path, message))
-                    .ok()
+                parse_size(text).map_err(|message| self.report(path, message)).ok()
             }
         }
     }
@@ -192,13 +170,7 @@ impl Walker {
     /// as Prometheus labels always are).
     pub fn labels(&mut self, path: &str, value: &Value) -> Option<BTreeMap<String, String>> {
         let Value::Object(map) = value else {
-            self.report(
-                path,
-                format!(
-                    "must be a mapping of label names to values, not {}",
-                    kind(value)
-                ),
-            );
+            self.report(path, format!("must be a mapping of label names to values, not {}", kind(value)));
             return None;
         };
         let mut labels = BTreeMap::new();
@@ -213,10 +185,7 @@ impl Walker {
                 Value::Number(number) => number.to_string(),
                 Value::Bool(flag) => flag.to_string(),
                 other => {
-                    self.report(
-                        &label_path,
-                        format!("must be a string, not {}", kind(other)),
-                    );
+                    self.report(&label_path, format!("must be a string, not {}", kind(other)));
                     continue;
                 }
             };

@@ -62,14 +62,10 @@ impl WebhookPayload {
         if let Some(version) = &self.version
             && version != "4"
         {
-            return Err(format!(
-                "unsupported payload version {version:?}; alertprof reads version 4"
-            ));
+            return Err(format!("unsupported payload version {version:?}; alertprof reads version 4"));
         }
         for (i, alert) in self.alerts.iter().enumerate() {
-            alert
-                .status()
-                .map_err(|message| format!("alerts[{i}].status: {message}"))?;
+            alert.status().map_err(|message| format!("alerts[{i}].status: {message}"))?;
         }
         Ok(())
     }

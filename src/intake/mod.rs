@@ -36,9 +36,7 @@ impl IntakeError {
     fn status(&self) -> StatusCode {
         match self {
             IntakeError::Malformed(_) => StatusCode::BAD_REQUEST,
-            IntakeError::QueueFull { .. } | IntakeError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            IntakeError::QueueFull { .. } | IntakeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -52,11 +50,9 @@ impl IntoResponse for IntakeError {
 /// `POST /api/v1/alerts`.
 pub async fn receive_alerts(State(app): State<Arc<App>>, body: Bytes) -> Response {
     let response = match accept(&app, &body) {
-        Ok((accepted, ignored)) => (
-            StatusCode::OK,
-            Json(json!({ "accepted": accepted, "ignored": ignored })),
-        )
-            .into_response(),
+        Ok((accepted, ignored)) => {
+            (StatusCode::OK, Json(json!({ "accepted": accepted, "ignored": ignored }))).into_response()
+        }
         Err(error) => {
             tracing::warn!(error = %error, "Webhook payload not taken.");
             error.into_response()
@@ -82,11 +78,7 @@ fn accept(app: &App, body: &[u8]) -> Result<(usize, usize), IntakeError> {
         for found in match_alert(&config, alert) {
             match found {
                 Match::Job(job) => jobs.push(job),
-                Match::Skip {
-                    rule,
-                    outcome,
-                    reason,
-                } => decisions.push(Decision {
+                Match::Skip { rule, outcome, reason } => decisions.push(Decision {
                     at: now,
                     source: TriggerSource::Alertmanager,
                     outcome,

@@ -46,9 +46,7 @@ pub enum Match {
 }
 
 fn includes(labels: &BTreeMap<String, String>, wanted: &BTreeMap<String, String>) -> bool {
-    wanted
-        .iter()
-        .all(|(name, value)| labels.get(name) == Some(value))
+    wanted.iter().all(|(name, value)| labels.get(name) == Some(value))
 }
 
 fn describe(labels: &BTreeMap<String, String>) -> String {
@@ -95,11 +93,7 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
         let fingerprint = alert.fingerprint();
         let starts_at = alert.starts_at.map(|t| t.to_rfc3339()).unwrap_or_default();
         for target in targets {
-            let suffix = if status == AlertStatus::Resolved {
-                "/resolved"
-            } else {
-                ""
-            };
+            let suffix = if status == AlertStatus::Resolved { "/resolved" } else { "" };
             let target_name = &config.targets[target].name;
             found.push(Match::Job(Job {
                 config: config.clone(),
@@ -112,10 +106,7 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
                     starts_at: alert.starts_at,
                     labels: alert.labels.clone(),
                 },
-                dedupe: Some(format!(
-                    "{fingerprint}@{starts_at}/{}/{target_name}{suffix}",
-                    rule.name
-                )),
+                dedupe: Some(format!("{fingerprint}@{starts_at}/{}/{target_name}{suffix}", rule.name)),
             }));
         }
     }

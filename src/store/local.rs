@@ -36,9 +36,7 @@ impl LocalStore {
         for sub in [dir.clone(), dir.join(STAGING), dir.join(STATE)] {
             fs::create_dir_all(&sub).map_err(StoreError::io("create", &sub))?;
         }
-        let probe = dir
-            .join(STAGING)
-            .join(format!("probe-{}", std::process::id()));
+        let probe = dir.join(STAGING).join(format!("probe-{}", std::process::id()));
         fs::write(&probe, b"").map_err(StoreError::io("write to", &dir))?;
         fs::remove_file(&probe).ok();
         clear_dir(&dir.join(STAGING));
@@ -54,15 +52,11 @@ impl LocalStore {
     }
 
     fn profile_path(&self, meta: &CaptureMeta) -> Option<PathBuf> {
-        meta.file
-            .as_ref()
-            .map(|file| self.dir.join(&meta.target).join(file))
+        meta.file.as_ref().map(|file| self.dir.join(&meta.target).join(file))
     }
 
     fn meta_path(&self, meta: &CaptureMeta) -> PathBuf {
-        self.dir
-            .join(&meta.target)
-            .join(format!("{}.json", meta.id))
+        self.dir.join(&meta.target).join(format!("{}.json", meta.id))
     }
 
     fn delete(&self, meta: &CaptureMeta) -> Result<(), StoreError> {
@@ -76,23 +70,12 @@ impl LocalStore {
 }
 
 impl ProfileStore for LocalStore {
-    fn begin(
-        &self,
-        _target: &str,
-        rule: &str,
-        kind: &str,
-    ) -> Result<(String, PathBuf), StoreError> {
+    fn begin(&self, _target: &str, rule: &str, kind: &str) -> Result<(String, PathBuf), StoreError> {
         let base = capture_id(Utc::now(), rule, kind);
         let index = self.index.read().unwrap();
         let mut reserved = self.reserved.lock().unwrap();
         let id = (1..)
-            .map(|n| {
-                if n == 1 {
-                    base.clone()
-                } else {
-                    format!("{base}-{n}")
-                }
-            })
+            .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
             .find(|id| !index.contains_key(id) && !reserved.contains(id))
             .expect("an unused id");
         reserved.insert(id.clone());
@@ -105,13 +88,10 @@ impl ProfileStore for LocalStore {
             let target_dir = self.dir.join(&meta.target);
             fs::create_dir_all(&target_dir).map_err(StoreError::io("create", &target_dir))?;
             if meta.is_ok() {
-                let extension =
-                    ProfileKind::parse(&meta.kind).map_or(".bin", ProfileKind::extension);
+                let extension = ProfileKind::parse(&meta.kind).map_or(".bin", ProfileKind::extension);
                 let file = format!("{}{extension}", meta.id);
                 let dest = target_dir.join(&file);
-                fs::File::open(staged)
-                    .and_then(|f| f.sync_all())
-                    .map_err(StoreError::io("sync", staged))?;
+                fs::File::open(staged).and_then(|f| f.sync_all()).map_err(StoreError::io("sync", staged))?;
                 fs::rename(staged, &dest).map_err(StoreError::io("move into place", &dest))?;
                 meta.file = Some(file);
             } else {
@@ -153,22 +133,11 @@ impl ProfileStore for LocalStore {
     }
 
     fn open_profile(&self, id: &str) -> Result<ProfileFile, StoreError> {
-        let meta = self
-            .get(id)
-            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        let path = self
-            .profile_path(&meta)
-            .ok_or_else(|| StoreError::NoProfile(id.to_string()))?;
+        let meta = self.get(id).ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let path = self.profile_path(&meta).ok_or_else(|| StoreError::NoProfile(id.to_string()))?;
         let file = fs::File::open(&path).map_err(StoreError::io("open", &path))?;
-        let len = file
-            .metadata()
-            .map_err(StoreError::io("stat", &path))?
-            .len();
-        Ok(ProfileFile {
-            file,
-            len,
-            file_name: meta.file.unwrap_or_default(),
-        })
+        let len = file.metadata().map_err(StoreError::io("stat", &path))?.len();
+        Ok(ProfileFile { file, len, file_name: meta.file.unwrap_or_default() })
     }
 
     fn enforce_retention(&self) -> Result<usize, StoreError> {
@@ -184,9 +153,7 @@ impl ProfileStore for LocalStore {
                     break;
                 }
                 let too_old = self.max_age.is_some_and(|age| {
-                    now.signed_duration_since(meta.finished_at)
-                        .to_std()
-                        .is_ok_and(|elapsed| elapsed > age)
+                    now.signed_duration_since(meta.finished_at).to_std().is_ok_and(|elapsed| elapsed > age)
                 });
                 let too_big = self.max_bytes.is_some_and(|max| total > max);
                 if !(too_old || too_big) {
@@ -223,10 +190,7 @@ fn rebuild_index(dir: &Path) -> Result<BTreeMap<String, CaptureMeta>, StoreError
         }
         let mut files: HashSet<String> = HashSet::new();
         let mut metas = Vec::new();
-        for file in fs::read_dir(&target_dir)
-            .map_err(StoreError::io("read", &target_dir))?
-            .flatten()
-        {
+        for file in fs::read_dir(&target_dir).map_err(StoreError::io("read", &target_dir))?.flatten() {
             let file_name = file.file_name().to_string_lossy().into_owned();
             if file_name.ends_with(".json") {
                 metas.push(file.path());
@@ -273,10 +237,7 @@ fn rebuild_index(dir: &Path) -> Result<BTreeMap<String, CaptureMeta>, StoreError
 /// file in the same directory, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut file = fs::File::create(&temp)?;
@@ -286,11 +247,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     };
     write().map_err(|source| {
         fs::remove_file(&temp).ok();
-        StoreError::Io {
-            action: "write",
-            path: path.to_path_buf(),
-            source,
-        }
+        StoreError::Io { action: "write", path: path.to_path_buf(), source }
     })?;
     sync_dir(dir);
     Ok(())
@@ -304,11 +261,9 @@ fn sync_dir(dir: &Path) {
 
 fn remove_if_present(path: &Path) -> Result<(), StoreError> {
     match fs::remove_file(path) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io {
-            action: "delete",
-            path: path.to_path_buf(),
-            source: error,
-        }),
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(StoreError::Io { action: "delete", path: path.to_path_buf(), source: error })
+        }
         _ => Ok(()),
     }
 }
@@ -331,11 +286,7 @@ mod tests {
     use crate::store::{CaptureStatus, Trigger, TriggerSource};
 
     fn config(dir: &Path, max_age: Option<Duration>, max_bytes: Option<u64>) -> StorageConfig {
-        StorageConfig {
-            dir: dir.to_path_buf(),
-            max_age,
-            max_bytes,
-        }
+        StorageConfig { dir: dir.to_path_buf(), max_age, max_bytes }
     }
 
     fn meta(id: &str, finished_at: DateTime<Utc>, status: CaptureStatus) -> CaptureMeta {
@@ -393,16 +344,9 @@ mod tests {
         assert!(target.join(format!("{}.pb.gz", first.id)).is_file());
         assert!(target.join(format!("{}.json", failed_id)).is_file());
         assert!(!target.join(format!("{failed_id}.pb.gz")).exists());
-        let listed: Vec<String> = store
-            .list(&CaptureFilter::default())
-            .into_iter()
-            .map(|m| m.id)
-            .collect();
+        let listed: Vec<String> = store.list(&CaptureFilter::default()).into_iter().map(|m| m.id).collect();
         assert_eq!(listed.len(), 3);
-        assert!(
-            listed.windows(2).all(|w| w[0] > w[1]),
-            "newest first: {listed:?}"
-        );
+        assert!(listed.windows(2).all(|w| w[0] > w[1]), "newest first: {listed:?}");
 
         // A crash left: a profile without metadata, metadata without its profile, a torn
         // temp file and a staged part.
@@ -413,40 +357,24 @@ mod tests {
         fs::write(target.join("garbage.json"), b"not json").unwrap();
         drop(store);
         let store = LocalStore::open(&config(dir.path(), None, None)).unwrap();
-        let mut ids: Vec<String> = store
-            .list(&CaptureFilter::default())
-            .into_iter()
-            .map(|m| m.id)
-            .collect();
+        let mut ids: Vec<String> = store.list(&CaptureFilter::default()).into_iter().map(|m| m.id).collect();
         ids.sort();
         let mut expected = vec![first.id.clone(), failed_id];
         expected.sort();
         assert_eq!(ids, expected);
         assert!(!target.join("20200101T000000.000Z-r-heap.pb.gz").exists());
         assert!(!target.join(".x.json.tmp-1").exists());
-        assert!(
-            fs::read_dir(dir.path().join(STAGING))
-                .unwrap()
-                .next()
-                .is_none()
-        );
+        assert!(fs::read_dir(dir.path().join(STAGING)).unwrap().next().is_none());
         assert_eq!(store.open_profile(&first.id).unwrap().len, 10);
-        assert!(matches!(
-            store.open_profile("nope"),
-            Err(StoreError::NotFound(_))
-        ));
+        assert!(matches!(store.open_profile("nope"), Err(StoreError::NotFound(_))));
     }
 
     /// Retention deletes by age and then by total size, oldest first, keeping the newest.
     #[test]
     fn retention() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(&config(
-            dir.path(),
-            Some(Duration::from_secs(3600)),
-            Some(250),
-        ))
-        .unwrap();
+        let store =
+            LocalStore::open(&config(dir.path(), Some(Duration::from_secs(3600)), Some(250))).unwrap();
         let old = keep(&store, Utc::now() - chrono::Duration::hours(2), 10);
         std::thread::sleep(Duration::from_millis(2));
         let a = keep(&store, Utc::now(), 100);
@@ -455,34 +383,16 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         let c = keep(&store, Utc::now(), 100);
         assert_eq!(store.enforce_retention().unwrap(), 2);
-        let left: Vec<String> = store
-            .list(&CaptureFilter::default())
-            .into_iter()
-            .map(|m| m.id)
-            .collect();
+        let left: Vec<String> = store.list(&CaptureFilter::default()).into_iter().map(|m| m.id).collect();
         assert_eq!(left, vec![c.id.clone(), b.id.clone()]);
         for gone in [&old, &a] {
-            assert!(
-                !dir.path()
-                    .join("t")
-                    .join(format!("{}.pb.gz", gone.id))
-                    .exists()
-            );
-            assert!(
-                !dir.path()
-                    .join("t")
-                    .join(format!("{}.json", gone.id))
-                    .exists()
-            );
+            assert!(!dir.path().join("t").join(format!("{}.pb.gz", gone.id)).exists());
+            assert!(!dir.path().join("t").join(format!("{}.json", gone.id)).exists());
         }
         // A single capture over the limit is still kept: it is the newest.
         let big = keep(&store, Utc::now(), 1000);
         store.enforce_retention().unwrap();
-        let left: Vec<String> = store
-            .list(&CaptureFilter::default())
-            .into_iter()
-            .map(|m| m.id)
-            .collect();
+        let left: Vec<String> = store.list(&CaptureFilter::default()).into_iter().map(|m| m.id).collect();
         assert_eq!(left, vec![big.id]);
     }
 }

@@ -14,11 +14,7 @@ pub use meta::{CaptureMeta, CaptureStatus, Trigger, TriggerSource, capture_id, i
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot {action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
     #[error("no capture {0}")]
     NotFound(String),
     #[error("capture {0} has no profile (it failed)")]
@@ -26,15 +22,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub fn io<'a>(
-        action: &'static str,
-        path: &'a Path,
-    ) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-        move |source| StoreError::Io {
-            action,
-            path: path.to_path_buf(),
-            source,
-        }
+    pub fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+        move |source| StoreError::Io { action, path: path.to_path_buf(), source }
     }
 }
 

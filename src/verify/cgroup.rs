@@ -69,53 +69,42 @@ pub struct CgroupReader {
 
 impl CgroupReader {
     pub fn new(cgroup_root: impl Into<PathBuf>, proc_root: impl Into<PathBuf>) -> CgroupReader {
-        CgroupReader {
-            cgroup_root: cgroup_root.into(),
-            proc_root: proc_root.into(),
-        }
+        CgroupReader { cgroup_root: cgroup_root.into(), proc_root: proc_root.into() }
     }
 
     /// The cgroup directories of a process.
     pub fn dirs_of_pid(&self, pid: u32) -> CgroupDirs {
-        let Ok(text) = fs::read_to_string(self.proc_root.join(pid.to_string()).join("cgroup"))
-        else {
+        let Ok(text) = fs::read_to_string(self.proc_root.join(pid.to_string()).join("cgroup")) else {
             return CgroupDirs::default();
         };
         let mut v1: Vec<(Vec<String>, String)> = Vec::new();
         let mut v2: Option<String> = None;
         for line in text.lines() {
             let mut parts = line.splitn(3, ':');
-            let (Some(id), Some(controllers), Some(path)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
+            let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
                 continue;
             };
             if id == "0" && controllers.is_empty() {
                 v2 = Some(path.to_string());
             } else {
-                let names = controllers
-                    .split(',')
-                    .map(|c| c.trim_start_matches("name=").to_string())
-                    .collect();
+                let names =
+                    controllers.split(',').map(|c| c.trim_start_matches("name=").to_string()).collect();
                 v1.push((names, path.to_string()));
             }
         }
         let mounts = self.mounts();
         let v1_dir = |controller: &str| {
-            let (_, path) = v1
+            let (_, path) = v1.iter().find(|(names, _)| names.iter().any(|n| n == controller))?;
+            let mount = mounts
                 .iter()
-                .find(|(names, _)| names.iter().any(|n| n == controller))?;
-            let mount = mounts.iter().find(|m| {
-                m.version == Version::V1 && m.controllers.iter().any(|c| c == controller)
-            })?;
+                .find(|m| m.version == Version::V1 && m.controllers.iter().any(|c| c == controller))?;
             self.dir_in(mount, path)
         };
         let v2_dir = |file: &str| {
             let path = v2.as_ref()?;
             let mount = mounts.iter().find(|m| m.version == Version::V2)?;
             // A `0::/` line on a hybrid host does not mean v2 has this controller.
-            self.dir_in(mount, path)
-                .filter(|dir| dir.path.join(file).exists())
+            self.dir_in(mount, path).filter(|dir| dir.path.join(file).exists())
         };
         CgroupDirs {
             cpu: v1_dir("cpu").or_else(|| v2_dir("cpu.max").or_else(|| v2_dir("cpu.stat"))),
@@ -131,18 +120,13 @@ impl CgroupReader {
         let pick = |controller: &str, v2_file: &str| {
             let v1 = mounts
                 .iter()
-                .filter(|m| {
-                    m.version == Version::V1 && m.controllers.iter().any(|c| c == controller)
-                })
+                .filter(|m| m.version == Version::V1 && m.controllers.iter().any(|c| c == controller))
                 .find_map(|m| self.dir_in(m, &path).filter(|d| d.path.is_dir()));
             v1.or_else(|| {
                 mounts
                     .iter()
                     .filter(|m| m.version == Version::V2)
-                    .find_map(|m| {
-                        self.dir_in(m, &path)
-                            .filter(|d| d.path.join(v2_file).exists())
-                    })
+                    .find_map(|m| self.dir_in(m, &path).filter(|d| d.path.join(v2_file).exists()))
             })
         };
         CgroupDirs {
@@ -165,9 +149,7 @@ impl CgroupReader {
             }
             Version::V1 => {
                 let quota: f64 = read_trimmed(&path.join("cpu.cfs_quota_us"))?.parse().ok()?;
-                let period: f64 = read_trimmed(&path.join("cpu.cfs_period_us"))?
-                    .parse()
-                    .ok()?;
+                let period: f64 = read_trimmed(&path.join("cpu.cfs_period_us"))?.parse().ok()?;
                 (quota > 0.0 && period > 0.0).then(|| quota / period)
             }
         })
@@ -196,27 +178,19 @@ impl CgroupReader {
         let dir = dirs.memory.as_ref()?;
         let (usage_file, limit_file, inactive_keys): (&str, &str, &[&str]) = match dir.version {
             Version::V2 => ("memory.current", "memory.max", &["inactive_file"]),
-            Version::V1 => (
-                "memory.usage_in_bytes",
-                "memory.limit_in_bytes",
-                &["total_inactive_file", "inactive_file"],
-            ),
+            Version::V1 => {
+                ("memory.usage_in_bytes", "memory.limit_in_bytes", &["total_inactive_file", "inactive_file"])
+            }
         };
         let usage: u64 = read_trimmed(&dir.path.join(usage_file))?.parse().ok()?;
-        let inactive = inactive_keys
-            .iter()
-            .find_map(|key| stat_field(&dir.path.join("memory.stat"), key))
-            .unwrap_or(0);
+        let inactive =
+            inactive_keys.iter().find_map(|key| stat_field(&dir.path.join("memory.stat"), key)).unwrap_or(0);
         let limit = lowest_up(dir, |path| {
             let text = read_trimmed(&path.join(limit_file))?;
             let limit: u64 = text.parse().ok()?; // v2 "max" fails to parse: no limit
             (limit < V1_UNLIMITED).then_some(limit as f64)
         });
-        Some(Memory {
-            usage,
-            working_set: usage.saturating_sub(inactive),
-            limit: limit.map(|l| l as u64),
-        })
+        Some(Memory { usage, working_set: usage.saturating_sub(inactive), limit: limit.map(|l| l as u64) })
     }
 
     /// How many processes share the memory cgroup (`cgroup.procs`).
@@ -232,19 +206,12 @@ impl CgroupReader {
         let relative = if mount.root == "/" {
             cgroup_path.trim_start_matches('/')
         } else {
-            cgroup_path
-                .strip_prefix(mount.root.as_str())
-                .unwrap_or(cgroup_path)
-                .trim_start_matches('/')
+            cgroup_path.strip_prefix(mount.root.as_str()).unwrap_or(cgroup_path).trim_start_matches('/')
         };
         if relative.split('/').any(|part| part == "..") {
             return None;
         }
-        Some(Dir {
-            path: mount.point.join(relative),
-            mount: mount.point.clone(),
-            version: mount.version,
-        })
+        Some(Dir { path: mount.point.join(relative), mount: mount.point.clone(), version: mount.version })
     }
 
     /// cgroup mounts from mountinfo, re-rooted at `cgroup_root`; without mountinfo, the
@@ -267,10 +234,9 @@ impl CgroupReader {
                     _ => continue,
                 };
                 let controllers = match version {
-                    Version::V1 => sys[2]
-                        .split(',')
-                        .map(|c| c.trim_start_matches("name=").to_string())
-                        .collect(),
+                    Version::V1 => {
+                        sys[2].split(',').map(|c| c.trim_start_matches("name=").to_string()).collect()
+                    }
                     Version::V2 => Vec::new(),
                 };
                 mounts.push(Mount {
@@ -339,9 +305,7 @@ fn lowest_up(dir: &Dir, read: impl Fn(&Path) -> Option<f64>) -> Option<f64> {
         if path == dir.mount {
             break;
         }
-        current = path
-            .parent()
-            .filter(|parent| parent.starts_with(&dir.mount));
+        current = path.parent().filter(|parent| parent.starts_with(&dir.mount));
     }
     lowest
 }

@@ -57,11 +57,7 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(history: usize, stale_after: Duration) -> Verifier {
-        Verifier {
-            targets: Mutex::new(HashMap::new()),
-            history,
-            stale_after,
-        }
+        Verifier { targets: Mutex::new(HashMap::new()), history, stale_after }
     }
 
     /// Records a sample of `target` taken at `at`.
@@ -97,12 +93,7 @@ impl Verifier {
 
     /// The latest readings of a target.
     pub fn readings(&self, target: &str) -> Readings {
-        self.targets
-            .lock()
-            .unwrap()
-            .get(target)
-            .map(|s| s.latest.clone())
-            .unwrap_or_default()
+        self.targets.lock().unwrap().get(target).map(|s| s.latest.clone()).unwrap_or_default()
     }
 
     /// Judges `checks` on the target's latest readings and history, holmes-style. No
@@ -110,33 +101,17 @@ impl Verifier {
     pub fn verify(&self, target: &str, checks: &[SignalCheck], now: DateTime<Utc>) -> Verdict {
         let targets = self.targets.lock().unwrap();
         let Some(signals) = targets.get(target) else {
-            let reason = if checks.is_empty() {
-                None
-            } else {
-                Some(format!("no readings of {target} yet"))
-            };
+            let reason = if checks.is_empty() { None } else { Some(format!("no readings of {target} yet")) };
             return match reason {
-                None => Verdict::Holds {
-                    readings: Readings::new(),
-                    why: Vec::new(),
-                },
-                Some(reason) => Verdict::NotVerified {
-                    reason,
-                    readings: Readings::new(),
-                },
+                None => Verdict::Holds { readings: Readings::new(), why: Vec::new() },
+                Some(reason) => Verdict::NotVerified { reason, readings: Readings::new() },
             };
         };
         let readings = signals.latest.clone();
         if checks.is_empty() {
-            return Verdict::Holds {
-                readings,
-                why: Vec::new(),
-            };
+            return Verdict::Holds { readings, why: Vec::new() };
         }
-        let age = signals
-            .at
-            .and_then(|at| (now - at).to_std().ok())
-            .unwrap_or_default();
+        let age = signals.at.and_then(|at| (now - at).to_std().ok()).unwrap_or_default();
         if age > self.stale_after {
             let reason = format!("readings of {target} are {}s old", age.as_secs());
             return Verdict::NotVerified { reason, readings };
@@ -144,20 +119,9 @@ impl Verifier {
         let mut why = Vec::new();
         for check in checks {
             let key = check.signal.key();
-            let Some(ring) = signals
-                .history
-                .get(&key)
-                .filter(|_| signals.latest.contains_key(&key))
-            else {
-                let cause = signals
-                    .missing
-                    .get(&key)
-                    .map(String::as_str)
-                    .unwrap_or("not sampled");
-                return Verdict::NotVerified {
-                    reason: format!("no reading of {key}: {cause}"),
-                    readings,
-                };
+            let Some(ring) = signals.history.get(&key).filter(|_| signals.latest.contains_key(&key)) else {
+                let cause = signals.missing.get(&key).map(String::as_str).unwrap_or("not sampled");
+                return Verdict::NotVerified { reason: format!("no reading of {key}: {cause}"), readings };
             };
             let (current, previous) = {
                 let values: Vec<f64> = ring.iter().copied().collect();
@@ -181,11 +145,7 @@ mod tests {
     fn goroutines(abs: f64, diff: Option<f64>) -> Vec<SignalCheck> {
         vec![SignalCheck {
             signal: Signal::Goroutines,
-            threshold: Threshold {
-                abs: Some(abs),
-                diff,
-                ..Default::default()
-            },
+            threshold: Threshold { abs: Some(abs), diff, ..Default::default() },
         }]
     }
 
@@ -221,10 +181,7 @@ mod tests {
         }
         let cpu = vec![SignalCheck {
             signal: Signal::CpuPercent,
-            threshold: Threshold {
-                min: Some(1.0),
-                ..Default::default()
-            },
+            threshold: Threshold { min: Some(1.0), ..Default::default() },
         }];
         assert_eq!(
             verifier.verify("t", &cpu, now),
@@ -238,9 +195,6 @@ mod tests {
             verifier.verify("t", &goroutines(1.0, None), later),
             Verdict::NotVerified { reason, .. } if reason == "readings of t are 11s old"
         ));
-        assert!(matches!(
-            verifier.verify("t", &[], later),
-            Verdict::Holds { .. }
-        ));
+        assert!(matches!(verifier.verify("t", &[], later), Verdict::Holds { .. }));
     }
 }

@@ -42,12 +42,9 @@ impl ProcReader {
         let stat = process.stat().ok()?;
         let ticks = procfs::ticks_per_second().max(1);
         let status = process.status().ok();
-        let cpus_allowed = status.and_then(|s| s.cpus_allowed_list).map(|ranges| {
-            ranges
-                .iter()
-                .map(|(low, high)| (high - low + 1) as usize)
-                .sum()
-        });
+        let cpus_allowed = status
+            .and_then(|s| s.cpus_allowed_list)
+            .map(|ranges| ranges.iter().map(|(low, high)| (high - low + 1) as usize).sum());
         Some(ProcessSample {
             pid,
             start_ticks: stat.starttime,
@@ -86,9 +83,7 @@ impl ProcReader {
 
     /// Host memory (`MemTotal`), in bytes.
     pub fn host_memory(&self) -> Option<u64> {
-        Meminfo::from_file(self.root.join("meminfo"))
-            .ok()
-            .map(|m| m.mem_total)
+        Meminfo::from_file(self.root.join("meminfo")).ok().map(|m| m.mem_total)
     }
 
     /// Online CPUs of the host, counted from `stat`.
@@ -96,9 +91,7 @@ impl ProcReader {
         let text = std::fs::read_to_string(self.root.join("stat")).ok()?;
         let count = text
             .lines()
-            .filter(|line| {
-                line.starts_with("cpu") && line.as_bytes().get(3).is_some_and(u8::is_ascii_digit)
-            })
+            .filter(|line| line.starts_with("cpu") && line.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
             .count();
         (count > 0).then_some(count)
     }

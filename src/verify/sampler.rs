@@ -59,11 +59,8 @@ impl Probe {
         let mut metrics = Vec::new();
         for check in rules.iter().flat_map(|rule| &rule.verify) {
             if let Signal::Metric { name, labels } = &check.signal {
-                let signal = MetricSignal {
-                    key: check.signal.key(),
-                    name: name.clone(),
-                    labels: labels.clone(),
-                };
+                let signal =
+                    MetricSignal { key: check.signal.key(), name: name.clone(), labels: labels.clone() };
                 if !metrics.contains(&signal) {
                     metrics.push(signal);
                 }
@@ -91,10 +88,7 @@ impl Probe {
             Some(ProcessRef::Pid(pid)) => *pid,
             Some(ProcessRef::ListenPort(port)) => {
                 let cached = self.process.and_then(|(pid, start)| {
-                    self.procs
-                        .sample(pid)
-                        .filter(|s| s.start_ticks == start)
-                        .map(|_| pid)
+                    self.procs.sample(pid).filter(|s| s.start_ticks == start).map(|_| pid)
                 });
                 match cached.or_else(|| self.procs.pid_listening_on(*port)) {
                     Some(pid) => pid,
@@ -102,10 +96,7 @@ impl Probe {
                 }
             }
         };
-        let sample = self
-            .procs
-            .sample(pid)
-            .ok_or_else(|| format!("no process {pid}"))?;
+        let sample = self.procs.sample(pid).ok_or_else(|| format!("no process {pid}"))?;
         if self.process != Some((pid, sample.start_ticks)) {
             self.process = Some((pid, sample.start_ticks));
             self.dirs = None;
@@ -131,10 +122,7 @@ impl Probe {
             let why = "no process configured for the target".to_string();
             sample.insert("cpu_percent".into(), Err(why.clone()));
             sample.insert("memory_percent".into(), Err(why));
-            return Local {
-                sample,
-                memory_limit: self.procs.host_memory(),
-            };
+            return Local { sample, memory_limit: self.procs.host_memory() };
         }
         let process = match self.process() {
             Ok(process) => process,
@@ -143,10 +131,7 @@ impl Probe {
                 sample.insert("cpu_percent".into(), Err(why.clone()));
                 sample.insert("memory_percent".into(), Err(why.clone()));
                 sample.insert("threads".into(), Err(why));
-                return Local {
-                    sample,
-                    memory_limit: None,
-                };
+                return Local { sample, memory_limit: None };
             }
         };
         let dirs = self.dirs();
@@ -174,23 +159,14 @@ impl Probe {
             }
             (Some(_), _) => Err("CPU use needs a second sample".to_string()),
         };
-        self.last_cpu = used.map(|used_ns| CpuMark {
-            used_ns,
-            wall,
-            whose,
-        });
+        self.last_cpu = used.map(|used_ns| CpuMark { used_ns, wall, whose });
         sample.insert("cpu_percent".into(), cpu);
 
         // Memory: working set over the cgroup limit (host memory without one); a process
         // sharing its cgroup with others counts its own RSS.
         let cgroup_memory = self.cgroups.memory(&dirs);
-        let limit = cgroup_memory
-            .and_then(|m| m.limit)
-            .or_else(|| self.procs.host_memory());
-        let shared = self
-            .cgroups
-            .process_count(&dirs)
-            .is_none_or(|count| count > 1);
+        let limit = cgroup_memory.and_then(|m| m.limit).or_else(|| self.procs.host_memory());
+        let shared = self.cgroups.process_count(&dirs).is_none_or(|count| count > 1);
         let used = match (&process, cgroup_memory) {
             (Some(p), _) if shared || cgroup_memory.is_none() => Some(p.rss_bytes),
             (_, Some(memory)) => Some(memory.working_set),
@@ -206,10 +182,7 @@ impl Probe {
         if let Some(p) = process {
             sample.insert("threads".into(), Ok(p.threads as f64));
         }
-        Local {
-            sample,
-            memory_limit: limit,
-        }
+        Local { sample, memory_limit: limit }
     }
 
     /// Adds what the target's `/metrics` says to a local sample.
@@ -230,30 +203,22 @@ impl Probe {
         let found = |value: Option<f64>, name: &str| {
             value.ok_or_else(|| format!("{name} not in the target's metrics"))
         };
-        sample.insert(
-            "goroutines".into(),
-            found(metrics.goroutines(), "go_goroutines"),
-        );
+        sample.insert("goroutines".into(), found(metrics.goroutines(), "go_goroutines"));
         if let Some(threads) = metrics.threads() {
             sample.insert("threads".into(), Ok(threads));
         } else {
-            sample
-                .entry("threads".into())
-                .or_insert_with(|| found(None, "go_threads"));
+            sample.entry("threads".into()).or_insert_with(|| found(None, "go_threads"));
         }
-        let heap =
-            found(metrics.heap_inuse_bytes(), "go_memstats_heap_inuse_bytes").and_then(|heap| {
-                match local.memory_limit {
-                    Some(limit) if limit > 0 => Ok(heap / limit as f64 * 100.0),
-                    _ => Err("no memory limit or host memory readable".to_string()),
-                }
-            });
+        let heap = found(metrics.heap_inuse_bytes(), "go_memstats_heap_inuse_bytes").and_then(|heap| {
+            match local.memory_limit {
+                Some(limit) if limit > 0 => Ok(heap / limit as f64 * 100.0),
+                _ => Err("no memory limit or host memory readable".to_string()),
+            }
+        });
         sample.insert("heap_percent".into(), heap);
         for metric in &self.metrics {
-            sample.insert(
-                metric.key.clone(),
-                found(metrics.value(&metric.name, &metric.labels), &metric.key),
-            );
+            sample
+                .insert(metric.key.clone(), found(metrics.value(&metric.name, &metric.labels), &metric.key));
         }
     }
 }

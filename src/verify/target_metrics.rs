@@ -34,9 +34,7 @@ impl TargetMetrics {
     pub fn parse(text: &str) -> Result<TargetMetrics, String> {
         let lines = text.lines().map(|line| Ok(line.to_string()));
         let scrape = Scrape::parse(lines).map_err(|error| error.to_string())?;
-        Ok(TargetMetrics {
-            samples: scrape.samples,
-        })
+        Ok(TargetMetrics { samples: scrape.samples })
     }
 
     /// The value of the first sample named `name` whose labels include `labels`
@@ -45,11 +43,7 @@ impl TargetMetrics {
         self.samples
             .iter()
             .filter(|sample| sample.metric == name)
-            .filter(|sample| {
-                labels
-                    .iter()
-                    .all(|(k, v)| sample.labels.get(k) == Some(v.as_str()))
-            })
+            .filter(|sample| labels.iter().all(|(k, v)| sample.labels.get(k) == Some(v.as_str())))
             .find_map(|sample| match sample.value {
                 Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(v),
                 _ => None,
@@ -87,35 +81,22 @@ pub async fn scrape(
             .await
             .map_err(http)?;
         if !response.status().is_success() {
-            return Err(ScrapeError::Status {
-                url: url.to_string(),
-                status: response.status().as_u16(),
-            });
+            return Err(ScrapeError::Status { url: url.to_string(), status: response.status().as_u16() });
         }
         let mut body = Vec::new();
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
             body.extend_from_slice(&chunk.map_err(http)?);
             if body.len() > MAX_SCRAPE_BYTES {
-                return Err(ScrapeError::TooLarge {
-                    url: url.to_string(),
-                });
+                return Err(ScrapeError::TooLarge { url: url.to_string() });
             }
         }
         let text = String::from_utf8_lossy(&body);
-        TargetMetrics::parse(&text).map_err(|message| ScrapeError::Parse {
-            url: url.to_string(),
-            message,
-        })
+        TargetMetrics::parse(&text).map_err(|message| ScrapeError::Parse { url: url.to_string(), message })
     };
-    tokio::time::timeout(timeout, work)
-        .await
-        .unwrap_or_else(|_| {
-            Err(ScrapeError::Http {
-                url: url.to_string(),
-                message: format!("no answer within {timeout:?}"),
-            })
-        })
+    tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| {
+        Err(ScrapeError::Http { url: url.to_string(), message: format!("no answer within {timeout:?}") })
+    })
 }
 
 #[cfg(test)]
@@ -145,10 +126,7 @@ latency_seconds_count 3
         assert_eq!(metrics.threads(), Some(12.0));
         assert_eq!(metrics.heap_inuse_bytes(), Some(4_194_304.0));
         let code = |c: &str| BTreeMap::from([("code".to_string(), c.to_string())]);
-        assert_eq!(
-            metrics.value("http_requests_total", &code("500")),
-            Some(3.0)
-        );
+        assert_eq!(metrics.value("http_requests_total", &code("500")), Some(3.0));
         assert_eq!(metrics.value("http_requests_total", &code("404")), None);
         assert_eq!(metrics.value("latency_seconds", &BTreeMap::new()), None);
         assert_eq!(metrics.value("absent", &BTreeMap::new()), None);

@@ -53,11 +53,7 @@ pub fn evaluate(
             let avg = window.iter().sum::<f64>() / window.len() as f64;
             let factor = 1.0 + diff / 100.0;
             let bar = avg * factor;
-            let shown = format!(
-                "{factor} × avg {} = {}",
-                show(signal, avg),
-                show(signal, bar)
-            );
+            let shown = format!("{factor} × avg {} = {}", show(signal, avg), show(signal, bar));
             if current >= bar {
                 return Ok(format!("{signal} {cur} >= {shown}"));
             }
@@ -75,12 +71,7 @@ mod tests {
     use super::*;
 
     fn t(min: Option<f64>, abs: Option<f64>, diff: Option<f64>, max: Option<f64>) -> Threshold {
-        Threshold {
-            min,
-            abs,
-            diff,
-            max,
-        }
+        Threshold { min, abs, diff, max }
     }
 
     /// The boundaries of min, abs, diff and max, warm-up, and the reasons, as a table.
@@ -90,13 +81,7 @@ mod tests {
         let holmes = t(Some(20.0), Some(70.0), Some(25.0), Some(400.0));
         type Case<'a> = (&'a str, Threshold, f64, &'a [f64], Result<&'a str, &'a str>);
         let cases: Vec<Case> = vec![
-            (
-                "below min",
-                holmes,
-                12.0,
-                &full,
-                Err("cpu_percent 12.0 < min 20"),
-            ),
+            ("below min", holmes, 12.0, &full, Err("cpu_percent 12.0 < min 20")),
             (
                 "min is inclusive",
                 t(Some(20.0), Some(20.0), None, None),
@@ -104,34 +89,10 @@ mod tests {
                 &[],
                 Ok("cpu_percent 20.0 >= abs 20"),
             ),
-            (
-                "abs is inclusive",
-                holmes,
-                70.0,
-                &[],
-                Ok("cpu_percent 70.0 >= abs 70"),
-            ),
-            (
-                "at max is refused",
-                holmes,
-                400.0,
-                &full,
-                Err("cpu_percent 400.0 >= max 400"),
-            ),
-            (
-                "just under max",
-                holmes,
-                399.9,
-                &full,
-                Ok("cpu_percent 399.9 >= abs 70"),
-            ),
-            (
-                "diff reached exactly",
-                holmes,
-                31.25,
-                &full,
-                Ok("cpu_percent 31.2 >= 1.25 × avg 25.0 = 31.2"),
-            ),
+            ("abs is inclusive", holmes, 70.0, &[], Ok("cpu_percent 70.0 >= abs 70")),
+            ("at max is refused", holmes, 400.0, &full, Err("cpu_percent 400.0 >= max 400")),
+            ("just under max", holmes, 399.9, &full, Ok("cpu_percent 399.9 >= abs 70")),
+            ("diff reached exactly", holmes, 31.25, &full, Ok("cpu_percent 31.2 >= 1.25 × avg 25.0 = 31.2")),
             (
                 "diff missed",
                 holmes,
@@ -146,13 +107,7 @@ mod tests {
                 &full[..3],
                 Err("cpu_percent 69.0 < abs 70 and diff needs 4 samples, has 3"),
             ),
-            (
-                "warm-up: abs still triggers",
-                holmes,
-                71.0,
-                &[],
-                Ok("cpu_percent 71.0 >= abs 70"),
-            ),
+            ("warm-up: abs still triggers", holmes, 71.0, &[], Ok("cpu_percent 71.0 >= abs 70")),
             (
                 "diff over the latest window only",
                 t(None, None, Some(100.0), None),
@@ -160,13 +115,7 @@ mod tests {
                 &[1000.0, 4.0, 4.0, 4.0, 4.0],
                 Ok("cpu_percent 9.0 >= 2 × avg 4.0 = 8.0"),
             ),
-            (
-                "min alone",
-                t(Some(5.0), None, None, None),
-                5.0,
-                &[],
-                Ok("cpu_percent 5.0 >= min 5"),
-            ),
+            ("min alone", t(Some(5.0), None, None, None), 5.0, &[], Ok("cpu_percent 5.0 >= min 5")),
         ];
         for (name, threshold, current, previous, expected) in cases {
             let got = evaluate("cpu_percent", &threshold, current, previous, 4);

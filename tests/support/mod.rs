@@ -29,8 +29,8 @@ impl Running {
     /// Starts alertprof with config text; `{data}` in it is replaced by `data`.
     pub async fn start(yaml: &str, data: &Path) -> Running {
         let text = yaml.replace("{data}", &data.display().to_string());
-        let config = Config::parse(&text, data)
-            .unwrap_or_else(|e| panic!("test config invalid: {e:?}\n{text}"));
+        let config =
+            Config::parse(&text, data).unwrap_or_else(|e| panic!("test config invalid: {e:?}\n{text}"));
         let (app, queue_rx) = App::new(config, None).expect("alertprof starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -45,21 +45,10 @@ impl Running {
                     .unwrap();
             })
         };
-        let workers = tokio::spawn(run_workers(
-            app.clone(),
-            queue_rx,
-            shutdown.clone(),
-            Duration::from_secs(5),
-        ));
+        let workers =
+            tokio::spawn(run_workers(app.clone(), queue_rx, shutdown.clone(), Duration::from_secs(5)));
         let sampling = tokio::spawn(run_sampling(app.clone(), shutdown.clone()));
-        Running {
-            addr,
-            app,
-            shutdown,
-            server,
-            workers,
-            sampling,
-        }
+        Running { addr, app, shutdown, server, workers, sampling }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -75,35 +64,33 @@ impl Running {
     }
 
     pub async fn post_alerts(&self, payload: &Value) -> (u16, Value) {
-        let response = client()
-            .post(self.url("/api/v1/alerts"))
-            .json(payload)
-            .send()
-            .await
-            .unwrap();
+        let response = client().post(self.url("/api/v1/alerts")).json(payload).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Waits for the newest decision with `outcome` and returns it.
+    pub async fn wait_outcome(&self, outcome: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let decisions = self.get_json("/api/v1/decisions?limit=1000").await;
+            if let Some(found) = decisions.as_array().unwrap().iter().find(|d| d["outcome"] == outcome) {
+                return found.clone();
+            }
+            assert!(Instant::now() < deadline, "no {outcome} decision after {within:?}: {decisions}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn get_text(&self, path: &str) -> String {
-        client()
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        client().get(self.url(path)).send().await.unwrap().text().await.unwrap()
     }
 
     /// The latest `alertprof_signal` of a target's signal, from /metrics.
     pub async fn signal(&self, target: &str, signal: &str) -> Option<f64> {
         let metrics = self.get_text("/metrics").await;
         let wanted = format!("alertprof_signal{{target=\"{target}\",signal=\"{signal}\"}} ");
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(&wanted))
-            .and_then(|v| v.trim().parse().ok())
+        metrics.lines().find_map(|line| line.strip_prefix(&wanted)).and_then(|v| v.trim().parse().ok())
     }
 
     /// Waits until `signal` of `target` satisfies `ok`; returns the value.
@@ -120,23 +107,13 @@ impl Running {
             if let Some(value) = value.filter(|v| ok(*v)) {
                 return value;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{target} {signal} is {value:?} after {within:?}"
-            );
+            assert!(Instant::now() < deadline, "{target} {signal} is {value:?} after {within:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
-        client()
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        client().get(self.url(path)).send().await.unwrap().json().await.unwrap()
     }
 
     /// Waits until at least `count` decisions are listed, and returns them newest first.
@@ -196,12 +173,7 @@ pub fn payload(alerts: &[(Value, &str)]) -> Value {
 /// Files in a directory (none if it does not exist), sorted.
 pub fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     names.sort();
     names
@@ -212,8 +184,7 @@ pub fn demo_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-target");
-        let out =
-            std::env::temp_dir().join(format!("alertprof-demo-target-{}", std::process::id()));
+        let out = std::env::temp_dir().join(format!("alertprof-demo-target-{}", std::process::id()));
         let status = Command::new("go")
             .args(["build", "-o"])
             .arg(&out)
@@ -243,16 +214,8 @@ impl Demo {
             .spawn()
             .expect("demo target starts");
         let mut line = String::new();
-        BufReader::new(child.stderr.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .expect("demo prints its address");
+        BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.trim().rsplit(' ').next().unwrap().parse().expect("demo prints its address");
         Demo { child, addr }
     }
 
@@ -261,14 +224,7 @@ impl Demo {
     }
 
     pub async fn get(&self, path: &str) -> String {
-        client()
-            .get(format!("{}{path}", self.url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        client().get(format!("{}{path}", self.url())).send().await.unwrap().text().await.unwrap()
     }
 }
 
@@ -285,9 +241,18 @@ where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = axum::response::Response> + Send + 'static,
 {
+    fake_target_with_request(move |_| respond()).await
+}
+
+/// A loopback server that answers every request with `respond(request)`.
+pub async fn fake_target_with_request<F, Fut>(respond: F) -> SocketAddr
+where
+    F: Fn(axum::extract::Request) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = axum::response::Response> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(respond);
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| respond(request));
     tokio::spawn(async move { axum::serve(listener, app).await.ok() });
     addr
 }
