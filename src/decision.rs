@@ -69,6 +69,20 @@ pub struct Decision {
     pub captures: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub readings: BTreeMap<String, f64>,
+    /// Grafana annotations of the kept captures.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub annotations: Vec<AnnotationOutcome>,
+}
+
+/// What came of annotating one capture in Grafana.
+#[derive(Debug, Clone, Serialize)]
+pub struct AnnotationOutcome {
+    pub capture: String,
+    /// Grafana's annotation id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The most recent decisions, for `GET /api/v1/decisions`.

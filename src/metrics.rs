@@ -26,6 +26,7 @@ pub struct Metrics {
     capture_duration: Family<Labels, Histogram, fn() -> Histogram>,
     capture_bytes: Family<Labels, Counter>,
     retention_deleted: Counter,
+    annotations: Family<Labels, Counter>,
     pub queue_depth: Gauge,
     pub queue_capacity: Gauge,
     pub captures_in_flight: Gauge,
@@ -50,6 +51,7 @@ impl Metrics {
             capture_duration: Family::new_with_constructor(duration_histogram),
             capture_bytes: Family::default(),
             retention_deleted: Counter::default(),
+            annotations: Family::default(),
             queue_depth: Gauge::default(),
             queue_capacity: Gauge::default(),
             captures_in_flight: Gauge::default(),
@@ -79,6 +81,11 @@ impl Metrics {
             "retention_deleted",
             "Captures deleted by retention.",
             metrics.retention_deleted.clone(),
+        );
+        registry.register(
+            "annotations",
+            "Grafana annotations, by result (ok, rejected, failed).",
+            metrics.annotations.clone(),
         );
         registry.register("queue_depth", "Jobs waiting in the queue.", metrics.queue_depth.clone());
         registry.register("queue_capacity", "Size of the job queue.", metrics.queue_capacity.clone());
@@ -116,6 +123,10 @@ impl Metrics {
         if ok {
             self.capture_bytes.get_or_create(&kind_label).inc_by(bytes);
         }
+    }
+
+    pub fn annotation(&self, result: &str) {
+        self.annotations.get_or_create(&vec![("result", result.to_string())]).inc();
     }
 
     pub fn retention_deleted(&self, count: usize) {

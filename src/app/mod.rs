@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::annotate::GrafanaClient;
 use crate::capture::PprofClient;
 use crate::config::{Auth, Config, ConfigError};
 use crate::decision::{Decision, DecisionLog, Outcome};
@@ -54,6 +55,8 @@ pub struct App {
     pub store: Arc<dyn ProfileStore>,
     pub gate: Gate,
     pub client: PprofClient,
+    /// Rebuilt on reload; `None` without a `grafana` section.
+    grafana: RwLock<Option<GrafanaClient>>,
     pub verifier: Verifier,
     pub decisions: DecisionLog,
     pub metrics: Metrics,
@@ -81,6 +84,7 @@ impl App {
         let app = App {
             client: PprofClient::new(config.capture.clone()),
             verifier: Verifier::new(config.history, stale_after(&config)),
+            grafana: RwLock::new(grafana_client(&config)),
             config: RwLock::new(Arc::new(config)),
             config_path,
             store: Arc::new(store),
@@ -93,6 +97,10 @@ impl App {
             reloaded: tokio::sync::Notify::new(),
         };
         Ok((Arc::new(app), queue_rx))
+    }
+
+    pub fn grafana(&self) -> Option<GrafanaClient> {
+        self.grafana.read().unwrap().clone()
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -133,6 +141,7 @@ impl App {
                         tracing::warn!(setting = what, "Changed setting takes effect only after a restart.");
                     }
                 }
+                *self.grafana.write().unwrap() = grafana_client(&new);
                 *self.config.write().unwrap() = Arc::new(new);
                 self.reloaded.notify_one();
                 self.metrics.config_reload_success.set(1);
@@ -150,6 +159,10 @@ impl App {
     pub fn record(&self, decision: Decision) {
         self.decisions.record(decision, &self.metrics);
     }
+}
+
+fn grafana_client(config: &Config) -> Option<GrafanaClient> {
+    config.grafana.as_ref().map(|grafana| GrafanaClient::new(grafana, &config.external_url))
 }
 
 /// Readings older than this verify nothing: a few missed samples, not one late scrape.
@@ -241,8 +254,7 @@ pub async fn run_workers(
         app.sync_queue_depth();
         let app = app.clone();
         tracker.spawn(async move {
-            pipeline::run_job(&app, job).await;
-            drop(permit);
+            pipeline::run_job(&app, job, Some(permit)).await;
         });
     }
     queue_rx.close();

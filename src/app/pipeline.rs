@@ -5,18 +5,21 @@ use std::time::Instant;
 
 use chrono::Utc;
 use futures_util::future::join_all;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::spawn_blocking;
 
 use super::App;
 use crate::capture::ProfileKind;
-use crate::decision::{Decision, Outcome};
+use crate::decision::{AnnotationOutcome, Decision, Outcome};
 use crate::gate::Refusal;
 use crate::rules::Job;
 use crate::store::{CaptureMeta, CaptureStatus};
 use crate::verify::{Readings, Verdict};
 
-pub async fn run_job(app: &App, job: Job) {
-    let decision = decide(app, &job).await;
+/// Runs a job to its decision. `slot` (a place among the jobs running) is given back once
+/// the captures are done, before Grafana is told: a slow Grafana never holds up captures.
+pub async fn run_job(app: &App, job: Job, slot: Option<OwnedSemaphorePermit>) {
+    let decision = decide(app, &job, slot).await;
     app.record(decision);
 }
 
@@ -33,6 +36,7 @@ pub fn decision_for(job: &Job, outcome: Outcome, reason: String) -> Decision {
         target: Some(job.target().name.clone()),
         captures: Vec::new(),
         readings: Readings::new(),
+        annotations: Vec::new(),
     }
 }
 
@@ -46,7 +50,7 @@ pub fn refusal_decision(job: &Job, refusal: Refusal, readings: Readings) -> Deci
     Decision { readings, ..decision_for(job, outcome, reason) }
 }
 
-async fn decide(app: &App, job: &Job) -> Decision {
+async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Decision {
     let (rule, target) = (job.rule(), job.target());
     if let Some(refusal) = app.gate.check(job.dedupe.as_deref(), &rule.name, &target.name, Utc::now()) {
         return refusal_decision(job, refusal, Readings::new());
@@ -88,11 +92,37 @@ async fn decide(app: &App, job: &Job) -> Decision {
     if !kept.is_empty() {
         enforce_retention(app).await;
     }
+    drop(slot);
+    let annotations = annotate(app, &captures, &why).await;
     Decision {
         captures: captures.into_iter().map(|meta| meta.id).collect(),
         readings,
+        annotations,
         ..decision_for(job, outcome, reason)
     }
+}
+
+/// One Grafana annotation per kept capture, if Grafana is configured.
+async fn annotate(app: &App, captures: &[CaptureMeta], why: &[String]) -> Vec<AnnotationOutcome> {
+    let Some(grafana) = app.grafana() else { return Vec::new() };
+    let mut outcomes = Vec::new();
+    for capture in captures.iter().filter(|capture| capture.is_ok()) {
+        let annotation = grafana.annotation(capture, why);
+        let outcome = match grafana.annotate(&annotation).await {
+            Ok(id) => {
+                app.metrics.annotation("ok");
+                tracing::info!(id = %capture.id, annotation = id, "Grafana annotation added.");
+                AnnotationOutcome { capture: capture.id.clone(), id: Some(id), error: None }
+            }
+            Err(error) => {
+                app.metrics.annotation(error.result());
+                tracing::warn!(id = %capture.id, error = %error, "Grafana annotation failed.");
+                AnnotationOutcome { capture: capture.id.clone(), id: None, error: Some(error.to_string()) }
+            }
+        };
+        outcomes.push(outcome);
+    }
+    outcomes
 }
 
 /// One kind from one target: waits for a place in flight (and the target's CPU profiler

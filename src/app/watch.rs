@@ -150,7 +150,7 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
             running.lock().unwrap().insert(*rule_index);
             let (app, running, rule_index) = (app.clone(), running.clone(), *rule_index);
             app.jobs.clone().spawn(async move {
-                pipeline::run_job(&app, job).await;
+                pipeline::run_job(&app, job, None).await;
                 running.lock().unwrap().remove(&rule_index);
             });
         }

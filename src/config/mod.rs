@@ -108,6 +108,10 @@ pub struct GrafanaConfig {
     pub token: Option<Secret>,
     pub dashboard_uid: Option<String>,
     pub tags: Vec<String>,
+    /// Tries per annotation when Grafana answers 5xx or not at all.
+    pub max_attempts: u32,
+    /// Wait before the first retry, doubled after each.
+    pub retry_backoff: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -506,7 +510,11 @@ fn read_storage(w: &mut Walker, entry: Option<(String, &Value)>, base: &Path) ->
 }
 
 fn read_grafana(w: &mut Walker, path: &str, value: &Value, base: &Path) -> Option<GrafanaConfig> {
-    let object = w.object(path, value, &["url", "token_file", "dashboard_uid", "tags"])?;
+    let object = w.object(
+        path,
+        value,
+        &["url", "token_file", "dashboard_uid", "tags", "max_attempts", "retry_backoff"],
+    )?;
     let url = match object.get("url") {
         Some((p, v)) => read_url(w, &p, v),
         None => {
@@ -526,7 +534,18 @@ fn read_grafana(w: &mut Walker, path: &str, value: &Value, base: &Path) -> Optio
             .collect();
         (tags.len() == items.len()).then_some(tags)
     });
-    Some(GrafanaConfig { url: url?, token: token?, dashboard_uid: dashboard_uid?, tags: tags? })
+    let max_attempts =
+        optional(w, &object, "max_attempts", 5, |w, p, v| w.integer(p, v, 1, 20).map(|n| n as u32));
+    let retry_backoff =
+        optional(w, &object, "retry_backoff", Duration::from_millis(500), Walker::positive_duration);
+    Some(GrafanaConfig {
+        url: url?,
+        token: token?,
+        dashboard_uid: dashboard_uid?,
+        tags: tags?,
+        max_attempts: max_attempts?,
+        retry_backoff: retry_backoff?,
+    })
 }
 
 /// Target and rule names become directory and file names: `[a-zA-Z0-9_.-]+`, not `.`/`..`.

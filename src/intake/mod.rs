@@ -89,6 +89,7 @@ fn accept(app: &App, body: &[u8]) -> Result<(usize, usize), IntakeError> {
                     target: None,
                     captures: Vec::new(),
                     readings: Default::default(),
+                    annotations: Vec::new(),
                 }),
             }
         }

@@ -2,6 +2,8 @@
 //! and started for real, and small HTTP servers that misbehave on purpose.
 #![allow(dead_code)]
 
+pub mod grafana;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
