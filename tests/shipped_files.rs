@@ -1,0 +1,145 @@
+//! The files alertprof ships for Prometheus, Alertmanager and Grafana are valid, their own
+//! checkers accept them, and they agree with what alertprof sends and matches.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use alertprof::annotate::GrafanaClient;
+use alertprof::config::Config;
+use alertprof::store::{CaptureMeta, CaptureStatus, Trigger, TriggerSource};
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+fn yaml(path: &str) -> Value {
+    let text = std::fs::read_to_string(root().join(path)).unwrap();
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn run(program: &str, args: &[&str], dir: &Path) -> std::process::Output {
+    Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} runs (apt-get install prometheus prometheus-alertmanager): {e}"))
+}
+
+/// `promtool check rules` and `promtool test rules` pass, and a wrong expectation fails.
+#[test]
+fn prometheus_rules_check_and_unit_tests() {
+    let rules = root().join("rules");
+    let check = run("promtool", &["check", "rules", "alertprof.rules.yml"], &rules);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("SUCCESS: 4 rules found"));
+    let test = run("promtool", &["test", "rules", "alertprof.rules.test.yml"], &rules);
+    assert!(test.status.success(), "{}{}", String::from_utf8_lossy(&test.stdout), String::from_utf8_lossy(&test.stderr));
+
+    // The unit tests can fail: expect 80% where the rule sees 90%.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(rules.join("alertprof.rules.yml"), dir.path().join("alertprof.rules.yml")).unwrap();
+    let tests = std::fs::read_to_string(rules.join("alertprof.rules.test.yml")).unwrap();
+    let wrong = tests.replace("uses 90% of its CPU quota", "uses 80% of its CPU quota");
+    assert_ne!(wrong, tests);
+    std::fs::write(dir.path().join("wrong.test.yml"), wrong).unwrap();
+    let test = run("promtool", &["test", "rules", "wrong.test.yml"], dir.path());
+    assert!(!test.status.success());
+}
+
+/// `amtool check-config` accepts the Alertmanager config, which routes alertprof's alerts
+/// to its webhook with bearer auth and resolved notifications.
+#[test]
+fn alertmanager_config() {
+    let check = run("amtool", &["check-config", "alertmanager/alertmanager.yml"], &root());
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    let config = yaml("alertmanager/alertmanager.yml");
+    let route = &config["route"]["routes"][0];
+    assert_eq!(route["matchers"][0], "alertprof=\"true\"");
+    assert_eq!(route["group_wait"], "0s");
+    let receiver = config["receivers"].as_array().unwrap().iter().find(|r| r["name"] == route["receiver"]).unwrap();
+    let webhook = &receiver["webhook_configs"][0];
+    assert!(webhook["url"].as_str().unwrap().ends_with("/api/v1/alerts"));
+    assert_eq!(webhook["send_resolved"], true);
+    assert_eq!(webhook["http_config"]["authorization"]["type"], "Bearer");
+    assert!(webhook["http_config"]["authorization"]["credentials_file"].is_string());
+}
+
+/// Every shipped alert carries the routing label, and every alertname the example config
+/// handles is one the shipped rules raise.
+#[test]
+fn example_config_matches_shipped_alerts() {
+    let rules = yaml("rules/alertprof.rules.yml");
+    let alerts: Vec<&Value> = rules["groups"][0]["rules"].as_array().unwrap().iter().collect();
+    assert_eq!(alerts.len(), 4);
+    for alert in &alerts {
+        assert_eq!(alert["labels"]["alertprof"], "true", "{alert}");
+    }
+    let names: Vec<&str> = alerts.iter().map(|a| a["alert"].as_str().unwrap()).collect();
+    let config = Config::load(&root().join("examples/alertprof.yaml")).unwrap();
+    for rule in &config.rules {
+        let wanted = &rule.alert_labels.as_ref().unwrap()["alertname"];
+        assert!(names.contains(&wanted.as_str()), "{wanted} is not a shipped alert");
+    }
+}
+
+/// The provisioning files are valid, the dashboard uses the provisioned datasource, and its
+/// annotation query asks for tags that alertprof's annotations carry.
+#[test]
+fn grafana_files_agree_with_annotations() {
+    let datasources = yaml("grafana/provisioning/datasources/prometheus.yml");
+    assert_eq!(datasources["apiVersion"], 1);
+    let uid = datasources["datasources"][0]["uid"].as_str().unwrap();
+    let providers = yaml("grafana/provisioning/dashboards/alertprof.yml");
+    assert_eq!(providers["providers"][0]["type"], "file");
+
+    let text = std::fs::read_to_string(root().join("grafana/dashboards/alertprof.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(dashboard["uid"], "alertprof");
+    for panel in dashboard["panels"].as_array().unwrap() {
+        assert_eq!(panel["datasource"]["uid"], uid, "panel {}", panel["title"]);
+        assert!(!panel["targets"][0]["expr"].as_str().unwrap().is_empty());
+    }
+    let query = dashboard["annotations"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["target"]["type"] == "tags")
+        .expect("a tag annotation query");
+    let wanted: Vec<&str> = query["target"]["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert!(!wanted.is_empty());
+
+    // What alertprof sends with a default grafana section.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t"), "x").unwrap();
+    let config = Config::parse("grafana: {url: \"http://127.0.0.1:3000\", token_file: t}\n", dir.path()).unwrap();
+    let client = GrafanaClient::new(config.grafana.as_ref().unwrap(), &config.external_url);
+    let now = chrono::Utc::now();
+    let capture = CaptureMeta {
+        id: "20261121T232525.702Z-cpu-spike-cpu".into(),
+        target: "checkout".into(),
+        rule: "cpu-spike".into(),
+        kind: "cpu".into(),
+        status: CaptureStatus::Ok,
+        error: None,
+        trigger: Trigger {
+            source: TriggerSource::Alertmanager,
+            alertname: Some("ProcessCPUHigh".into()),
+            fingerprint: None,
+            starts_at: None,
+            labels: Default::default(),
+        },
+        readings: Default::default(),
+        url: String::new(),
+        seconds: Some(10),
+        started_at: now,
+        finished_at: now,
+        bytes: 1,
+        sha256: None,
+        file: Some("x.pb.gz".into()),
+    };
+    let sent = client.annotation(&capture, &[]).tags;
+    for tag in wanted {
+        assert!(sent.iter().any(|t| t == tag), "the dashboard asks for {tag:?}, alertprof sends {sent:?}");
+    }
+}
