@@ -30,11 +30,16 @@ pub struct Running {
 impl Running {
     /// Starts alertprof with config text; `{data}` in it is replaced by `data`.
     pub async fn start(yaml: &str, data: &Path) -> Running {
+        Running::start_on(yaml, data, 0).await
+    }
+
+    /// Starts alertprof on a given loopback port (0: any).
+    pub async fn start_on(yaml: &str, data: &Path, port: u16) -> Running {
         let text = yaml.replace("{data}", &data.display().to_string());
         let config =
             Config::parse(&text, data).unwrap_or_else(|e| panic!("test config invalid: {e:?}\n{text}"));
         let (app, queue_rx) = App::new(config, None).expect("alertprof starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let server = {
@@ -82,6 +87,11 @@ impl Running {
             assert!(Instant::now() < deadline, "no {outcome} decision after {within:?}: {decisions}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// GET with alertprof's bearer token.
+    pub async fn get_json_auth(&self, path: &str, token: &str) -> Value {
+        client().get(self.url(path)).bearer_auth(token).send().await.unwrap().json().await.unwrap()
     }
 
     pub async fn get_text(&self, path: &str) -> String {
