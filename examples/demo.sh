@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# End-to-end demo on this machine: builds and starts the Go demo target, starts alertprof,
-# makes the target spike, sends alertprof the alert Alertmanager would send, and shows the
-# stored profiles' top functions. Stops everything it started, whatever happens.
-# Needs: cargo, Go (Debian: apt-get install golang-go), curl.
+# End-to-end demo of the real stack on this machine: Prometheus scrapes a Go demo service
+# and fires the shipped GoroutineSpike rule; Alertmanager posts it to alertprof with a
+# bearer token; alertprof re-verifies, captures goroutine and CPU profiles, stores them,
+# and annotates a Grafana API stand-in with a link to each. Shows the profiles' top
+# functions and the annotation, then stops everything it started, whatever happens.
+#
+# Needs: cargo, curl, python3, and from Debian: golang-go prometheus prometheus-alertmanager.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -11,76 +14,134 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  echo "demo: stopped everything it started; files are in $work"
+  echo "demo: stopped everything it started; its files stay in $work"
 }
 trap cleanup EXIT
 
-for tool in cargo go curl; do
-  command -v "$tool" >/dev/null || { echo "demo: needs $tool (Go: apt-get install golang-go)" >&2; exit 1; }
+for tool in cargo go curl python3 prometheus prometheus-alertmanager; do
+  command -v "$tool" >/dev/null || {
+    echo "demo: needs $tool (apt-get install golang-go prometheus prometheus-alertmanager curl python3)" >&2
+    exit 1
+  }
 done
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { # URL, what
-  for _ in $(seq 1 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "demo: $2 did not come up at $1" >&2; exit 1
+wait_for() { # URL what [auth header]
+  for _ in $(seq 1 300); do curl -fsS -o /dev/null ${3:+-H "$3"} "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "demo: $2 did not come up at $1" >&2
+  exit 1
 }
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
-echo "demo: building alertprof and the Go demo target"
+echo "demo: building alertprof and the Go demo service"
 cargo build --quiet --manifest-path "$root/Cargo.toml"
 (cd "$root/examples/demo-target" && CGO_ENABLED=0 GOPROXY=off go build -o "$work/demo-target" .)
+alertprof="$root/target/debug/alertprof"
 
-demo_port=$(free_port)
-alertprof_port=$(free_port)
+demo_port=$(free_port); alertprof_port=$(free_port); am_port=$(free_port); prom_port=$(free_port); grafana_port=$(free_port)
+echo "am-demo-token" >"$work/alertprof-token"
+echo "glsa_demo" >"$work/grafana-token"
+
 "$work/demo-target" -listen "127.0.0.1:$demo_port" 2>"$work/demo-target.log" &
 pids+=($!)
-wait_for "http://127.0.0.1:$demo_port/metrics" "the demo target"
+python3 "$root/examples/grafana-stub.py" "$grafana_port" "$work/grafana-token" >"$work/grafana.log" 2>&1 &
+pids+=($!)
+wait_for "http://127.0.0.1:$demo_port/metrics" "the demo service"
 
 cat >"$work/alertprof.yaml" <<YAML
 listen_address: 127.0.0.1:$alertprof_port
+external_url: http://127.0.0.1:$alertprof_port
+auth: {bearer_token_file: alertprof-token}
+sample_interval: 1s
 storage: {dir: data}
+grafana:
+  url: http://127.0.0.1:$grafana_port
+  token_file: grafana-token
+  dashboard_uid: alertprof
 targets:
   - name: demo
     pprof_url: http://127.0.0.1:$demo_port
+    metrics_url: http://127.0.0.1:$demo_port/metrics
+    process: {listen_port: $demo_port}
     alert_labels: {job: demo}
 rules:
-  - name: cpu-spike
-    alert_labels: {alertname: HighCPU}
-    capture: [cpu, goroutine]
+  - name: goroutine-spike
+    alert_labels: {alertname: GoroutineSpike}
+    verify:
+      goroutines: {min: 500}
+    capture: [goroutine, cpu]
     seconds: 3
-    cooldown: 5m
 YAML
-"$root/target/debug/alertprof" check-config "$work/alertprof.yaml"
-"$root/target/debug/alertprof" serve --config "$work/alertprof.yaml" 2>"$work/alertprof.log" &
+"$alertprof" check-config "$work/alertprof.yaml"
+"$alertprof" serve --config "$work/alertprof.yaml" 2>"$work/alertprof.log" &
 pids+=($!)
 wait_for "http://127.0.0.1:$alertprof_port/-/ready" "alertprof"
 
-echo "demo: the target spikes: 2 cores busy in main.burnCPU, 500 goroutines parked"
-curl -fsS "http://127.0.0.1:$demo_port/burn?seconds=8&workers=2" >/dev/null
-curl -fsS "http://127.0.0.1:$demo_port/goroutines?n=500" >/dev/null
+# The shipped rules and receiver, pointed at this alertprof; `for` is cut to 0s so the
+# demo does not wait the rule's 30s.
+sed 's/^\(\s*for:\).*/\1 0s/' "$root/rules/alertprof.rules.yml" >"$work/rules.yml"
+sed -e "s#url: http://127.0.0.1:9731/api/v1/alerts#url: http://127.0.0.1:$alertprof_port/api/v1/alerts#" \
+    -e "s#credentials_file: /etc/alertprof/token#credentials_file: $work/alertprof-token#" \
+    "$root/alertmanager/alertmanager.yml" >"$work/alertmanager.yml"
+cat >"$work/prometheus.yml" <<YAML
+global: {scrape_interval: 1s, evaluation_interval: 1s}
+rule_files: [$work/rules.yml]
+alerting:
+  alertmanagers: [{static_configs: [{targets: ["127.0.0.1:$am_port"]}]}]
+scrape_configs:
+  - job_name: demo
+    static_configs: [{targets: ["127.0.0.1:$demo_port"]}]
+YAML
+prometheus-alertmanager --config.file="$work/alertmanager.yml" --storage.path="$work/am-data" \
+  --web.listen-address="127.0.0.1:$am_port" --cluster.listen-address= 2>"$work/alertmanager.log" &
+pids+=($!)
+prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prom-data" \
+  --web.listen-address="127.0.0.1:$prom_port" 2>"$work/prometheus.log" &
+pids+=($!)
+wait_for "http://127.0.0.1:$am_port/-/ready" "Alertmanager"
+wait_for "http://127.0.0.1:$prom_port/-/ready" "Prometheus"
 
-echo "demo: sending alertprof the webhook Alertmanager would send for HighCPU"
-now=$(date -u +%Y-%m-%dT%H:%M:%S.000Z)
-curl -fsS -X POST -H 'Content-Type: application/json' "http://127.0.0.1:$alertprof_port/api/v1/alerts" -d @- <<JSON
-{"version":"4","status":"firing","receiver":"alertprof","groupLabels":{},"commonLabels":{},
- "commonAnnotations":{},"externalURL":"http://127.0.0.1:9093","groupKey":"demo","truncatedAlerts":0,
- "alerts":[{"status":"firing","labels":{"alertname":"HighCPU","job":"demo"},"annotations":{},
- "startsAt":"$now","endsAt":"0001-01-01T00:00:00Z","generatorURL":"","fingerprint":"demo$(date +%s)"}]}
-JSON
-echo
+echo "demo: waiting for Prometheus to scrape the quiet service"
+for _ in $(seq 1 100); do
+  seen=$(curl -fsS "http://127.0.0.1:$prom_port/api/v1/query?query=count_over_time(go_goroutines%5B1m%5D)" |
+    json 'd["data"]["result"][0]["value"][1] if d["data"]["result"] else 0')
+  [ "$seen" -ge 3 ] && break
+  sleep 0.2
+done
 
-for _ in $(seq 1 150); do
-  decisions=$(curl -fsS "http://127.0.0.1:$alertprof_port/api/v1/decisions")
-  [ "$decisions" != "[]" ] && break
+echo "demo: the service spikes: 2000 goroutines parked, a core busy in main.burnCPU"
+curl -fsS "http://127.0.0.1:$demo_port/goroutines?n=2000" >/dev/null
+curl -fsS "http://127.0.0.1:$demo_port/burn?seconds=20&workers=1" >/dev/null
+
+echo "demo: Prometheus fires GoroutineSpike, Alertmanager posts it to alertprof..."
+auth="Authorization: Bearer am-demo-token"
+decision=""
+for _ in $(seq 1 600); do
+  decision=$(curl -fsS -H "$auth" "http://127.0.0.1:$alertprof_port/api/v1/decisions" |
+    json 'json.dumps(next((x for x in d if x.get("alertname") == "GoroutineSpike"), ""))')
+  [ "$decision" != '""' ] && [ -n "$decision" ] && break
   sleep 0.1
 done
 echo "demo: alertprof's decision:"
-echo "$decisions" | python3 -m json.tool
-echo "$decisions" | grep -q '"outcome":"captured"' || { echo "demo: nothing captured; see $work/alertprof.log" >&2; exit 1; }
+echo "$decision" | python3 -m json.tool
+echo "$decision" | grep -q '"outcome": "captured"' || { echo "demo: nothing captured; see $work/*.log" >&2; exit 1; }
 
-echo "demo: stored under $work/data/demo:"
+echo
+echo "demo: profiles stored in $work/data/demo:"
 ls -l "$work/data/demo"
-for kind in cpu goroutine; do
+for kind in goroutine cpu; do
   profile=$(ls "$work"/data/demo/*-"$kind".pb.gz)
   echo
   echo "demo: go tool pprof -top $profile"
   go tool pprof -top "$profile" 2>/dev/null | head -n 12
 done
+
+echo
+echo "demo: the Grafana annotations (GET /api/annotations?tags=alertprof):"
+curl -fsS -H "Authorization: Bearer glsa_demo" "http://127.0.0.1:$grafana_port/api/annotations?tags=alertprof" |
+  json '"\n".join("  tags %s\n  time %s..%s\n  text %s" % (a["tags"], a["time"], a["timeEnd"], a["text"]) for a in d)'
+link=$(curl -fsS -H "Authorization: Bearer glsa_demo" "http://127.0.0.1:$grafana_port/api/annotations?tags=goroutine" |
+  json 'd[0]["text"].split("href=\"")[1].split("\"")[0]')
+curl -fsS -H "$auth" -o "$work/downloaded.pb.gz" "$link"
+echo
+echo "demo: the annotation's link $link"
+echo "demo: downloads $(wc -c <"$work/downloaded.pb.gz") bytes, the same as the stored file: $(cmp -s "$work/downloaded.pb.gz" "$(ls "$work"/data/demo/*-goroutine.pb.gz)" && echo yes || echo NO)"

@@ -19,11 +19,9 @@ fn yaml(path: &str) -> Value {
 }
 
 fn run(program: &str, args: &[&str], dir: &Path) -> std::process::Output {
-    Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} runs (apt-get install prometheus prometheus-alertmanager): {e}"))
+    Command::new(program).args(args).current_dir(dir).output().unwrap_or_else(|e| {
+        panic!("{program} runs (apt-get install prometheus prometheus-alertmanager): {e}")
+    })
 }
 
 /// `promtool check rules` and `promtool test rules` pass, and a wrong expectation fails.
@@ -34,7 +32,12 @@ fn prometheus_rules_check_and_unit_tests() {
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
     assert!(String::from_utf8_lossy(&check.stdout).contains("SUCCESS: 4 rules found"));
     let test = run("promtool", &["test", "rules", "alertprof.rules.test.yml"], &rules);
-    assert!(test.status.success(), "{}{}", String::from_utf8_lossy(&test.stdout), String::from_utf8_lossy(&test.stderr));
+    assert!(
+        test.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&test.stdout),
+        String::from_utf8_lossy(&test.stderr)
+    );
 
     // The unit tests can fail: expect 80% where the rule sees 90%.
     let dir = tempfile::tempdir().unwrap();
@@ -57,7 +60,8 @@ fn alertmanager_config() {
     let route = &config["route"]["routes"][0];
     assert_eq!(route["matchers"][0], "alertprof=\"true\"");
     assert_eq!(route["group_wait"], "0s");
-    let receiver = config["receivers"].as_array().unwrap().iter().find(|r| r["name"] == route["receiver"]).unwrap();
+    let receiver =
+        config["receivers"].as_array().unwrap().iter().find(|r| r["name"] == route["receiver"]).unwrap();
     let webhook = &receiver["webhook_configs"][0];
     assert!(webhook["url"].as_str().unwrap().ends_with("/api/v1/alerts"));
     assert_eq!(webhook["send_resolved"], true);
@@ -106,13 +110,15 @@ fn grafana_files_agree_with_annotations() {
         .iter()
         .find(|a| a["target"]["type"] == "tags")
         .expect("a tag annotation query");
-    let wanted: Vec<&str> = query["target"]["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let wanted: Vec<&str> =
+        query["target"]["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
     assert!(!wanted.is_empty());
 
     // What alertprof sends with a default grafana section.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("t"), "x").unwrap();
-    let config = Config::parse("grafana: {url: \"http://127.0.0.1:3000\", token_file: t}\n", dir.path()).unwrap();
+    let config =
+        Config::parse("grafana: {url: \"http://127.0.0.1:3000\", token_file: t}\n", dir.path()).unwrap();
     let client = GrafanaClient::new(config.grafana.as_ref().unwrap(), &config.external_url);
     let now = chrono::Utc::now();
     let capture = CaptureMeta {

@@ -22,12 +22,10 @@ struct Server {
 impl Server {
     fn start(program: &str, args: &[String], log: PathBuf) -> Server {
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(program)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{program} starts (apt-get install prometheus prometheus-alertmanager): {e}"));
+        let child =
+            Command::new(program).args(args).stdout(Stdio::null()).stderr(file).spawn().unwrap_or_else(|e| {
+                panic!("{program} starts (apt-get install prometheus prometheus-alertmanager): {e}")
+            });
         Server { child, log }
     }
 
@@ -145,7 +143,8 @@ rules:
     // Let Prometheus see the quiet demo for a few scrapes, then spike.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let query = format!("http://127.0.0.1:{prom_port}/api/v1/query?query=count_over_time(go_goroutines[1m])");
+        let query =
+            format!("http://127.0.0.1:{prom_port}/api/v1/query?query=count_over_time(go_goroutines[1m])");
         let answer: Value = support::client().get(query).send().await.unwrap().json().await.unwrap();
         let seen = answer["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse::<u32>().ok());
         if seen.is_some_and(|n| n >= 3) {
@@ -159,7 +158,8 @@ rules:
     let deadline = Instant::now() + Duration::from_secs(60);
     let decision = loop {
         let decisions = running.get_json_auth("/api/v1/decisions", "am-s3cret").await;
-        if let Some(found) = decisions.as_array().unwrap().iter().find(|d| d["alertname"] == "GoroutineSpike") {
+        if let Some(found) = decisions.as_array().unwrap().iter().find(|d| d["alertname"] == "GoroutineSpike")
+        {
             break found.clone();
         }
         assert!(
@@ -196,7 +196,10 @@ rules:
         .unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     let annotation = &listed[0];
-    assert_eq!(annotation["tags"], json!(["alertprof", "demo", "goroutine-spike", "goroutine", "GoroutineSpike"]));
+    assert_eq!(
+        annotation["tags"],
+        json!(["alertprof", "demo", "goroutine-spike", "goroutine", "GoroutineSpike"])
+    );
     assert_eq!(annotation["dashboardUID"], "alertprof");
     let started = chrono::DateTime::parse_from_rfc3339(capture["started_at"].as_str().unwrap()).unwrap();
     let finished = chrono::DateTime::parse_from_rfc3339(capture["finished_at"].as_str().unwrap()).unwrap();
