@@ -13,7 +13,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::app::App;
-use crate::config::Auth;
+use crate::config::Credentials;
 use crate::store::{CaptureFilter, StoreError, is_valid_id};
 
 /// Most items a list answers with.
@@ -101,22 +101,22 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
 
 /// Whether the request carries the configured credentials. Secrets are compared in
 /// constant time.
-pub fn authorized(auth: &Auth, headers: &HeaderMap) -> bool {
+pub fn authorized(expected: &Credentials, headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
-    let credentials = credentials.trim();
-    match auth {
-        Auth::Bearer(token) => {
+    let (scheme, given) = value.split_once(' ').unwrap_or((value, ""));
+    let given = given.trim();
+    match expected {
+        Credentials::Bearer(token) => {
             scheme.eq_ignore_ascii_case("bearer")
-                && bool::from(credentials.as_bytes().ct_eq(token.expose().as_bytes()))
+                && bool::from(given.as_bytes().ct_eq(token.expose().as_bytes()))
         }
-        Auth::Basic { username, password } => {
+        Credentials::Basic { username, password } => {
             if !scheme.eq_ignore_ascii_case("basic") {
                 return false;
             }
-            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(credentials) else {
+            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(given) else {
                 return false;
             };
             let Some((user, pass)) = std::str::from_utf8(&decoded).ok().and_then(|s| s.split_once(':'))

@@ -241,3 +241,51 @@ async fn health_and_reload() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(app.config().rules[0].name, "x");
 }
+
+/// Deeply nested JSON is skipped or refused, never a stack overflow; 100k alerts in one
+/// payload are refused with 413 before any work; nothing is recorded.
+#[tokio::test]
+async fn hostile_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = BASE
+        .replace("{data}", &dir.path().join("data").display().to_string())
+        .replace("max_body_size: 2KiB", "max_body_size: 16MiB");
+    let (app, _queue_rx) = App::new(Config::parse(&text, dir.path()).unwrap(), None).unwrap();
+
+    // In an unknown field it is skipped; where a type is expected it is refused at once.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let (status, answer) =
+        call(&app, post("/api/v1/alerts", format!("{{\"x\": {deep}, \"alerts\": []}}"))).await;
+    assert_eq!((status, answer), (StatusCode::OK, json!({"accepted": 0, "ignored": 0})));
+    let (status, answer) = call(&app, post("/api/v1/alerts", format!("{{\"alerts\": {deep}}}"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(answer["error"].as_str().unwrap().contains("invalid type"), "{answer}");
+
+    let alert = r#"{"status":"firing","labels":{"alertname":"HighCPU","job":"checkout"}}"#;
+    let many = format!("{{\"alerts\": [{}]}}", vec![alert; 100_000].join(","));
+    assert!(many.len() > 6 << 20);
+    let (status, answer) = call(&app, post("/api/v1/alerts", many)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer["error"], "100000 alerts in one payload; at most 10000 are taken (webhook.max_alerts)");
+    let (_, decisions) = call(&app, get("/api/v1/decisions")).await;
+    assert_eq!(decisions, json!([]));
+}
+
+/// With `protect_metrics` and `protect_health`, /metrics and health need the credentials
+/// too; `POST /-/reload` always does when auth is set.
+#[tokio::test]
+async fn auth_can_cover_metrics_and_health() {
+    let open = fixture("auth: {bearer_token_file: token}\n");
+    let reload = || Request::post("/-/reload").body(Body::empty()).unwrap();
+    assert_eq!(call(&open.app, reload()).await.0, StatusCode::UNAUTHORIZED);
+    let with_token = Request::post("/-/reload").header("authorization", "Bearer s3cret").body(Body::empty());
+    assert_eq!(call(&open.app, with_token.unwrap()).await.0, StatusCode::OK);
+
+    let closed = fixture("auth: {bearer_token_file: token, protect_metrics: true, protect_health: true}\n");
+    for path in ["/metrics", "/-/healthy", "/-/ready"] {
+        assert_eq!(call(&closed.app, get(path)).await.0, StatusCode::UNAUTHORIZED, "{path}");
+        let request =
+            Request::get(path).header("authorization", "Bearer s3cret").body(Body::empty()).unwrap();
+        assert_eq!(call(&closed.app, request).await.0, StatusCode::OK, "{path}");
+    }
+}

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::annotate::GrafanaClient;
 use crate::capture::PprofClient;
-use crate::config::{Auth, Config, ConfigError};
+use crate::config::{Config, ConfigError, Credentials};
 use crate::decision::{Decision, DecisionLog, Outcome};
 use crate::gate::Gate;
 use crate::intake::IntakeError;
@@ -173,20 +173,30 @@ fn stale_after(config: &Config) -> Duration {
 /// The HTTP API. Built by a function so tests call it in-process.
 pub fn router(app: Arc<App>) -> Router {
     let max_body = app.config().webhook.max_body_bytes as usize;
+    let guard = |area: Area| middleware::from_fn_with_state((app.clone(), area), require_auth);
     let api = Router::new()
         .route("/api/v1/alerts", post(crate::intake::receive_alerts).layer(DefaultBodyLimit::max(max_body)))
         .route("/api/v1/captures", get(crate::api::list_captures))
         .route("/api/v1/captures/{id}", get(crate::api::get_capture))
         .route("/api/v1/captures/{id}/profile", get(crate::api::get_profile))
         .route("/api/v1/decisions", get(crate::api::list_decisions))
-        .route_layer(middleware::from_fn_with_state(app.clone(), require_auth));
-    Router::new()
-        .merge(api)
-        .route("/metrics", get(crate::api::metrics))
+        .route("/-/reload", post(reload))
+        .route_layer(guard(Area::Api));
+    let metrics = Router::new().route("/metrics", get(crate::api::metrics)).route_layer(guard(Area::Metrics));
+    let health = Router::new()
         .route("/-/healthy", get(|| async { "alertprof is Healthy.\n" }))
         .route("/-/ready", get(|| async { "alertprof is Ready.\n" }))
-        .route("/-/reload", post(reload))
-        .with_state(app)
+        .route_layer(guard(Area::Health));
+    Router::new().merge(api).merge(metrics).merge(health).with_state(app)
+}
+
+/// Which endpoints a request is for, as far as auth goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Area {
+    /// `/api/*` and `POST /-/reload`: always behind `auth` when it is set.
+    Api,
+    Metrics,
+    Health,
 }
 
 async fn reload(State(app): State<Arc<App>>) -> Response {
@@ -197,23 +207,27 @@ async fn reload(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-/// `/api/*` needs the configured bearer token or basic credentials, compared in constant time.
+/// Asks for the configured bearer token or basic credentials where the config says so;
+/// secrets are compared in constant time.
 async fn require_auth(
-    State(app): State<Arc<App>>,
+    State((app, area)): State<(Arc<App>, Area)>,
     headers: HeaderMap,
     request: axum::extract::Request,
     next: Next,
 ) -> Response {
     let config = app.config();
-    let Some(auth) = &config.auth else {
-        return next.run(request).await;
+    let Some(auth) = &config.auth else { return next.run(request).await };
+    let needed = match area {
+        Area::Api => true,
+        Area::Metrics => auth.protect_metrics,
+        Area::Health => auth.protect_health,
     };
-    if crate::api::authorized(auth, &headers) {
+    if !needed || crate::api::authorized(&auth.credentials, &headers) {
         return next.run(request).await;
     }
-    let challenge = match auth {
-        Auth::Bearer(_) => "Bearer realm=\"alertprof\"",
-        Auth::Basic { .. } => "Basic realm=\"alertprof\"",
+    let challenge = match auth.credentials {
+        Credentials::Bearer(_) => "Bearer realm=\"alertprof\"",
+        Credentials::Basic { .. } => "Basic realm=\"alertprof\"",
     };
     (StatusCode::UNAUTHORIZED, [("www-authenticate", challenge)], "unauthorized\n").into_response()
 }

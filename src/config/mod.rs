@@ -61,9 +61,18 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Who may call `/api/*`.
+/// Who may call `/api/*` and `POST /-/reload`, and optionally `/metrics` and health.
 #[derive(Debug, Clone)]
-pub enum Auth {
+pub struct Auth {
+    pub credentials: Credentials,
+    /// Whether `/metrics` needs the credentials too (Prometheus then sends them).
+    pub protect_metrics: bool,
+    /// Whether `/-/healthy` and `/-/ready` need them (probes usually cannot).
+    pub protect_health: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Credentials {
     Bearer(Secret),
     Basic { username: String, password: Secret },
 }
@@ -72,6 +81,8 @@ pub enum Auth {
 pub struct WebhookConfig {
     /// Larger request bodies are refused with 413 before they are parsed.
     pub max_body_bytes: u64,
+    /// Payloads with more alerts are refused with 413: the work per payload stays bounded.
+    pub max_alerts: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -404,9 +415,21 @@ fn read_secret(w: &mut Walker, path: &str, value: &Value, base: &Path) -> Option
 }
 
 fn read_auth(w: &mut Walker, path: &str, value: &Value, base: &Path) -> Option<Auth> {
-    let auth = w.object(path, value, &["bearer_token_file", "basic_auth"])?;
+    let auth =
+        w.object(path, value, &["bearer_token_file", "basic_auth", "protect_metrics", "protect_health"])?;
+    let protect_metrics = optional(w, &auth, "protect_metrics", false, Walker::boolean);
+    let protect_health = optional(w, &auth, "protect_health", false, Walker::boolean);
+    let credentials = read_credentials(w, path, &auth, base);
+    Some(Auth {
+        credentials: credentials?,
+        protect_metrics: protect_metrics?,
+        protect_health: protect_health?,
+    })
+}
+
+fn read_credentials(w: &mut Walker, path: &str, auth: &Object<'_>, base: &Path) -> Option<Credentials> {
     match (auth.get("bearer_token_file"), auth.get("basic_auth")) {
-        (Some((path, value)), None) => read_secret(w, &path, value, base).map(Auth::Bearer),
+        (Some((path, value)), None) => read_secret(w, &path, value, base).map(Credentials::Bearer),
         (None, Some((path, value))) => {
             let basic = w.object(&path, value, &["username", "password_file"])?;
             let username = match basic.get("username") {
@@ -423,7 +446,7 @@ fn read_auth(w: &mut Walker, path: &str, value: &Value, base: &Path) -> Option<A
                     None
                 }
             };
-            Some(Auth::Basic { username: username?, password: password? })
+            Some(Credentials::Basic { username: username?, password: password? })
         }
         (Some(_), Some(_)) => {
             w.report(path, "give bearer_token_file or basic_auth, not both");
@@ -437,13 +460,16 @@ fn read_auth(w: &mut Walker, path: &str, value: &Value, base: &Path) -> Option<A
 }
 
 fn read_webhook(w: &mut Walker, entry: Option<(String, &Value)>) -> Option<WebhookConfig> {
-    let default = WebhookConfig { max_body_bytes: 4 << 20 };
+    let default = WebhookConfig { max_body_bytes: 4 << 20, max_alerts: 10_000 };
     let Some((path, value)) = entry else {
         return Some(default);
     };
-    let object = w.object(&path, value, &["max_body_size"])?;
+    let object = w.object(&path, value, &["max_body_size", "max_alerts"])?;
     let max_body_bytes = optional(w, &object, "max_body_size", default.max_body_bytes, Walker::size);
-    Some(WebhookConfig { max_body_bytes: max_body_bytes? })
+    let max_alerts = optional(w, &object, "max_alerts", default.max_alerts, |w, p, v| {
+        w.integer(p, v, 1, 1_000_000).map(|n| n as usize)
+    });
+    Some(WebhookConfig { max_body_bytes: max_body_bytes?, max_alerts: max_alerts? })
 }
 
 fn read_gate(w: &mut Walker, entry: Option<(String, &Value)>) -> Option<GateConfig> {
@@ -898,7 +924,9 @@ rules:
         assert_eq!(config.gate.queue_size, 1024);
         assert_eq!(config.storage.dir, dir.path().join("./alertprof-data"));
         assert_eq!(config.storage.max_bytes, Some(1 << 30));
-        assert!(matches!(&config.auth, Some(Auth::Bearer(token)) if token.expose() == "tok"));
+        let auth = config.auth.as_ref().unwrap();
+        assert!(matches!(&auth.credentials, Credentials::Bearer(token) if token.expose() == "tok"));
+        assert!(!auth.protect_metrics && !auth.protect_health);
         let grafana = config.grafana.as_ref().unwrap();
         assert_eq!(grafana.token.as_ref().unwrap().expose(), "glsa_x");
         assert_eq!(format!("{grafana:?}").matches("glsa_x").count(), 0, "secrets never print");

@@ -26,6 +26,8 @@ use crate::store::TriggerSource;
 pub enum IntakeError {
     #[error("malformed payload: {0}")]
     Malformed(String),
+    #[error("{count} alerts in one payload; at most {max} are taken (webhook.max_alerts)")]
+    TooManyAlerts { count: usize, max: usize },
     #[error("queue full ({capacity} jobs waiting); retry later")]
     QueueFull { capacity: usize },
     #[error("alertprof is shutting down")]
@@ -36,6 +38,7 @@ impl IntakeError {
     fn status(&self) -> StatusCode {
         match self {
             IntakeError::Malformed(_) => StatusCode::BAD_REQUEST,
+            IntakeError::TooManyAlerts { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IntakeError::QueueFull { .. } | IntakeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -69,6 +72,12 @@ fn accept(app: &App, body: &[u8]) -> Result<(usize, usize), IntakeError> {
         serde_json::from_slice(body).map_err(|error| IntakeError::Malformed(error.to_string()))?;
     payload.check().map_err(IntakeError::Malformed)?;
     let config = app.config();
+    if payload.alerts.len() > config.webhook.max_alerts {
+        return Err(IntakeError::TooManyAlerts {
+            count: payload.alerts.len(),
+            max: config.webhook.max_alerts,
+        });
+    }
     let now = Utc::now();
     let mut jobs = Vec::new();
     let mut decisions = Vec::new();
