@@ -130,3 +130,91 @@ async fn profiler_in_use_is_retried() {
     assert_eq!(tries.load(Ordering::SeqCst), 3);
     running.stop().await;
 }
+
+/// How the switchable target below misbehaves.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Hang,
+    Trickle,
+    InUse,
+    NotFound,
+    Garbage,
+    TooLarge,
+    Fine,
+}
+
+/// One target, one fault after another, each followed by a good capture: every fault is
+/// a failed decision with its reason and no file, and the next capture works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fault_then_a_good_capture() {
+    let demo = support::Demo::start();
+    let mode = Arc::new(std::sync::Mutex::new(Mode::Fine));
+    let upstream = demo.url();
+    let addr = {
+        let mode = mode.clone();
+        fake_target(move || {
+            let current = *mode.lock().unwrap();
+            let upstream = upstream.clone();
+            async move {
+                match current {
+                    Mode::Hang => {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        StatusCode::OK.into_response()
+                    }
+                    Mode::Trickle => {
+                        let drip = futures_util::stream::unfold(0u32, |n| async move {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            (n < 100).then(|| (Ok::<_, std::io::Error>(vec![0x1f_u8]), n + 1))
+                        });
+                        axum::body::Body::from_stream(drip).into_response()
+                    }
+                    Mode::InUse => {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "cpu profiling already in use").into_response()
+                    }
+                    Mode::NotFound => (StatusCode::NOT_FOUND, "404 page not found\n").into_response(),
+                    Mode::Garbage => "goroutine 1 [running]:\nnot a heap profile".into_response(),
+                    Mode::TooLarge => vec![7u8; 1 << 20].into_response(),
+                    Mode::Fine => {
+                        let heap = support::client().get(format!("{upstream}/debug/pprof/heap")).send().await.unwrap();
+                        heap.bytes().await.unwrap().into_response()
+                    }
+                }
+            }
+        })
+        .await
+    };
+    let data = tempfile::tempdir().unwrap();
+    let running = Running::start(&CONFIG.replace("TARGET_URL", &format!("http://{addr}")), data.path()).await;
+    let faults = [
+        (Mode::Hang, "no complete answer from"),
+        (Mode::Trickle, "no complete answer from"),
+        (Mode::InUse, "answered 500: cpu profiling already in use"),
+        (Mode::NotFound, "answered 404: 404 page not found"),
+        (Mode::Garbage, "invalid heap body"),
+        (Mode::TooLarge, "sent more than 65536 bytes"),
+    ];
+    let mut decided = 0;
+    for (n, (fault, reason)) in faults.into_iter().enumerate() {
+        for (current, expected) in [(fault, Some(reason)), (Mode::Fine, None)] {
+            *mode.lock().unwrap() = current;
+            decided += 1;
+            let fingerprint = format!("{n}-{current:?}");
+            running.post_alerts(&payload(&[(json!({"alertname": "Spike"}), fingerprint.as_str())])).await;
+            let decision = running.wait_decisions(decided, Duration::from_secs(20)).await[0].clone();
+            match expected {
+                Some(reason) => {
+                    assert_eq!(decision["outcome"], "capture_failed", "{fault:?}: {decision}");
+                    let text = decision["reason"].as_str().unwrap();
+                    assert!(text.contains(reason), "{fault:?}: {text:?} does not say {reason:?}");
+                }
+                None => assert_eq!(decision["outcome"], "captured", "after {fault:?}: {decision}"),
+            }
+        }
+    }
+    let files = files_in(&data.path().join("t"));
+    let profiles: Vec<&String> = files.iter().filter(|f| !f.ends_with(".json")).collect();
+    assert_eq!(profiles.len(), 6, "only the good captures left a profile: {files:?}");
+    assert_eq!(files.len(), 18, "and metadata of all twelve");
+    assert_eq!(files_in(&data.path().join(".tmp")), Vec::<String>::new());
+    running.stop().await;
+}
