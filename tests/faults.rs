@@ -175,7 +175,11 @@ async fn each_fault_then_a_good_capture() {
                     Mode::Garbage => "goroutine 1 [running]:\nnot a heap profile".into_response(),
                     Mode::TooLarge => vec![7u8; 1 << 20].into_response(),
                     Mode::Fine => {
-                        let heap = support::client().get(format!("{upstream}/debug/pprof/heap")).send().await.unwrap();
+                        let heap = support::client()
+                            .get(format!("{upstream}/debug/pprof/heap"))
+                            .send()
+                            .await
+                            .unwrap();
                         heap.bytes().await.unwrap().into_response()
                     }
                 }

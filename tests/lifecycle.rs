@@ -1,0 +1,273 @@
+//! Restarts, shutdown and storage faults with the real binary: SIGTERM during a long CPU
+//! capture, `kill -9` in the middle of a download, a full disk, a storage path in the way.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alertprof::capture::profile::{Profile, ValueType};
+use axum::response::IntoResponse;
+use prost::Message;
+use serde_json::{Value, json};
+use support::{Running, client, closed_port, fake_target, files_in, payload};
+
+/// `alertprof serve` in `dir`, optionally wrapped (e.g. in `unshare`); killed on drop.
+struct Serve {
+    child: Child,
+    base: String,
+}
+
+impl Serve {
+    async fn start(dir: &Path, config: &str, wrap: Option<String>) -> Serve {
+        let port = closed_port();
+        std::fs::write(dir.join("alertprof.yaml"), format!("listen_address: 127.0.0.1:{port}\n{config}"))
+            .unwrap();
+        let binary = env!("CARGO_BIN_EXE_alertprof");
+        let mut command = match wrap {
+            None => {
+                let mut command = Command::new(binary);
+                command.args(["serve", "--config", "alertprof.yaml"]);
+                command
+            }
+            Some(script) => {
+                let mut command = Command::new("unshare");
+                command.args([
+                    "-m",
+                    "sh",
+                    "-c",
+                    &format!("{script} && exec {binary} serve --config alertprof.yaml"),
+                ]);
+                command
+            }
+        };
+        let child = command
+            .current_dir(dir)
+            .stderr(std::fs::File::create(dir.join("alertprof.log")).unwrap())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let serve = Serve { child, base: format!("http://127.0.0.1:{port}") };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while client().get(format!("{}/-/ready", serve.base)).send().await.is_err() {
+            assert!(Instant::now() < deadline, "alertprof did not start: {}", log(dir));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        serve
+    }
+
+    async fn post(&self, fingerprint: &str) -> u16 {
+        let alert = payload(&[(json!({"alertname": "Spike"}), fingerprint)]);
+        let answer = client().post(format!("{}/api/v1/alerts", self.base)).json(&alert).send().await.unwrap();
+        answer.status().as_u16()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        client().get(format!("{}{path}", self.base)).send().await.unwrap().json().await.unwrap()
+    }
+
+    async fn wait_decision(&self, count: usize) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let decisions = self.get("/api/v1/decisions").await;
+            if decisions.as_array().unwrap().len() >= count {
+                return decisions[0].clone();
+            }
+            assert!(Instant::now() < deadline, "no decision: {decisions}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+    }
+
+    fn wait(mut self) -> std::process::ExitStatus {
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+fn log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("alertprof.log")).unwrap_or_default()
+}
+
+fn config(target: &str, extra: &str) -> String {
+    format!(
+        "storage: {{dir: data}}\n{extra}targets: [{{name: t, pprof_url: \"{target}\"}}]\n\
+         rules: [{{name: r, alert_labels: {{alertname: Spike}}, capture: [cpu], seconds: 10, cooldown: 0s}}]\n"
+    )
+}
+
+/// A CPU profile of 10 s that the target answers only at the end (as Go does), behind a
+/// slow body: alertprof must be stopped in the middle of it.
+async fn slow_target() -> String {
+    let addr = fake_target(|| async {
+        let drip = futures_util::stream::unfold(0u32, |n| async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            (n < 200).then(|| (Ok::<_, std::io::Error>(vec![0x1f_u8, 0x8b]), n + 1))
+        });
+        axum::body::Body::from_stream(drip).into_response()
+    })
+    .await;
+    format!("http://{addr}")
+}
+
+/// SIGTERM while a 10 s CPU capture runs: after `shutdown_grace` the capture is cancelled,
+/// nothing partial is left, and the process exits 0 well before the capture would end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_discards_a_long_capture_after_the_grace() {
+    let target = slow_target().await;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path(), &config(&target, "capture: {shutdown_grace: 1s}\n"), None).await;
+    assert_eq!(serve.post("f1").await, 200);
+    let staged = dir.path().join("data/.tmp");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while files_in(&staged).is_empty() {
+        assert!(Instant::now() < deadline, "the download never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopping = Instant::now();
+    serve.signal("-TERM");
+    let status = tokio::task::spawn_blocking(move || serve.wait()).await.unwrap();
+    assert_eq!(status.code(), Some(0), "{}", log(dir.path()));
+    assert!(stopping.elapsed() < Duration::from_secs(8), "took {:?}", stopping.elapsed());
+    assert_eq!(files_in(&staged), Vec::<String>::new());
+    let kept = files_in(&dir.path().join("data/t"));
+    assert_eq!(kept.len(), 1, "only the failed capture's metadata: {kept:?}");
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("data/t").join(&kept[0])).unwrap()).unwrap();
+    assert_eq!(meta["status"], "failed");
+    assert_eq!(meta["error"], "stopped: alertprof is shutting down");
+    assert!(log(dir.path()).contains("cancelling them"));
+}
+
+/// `kill -9` in the middle of a download leaves a staged part only; the restarted service
+/// clears it, lists no capture for it, and still knows the alert (its admission was
+/// recorded before the request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_download_recovers() {
+    let target = slow_target().await;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path(), &config(&target, ""), None).await;
+    assert_eq!(serve.post("f1").await, 200);
+    let staged = dir.path().join("data/.tmp");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(staged.join(files_in(&staged).first().cloned().unwrap_or_default()))
+        .map_or(true, |m| m.len() < 8)
+    {
+        assert!(Instant::now() < deadline, "the download never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    serve.signal("-KILL");
+    let status = tokio::task::spawn_blocking(move || serve.wait()).await.unwrap();
+    assert_eq!(status.code(), None, "killed by a signal");
+    assert_eq!(files_in(&staged).len(), 1, "a partial download is left staged");
+    assert_eq!(files_in(&dir.path().join("data/t")), Vec::<String>::new(), "no partial profile");
+
+    let serve = Serve::start(dir.path(), &config(&target, ""), None).await;
+    assert_eq!(files_in(&staged), Vec::<String>::new(), "the part is cleared at start");
+    assert_eq!(serve.get("/api/v1/captures").await, json!([]));
+    assert_eq!(serve.post("f1").await, 200);
+    assert_eq!(serve.wait_decision(1).await["outcome"], "duplicate");
+}
+
+/// A profile of `size` bytes that does not compress, valid for validation.
+fn big_profile(size: usize) -> Vec<u8> {
+    let mut seed: u64 = 0x9e3779b97f4a7c15;
+    let mut strings = vec![String::new(), "samples".into(), "count".into()];
+    let mut total = 0;
+    while total < size {
+        let word: String = (0..64)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(seed >> 33) as usize % 36])
+            })
+            .collect();
+        total += word.len();
+        strings.push(word);
+    }
+    let profile = Profile {
+        string_table: strings,
+        sample_type: vec![ValueType { r#type: 1, unit: 2 }],
+        ..Default::default()
+    };
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut encoder, &profile.encode_to_vec()).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// The storage directory on a full disk (a 256 KiB tmpfs in the service's own mount
+/// namespace): a 600 KB profile fails with a clear reason, the service keeps answering,
+/// and a small profile afterwards is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_is_a_failed_decision_and_service_goes_on() {
+    let big = big_profile(600_000);
+    let small = big_profile(1000);
+    let serve_big = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let addr = {
+        let serve_big = serve_big.clone();
+        fake_target(move || {
+            let body =
+                if serve_big.load(std::sync::atomic::Ordering::SeqCst) { big.clone() } else { small.clone() };
+            async move { body.into_response() }
+        })
+        .await
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let config = format!(
+        "storage: {{dir: data}}\ntargets: [{{name: t, pprof_url: \"http://{addr}\"}}]\n\
+         rules: [{{name: r, alert_labels: {{alertname: Spike}}, capture: [heap], cooldown: 0s}}]\n"
+    );
+    let mount = "mount -t tmpfs -o size=256k tmpfs data".to_string();
+    let serve = Serve::start(dir.path(), &config, Some(mount)).await;
+    assert_eq!(serve.post("f1").await, 200);
+    let decision = serve.wait_decision(1).await;
+    assert_eq!(decision["outcome"], "capture_failed", "{decision}");
+    let reason = decision["reason"].as_str().unwrap();
+    assert!(reason.contains("No space left on device"), "{reason}");
+    assert_eq!(client().get(format!("{}/-/healthy", serve.base)).send().await.unwrap().status(), 200);
+
+    serve_big.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(serve.post("f2").await, 200);
+    let decision = serve.wait_decision(2).await;
+    assert_eq!(decision["outcome"], "captured", "{decision}");
+    let captures = serve.get("/api/v1/captures").await;
+    assert_eq!(captures.as_array().unwrap().iter().filter(|c| c["status"] == "ok").count(), 1);
+}
+
+/// Something in the way of the target's directory: the capture fails with the path in the
+/// reason, the gate state is untouched by it, and other targets are still captured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_path_in_the_way() {
+    let demo = support::Demo::start();
+    let data = tempfile::tempdir().unwrap();
+    let config = format!(
+        "storage: {{dir: \"{{data}}\"}}\ntargets:\n  - {{name: blocked, pprof_url: \"{0}\", alert_labels: {{job: a}}}}\n  \
+         - {{name: fine, pprof_url: \"{0}\", alert_labels: {{job: b}}}}\n\
+         rules: [{{name: r, alert_labels: {{alertname: Spike}}, capture: [goroutine]}}]\n",
+        demo.url()
+    );
+    std::fs::write(data.path().join("blocked"), "a file where the directory should be").unwrap();
+    let running = Running::start(&config, data.path()).await;
+    running.post_alerts(&payload(&[(json!({"alertname": "Spike", "job": "a"}), "a")])).await;
+    let decision = running.wait_decisions(1, Duration::from_secs(10)).await[0].clone();
+    assert_eq!(decision["outcome"], "capture_failed");
+    let reason = decision["reason"].as_str().unwrap();
+    assert!(reason.contains("cannot store the profile") && reason.contains("blocked"), "{reason}");
+    assert_eq!(files_in(&data.path().join(".tmp")), Vec::<String>::new());
+    running.post_alerts(&payload(&[(json!({"alertname": "Spike", "job": "b"}), "b")])).await;
+    let decision = running.wait_decisions(2, Duration::from_secs(10)).await[0].clone();
+    assert_eq!(decision["outcome"], "captured", "{decision}");
+    running.stop().await;
+}
