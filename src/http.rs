@@ -6,6 +6,11 @@ use std::time::Duration;
 /// A client with rustls on ring, a connect timeout, and redirects followed only within
 /// the same host and port (a target must not be able to send alertprof elsewhere).
 pub fn client() -> reqwest::Client {
+    builder().build().expect("the HTTP client builds")
+}
+
+/// The builder behind `client`, for clients that need more (pinned addresses).
+pub fn builder() -> reqwest::ClientBuilder {
     static PROVIDER: Once = Once::new();
     PROVIDER.call_once(|| {
         // Fails only if another provider was installed first, which is as good.
@@ -29,8 +34,6 @@ pub fn client() -> reqwest::Client {
         .connect_timeout(Duration::from_secs(5))
         .redirect(same_origin)
         .user_agent(concat!("alertprof/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("the HTTP client builds")
 }
 
 /// An error with its causes, `a: b: c`, since reqwest's own message hides the cause.

@@ -162,9 +162,12 @@ async fn kill_9_mid_download_recovers() {
     assert_eq!(serve.post("f1").await, 200);
     let staged = dir.path().join("data/.tmp");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::metadata(staged.join(files_in(&staged).first().cloned().unwrap_or_default()))
-        .map_or(true, |m| m.len() < 8)
-    {
+    let started = || {
+        files_in(&staged)
+            .first()
+            .is_some_and(|part| std::fs::metadata(staged.join(part)).is_ok_and(|m| m.len() >= 8))
+    };
+    while !started() {
         assert!(Instant::now() < deadline, "the download never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -1,6 +1,7 @@
 //! One job, start to end: gate pre-check, verify, admit, capture every kind, store, and
 //! one decision.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use chrono::Utc;
@@ -9,15 +10,20 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::spawn_blocking;
 
 use super::App;
-use crate::capture::ProfileKind;
+use crate::capture::{PprofClient, ProfileKind};
 use crate::decision::{AnnotationOutcome, Decision, Outcome};
 use crate::gate::Refusal;
 use crate::rules::Job;
+use crate::rules::endpoint::check_resolved;
 use crate::store::{CaptureMeta, CaptureStatus};
+use crate::verify::sampler::sample_metrics_now;
 use crate::verify::{Readings, Verdict};
 
 /// Runs a job to its decision. `slot` (a place among the jobs running) is given back once
 /// the captures are done, before Grafana is told: a slow Grafana never holds up captures.
+/// How long a templated target's /metrics may take when verified on arrival.
+const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub async fn run_job(app: &App, job: Job, slot: Option<OwnedSemaphorePermit>) {
     let decision = decide(app, &job, slot).await;
     app.record(decision);
@@ -55,10 +61,22 @@ async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Dec
     if let Some(refusal) = app.gate.check(job.dedupe.as_deref(), &rule.name, &target.name, Utc::now()) {
         return refusal_decision(job, refusal, Readings::new());
     }
-    let (readings, why) = match app.verifier.verify(&target.name, &rule.verify, Utc::now()) {
+    let verdict = if job.endpoint.templated && !rule.verify.is_empty() {
+        verify_on_arrival(app, job).await
+    } else {
+        app.verifier.verify(&target.name, &rule.verify, Utc::now())
+    };
+    let (readings, why) = match verdict {
         Verdict::Holds { readings, why } => (readings, why),
         Verdict::NotVerified { reason, readings } => {
             return Decision { readings, ..decision_for(job, Outcome::NotVerified, reason) };
+        }
+    };
+    let client = match pinned_client(app, job).await {
+        Ok(client) => client,
+        Err(why) => {
+            let reason = format!("refused before any request: {why}");
+            return Decision { readings, ..decision_for(job, Outcome::Refused, reason) };
         }
     };
     match app.gate.admit(job.dedupe.as_deref(), &rule.name, &target.name, rule.cooldown, Utc::now()) {
@@ -71,7 +89,8 @@ async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Dec
             };
         }
     }
-    let captures = join_all(rule.capture.iter().map(|&kind| capture(app, job, kind, &readings))).await;
+    let captures =
+        join_all(rule.capture.iter().map(|&kind| capture(app, job, kind, &readings, &client))).await;
     let failures: Vec<String> = captures
         .iter()
         .filter(|meta| !meta.is_ok())
@@ -128,16 +147,22 @@ async fn annotate(app: &App, captures: &[CaptureMeta], why: &[String]) -> Vec<An
 /// One kind from one target: waits for a place in flight (and the target's CPU profiler
 /// or tracer), downloads, validates and stores. Always returns the capture's metadata,
 /// kept or failed.
-async fn capture(app: &App, job: &Job, kind: ProfileKind, readings: &Readings) -> CaptureMeta {
+async fn capture(
+    app: &App,
+    job: &Job,
+    kind: ProfileKind,
+    readings: &Readings,
+    client: &PprofClient,
+) -> CaptureMeta {
     let (rule, target) = (job.rule(), job.target());
     let _slot = match kind.exclusive_slot() {
-        Some(slot) => Some(app.gate.exclusive(&target.name, slot).await),
+        Some(slot) => Some(app.gate.exclusive(&job.endpoint.slot_key(&target.name), slot).await),
         None => None,
     };
     let _permit = app.gate.in_flight().await;
     app.metrics.captures_in_flight.inc();
     let seconds = kind.is_timed().then_some(rule.seconds);
-    let url = crate::capture::PprofClient::profile_url(&target.pprof_url, kind, rule.seconds);
+    let url = crate::capture::PprofClient::profile_url(&job.endpoint.pprof_url, kind, rule.seconds);
     let started_at = Utc::now();
     let clock = Instant::now();
     let mut meta = CaptureMeta {
@@ -167,7 +192,7 @@ async fn capture(app: &App, job: &Job, kind: ProfileKind, readings: &Readings) -
     };
     meta.id = id;
     tracing::info!(id = %meta.id, url = %url, "Capture started.");
-    let fetched = app.client.fetch(&target.pprof_url, kind, rule.seconds, &staged, None, &app.abort).await;
+    let fetched = client.fetch(&job.endpoint.pprof_url, kind, rule.seconds, &staged, None, &app.abort).await;
     meta.finished_at = Utc::now();
     match fetched {
         Ok(fetched) => {
@@ -208,6 +233,54 @@ fn failed_before_start(app: &App, meta: CaptureMeta, kind: ProfileKind, error: S
     app.metrics.captures_in_flight.dec();
     app.metrics.capture(kind, false, 0.0, 0);
     failed(meta, format!("cannot stage the profile: {error}"))
+}
+
+/// For a templated URL with a host name: the addresses it resolves to, once checked
+/// against the allow list (no link-local or metadata address), to pin the connection to.
+/// `None` when there is nothing to pin (fixed URLs; IP literals were checked at intake).
+async fn checked_addresses(
+    url: &reqwest::Url,
+    job: &Job,
+) -> Result<Option<(String, Vec<SocketAddr>)>, String> {
+    let Some(host) = url.domain().filter(|_| job.endpoint.templated) else { return Ok(None) };
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|error| format!("cannot resolve {host}: {error}"))?
+        .collect();
+    let ips: Vec<std::net::IpAddr> = addresses.iter().map(SocketAddr::ip).collect();
+    check_resolved(&ips, &job.target().allowed_targets)?;
+    Ok(Some((host.to_string(), addresses)))
+}
+
+/// The pprof client for a job: the shared one, or one pinned to checked addresses.
+async fn pinned_client(app: &App, job: &Job) -> Result<PprofClient, String> {
+    Ok(match checked_addresses(&job.endpoint.pprof_url, job).await? {
+        Some((host, addresses)) => app.client.pinned(&host, &addresses),
+        None => app.client.clone(),
+    })
+}
+
+/// Verifies a templated target on its instance's /metrics, read now.
+async fn verify_on_arrival(app: &App, job: &Job) -> Verdict {
+    let (rule, target) = (job.rule(), job.target());
+    let url = job.endpoint.metrics_url.as_ref();
+    let http = match url {
+        Some(url) => match checked_addresses(url, job).await {
+            Ok(Some((host, addresses))) => crate::http::builder()
+                .resolve_to_addrs(&host, &addresses)
+                .build()
+                .expect("the HTTP client builds"),
+            Ok(None) => crate::http::client(),
+            Err(why) => {
+                let reason = format!("no reading: refused {url}: {why}");
+                return Verdict::NotVerified { reason, readings: Readings::new() };
+            }
+        },
+        None => crate::http::client(),
+    };
+    let sample = sample_metrics_now(target, &[rule], url, &http, SCRAPE_TIMEOUT).await;
+    app.verifier.judge_sample(&rule.verify, sample)
 }
 
 pub async fn enforce_retention(app: &App) {

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use super::{App, pipeline};
 use crate::config::Config;
 use crate::decision::{Decision, Outcome};
-use crate::rules::Job;
+use crate::rules::{Endpoint, Job};
 use crate::store::{Trigger, TriggerSource};
 use crate::verify::Verdict;
 use crate::verify::sampler::{Probe, sample};
@@ -59,6 +59,8 @@ pub fn sampling_interval(config: &Config, target: usize) -> Duration {
 
 async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: CancellationToken) {
     let target = &config.targets[index];
+    // Targets with templated URLs have no one instance to sample.
+    let Some(endpoint) = Endpoint::fixed(target) else { return };
     let rules: Vec<_> =
         config.rules.iter().enumerate().filter(|(_, rule)| rule.targets.contains(&index)).collect();
     let rule_refs: Vec<_> = rules.iter().map(|(_, rule)| *rule).collect();
@@ -121,6 +123,7 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
                     labels: Default::default(),
                 },
                 dedupe: None,
+                endpoint: endpoint.clone(),
             };
             // Every tick ends in a decision; one that repeats the previous outcome is
             // counted and debug-logged, not listed.

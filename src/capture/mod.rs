@@ -69,6 +69,14 @@ impl PprofClient {
         PprofClient { http: crate::http::client(), settings }
     }
 
+    /// The same client, but connecting to `host` only at `addresses` (checked once
+    /// resolved, so a second lookup cannot lead elsewhere).
+    pub fn pinned(&self, host: &str, addresses: &[std::net::SocketAddr]) -> PprofClient {
+        let http =
+            crate::http::builder().resolve_to_addrs(host, addresses).build().expect("the HTTP client builds");
+        PprofClient { http, settings: self.settings.clone() }
+    }
+
     /// The full URL of `kind` under a pprof base URL (a path prefix in the base is kept).
     pub fn profile_url(base: &Url, kind: ProfileKind, seconds: u32) -> Url {
         let joined = format!("{}{}", base.as_str().trim_end_matches('/'), kind.request_path(seconds));

@@ -14,9 +14,10 @@ use reqwest::Url;
 use serde_json::Value;
 
 use crate::capture::ProfileKind;
+use crate::rules::endpoint::{AllowedTarget, UrlSpec, UrlTemplate};
 pub use units::{format_duration, parse_duration, parse_size};
-pub use walk::Problem;
 use walk::{Object, Walker, field, index};
+pub use walk::{Problem, is_label_name};
 
 /// The whole validated config. Everything here has been checked; code downstream never
 /// re-validates it.
@@ -128,9 +129,11 @@ pub struct GrafanaConfig {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub name: String,
-    /// Base URL; `/debug/pprof/...` is appended.
-    pub pprof_url: Url,
-    pub metrics_url: Option<Url>,
+    /// Base URL; `/debug/pprof/...` is appended. May be templated from alert labels.
+    pub pprof_url: UrlSpec,
+    pub metrics_url: Option<UrlSpec>,
+    /// Where templated URLs may lead; required with them.
+    pub allowed_targets: Vec<AllowedTarget>,
     pub process: Option<ProcessRef>,
     /// An alert whose labels include all of these is for this target.
     pub alert_labels: BTreeMap<String, String>,
@@ -341,7 +344,7 @@ fn read_config(w: &mut Walker, tree: &Value, base: &Path) -> Option<Config> {
         None => Some(None),
     };
     let targets = read_targets(w, top.get("targets"));
-    let rules = read_rules(w, top.get("rules"), &declared_target_names(top.get("targets")));
+    let rules = read_rules(w, top.get("rules"), &declared_targets(top.get("targets")));
     Some(Config {
         listen_address: listen_address?,
         external_url: external_url?,
@@ -389,6 +392,25 @@ fn read_url(w: &mut Walker, path: &str, value: &Value) -> Option<Url> {
         }
         Err(error) => {
             w.report(path, format!("{text:?} is not a URL: {error}"));
+            None
+        }
+    }
+}
+
+/// A target URL: fixed, or a `{{ labels.NAME }}` template.
+fn read_url_spec(w: &mut Walker, path: &str, value: &Value) -> Option<UrlSpec> {
+    let text = w.string(path, value)?;
+    if !text.contains("{{") && !text.contains("}}") {
+        return read_url(w, path, value).map(UrlSpec::Fixed);
+    }
+    let template = UrlTemplate::parse(text).map_err(|message| w.report(path, message)).ok()?;
+    match Url::parse(&template.sample()) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Some(UrlSpec::Template(template)),
+        _ => {
+            w.report(
+                path,
+                format!("{text:?} must be an http:// or https:// URL once its labels are filled in"),
+            );
             None
         }
     }
@@ -611,33 +633,78 @@ fn read_targets(w: &mut Walker, entry: Option<(String, &Value)>) -> Option<Vec<T
     targets.into_iter().collect()
 }
 
-/// Target names as written, even if a target is otherwise invalid, so that rules naming
-/// it are not reported as naming an unknown target too.
-fn declared_target_names(entry: Option<(String, &Value)>) -> Vec<String> {
+/// A target as written, even if it is otherwise invalid, so that rules naming it are not
+/// reported as naming an unknown target too.
+struct Declared {
+    name: String,
+    templated: bool,
+}
+
+fn declared_targets(entry: Option<(String, &Value)>) -> Vec<Declared> {
     let items = entry.and_then(|(_, value)| value.as_array().cloned()).unwrap_or_default();
+    let text =
+        |item: &Value, key: &str| item.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
     items
         .iter()
-        .map(|item| item.get("name").and_then(Value::as_str).unwrap_or_default().to_string())
+        .map(|item| Declared {
+            name: text(item, "name"),
+            templated: text(item, "pprof_url").contains("{{") || text(item, "metrics_url").contains("{{"),
+        })
         .collect()
 }
 
 fn read_target(w: &mut Walker, path: &str, value: &Value, seen: &mut HashSet<String>) -> Option<Target> {
-    let object = w.object(path, value, &["name", "pprof_url", "metrics_url", "process", "alert_labels"])?;
+    let object = w.object(
+        path,
+        value,
+        &["name", "pprof_url", "metrics_url", "process", "alert_labels", "allowed_targets"],
+    )?;
     let name = read_name(w, &object, seen, "target");
     let pprof_url = match object.get("pprof_url") {
-        Some((p, v)) => read_url(w, &p, v),
+        Some((p, v)) => read_url_spec(w, &p, v),
         None => {
             w.report(path, "needs pprof_url");
             None
         }
     };
-    let metrics_url = optional(w, &object, "metrics_url", None, |w, p, v| read_url(w, p, v).map(Some));
+    let metrics_url = optional(w, &object, "metrics_url", None, |w, p, v| read_url_spec(w, p, v).map(Some));
     let process = optional(w, &object, "process", None, |w, p, v| read_process(w, p, v).map(Some));
     let alert_labels = optional(w, &object, "alert_labels", BTreeMap::new(), Walker::labels);
+    let allowed_targets = optional(w, &object, "allowed_targets", Vec::new(), |w, p, v| {
+        let items = w.list(p, v)?;
+        let parsed: Vec<Option<AllowedTarget>> = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let item_path = index(p, i);
+                let text = w.string(&item_path, item)?;
+                AllowedTarget::parse(text).map_err(|message| w.report(&item_path, message)).ok()
+            })
+            .collect();
+        parsed.into_iter().collect()
+    });
+    let templated = [&pprof_url, &metrics_url.clone().flatten()]
+        .iter()
+        .any(|spec| matches!(spec, Some(UrlSpec::Template(_))));
+    let allowed_path = field(path, "allowed_targets");
+    match (&allowed_targets, templated) {
+        (Some(allowed), true) if allowed.is_empty() => w.report(
+            &allowed_path,
+            "templated URLs need allowed_targets: the hosts and ports alert labels may lead to",
+        ),
+        (Some(allowed), false) if !allowed.is_empty() => {
+            w.report(&allowed_path, "applies only to templated URLs ({{ labels.NAME }})")
+        }
+        _ => {}
+    }
+    if templated && matches!(process, Some(Some(_))) {
+        w.report(&field(path, "process"), "a templated target has no one local process");
+    }
     Some(Target {
         name: name?,
         pprof_url: pprof_url?,
         metrics_url: metrics_url?,
+        allowed_targets: allowed_targets?,
         process: process?,
         alert_labels: alert_labels?,
     })
@@ -666,7 +733,7 @@ fn read_process(w: &mut Walker, path: &str, value: &Value) -> Option<ProcessRef>
     }
 }
 
-fn read_rules(w: &mut Walker, entry: Option<(String, &Value)>, targets: &[String]) -> Option<Vec<Rule>> {
+fn read_rules(w: &mut Walker, entry: Option<(String, &Value)>, targets: &[Declared]) -> Option<Vec<Rule>> {
     let Some((path, value)) = entry else {
         return Some(Vec::new());
     };
@@ -685,7 +752,7 @@ fn read_rule(
     path: &str,
     value: &Value,
     seen: &mut HashSet<String>,
-    targets: &[String],
+    targets: &[Declared],
 ) -> Option<Rule> {
     let object = w.object(
         path,
@@ -710,7 +777,7 @@ fn read_rule(
         for (i, item) in items.iter().enumerate() {
             let item_path = index(p, i);
             let name = w.string(&item_path, item)?;
-            match targets.iter().position(|target| target == name) {
+            match targets.iter().position(|target| target.name == name) {
                 Some(position) if !chosen.contains(&position) => chosen.push(position),
                 Some(_) => w.report(&item_path, format!("target {name:?} is listed twice")),
                 None => w.report(&item_path, format!("unknown target {name:?}")),
@@ -739,6 +806,16 @@ fn read_rule(
     let seconds = optional(w, &object, "seconds", 10, |w, p, v| w.integer(p, v, 1, 300).map(|n| n as u32));
     let cooldown = optional(w, &object, "cooldown", Duration::from_secs(300), Walker::duration);
     let on_resolved = optional(w, &object, "on_resolved", false, Walker::boolean);
+    if let (Some(Some(_)), Some(chosen)) = (&watch, &rule_targets) {
+        for &t in chosen {
+            if targets[t].templated {
+                w.report(
+                    &field(path, "watch"),
+                    format!("target {:?} has a templated URL; watch needs fixed URLs", targets[t].name),
+                );
+            }
+        }
+    }
     if let (Some(None), Some(None)) = (&alert_labels, &watch) {
         w.report(path, "needs alert_labels (to handle alerts) or watch (to evaluate locally), or both");
     }

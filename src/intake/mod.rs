@@ -87,7 +87,7 @@ fn accept(app: &App, body: &[u8]) -> Result<(usize, usize), IntakeError> {
         for found in match_alert(&config, alert) {
             match found {
                 Match::Job(job) => jobs.push(job),
-                Match::Skip { rule, outcome, reason } => decisions.push(Decision {
+                Match::Skip { rule, target, outcome, reason } => decisions.push(Decision {
                     at: now,
                     source: TriggerSource::Alertmanager,
                     outcome,
@@ -95,7 +95,7 @@ fn accept(app: &App, body: &[u8]) -> Result<(usize, usize), IntakeError> {
                     alertname: alert.alertname().map(str::to_string),
                     fingerprint: Some(alert.fingerprint()),
                     rule,
-                    target: None,
+                    target,
                     captures: Vec::new(),
                     readings: Default::default(),
                     annotations: Vec::new(),

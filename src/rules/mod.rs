@@ -2,13 +2,16 @@
 //! include its `alert_labels`; of the rule's targets, those whose `alert_labels` the
 //! alert's labels include.
 
+pub mod endpoint;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, Target};
 use crate::decision::Outcome;
 use crate::intake::{Alert, AlertStatus};
 use crate::store::{Trigger, TriggerSource};
+use endpoint::UrlSpec;
 
 /// One unit of work: capture what `rule` asks for from `target`, if it verifies and the
 /// gate lets it.
@@ -21,6 +24,62 @@ pub struct Job {
     pub trigger: Trigger,
     /// `None` for watch triggers, which the cooldown alone limits.
     pub dedupe: Option<String>,
+    /// Where the requests go: the target's URLs, rendered from the alert's labels if
+    /// templated.
+    pub endpoint: Endpoint,
+}
+
+/// A target's URLs for one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub pprof_url: reqwest::Url,
+    pub metrics_url: Option<reqwest::Url>,
+    /// Whether the URLs came from alert labels (and so were checked against
+    /// `allowed_targets`, and their host names must be checked once resolved).
+    pub templated: bool,
+}
+
+impl Endpoint {
+    /// The URLs of `target` for an alert with `labels`, checked against its allow list.
+    pub fn for_alert(target: &Target, labels: &BTreeMap<String, String>) -> Result<Endpoint, String> {
+        let render = |spec: &UrlSpec| -> Result<reqwest::Url, String> {
+            match spec {
+                UrlSpec::Fixed(url) => Ok(url.clone()),
+                UrlSpec::Template(template) => {
+                    let url = template.render(labels)?;
+                    endpoint::check_allowed(&url, &target.allowed_targets)?;
+                    Ok(url)
+                }
+            }
+        };
+        Ok(Endpoint {
+            pprof_url: render(&target.pprof_url)?,
+            metrics_url: target.metrics_url.as_ref().map(&render).transpose()?,
+            templated: matches!(target.pprof_url, UrlSpec::Template(_))
+                || matches!(target.metrics_url, Some(UrlSpec::Template(_))),
+        })
+    }
+
+    /// The URLs of a target with fixed URLs (watch rules).
+    pub fn fixed(target: &Target) -> Option<Endpoint> {
+        Some(Endpoint {
+            pprof_url: target.pprof_url.fixed()?.clone(),
+            metrics_url: match &target.metrics_url {
+                Some(spec) => Some(spec.fixed()?.clone()),
+                None => None,
+            },
+            templated: false,
+        })
+    }
+
+    /// What the gate serializes CPU profiles on: the target and the host it reaches.
+    pub fn slot_key(&self, target: &str) -> String {
+        format!(
+            "{target}@{}:{}",
+            self.pprof_url.host_str().unwrap_or(""),
+            self.pprof_url.port_or_known_default().unwrap_or(0)
+        )
+    }
 }
 
 impl Job {
@@ -40,6 +99,7 @@ pub enum Match {
     /// No job; the decision is made here. `rule` is `None` when no rule took the alert.
     Skip {
         rule: Option<String>,
+        target: Option<String>,
         outcome: Outcome,
         reason: String,
     },
@@ -68,6 +128,7 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
         if status == AlertStatus::Resolved && !rule.on_resolved {
             found.push(Match::Skip {
                 rule: Some(rule.name.clone()),
+                target: None,
                 outcome: Outcome::Resolved,
                 reason: "alert resolved; the rule does not capture on resolve".to_string(),
             });
@@ -82,6 +143,7 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
         if targets.is_empty() {
             found.push(Match::Skip {
                 rule: Some(rule.name.clone()),
+                target: None,
                 outcome: Outcome::NoMatchingTarget,
                 reason: format!(
                     "no target of the rule matches the alert's labels {}",
@@ -95,6 +157,18 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
         for target in targets {
             let suffix = if status == AlertStatus::Resolved { "/resolved" } else { "" };
             let target_name = &config.targets[target].name;
+            let endpoint = match Endpoint::for_alert(&config.targets[target], &alert.labels) {
+                Ok(endpoint) => endpoint,
+                Err(why) => {
+                    found.push(Match::Skip {
+                        rule: Some(rule.name.clone()),
+                        target: Some(target_name.clone()),
+                        outcome: Outcome::Refused,
+                        reason: format!("refused before any request: {why}"),
+                    });
+                    continue;
+                }
+            };
             found.push(Match::Job(Job {
                 config: config.clone(),
                 rule: rule_index,
@@ -107,12 +181,14 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
                     labels: alert.labels.clone(),
                 },
                 dedupe: Some(format!("{fingerprint}@{starts_at}/{}/{target_name}{suffix}", rule.name)),
+                endpoint,
             }));
         }
     }
     if found.is_empty() {
         found.push(Match::Skip {
             rule: None,
+            target: None,
             outcome: Outcome::NoMatchingRule,
             reason: format!("no rule's alert_labels match {}", describe(&alert.labels)),
         });

@@ -135,6 +135,32 @@ impl Verifier {
         }
         Verdict::Holds { readings, why }
     }
+
+    /// Judges `checks` on a single sample taken just now, with no history (so `diff`
+    /// cannot trigger): for targets that are not sampled, such as templated ones.
+    pub fn judge_sample(&self, checks: &[SignalCheck], sample: Sample) -> Verdict {
+        let readings: Readings =
+            sample.iter().filter_map(|(k, v)| v.as_ref().ok().map(|v| (k.clone(), *v))).collect();
+        let mut why = Vec::new();
+        for check in checks {
+            let key = check.signal.key();
+            let current = match sample.get(&key) {
+                Some(Ok(value)) => *value,
+                Some(Err(cause)) => {
+                    return Verdict::NotVerified {
+                        reason: format!("no reading of {key}: {cause}"),
+                        readings,
+                    };
+                }
+                None => return Verdict::NotVerified { reason: format!("no reading of {key}"), readings },
+            };
+            match trigger::evaluate(&key, &check.threshold, current, &[], self.history) {
+                Ok(reason) => why.push(reason),
+                Err(reason) => return Verdict::NotVerified { reason, readings },
+            }
+        }
+        Verdict::Holds { readings, why }
+    }
 }
 
 #[cfg(test)]

@@ -236,7 +236,7 @@ pub async fn sample(
     })
     .await
     .expect("sampling does not panic");
-    match probe.target.metrics_url.clone() {
+    match probe.target.metrics_url.as_ref().and_then(|spec| spec.fixed()).cloned() {
         Some(url) => match scrape(client, &url, timeout).await {
             Ok(metrics) => probe.add_metrics(&mut local, Ok(&metrics)),
             Err(error) => probe.add_metrics(&mut local, Err(&error.to_string())),
@@ -244,4 +244,29 @@ pub async fn sample(
         None => probe.add_metrics(&mut local, Err("no metrics_url configured for the target")),
     }
     (probe, local.sample)
+}
+
+/// A sample from a target's `/metrics` alone, taken now: for targets that are not sampled
+/// (templated ones), verified on what their instance says at the moment.
+pub async fn sample_metrics_now(
+    target: &Target,
+    rules: &[&Rule],
+    url: Option<&reqwest::Url>,
+    client: &reqwest::Client,
+    timeout: Duration,
+) -> Sample {
+    let probe =
+        Probe::new(target, rules, std::path::Path::new("/nonexistent"), std::path::Path::new("/nonexistent"));
+    let why = "a templated target has no local process or cgroup".to_string();
+    let sample =
+        Sample::from([("cpu_percent".into(), Err(why.clone())), ("memory_percent".into(), Err(why))]);
+    let mut local = Local { sample, memory_limit: None };
+    match url {
+        Some(url) => match scrape(client, url, timeout).await {
+            Ok(metrics) => probe.add_metrics(&mut local, Ok(&metrics)),
+            Err(error) => probe.add_metrics(&mut local, Err(&error.to_string())),
+        },
+        None => probe.add_metrics(&mut local, Err("no metrics_url configured for the target")),
+    }
+    local.sample
 }
