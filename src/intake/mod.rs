@@ -86,7 +86,7 @@ fn accept(app: &App, body: &[u8]) -> Result<(usize, usize), IntakeError> {
         let before = jobs.len();
         for found in match_alert(&config, alert) {
             match found {
-                Match::Job(job) => jobs.push(job),
+                Match::Job(job) => jobs.push(*job),
                 Match::Skip { rule, target, outcome, reason } => decisions.push(Decision {
                     at: now,
                     source: TriggerSource::Alertmanager,

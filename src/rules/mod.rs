@@ -95,7 +95,7 @@ impl Job {
 /// What an alert came to for one rule.
 #[derive(Debug)]
 pub enum Match {
-    Job(Job),
+    Job(Box<Job>),
     /// No job; the decision is made here. `rule` is `None` when no rule took the alert.
     Skip {
         rule: Option<String>,
@@ -169,7 +169,7 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
                     continue;
                 }
             };
-            found.push(Match::Job(Job {
+            found.push(Match::Job(Box::new(Job {
                 config: config.clone(),
                 rule: rule_index,
                 target,
@@ -182,7 +182,7 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
                 },
                 dedupe: Some(format!("{fingerprint}@{starts_at}/{}/{target_name}{suffix}", rule.name)),
                 endpoint,
-            }));
+            })));
         }
     }
     if found.is_empty() {
