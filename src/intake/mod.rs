@@ -65,12 +65,18 @@ pub async fn receive_alerts(State(app): State<Arc<App>>, body: Bytes) -> Respons
     response
 }
 
-/// Parses and queues a payload; returns (alerts accepted, alerts ignored). On any error
-/// nothing was queued or recorded.
-fn accept(app: &App, body: &[u8]) -> Result<(usize, usize), IntakeError> {
+/// Parses and checks a webhook body.
+pub fn parse(body: &[u8]) -> Result<WebhookPayload, IntakeError> {
     let payload: WebhookPayload =
         serde_json::from_slice(body).map_err(|error| IntakeError::Malformed(error.to_string()))?;
     payload.check().map_err(IntakeError::Malformed)?;
+    Ok(payload)
+}
+
+/// Parses and queues a payload; returns (alerts accepted, alerts ignored). On any error
+/// nothing was queued or recorded.
+fn accept(app: &App, body: &[u8]) -> Result<(usize, usize), IntakeError> {
+    let payload = parse(body)?;
     let config = app.config();
     if payload.alerts.len() > config.webhook.max_alerts {
         return Err(IntakeError::TooManyAlerts {
