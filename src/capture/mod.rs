@@ -5,6 +5,7 @@
 mod kind;
 #[allow(clippy::all)]
 pub mod profile;
+mod scan;
 mod validate;
 
 use std::path::Path;
@@ -18,6 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 pub use kind::{BodyFormat, ProfileKind};
+pub use scan::{Shape, scan_profile};
 pub use validate::{InvalidBody, decode_profile, validate_bytes, validate_file};
 
 use crate::config::CaptureConfig;

@@ -45,7 +45,7 @@ pub fn validate_file(format: BodyFormat, path: &Path, max_unzipped: u64) -> Resu
 
 fn validate_reader(format: BodyFormat, mut body: impl Read, max_unzipped: u64) -> Result<(), InvalidBody> {
     match format {
-        BodyFormat::Pprof => decode_profile(body, max_unzipped).map(|_| ()),
+        BodyFormat::Pprof => super::scan::scan_profile(body, max_unzipped).map(|_| ()),
         BodyFormat::Trace => check_prefix(&mut body, b"go 1.", InvalidBody::NotTrace),
         BodyFormat::GoroutineText => check_prefix(&mut body, b"goroutine ", InvalidBody::NotGoroutineText),
     }
@@ -67,23 +67,7 @@ pub fn decode_profile(body: impl Read, max_unzipped: u64) -> Result<Profile, Inv
     }
     let profile =
         Profile::decode(unzipped.as_slice()).map_err(|error| InvalidBody::NotProfile(error.to_string()))?;
-    if profile.string_table.first().map(String::as_str) != Some("") {
-        return Err(InvalidBody::NotProfile("string_table[0] is not empty".into()));
-    }
-    if profile.sample_type.is_empty() {
-        return Err(InvalidBody::NoSampleTypes);
-    }
-    let strings = profile.string_table.len() as i64;
-    let in_table = |i: i64| (0..strings).contains(&i);
-    let types_ok = profile.sample_type.iter().all(|t| in_table(t.r#type) && in_table(t.unit));
-    let functions_ok = profile.function.iter().all(|f| in_table(f.name) && in_table(f.filename));
-    if !types_ok || !functions_ok {
-        return Err(InvalidBody::NotProfile("string index out of range".into()));
-    }
-    let values = profile.sample_type.len();
-    if profile.sample.iter().any(|sample| sample.value.len() != values) {
-        return Err(InvalidBody::NotProfile("sample values do not match sample types".into()));
-    }
+    super::scan::Shape::of(&profile).check()?;
     Ok(profile)
 }
 
@@ -142,9 +126,20 @@ mod tests {
         ));
         // A gzip of nothing decodes as an empty message: no sample types, so refused.
         assert!(validate_bytes(BodyFormat::Pprof, &gzip(b""), max).is_err());
-        // A gzip bomb stops at the bound.
+        // A gzip bomb of zeros is refused at its first bytes; a plausible profile larger
+        // than the bound stops at the bound.
         let bomb = gzip(&vec![0u8; 4 << 20]);
-        assert_eq!(validate_bytes(BodyFormat::Pprof, &bomb, max), Err(InvalidBody::TooLarge(max)));
+        assert!(validate_bytes(BodyFormat::Pprof, &bomb, max).is_err());
+        let huge = Profile {
+            string_table: std::iter::once(String::new())
+                .chain((0..4096).map(|i| format!("{i:01024}")))
+                .collect(),
+            sample_type: vec![ValueType { r#type: 0, unit: 0 }],
+            ..Default::default()
+        };
+        let huge = gzip(&huge.encode_to_vec());
+        assert_eq!(validate_bytes(BodyFormat::Pprof, &huge, max), Err(InvalidBody::TooLarge(max)));
+        assert!(decode_profile(huge.as_slice(), 8 << 20).is_ok());
         // A truncated download fails too.
         let whole = small_profile();
         assert!(validate_bytes(BodyFormat::Pprof, &whole[..whole.len() - 6], max).is_err());
