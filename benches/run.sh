@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs alertprof's benchmarks: the criterion benches of in-process parts, then the
+# whole-service scenarios against the release binary on loopback. Prints Markdown that
+# BENCHMARKS.md records. Give scenario names to run only those:
+#   benches/run.sh intake reaction watch_reaction memory watch_scale idle
+# Needs wrk (apt-get install wrk). Run on a quiet machine: figures move with load.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v wrk >/dev/null || { echo "benches: needs wrk (apt-get install wrk)" >&2; exit 1; }
+cargo build --release --quiet --bin alertprof --example minimal_receiver
+echo "## $(date -u +%Y-%m-%d) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
+echo
+if [ $# -eq 0 ]; then
+  cargo bench --quiet --bench pipeline -- --noplot 2>/dev/null | grep -E "^[a-z_/ 0-9]+time:|time:" || true
+  echo
+fi
+cargo bench --quiet --bench service -- "$@"
