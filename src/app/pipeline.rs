@@ -271,13 +271,13 @@ async fn verify_on_arrival(app: &App, job: &Job) -> Verdict {
                 .resolve_to_addrs(&host, &addresses)
                 .build()
                 .expect("the HTTP client builds"),
-            Ok(None) => crate::http::client(),
+            Ok(None) => app.client.http().clone(),
             Err(why) => {
                 let reason = format!("no reading: refused {url}: {why}");
                 return Verdict::NotVerified { reason, readings: Readings::new() };
             }
         },
-        None => crate::http::client(),
+        None => app.client.http().clone(),
     };
     let sample = sample_metrics_now(target, &[rule], url, &http, SCRAPE_TIMEOUT).await;
     app.verifier.judge_sample(&rule.verify, sample)

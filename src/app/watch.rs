@@ -66,7 +66,7 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
     let rule_refs: Vec<_> = rules.iter().map(|(_, rule)| *rule).collect();
     let interval = sampling_interval(&config, index);
     let mut probe = Some(Probe::new(target, &rule_refs, &config.cgroup_root, &config.proc_root));
-    let client = crate::http::client();
+    let client = app.client.http().clone();
     let started = Instant::now();
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);

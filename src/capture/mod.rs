@@ -71,6 +71,12 @@ impl PprofClient {
         PprofClient { http: crate::http::client(), settings }
     }
 
+    /// The underlying HTTP client, shared with metric scrapes: one connection pool and
+    /// one TLS setup for the whole service.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// The same client, but connecting to `host` only at `addresses` (checked once
     /// resolved, so a second lookup cannot lead elsewhere).
     pub fn pinned(&self, host: &str, addresses: &[std::net::SocketAddr]) -> PprofClient {
