@@ -280,7 +280,7 @@ fn parse_wrk_duration(text: &str) -> Duration {
 /// Open loop: a request every 1/rate s for `seconds`, latency from its scheduled start
 /// (no coordinated omission).
 async fn open_loop(url: &str, body: &Value, rate: u32, seconds: u32) -> Load {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let client = alertprof::http::builder().pool_max_idle_per_host(256).build().unwrap();
     let body = Bytes::from(body.to_string());
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
     let start = tokio::time::Instant::now();
@@ -322,7 +322,7 @@ async fn open_loop(url: &str, body: &Value, rate: u32, seconds: u32) -> Load {
 }
 
 async fn metrics_text(base: &str) -> String {
-    reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap()
+    alertprof::http::client().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap()
 }
 
 fn metric_sum(text: &str, prefix: &str) -> f64 {
@@ -406,7 +406,7 @@ async fn reaction(fake: &Arc<Fake>, target: &str) {
          rules: [{{name: cpu, alert_labels: {{alertname: HighCPU}}, capture: [goroutine], cooldown: 0s}}]\n"
     );
     let alertprof = start_alertprof(&config);
-    let client = reqwest::Client::new();
+    let client = alertprof::http::client();
     let url = format!("{}/api/v1/alerts", alertprof.base);
     let mut latencies = Vec::new();
     for n in 0..300u64 {
@@ -488,13 +488,25 @@ async fn capture_memory(target: &str) {
     let alertprof = start_alertprof(&config);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, before) = memory_kib(alertprof.pid());
-    let client = reqwest::Client::new();
+    let client = alertprof::http::client();
     let post = |alertname: &str, job: &str| {
         let alert = json!({"version": "4", "status": "firing", "alerts": [{"status": "firing",
             "labels": {"alertname": alertname, "job": job}, "startsAt": "2026-11-21T10:00:00Z", "fingerprint": alertname}]});
         client.post(format!("{}/api/v1/alerts", alertprof.base)).json(&alert).send()
     };
+    let wait_captures = |count: f64| {
+        let base = alertprof.base.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while metric_sum(&metrics_text(&base).await, "alertprof_captures_total") < count {
+                assert!(Instant::now() < deadline, "captures did not finish");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
     post("Dump", "text").await.unwrap();
+    wait_captures(1.0).await;
+    let (_, after_text) = memory_kib(alertprof.pid());
     post("Heap", "heap").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -512,9 +524,9 @@ async fn capture_memory(target: &str) {
     row(
         "capture memory: a 200 MB goroutine_text, then 20 concurrent 20 MB heap profiles",
         format!(
-            "peak RSS {} MiB → {} MiB: +{:.1} MiB",
-            before / 1024,
-            after / 1024,
+            "peak RSS {:.1} MiB at start; +{:.1} MiB after the dump; +{:.1} MiB after the heaps",
+            before as f64 / 1024.0,
+            (after_text - before) as f64 / 1024.0,
             (after - before) as f64 / 1024.0
         ),
         "< 32 MB growth",

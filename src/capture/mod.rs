@@ -24,6 +24,9 @@ pub use validate::{InvalidBody, decode_profile, validate_bytes, validate_file};
 
 use crate::config::CaptureConfig;
 
+/// Bytes buffered per download before they are written.
+const WRITE_BUFFER: usize = 128 << 10;
+
 /// Gunzipped profiles larger than this many times the body limit are refused.
 const MAX_UNZIP_RATIO: u64 = 16;
 
@@ -174,6 +177,9 @@ impl PprofClient {
             message: error.to_string(),
         };
         let mut file = tokio::fs::File::create(dest).await.map_err(write_error)?;
+        // tokio buffers up to 2 MiB per file for its blocking writes; 20 captures at once
+        // would hold 40 MiB. A small buffer keeps memory flat at the same throughput.
+        file.set_max_buf_size(WRITE_BUFFER);
         let mut hasher = Sha256::new();
         let mut bytes: u64 = 0;
         let mut stream = response.bytes_stream();
