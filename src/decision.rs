@@ -33,6 +33,21 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in declaration order (`outcome as usize` indexes it).
+    pub const ALL: [Outcome; 11] = [
+        Outcome::Captured,
+        Outcome::PartiallyCaptured,
+        Outcome::CaptureFailed,
+        Outcome::NotVerified,
+        Outcome::Duplicate,
+        Outcome::Cooldown,
+        Outcome::NoMatchingRule,
+        Outcome::NoMatchingTarget,
+        Outcome::Resolved,
+        Outcome::Refused,
+        Outcome::Dropped,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Outcome::Captured => "captured",
@@ -140,5 +155,18 @@ impl DecisionLog {
     /// Newest first.
     pub fn recent(&self, limit: usize) -> Vec<Decision> {
         self.recent.lock().unwrap().iter().rev().take(limit).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Outcome::ALL` lists every outcome at its own index, as the metrics rely on.
+    #[test]
+    fn outcomes_index_themselves() {
+        for (index, outcome) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*outcome as usize, index, "{}", outcome.name());
+        }
     }
 }

@@ -32,6 +32,8 @@ use crate::verify::Verifier;
 
 /// Decisions kept for the API.
 const DECISIONS_KEPT: usize = 1000;
+/// Jobs taken off the queue at once.
+const BATCH: usize = 64;
 /// How often retention runs besides after each capture.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
@@ -256,23 +258,41 @@ pub async fn run_workers(
             }
         })
     };
-    loop {
-        let permit = tokio::select! {
-            permit = jobs.clone().acquire_owned() => permit.expect("never closed"),
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut left = Vec::new();
+    'run: loop {
+        let received = tokio::select! {
+            received = queue_rx.recv_many(&mut batch, BATCH) => received,
             () = shutdown.cancelled() => break,
         };
-        let job = tokio::select! {
-            job = queue_rx.recv() => match job { Some(job) => job, None => break },
-            () = shutdown.cancelled() => break,
-        };
+        if received == 0 {
+            break;
+        }
         app.sync_queue_depth();
-        let app = app.clone();
-        tracker.spawn(async move {
-            pipeline::run_job(&app, job, Some(permit)).await;
-        });
+        let mut jobs_in_batch = batch.drain(..);
+        while let Some(job) = jobs_in_batch.next() {
+            // What the gate refuses at once (a duplicate, a cooldown) is decided here,
+            // with no task to start: most of an alert storm.
+            if let Some(decision) = pipeline::refused_at_once(&app, &job) {
+                app.record(decision);
+                continue;
+            }
+            let permit = tokio::select! {
+                permit = jobs.clone().acquire_owned() => permit.expect("never closed"),
+                () = shutdown.cancelled() => {
+                    left.push(job);
+                    left.extend(jobs_in_batch);
+                    break 'run;
+                }
+            };
+            let app = app.clone();
+            tracker.spawn(async move {
+                pipeline::run_job(&app, job, Some(permit)).await;
+            });
+        }
     }
     queue_rx.close();
-    while let Ok(job) = queue_rx.try_recv() {
+    while let Some(job) = left.pop().or_else(|| queue_rx.try_recv().ok()) {
         app.record(pipeline::decision_for(
             &job,
             Outcome::Dropped,

@@ -46,6 +46,12 @@ pub fn decision_for(job: &Job, outcome: Outcome, reason: String) -> Decision {
     }
 }
 
+/// The decision for a job the gate refuses before anything else is done, if it does.
+pub fn refused_at_once(app: &App, job: &Job) -> Option<Decision> {
+    let refusal = app.gate.check(job.dedupe.as_deref(), &job.rule().name, &job.target().name, Utc::now())?;
+    Some(refusal_decision(job, refusal, Readings::new()))
+}
+
 pub fn refusal_decision(job: &Job, refusal: Refusal, readings: Readings) -> Decision {
     let (outcome, reason) = match refusal {
         Refusal::Duplicate { first_seen } => {
