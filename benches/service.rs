@@ -354,7 +354,8 @@ fn row(what: &str, figure: String, goal: &str) {
 
 async fn intake(target: &str) {
     let config = format!(
-        "storage: {{dir: data}}\ntargets: [{{name: svc, pprof_url: \"{target}\", alert_labels: {{job: svc}}}}]\n\
+        "storage: {{dir: data}}\ngate: {{queue_size: 10000}}\n\
+         targets: [{{name: svc, pprof_url: \"{target}\", alert_labels: {{job: svc}}}}]\n\
          rules: [{{name: cpu, alert_labels: {{alertname: HighCPU}}, capture: [goroutine], cooldown: 1h}}]\n"
     );
     for alerts in [1, 100] {

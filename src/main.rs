@@ -61,6 +61,9 @@ enum Command {
     },
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn parse_kind(name: &str) -> Result<ProfileKind, String> {
     ProfileKind::parse(name).ok_or_else(|| {
         let known: Vec<_> = ProfileKind::ALL.iter().map(|kind| kind.name()).collect();
