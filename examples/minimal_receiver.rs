@@ -9,10 +9,6 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::json;
 
-// The same allocator as alertprof, so the ceiling is the machine's, not glibc's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 async fn receive(body: Bytes) -> (StatusCode, Json<serde_json::Value>) {
     match serde_json::from_slice::<alertprof::intake::WebhookPayload>(&body) {
         Ok(payload) => (StatusCode::OK, Json(json!({"accepted": payload.alerts.len(), "ignored": 0}))),

@@ -61,8 +61,8 @@ enum Command {
     },
 }
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// Threads for blocking work (file I/O, /proc and cgroup reads, profile validation).
+const MAX_BLOCKING_THREADS: usize = 16;
 
 fn parse_kind(name: &str) -> Result<ProfileKind, String> {
     ProfileKind::parse(name).ok_or_else(|| {
@@ -97,7 +97,14 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    // Few blocking threads: local sampling, validation and file writes queue for them
+    // rather than growing the pool to one thread per target (500 targets sampled at once
+    // would otherwise start hundreds, each with its own stack and allocator heap).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     match command {
         Command::Serve { config } => {
             runtime.block_on(alertprof::app::serve(config))?;
