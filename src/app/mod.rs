@@ -3,6 +3,7 @@
 mod pipeline;
 mod watch;
 
+pub use pipeline::refused_at_once;
 pub use watch::{run_sampling, sampling_interval};
 
 use std::path::PathBuf;

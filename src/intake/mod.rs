@@ -87,12 +87,18 @@ fn accept(app: &App, body: &[u8]) -> Result<(usize, usize), IntakeError> {
     let now = Utc::now();
     let mut jobs = Vec::new();
     let mut decisions = Vec::new();
+    let mut refused = Vec::new();
     let mut accepted = 0;
     for alert in &payload.alerts {
-        let before = jobs.len();
+        let before = jobs.len() + refused.len();
         for found in match_alert(&config, alert) {
             match found {
-                Match::Job(job) => jobs.push(*job),
+                // A duplicate or a cooldown is decided here and never queued: most of an
+                // alert storm, kept off the queue so its bound protects real work.
+                Match::Job(job) => match crate::app::refused_at_once(app, &job) {
+                    Some(decision) => refused.push(decision),
+                    None => jobs.push(*job),
+                },
                 Match::Skip { rule, target, outcome, reason } => decisions.push(Decision {
                     at: now,
                     source: TriggerSource::Alertmanager,
@@ -108,7 +114,7 @@ fn accept(app: &App, body: &[u8]) -> Result<(usize, usize), IntakeError> {
                 }),
             }
         }
-        if jobs.len() > before {
+        if jobs.len() + refused.len() > before {
             accepted += 1;
         }
     }
@@ -121,7 +127,7 @@ fn accept(app: &App, body: &[u8]) -> Result<(usize, usize), IntakeError> {
     }
     app.sync_queue_depth();
     let ignored = payload.alerts.len() - accepted;
-    for decision in decisions {
+    for decision in decisions.into_iter().chain(refused) {
         app.decisions.record(decision, &app.metrics);
     }
     Ok((accepted, ignored))
