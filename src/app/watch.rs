@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use super::{App, pipeline};
 use crate::config::Config;
 use crate::decision::{Decision, Outcome};
-use crate::rules::{Endpoint, Job};
+use crate::rules::Job;
 use crate::store::{Trigger, TriggerSource};
 use crate::verify::Verdict;
 use crate::verify::sampler::{Probe, sample};
@@ -60,7 +60,7 @@ pub fn sampling_interval(config: &Config, target: usize) -> Duration {
 async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: CancellationToken) {
     let target = &config.targets[index];
     // Targets with templated URLs have no one instance to sample.
-    let Some(endpoint) = Endpoint::fixed(target) else { return };
+    let Some(endpoint) = target.endpoint.clone() else { return };
     let rules: Vec<_> =
         config.rules.iter().enumerate().filter(|(_, rule)| rule.targets.contains(&index)).collect();
     let rule_refs: Vec<_> = rules.iter().map(|(_, rule)| *rule).collect();

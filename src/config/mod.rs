@@ -8,13 +8,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
 use serde_json::Value;
 
 use crate::capture::ProfileKind;
-use crate::rules::endpoint::{AllowedTarget, UrlSpec, UrlTemplate};
+use crate::rules::endpoint::{AllowedTarget, Endpoint, UrlSpec, UrlTemplate};
 pub use units::{format_duration, parse_duration, parse_size};
 use walk::{Object, Walker, field, index};
 pub use walk::{Problem, is_label_name};
@@ -134,6 +135,8 @@ pub struct Target {
     pub metrics_url: Option<UrlSpec>,
     /// Where templated URLs may lead; required with them.
     pub allowed_targets: Vec<AllowedTarget>,
+    /// The URLs ready for jobs when none is templated: built once, shared by every job.
+    pub endpoint: Option<Arc<Endpoint>>,
     pub process: Option<ProcessRef>,
     /// An alert whose labels include all of these is for this target.
     pub alert_labels: BTreeMap<String, String>,
@@ -700,10 +703,13 @@ fn read_target(w: &mut Walker, path: &str, value: &Value, seen: &mut HashSet<Str
     if templated && matches!(process, Some(Some(_))) {
         w.report(&field(path, "process"), "a templated target has no one local process");
     }
+    let pprof_url = pprof_url?;
+    let metrics_url = metrics_url?;
     Some(Target {
+        endpoint: Endpoint::fixed(&pprof_url, metrics_url.as_ref()),
         name: name?,
-        pprof_url: pprof_url?,
-        metrics_url: metrics_url?,
+        pprof_url,
+        metrics_url,
         allowed_targets: allowed_targets?,
         process: process?,
         alert_labels: alert_labels?,

@@ -7,9 +7,68 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use reqwest::Url;
+
+use crate::config::Target;
+
+/// A target's URLs for one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub pprof_url: reqwest::Url,
+    pub metrics_url: Option<reqwest::Url>,
+    /// Whether the URLs came from alert labels (and so were checked against
+    /// `allowed_targets`, and their host names must be checked once resolved).
+    pub templated: bool,
+}
+
+impl Endpoint {
+    /// The URLs of `target` for an alert with `labels`, checked against its allow list.
+    pub fn for_alert(target: &Target, labels: &BTreeMap<String, String>) -> Result<Arc<Endpoint>, String> {
+        if let Some(fixed) = &target.endpoint {
+            return Ok(fixed.clone());
+        }
+        let render = |spec: &UrlSpec| -> Result<reqwest::Url, String> {
+            match spec {
+                UrlSpec::Fixed(url) => Ok(url.clone()),
+                UrlSpec::Template(template) => {
+                    let url = template.render(labels)?;
+                    check_allowed(&url, &target.allowed_targets)?;
+                    Ok(url)
+                }
+            }
+        };
+        Ok(Arc::new(Endpoint {
+            pprof_url: render(&target.pprof_url)?,
+            metrics_url: target.metrics_url.as_ref().map(&render).transpose()?,
+            templated: matches!(target.pprof_url, UrlSpec::Template(_))
+                || matches!(target.metrics_url, Some(UrlSpec::Template(_))),
+        }))
+    }
+
+    /// The URLs of a target whose URLs are fixed, built once with the config.
+    pub fn fixed(pprof_url: &UrlSpec, metrics_url: Option<&UrlSpec>) -> Option<Arc<Endpoint>> {
+        Some(Arc::new(Endpoint {
+            pprof_url: pprof_url.fixed()?.clone(),
+            metrics_url: match metrics_url {
+                Some(spec) => Some(spec.fixed()?.clone()),
+                None => None,
+            },
+            templated: false,
+        }))
+    }
+
+    /// What the gate serializes CPU profiles on: the target and the host it reaches.
+    pub fn slot_key(&self, target: &str) -> String {
+        format!(
+            "{target}@{}:{}",
+            self.pprof_url.host_str().unwrap_or(""),
+            self.pprof_url.port_or_known_default().unwrap_or(0)
+        )
+    }
+}
 
 /// A target URL: fixed in the config, or a template rendered per alert.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,14 +4,15 @@
 
 pub mod endpoint;
 
+pub use endpoint::Endpoint;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::config::{Config, Target};
+use crate::config::Config;
 use crate::decision::Outcome;
 use crate::intake::{Alert, AlertStatus};
 use crate::store::{Trigger, TriggerSource};
-use endpoint::UrlSpec;
 
 /// One unit of work: capture what `rule` asks for from `target`, if it verifies and the
 /// gate lets it.
@@ -26,60 +27,7 @@ pub struct Job {
     pub dedupe: Option<String>,
     /// Where the requests go: the target's URLs, rendered from the alert's labels if
     /// templated.
-    pub endpoint: Endpoint,
-}
-
-/// A target's URLs for one job.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Endpoint {
-    pub pprof_url: reqwest::Url,
-    pub metrics_url: Option<reqwest::Url>,
-    /// Whether the URLs came from alert labels (and so were checked against
-    /// `allowed_targets`, and their host names must be checked once resolved).
-    pub templated: bool,
-}
-
-impl Endpoint {
-    /// The URLs of `target` for an alert with `labels`, checked against its allow list.
-    pub fn for_alert(target: &Target, labels: &BTreeMap<String, String>) -> Result<Endpoint, String> {
-        let render = |spec: &UrlSpec| -> Result<reqwest::Url, String> {
-            match spec {
-                UrlSpec::Fixed(url) => Ok(url.clone()),
-                UrlSpec::Template(template) => {
-                    let url = template.render(labels)?;
-                    endpoint::check_allowed(&url, &target.allowed_targets)?;
-                    Ok(url)
-                }
-            }
-        };
-        Ok(Endpoint {
-            pprof_url: render(&target.pprof_url)?,
-            metrics_url: target.metrics_url.as_ref().map(&render).transpose()?,
-            templated: matches!(target.pprof_url, UrlSpec::Template(_))
-                || matches!(target.metrics_url, Some(UrlSpec::Template(_))),
-        })
-    }
-
-    /// The URLs of a target with fixed URLs (watch rules).
-    pub fn fixed(target: &Target) -> Option<Endpoint> {
-        Some(Endpoint {
-            pprof_url: target.pprof_url.fixed()?.clone(),
-            metrics_url: match &target.metrics_url {
-                Some(spec) => Some(spec.fixed()?.clone()),
-                None => None,
-            },
-            templated: false,
-        })
-    }
-
-    /// What the gate serializes CPU profiles on: the target and the host it reaches.
-    pub fn slot_key(&self, target: &str) -> String {
-        format!(
-            "{target}@{}:{}",
-            self.pprof_url.host_str().unwrap_or(""),
-            self.pprof_url.port_or_known_default().unwrap_or(0)
-        )
-    }
+    pub endpoint: Arc<Endpoint>,
 }
 
 impl Job {
@@ -114,10 +62,20 @@ fn describe(labels: &BTreeMap<String, String>) -> String {
     format!("{{{}}}", parts.join(", "))
 }
 
+/// What every job of one alert shares.
+struct PerAlert {
+    fingerprint: String,
+    labels: Arc<BTreeMap<String, String>>,
+    /// startsAt in nanoseconds, for the dedupe key.
+    starts_at: i64,
+}
+
 /// Matches one alert against every rule.
 pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
     let status = alert.status().unwrap_or(AlertStatus::Firing);
     let mut found = Vec::new();
+    // Made once per alert, on its first job, and shared by the rest.
+    let mut shared: Option<PerAlert> = None;
     for (rule_index, rule) in config.rules.iter().enumerate() {
         let Some(rule_labels) = &rule.alert_labels else {
             continue;
@@ -152,8 +110,6 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
             });
             continue;
         }
-        let fingerprint = alert.fingerprint();
-        let starts_at = alert.starts_at.map(|t| t.to_rfc3339()).unwrap_or_default();
         for target in targets {
             let suffix = if status == AlertStatus::Resolved { "/resolved" } else { "" };
             let target_name = &config.targets[target].name;
@@ -169,6 +125,11 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
                     continue;
                 }
             };
+            let PerAlert { fingerprint, labels, starts_at } = shared.get_or_insert_with(|| PerAlert {
+                fingerprint: alert.fingerprint(),
+                labels: Arc::new(alert.labels.clone()),
+                starts_at: alert.starts_at.and_then(|t| t.timestamp_nanos_opt()).unwrap_or_default(),
+            });
             found.push(Match::Job(Box::new(Job {
                 config: config.clone(),
                 rule: rule_index,
@@ -178,7 +139,7 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
                     alertname: alert.alertname().map(str::to_string),
                     fingerprint: Some(fingerprint.clone()),
                     starts_at: alert.starts_at,
-                    labels: alert.labels.clone(),
+                    labels: labels.clone(),
                 },
                 dedupe: Some(format!("{fingerprint}@{starts_at}/{}/{target_name}{suffix}", rule.name)),
                 endpoint,

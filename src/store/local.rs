@@ -302,7 +302,7 @@ mod tests {
                 alertname: None,
                 fingerprint: None,
                 starts_at: None,
-                labels: BTreeMap::new(),
+                labels: Default::default(),
             },
             readings: BTreeMap::new(),
             url: "http://t/debug/pprof/heap".into(),
