@@ -534,11 +534,20 @@ async fn capture_memory(target: &str) {
     );
 }
 
-async fn watch_scale(target: &str) {
+/// `count` targets on the fake server, each with this process as its local process.
+fn local_targets(target: &str, count: usize) -> String {
     let me = std::process::id();
-    let targets: String = (0..500)
-        .map(|n| format!("  - {{name: t{n}, pprof_url: \"{target}/t{n}\", metrics_url: \"{target}/t{n}/metrics\", process: {{pid: {me}}}}}\n"))
-        .collect();
+    (0..count)
+        .map(|n| {
+            format!(
+                "  - {{name: t{n}, pprof_url: \"{target}/t{n}\", metrics_url: \"{target}/t{n}/metrics\", process: {{pid: {me}}}}}\n"
+            )
+        })
+        .collect()
+}
+
+async fn watch_scale(target: &str) {
+    let targets = local_targets(target, 500);
     let config = format!(
         "storage: {{dir: data}}\nsample_interval: 1s\ntargets:\n{targets}\
          rules: [{{name: leak, watch: {{interval: 1s}}, verify: {{goroutines: {{abs: 1000000000}}}}, capture: [goroutine]}}]\n"
@@ -559,10 +568,7 @@ async fn watch_scale(target: &str) {
 }
 
 async fn idle(target: &str) {
-    let me = std::process::id();
-    let targets: String = (0..50)
-        .map(|n| format!("  - {{name: t{n}, pprof_url: \"{target}/t{n}\", metrics_url: \"{target}/t{n}/metrics\", process: {{pid: {me}}}}}\n"))
-        .collect();
+    let targets = local_targets(target, 50);
     let config = format!(
         "storage: {{dir: data}}\ntargets:\n{targets}rules: [{{name: cpu, alert_labels: {{alertname: HighCPU}}, capture: [cpu]}}]\n"
     );

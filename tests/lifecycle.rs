@@ -108,6 +108,20 @@ fn config(target: &str, extra: &str) -> String {
     )
 }
 
+/// Waits until a download has written its first bytes into the staging directory.
+async fn wait_until_downloading(staged: &Path) {
+    let started = || {
+        files_in(staged)
+            .first()
+            .is_some_and(|part| std::fs::metadata(staged.join(part)).is_ok_and(|m| m.len() >= 8))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !started() {
+        assert!(Instant::now() < deadline, "the download never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A CPU profile of 10 s that the target answers only at the end (as Go does), behind a
 /// slow body: alertprof must be stopped in the middle of it.
 async fn slow_target() -> String {
@@ -131,11 +145,7 @@ async fn sigterm_discards_a_long_capture_after_the_grace() {
     let serve = Serve::start(dir.path(), &config(&target, "capture: {shutdown_grace: 1s}\n"), None).await;
     assert_eq!(serve.post("f1").await, 200);
     let staged = dir.path().join("data/.tmp");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while files_in(&staged).is_empty() {
-        assert!(Instant::now() < deadline, "the download never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_downloading(&staged).await;
     let stopping = Instant::now();
     serve.signal("-TERM");
     let status = tokio::task::spawn_blocking(move || serve.wait()).await.unwrap();
@@ -161,16 +171,7 @@ async fn kill_9_mid_download_recovers() {
     let serve = Serve::start(dir.path(), &config(&target, ""), None).await;
     assert_eq!(serve.post("f1").await, 200);
     let staged = dir.path().join("data/.tmp");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let started = || {
-        files_in(&staged)
-            .first()
-            .is_some_and(|part| std::fs::metadata(staged.join(part)).is_ok_and(|m| m.len() >= 8))
-    };
-    while !started() {
-        assert!(Instant::now() < deadline, "the download never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_downloading(&staged).await;
     serve.signal("-KILL");
     let status = tokio::task::spawn_blocking(move || serve.wait()).await.unwrap();
     assert_eq!(status.code(), None, "killed by a signal");
