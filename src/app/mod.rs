@@ -139,6 +139,7 @@ impl App {
                     ("storage.dir", old.storage.dir != new.storage.dir),
                     ("gate", format!("{:?}", old.gate) != format!("{:?}", new.gate)),
                     ("capture", format!("{:?}", old.capture) != format!("{:?}", new.capture)),
+                    ("webhook.max_body_size", old.webhook.max_body_bytes != new.webhook.max_body_bytes),
                 ] {
                     if changed {
                         tracing::warn!(setting = what, "Changed setting takes effect only after a restart.");
