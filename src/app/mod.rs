@@ -136,7 +136,7 @@ impl App {
                 let old = self.config();
                 for (what, changed) in [
                     ("listen_address", old.listen_address != new.listen_address),
-                    ("storage.dir", old.storage.dir != new.storage.dir),
+                    ("storage", format!("{:?}", old.storage) != format!("{:?}", new.storage)),
                     ("gate", format!("{:?}", old.gate) != format!("{:?}", new.gate)),
                     ("capture", format!("{:?}", old.capture) != format!("{:?}", new.capture)),
                     ("webhook.max_body_size", old.webhook.max_body_bytes != new.webhook.max_body_bytes),
