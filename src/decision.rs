@@ -84,6 +84,9 @@ pub struct Decision {
     pub captures: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub readings: BTreeMap<String, f64>,
+    /// The top functions of each kept profile.proto capture, by kind.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub top: BTreeMap<String, String>,
     /// Grafana annotations of the kept captures.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub annotations: Vec<AnnotationOutcome>,
@@ -126,7 +129,7 @@ impl DecisionLog {
             }
             _ => tracing::info!(
                 outcome, rule, target, alertname, source = decision.source.name(), reason = %decision.reason,
-                captures = ?decision.captures, "Decision."
+                captures = ?decision.captures, top = ?decision.top, "Decision."
             ),
         }
         metrics.decision(decision.outcome);

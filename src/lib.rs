@@ -9,6 +9,7 @@
 //! - [`gate`] — dedupe, cooldown, one CPU profile per target, captures in flight.
 //! - [`capture`] — fetches, bounds and validates profiles from `/debug/pprof`.
 //! - [`store`] — keeps profiles and metadata atomically; index and retention.
+//! - [`analyze`] — top functions of each kept profile, as `go tool pprof -top`.
 //! - [`annotate`] — Grafana annotations linking each kept profile.
 //! - [`decision`] — one outcome with a reason for every alert × rule.
 //!
@@ -20,6 +21,7 @@
 //! - [`http`] — the outgoing HTTP client.
 //! - [`manual`] — `alertprof capture`: one capture from the command line.
 
+pub mod analyze;
 pub mod annotate;
 pub mod api;
 pub mod app;

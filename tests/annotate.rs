@@ -74,6 +74,9 @@ async fn annotation_per_capture() {
         let text = annotation["text"].as_str().unwrap();
         assert!(text.contains(&format!("<b>{kind}</b> profile of <b>demo</b>")), "{text}");
         assert!(text.contains("alert <b>GoroutineSpike</b>"), "{text}");
+        if kind == "goroutine" {
+            assert!(text.contains("<br>Top (goroutine/count, flat): runtime.gopark "), "{text}");
+        }
         assert!(
             text.contains(&format!("href=\"http://alertprof.example:9731/api/v1/captures/{id}/profile\"")),
             "{text}"

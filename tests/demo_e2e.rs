@@ -31,6 +31,38 @@ fn function_names(path: &std::path::Path) -> Vec<String> {
     profile.function.iter().map(|f| profile.string_table[f.name as usize].clone()).collect()
 }
 
+/// The capture's summary lists the same functions with flat values as `go tool pprof -top`
+/// prints them, in the same order.
+fn agrees_with_pprof_top(capture: &Value, pprof: &str) {
+    let rows: Vec<(String, f64)> = pprof
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("flat"))
+        .skip(1)
+        .filter_map(|line| {
+            let columns: Vec<&str> = line.split_whitespace().collect();
+            let percent: f64 = columns.get(1)?.trim_end_matches('%').parse().ok()?;
+            Some((columns.last()?.to_string(), percent))
+        })
+        .filter(|(_, flat)| *flat > 0.0)
+        .collect();
+    let summary = &capture["summary"];
+    let ours: Vec<(String, f64)> = summary["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["function"].as_str().unwrap().to_string(), f["flat_percent"].as_f64().unwrap()))
+        .filter(|(_, flat)| *flat > 0.0)
+        .collect();
+    assert!(!rows.is_empty(), "{pprof}");
+    for ((theirs, their_flat), (mine, my_flat)) in rows.iter().zip(&ours) {
+        assert_eq!(theirs, mine, "pprof -top:\n{pprof}\nsummary: {summary}");
+        assert!(
+            (their_flat - my_flat).abs() < 0.01 + 0.005 * their_flat,
+            "{theirs}: {their_flat}% vs {my_flat}%"
+        );
+    }
+}
+
 fn alert(fingerprint: &str) -> Value {
     payload(&[(json!({"alertname": "HighCPU", "job": "demo", "instance": "demo:6060"}), fingerprint)])
 }
@@ -72,7 +104,18 @@ async fn alert_captures_profiles_and_gate_survives_restart() {
         assert!(data.path().join("demo").join(format!("{id}.json")).is_file());
 
         let wanted = match capture["kind"].as_str().unwrap() {
-            "cpu" => "main.burnCPU",
+            "cpu" => {
+                // The demo's burning function is hot from the first row on.
+                assert_eq!(capture["summary"]["sample_type"], "cpu/nanoseconds");
+                assert_eq!(capture["summary"]["top"][0]["function"], "main.spin");
+                let burn = capture["summary"]["top"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|f| f["function"] == "main.burnCPU");
+                assert!(burn.unwrap()["cum_percent"].as_f64().unwrap() > 90.0, "{}", capture["summary"]);
+                "main.burnCPU"
+            }
             "goroutine" => "main.parkGoroutine",
             other => panic!("unexpected kind {other}"),
         };
@@ -82,6 +125,7 @@ async fn alert_captures_profiles_and_gate_survives_restart() {
             file.display()
         );
         let top = Command::new("go").args(["tool", "pprof", "-top"]).arg(&file).output().unwrap();
+        agrees_with_pprof_top(capture, &String::from_utf8_lossy(&top.stdout));
         assert!(top.status.success(), "go tool pprof failed: {}", String::from_utf8_lossy(&top.stderr));
         assert!(String::from_utf8_lossy(&top.stdout).contains(wanted));
 

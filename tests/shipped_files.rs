@@ -143,6 +143,7 @@ fn grafana_files_agree_with_annotations() {
         bytes: 1,
         sha256: None,
         file: Some("x.pb.gz".into()),
+        summary: None,
     };
     let sent = client.annotation(&capture, &[]).tags;
     for tag in wanted {

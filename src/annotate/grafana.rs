@@ -111,6 +111,13 @@ impl GrafanaClient {
                 .collect();
             text.push_str(&format!("<br>Readings: {}.", escape(&readings.join(", "))));
         }
+        if let Some(summary) = capture.summary.as_ref().filter(|s| !s.top.is_empty()) {
+            text.push_str(&format!(
+                "<br>Top ({}, flat): {}.",
+                escape(&summary.sample_type),
+                escape(&crate::app::top_line(summary))
+            ));
+        }
         let link = self.profile_link(&capture.id);
         text.push_str(&format!(
             "<br><a href=\"{}\">Download {}</a> ({} bytes; open with <code>go tool pprof</code>)",

@@ -3,7 +3,7 @@
 mod pipeline;
 mod watch;
 
-pub use pipeline::refused_at_once;
+pub use pipeline::{refused_at_once, top_line};
 pub use watch::{run_sampling, sampling_interval};
 
 use std::path::PathBuf;

@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 pub use kind::{BodyFormat, ProfileKind};
-pub use scan::{Shape, scan_profile};
+pub use scan::{Shape, TopField, scan_profile, walk_fields};
 pub use validate::{InvalidBody, decode_profile, validate_bytes, validate_file};
 
 use crate::config::CaptureConfig;

@@ -99,18 +99,57 @@ impl Shape {
 /// Gunzips `body` and walks its profile.proto, refusing anything that is not a plausible
 /// pprof profile; at most `max_unzipped` bytes are gunzipped.
 pub fn scan_profile(body: impl Read, max_unzipped: u64) -> Result<Shape, InvalidBody> {
+    let mut shape = Shape::default();
+    let bad = |e: prost::DecodeError| InvalidBody::NotProfile(e.to_string());
+    walk_fields(body, max_unzipped, |field| {
+        let TopField::Bytes(number, bytes) = field else { return Ok(()) };
+        match number {
+            1 => shape.add_value_type(&ValueType::decode(bytes).map_err(bad)?),
+            2 => shape.add_sample(&Sample::decode(bytes).map_err(bad)?),
+            3 => drop(Mapping::decode(bytes).map_err(bad)?),
+            4 => drop(Location::decode(bytes).map_err(bad)?),
+            5 => shape.add_function(&Function::decode(bytes).map_err(bad)?),
+            6 => shape.add_string(
+                std::str::from_utf8(bytes)
+                    .map_err(|_| InvalidBody::NotProfile("a string is not UTF-8".into()))?,
+            ),
+            11 => drop(ValueType::decode(bytes).map_err(bad)?),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    shape.check()?;
+    Ok(shape)
+}
+
+/// One top-level field of a Profile message.
+pub enum TopField<'a> {
+    Varint(u64, u64),
+    Bytes(u64, &'a [u8]),
+}
+
+/// Gunzips `body` and hands each top-level field of its Profile message to `visit`, one at
+/// a time, holding no more than the largest field.
+pub fn walk_fields(
+    body: impl Read,
+    max_unzipped: u64,
+    mut visit: impl FnMut(TopField<'_>) -> Result<(), InvalidBody>,
+) -> Result<(), InvalidBody> {
     let mut body = BufReader::new(body);
     if body.fill_buf().map_err(|e| InvalidBody::Io(e.to_string()))?.is_empty() {
         return Err(InvalidBody::Empty);
     }
     let mut reader = Counted { inner: BufReader::new(GzDecoder::new(body)), read: 0, max: max_unzipped };
-    let mut shape = Shape::default();
     let mut field = Vec::new();
     while let Some(key) = reader.varint_or_end()? {
         let (number, wire) = (key >> 3, key & 7);
+        if number == 0 {
+            return Err(InvalidBody::NotProfile("field number 0".into()));
+        }
         match wire {
             0 => {
-                reader.varint()?;
+                let value = reader.varint()?;
+                visit(TopField::Varint(number, value))?;
             }
             1 => reader.skip(8)?,
             5 => reader.skip(4)?,
@@ -120,29 +159,12 @@ pub fn scan_profile(body: impl Read, max_unzipped: u64) -> Result<Shape, Invalid
                     return Err(InvalidBody::NotProfile(format!("a field of {len} bytes")));
                 }
                 reader.read_into(&mut field, len as usize)?;
-                let bad = |e: prost::DecodeError| InvalidBody::NotProfile(e.to_string());
-                match number {
-                    1 => shape.add_value_type(&ValueType::decode(field.as_slice()).map_err(bad)?),
-                    2 => shape.add_sample(&Sample::decode(field.as_slice()).map_err(bad)?),
-                    3 => drop(Mapping::decode(field.as_slice()).map_err(bad)?),
-                    4 => drop(Location::decode(field.as_slice()).map_err(bad)?),
-                    5 => shape.add_function(&Function::decode(field.as_slice()).map_err(bad)?),
-                    6 => shape.add_string(
-                        std::str::from_utf8(&field)
-                            .map_err(|_| InvalidBody::NotProfile("a string is not UTF-8".into()))?,
-                    ),
-                    11 => drop(ValueType::decode(field.as_slice()).map_err(bad)?),
-                    _ => {}
-                }
+                visit(TopField::Bytes(number, &field))?;
             }
             _ => return Err(InvalidBody::NotProfile(format!("wire type {wire} of field {number}"))),
         }
-        if number == 0 {
-            return Err(InvalidBody::NotProfile("field number 0".into()));
-        }
     }
-    shape.check()?;
-    Ok(shape)
+    Ok(())
 }
 
 /// The gunzipped stream, counted against its bound.

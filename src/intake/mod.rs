@@ -111,6 +111,7 @@ fn accept(app: &App, body: &[u8]) -> Result<(usize, usize), IntakeError> {
                     captures: Vec::new(),
                     readings: Default::default(),
                     annotations: Vec::new(),
+                    top: Default::default(),
                 }),
             }
         }

@@ -312,6 +312,7 @@ mod tests {
             bytes: 0,
             sha256: None,
             file: None,
+            summary: None,
         }
     }
 

@@ -75,6 +75,9 @@ pub struct CaptureMeta {
     /// File name of the profile inside the target's directory; absent when failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// Top functions, for profile.proto kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<crate::analyze::Summary>,
 }
 
 impl CaptureMeta {
