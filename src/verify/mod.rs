@@ -116,24 +116,15 @@ impl Verifier {
             let reason = format!("readings of {target} are {}s old", age.as_secs());
             return Verdict::NotVerified { reason, readings };
         }
-        let mut why = Vec::new();
-        for check in checks {
-            let key = check.signal.key();
-            let Some(ring) = signals.history.get(&key).filter(|_| signals.latest.contains_key(&key)) else {
-                let cause = signals.missing.get(&key).map(String::as_str).unwrap_or("not sampled");
-                return Verdict::NotVerified { reason: format!("no reading of {key}: {cause}"), readings };
+        judge(checks, self.history, readings, |key| {
+            let Some(ring) = signals.history.get(key).filter(|_| signals.latest.contains_key(key)) else {
+                let cause = signals.missing.get(key).map(String::as_str).unwrap_or("not sampled");
+                return Err(format!("no reading of {key}: {cause}"));
             };
-            let (current, previous) = {
-                let values: Vec<f64> = ring.iter().copied().collect();
-                let (last, rest) = values.split_last().expect("a reading is in the history");
-                (*last, rest.to_vec())
-            };
-            match trigger::evaluate(&key, &check.threshold, current, &previous, self.history) {
-                Ok(reason) => why.push(reason),
-                Err(reason) => return Verdict::NotVerified { reason, readings },
-            }
-        }
-        Verdict::Holds { readings, why }
+            let values: Vec<f64> = ring.iter().copied().collect();
+            let (last, rest) = values.split_last().expect("a reading is in the history");
+            Ok((*last, rest.to_vec()))
+        })
     }
 
     /// Judges `checks` on a single sample taken just now, with no history (so `diff`
@@ -141,26 +132,34 @@ impl Verifier {
     pub fn judge_sample(&self, checks: &[SignalCheck], sample: Sample) -> Verdict {
         let readings: Readings =
             sample.iter().filter_map(|(k, v)| v.as_ref().ok().map(|v| (k.clone(), *v))).collect();
-        let mut why = Vec::new();
-        for check in checks {
-            let key = check.signal.key();
-            let current = match sample.get(&key) {
-                Some(Ok(value)) => *value,
-                Some(Err(cause)) => {
-                    return Verdict::NotVerified {
-                        reason: format!("no reading of {key}: {cause}"),
-                        readings,
-                    };
-                }
-                None => return Verdict::NotVerified { reason: format!("no reading of {key}"), readings },
-            };
-            match trigger::evaluate(&key, &check.threshold, current, &[], self.history) {
-                Ok(reason) => why.push(reason),
-                Err(reason) => return Verdict::NotVerified { reason, readings },
-            }
-        }
-        Verdict::Holds { readings, why }
+        judge(checks, self.history, readings, |key| match sample.get(key) {
+            Some(Ok(value)) => Ok((*value, Vec::new())),
+            Some(Err(cause)) => Err(format!("no reading of {key}: {cause}")),
+            None => Err(format!("no reading of {key}")),
+        })
     }
+}
+
+/// Every check must trigger on its signal's current value and previous values, as
+/// `reading` gives them (or says why there is none).
+fn judge(
+    checks: &[SignalCheck],
+    history: usize,
+    readings: Readings,
+    reading: impl Fn(&str) -> Result<(f64, Vec<f64>), String>,
+) -> Verdict {
+    let mut why = Vec::new();
+    for check in checks {
+        let key = check.signal.key();
+        let outcome = reading(&key).and_then(|(current, previous)| {
+            trigger::evaluate(&key, &check.threshold, current, &previous, history)
+        });
+        match outcome {
+            Ok(reason) => why.push(reason),
+            Err(reason) => return Verdict::NotVerified { reason, readings },
+        }
+    }
+    Verdict::Holds { readings, why }
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ pub struct Probe {
     dirs: Option<CgroupDirs>,
     /// CPU time of the previous sample, to take the difference from.
     last_cpu: Option<CpuMark>,
+    /// Host memory and CPUs, read once: they are the fallbacks of every sample.
+    host: Option<(Option<u64>, Option<usize>)>,
 }
 
 /// CPU time used by the target at a wall-clock moment.
@@ -74,6 +76,7 @@ impl Probe {
             process: None,
             dirs: None,
             last_cpu: None,
+            host: None,
         }
     }
 
@@ -115,6 +118,12 @@ impl Probe {
         self.dirs.clone().unwrap_or_default()
     }
 
+    /// (host memory, host CPUs), read on first use.
+    fn host(&mut self) -> (Option<u64>, Option<usize>) {
+        let procs = &self.procs;
+        *self.host.get_or_insert_with(|| (procs.host_memory(), procs.host_cpus()))
+    }
+
     /// CPU and memory from /proc and cgroups; `wall` is a monotonic clock reading.
     pub fn sample_local(&mut self, wall: Duration) -> Local {
         let mut sample = Sample::new();
@@ -122,7 +131,7 @@ impl Probe {
             let why = "no process configured for the target".to_string();
             sample.insert("cpu_percent".into(), Err(why.clone()));
             sample.insert("memory_percent".into(), Err(why));
-            return Local { sample, memory_limit: self.procs.host_memory() };
+            return Local { sample, memory_limit: self.host().0 };
         }
         let process = match self.process() {
             Ok(process) => process,
@@ -135,6 +144,7 @@ impl Probe {
             }
         };
         let dirs = self.dirs();
+        let (host_memory, host_cpus) = self.host();
 
         // CPU: the process's own time when known (on a bare host the cgroup is shared by
         // everything), else the cgroup's.
@@ -148,7 +158,7 @@ impl Probe {
             .cpu_quota_cores(&dirs)
             .or_else(|| process.and_then(|p| p.cpus_allowed).map(|n| n as f64))
             .or_else(|| self.cgroups.cpuset_cpus(&dirs))
-            .or_else(|| self.procs.host_cpus().map(|n| n as f64))
+            .or_else(|| host_cpus.map(|n| n as f64))
             .unwrap_or(1.0);
         let cpu = match (used, self.last_cpu) {
             (None, _) => Err("no CPU usage readable for the target".to_string()),
@@ -165,7 +175,7 @@ impl Probe {
         // Memory: working set over the cgroup limit (host memory without one); a process
         // sharing its cgroup with others counts its own RSS.
         let cgroup_memory = self.cgroups.memory(&dirs);
-        let limit = cgroup_memory.and_then(|m| m.limit).or_else(|| self.procs.host_memory());
+        let limit = cgroup_memory.and_then(|m| m.limit).or(host_memory);
         let shared = self.cgroups.process_count(&dirs).is_none_or(|count| count > 1);
         let used = match (&process, cgroup_memory) {
             (Some(p), _) if shared || cgroup_memory.is_none() => Some(p.rss_bytes),
