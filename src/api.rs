@@ -12,9 +12,10 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use crate::analyze::stored::{self, AnalysisError};
 use crate::app::App;
 use crate::config::Credentials;
-use crate::store::{CaptureFilter, StoreError, is_valid_id};
+use crate::store::{CaptureFilter, ProfileStore, StoreError, is_valid_id};
 
 /// Most items a list answers with.
 const MAX_LIMIT: usize = 1000;
@@ -76,6 +77,97 @@ pub async fn get_profile(State(app): State<Arc<App>>, Path(id): Path<String>) ->
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// The answer for an analysis that could not be made.
+fn analysis_error(error: AnalysisError) -> Response {
+    match error {
+        AnalysisError::NotFound(id) => not_found(format!("no capture {id:?}")),
+        AnalysisError::NoBaseline(why) => not_found(why),
+        AnalysisError::NotApplicable(why) => {
+            (StatusCode::BAD_REQUEST, Json(json!({ "error": why }))).into_response()
+        }
+        error => {
+            tracing::error!(error = %error, "Analysis failed.");
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": error.to_string() }))).into_response()
+        }
+    }
+}
+
+/// Runs a blocking analysis of stored captures off the async threads.
+async fn analysis<T: Send + 'static>(
+    app: &App,
+    work: impl FnOnce(&dyn ProfileStore) -> Result<T, AnalysisError> + Send + 'static,
+) -> Result<T, Response> {
+    let store = app.store.clone();
+    match tokio::task::spawn_blocking(move || work(store.as_ref())).await {
+        Ok(result) => result.map_err(analysis_error),
+        Err(_) => Err(StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+    }
+}
+
+/// `GET /api/v1/captures/{id}/flamegraph.svg`: drawn on first request, then kept.
+pub async fn get_flamegraph(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    if !is_valid_id(&id) {
+        return not_found(format!("no capture {id:?}"));
+    }
+    match analysis(&app, move |store| stored::flamegraph(store, &id)).await {
+        Ok(svg) => (
+            [
+                (header::CONTENT_TYPE, "image/svg+xml"),
+                // The graph's own script and styles run; nothing else may load.
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+                ),
+            ],
+            svg,
+        )
+            .into_response(),
+        Err(response) => response,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DiffQuery {
+    base: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/captures/{id}/diff?base=ID&limit=`: what changed against a baseline, as
+/// `go tool pprof -diff_base=BASE -top` shows it. Without `base`, the baseline the capture
+/// was compared with when taken, else the latest baseline of its target and kind.
+pub async fn get_diff(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(query): Query<DiffQuery>,
+) -> Response {
+    if !is_valid_id(&id) {
+        return not_found(format!("no capture {id:?}"));
+    }
+    if let Some(base) = query.base.as_ref().filter(|base| !is_valid_id(base)) {
+        return not_found(format!("no capture {base:?}"));
+    }
+    let limit = query.limit.unwrap_or(stored::DIFF_KEPT).min(MAX_LIMIT);
+    let diffed = analysis(&app, move |store| {
+        let meta = store.get(&id).ok_or_else(|| AnalysisError::NotFound(id.clone()))?;
+        let base = query
+            .base
+            .or_else(|| meta.diff.as_ref().map(|diff| diff.base.clone()))
+            .or_else(|| stored::latest_baseline(store, &meta).map(|base| base.id))
+            .ok_or_else(|| {
+                AnalysisError::NoBaseline(format!(
+                    "no baseline capture of {} {} to compare {id} with; give ?base=ID",
+                    meta.target, meta.kind
+                ))
+            })?;
+        stored::diff_captures(store, &id, &base, limit)
+    })
+    .await;
+    match diffed {
+        Ok(diff) => Json(diff).into_response(),
+        Err(response) => response,
     }
 }
 

@@ -87,6 +87,9 @@ pub struct Decision {
     /// The top functions of each kept profile.proto capture, by kind.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub top: BTreeMap<String, String>,
+    /// What grew against the latest baseline, by kind, for captures that had one.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub grew: BTreeMap<String, String>,
     /// Grafana annotations of the kept captures.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub annotations: Vec<AnnotationOutcome>,
@@ -129,7 +132,7 @@ impl DecisionLog {
             }
             _ => tracing::info!(
                 outcome, rule, target, alertname, source = decision.source.name(), reason = %decision.reason,
-                captures = ?decision.captures, top = ?decision.top, "Decision."
+                captures = ?decision.captures, top = ?decision.top, grew = ?decision.grew, "Decision."
             ),
         }
         metrics.decision(decision.outcome);

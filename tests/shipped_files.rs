@@ -144,6 +144,8 @@ fn grafana_files_agree_with_annotations() {
         sha256: None,
         file: Some("x.pb.gz".into()),
         summary: None,
+        baseline: false,
+        diff: None,
     };
     let sent = client.annotation(&capture, &[]).tags;
     for tag in wanted {

@@ -19,7 +19,7 @@ targets:
     allowed_targets: ["10.0.0.0/8:6060", "*.svc:*", "127.0.0.1:1-65535"]
     alert_labels: {job: pods}
 rules:
-  - {name: cpu, alert_labels: {alertname: HighCPU}, capture: [cpu], on_resolved: true}
+  - {name: cpu, alert_labels: {alertname: HighCPU}, capture: [cpu], baseline: {on_resolved: true}}
   - {name: any, alert_labels: {}, capture: [goroutine]}
 "#;
     Arc::new(Config::parse(text, Path::new("/nonexistent")).expect("valid fuzz config"))

@@ -1,17 +1,14 @@
 //! The top functions of a profile by flat and cumulative value of its main sample type
 //! (`default_sample_type`, else the last: cpu time, inuse_space, goroutine count, delay),
-//! as `go tool pprof -top` computes them. Two streaming passes over the gzip'd file — the
-//! locations and functions, then the samples and the names needed — so a large profile is
-//! never held whole.
+//! as `go tool pprof -top` computes them, from one streaming walk of the stacks.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Read;
 
-use prost::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::capture::profile::{Function, Location, Sample, ValueType};
-use crate::capture::{InvalidBody, TopField, walk_fields};
+use super::stacks::{add, walk_stacks};
+use crate::capture::InvalidBody;
 
 /// A profile's main sample type and its top functions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,132 +36,105 @@ impl TopFunction {
     }
 }
 
+/// Flat and cumulative values of the main sample type for every function of a profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionTable {
+    /// `type/unit`.
+    pub sample_type: String,
+    pub total: i64,
+    /// Function name → (flat, cum).
+    pub functions: HashMap<String, (i64, i64)>,
+}
+
+impl FunctionTable {
+    /// Reads the gzip'd profile that `open` opens (once per pass): flat goes to the leaf
+    /// (the innermost inlined frame), cum once per sample to every function on its stack.
+    pub fn read<R: Read>(
+        open: impl FnMut() -> std::io::Result<R>,
+        max_unzipped: u64,
+    ) -> Result<FunctionTable, InvalidBody> {
+        let mut flat: HashMap<i64, Vec<i64>> = HashMap::new();
+        let mut cum: HashMap<i64, Vec<i64>> = HashMap::new();
+        let mut totals: Vec<i64> = Vec::new();
+        let mut seen: Vec<i64> = Vec::new();
+        let walked = walk_stacks(open, max_unzipped, |stack, values| {
+            let zeros = || vec![0; values.len()];
+            if let Some(&leaf) = stack.first() {
+                add(flat.entry(leaf).or_insert_with(zeros), values);
+            }
+            seen.clear();
+            for &name in stack {
+                if !seen.contains(&name) {
+                    seen.push(name);
+                    add(cum.entry(name).or_insert_with(zeros), values);
+                }
+            }
+            if totals.is_empty() {
+                totals = zeros();
+            }
+            add(&mut totals, values);
+        })?;
+        let main = walked.main;
+        let mut functions: HashMap<String, (i64, i64)> = HashMap::new();
+        for (name, cum_values) in &cum {
+            let flat = flat.get(name).map_or(0, |v| v[main]);
+            let entry = functions.entry(walked.name(*name).to_string()).or_default();
+            // Two functions may share a name (different files): pprof -top merges them.
+            entry.0 += flat;
+            entry.1 += cum_values[main];
+        }
+        let total = totals.get(main).copied().unwrap_or(0);
+        Ok(FunctionTable { sample_type: walked.main_type(), total, functions })
+    }
+
+    /// The top `count` functions by flat, then cum, then name, as `pprof -top` sorts.
+    pub fn summary(&self, count: usize) -> Summary {
+        let percent = percent_of(self.total);
+        let mut top: Vec<TopFunction> = self
+            .functions
+            .iter()
+            .filter(|(_, (flat, cum))| *flat != 0 || *cum != 0)
+            .map(|(name, &(flat, cum))| TopFunction {
+                function: name.clone(),
+                flat,
+                flat_percent: percent(flat),
+                cum,
+                cum_percent: percent(cum),
+            })
+            .collect();
+        sort_top(&mut top);
+        top.truncate(count);
+        Summary { sample_type: self.sample_type.clone(), total: self.total, top }
+    }
+}
+
+/// `value` as a percentage of `total` (0 when the total is).
+fn percent_of(total: i64) -> impl Fn(i64) -> f64 {
+    move |value| if total == 0 { 0.0 } else { value as f64 / total as f64 * 100.0 }
+}
+
+/// Flat descending, then cum descending, then name.
+pub(crate) fn sort_top(top: &mut [TopFunction]) {
+    top.sort_by(|a, b| b.flat.cmp(&a.flat).then(b.cum.cmp(&a.cum)).then(a.function.cmp(&b.function)));
+}
+
 /// Summarizes the gzip'd profile that `open` reads (it is called once per pass).
 pub fn summarize<R: Read>(
-    mut open: impl FnMut() -> std::io::Result<R>,
+    open: impl FnMut() -> std::io::Result<R>,
     max_unzipped: u64,
     count: usize,
 ) -> Result<Summary, InvalidBody> {
-    let io = |e: std::io::Error| InvalidBody::Io(e.to_string());
-    let bad = |e: prost::DecodeError| InvalidBody::NotProfile(e.to_string());
-
-    // Pass 1: which functions each location stands for (leaf first), and their names.
-    let mut location_functions: HashMap<u64, Vec<u64>> = HashMap::new();
-    let mut function_names: HashMap<u64, i64> = HashMap::new();
-    let mut sample_types: Vec<ValueType> = Vec::new();
-    let mut default_type: i64 = 0;
-    walk_fields(open().map_err(io)?, max_unzipped, |field| {
-        match field {
-            TopField::Bytes(1, bytes) => sample_types.push(ValueType::decode(bytes).map_err(bad)?),
-            TopField::Bytes(4, bytes) => {
-                let location = Location::decode(bytes).map_err(bad)?;
-                location_functions.insert(location.id, location.line.iter().map(|l| l.function_id).collect());
-            }
-            TopField::Bytes(5, bytes) => {
-                let function = Function::decode(bytes).map_err(bad)?;
-                function_names.insert(function.id, function.name);
-            }
-            TopField::Varint(14, value) => default_type = value as i64,
-            _ => {}
-        }
-        Ok(())
-    })?;
-    if sample_types.is_empty() {
-        return Err(InvalidBody::NoSampleTypes);
-    }
-
-    // Pass 2: values per function name (flat at the leaf, cum once per sample), and the
-    // strings those names and the sample types need.
-    let values = sample_types.len();
-    let mut wanted: HashSet<i64> = function_names.values().copied().collect();
-    wanted.extend(sample_types.iter().flat_map(|t| [t.r#type, t.unit]));
-    wanted.insert(default_type);
-    let mut flat: HashMap<i64, Vec<i64>> = HashMap::new();
-    let mut cum: HashMap<i64, Vec<i64>> = HashMap::new();
-    let mut totals = vec![0i64; values];
-    let mut strings: HashMap<i64, String> = HashMap::new();
-    let mut next_string: i64 = 0;
-    let mut seen: Vec<i64> = Vec::new();
-    walk_fields(open().map_err(io)?, max_unzipped, |field| {
-        match field {
-            TopField::Bytes(2, bytes) => {
-                let sample = Sample::decode(bytes).map_err(bad)?;
-                if sample.value.len() != values {
-                    return Err(InvalidBody::NotProfile("sample values do not match sample types".into()));
-                }
-                let names = |location: &u64| {
-                    location_functions
-                        .get(location)
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|f| function_names.get(f).copied())
-                };
-                seen.clear();
-                for (depth, location) in sample.location_id.iter().enumerate() {
-                    for (line, name) in names(location).enumerate() {
-                        if depth == 0 && line == 0 {
-                            add(flat.entry(name).or_insert_with(|| vec![0; values]), &sample.value);
-                        }
-                        if !seen.contains(&name) {
-                            seen.push(name);
-                            add(cum.entry(name).or_insert_with(|| vec![0; values]), &sample.value);
-                        }
-                    }
-                }
-                add(&mut totals, &sample.value);
-            }
-            TopField::Bytes(6, bytes) => {
-                if wanted.contains(&next_string) {
-                    strings.insert(next_string, String::from_utf8_lossy(bytes).into_owned());
-                }
-                next_string += 1;
-            }
-            _ => {}
-        }
-        Ok(())
-    })?;
-
-    let text = |index: i64| strings.get(&index).cloned().unwrap_or_default();
-    let main = if default_type != 0 {
-        let name = text(default_type);
-        sample_types.iter().position(|t| text(t.r#type) == name).unwrap_or(values - 1)
-    } else {
-        values - 1
-    };
-    let total = totals[main];
-    let percent = |value: i64| if total == 0 { 0.0 } else { value as f64 / total as f64 * 100.0 };
-    let mut top: Vec<TopFunction> = cum
-        .iter()
-        .map(|(name, cum_values)| {
-            let flat = flat.get(name).map_or(0, |v| v[main]);
-            TopFunction {
-                function: text(*name),
-                flat,
-                flat_percent: percent(flat),
-                cum: cum_values[main],
-                cum_percent: percent(cum_values[main]),
-            }
-        })
-        .filter(|f| f.flat != 0 || f.cum != 0)
-        .collect();
-    top.sort_by(|a, b| b.flat.cmp(&a.flat).then(b.cum.cmp(&a.cum)).then(a.function.cmp(&b.function)));
-    top.truncate(count);
-    let sample_type = format!("{}/{}", text(sample_types[main].r#type), text(sample_types[main].unit));
-    Ok(Summary { sample_type, total, top })
-}
-
-fn add(into: &mut [i64], values: &[i64]) {
-    for (sum, value) in into.iter_mut().zip(values) {
-        *sum = sum.saturating_add(*value);
-    }
+    Ok(FunctionTable::read(open, max_unzipped)?.summary(count))
 }
 
 #[cfg(test)]
 mod tests {
     use std::io::Write;
 
+    use prost::Message;
+
     use super::*;
-    use crate::capture::profile::{Line, Profile};
+    use crate::capture::profile::{Function, Line, Location, Profile, Sample, ValueType};
 
     /// A profile with two sample types and stacks main.a → main.b (leaf) and main.a (leaf),
     /// the second location inlining main.c into main.a.

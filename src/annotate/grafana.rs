@@ -76,7 +76,12 @@ impl GrafanaClient {
 
     /// The link to a capture's profile.
     pub fn profile_link(&self, id: &str) -> String {
-        format!("{}/api/v1/captures/{id}/profile", self.external_url.as_str().trim_end_matches('/'))
+        self.capture_link(id, "/profile")
+    }
+
+    /// `{external_url}/api/v1/captures/{id}{rest}`.
+    fn capture_link(&self, id: &str, rest: &str) -> String {
+        format!("{}/api/v1/captures/{id}{rest}", self.external_url.as_str().trim_end_matches('/'))
     }
 
     /// The annotation for a kept capture; `why` is what verified it.
@@ -94,8 +99,9 @@ impl GrafanaClient {
             Some(name) => format!("alert <b>{}</b>", escape(name)),
             None => format!("{} rule", capture.trigger.source.name()),
         };
+        let what = if capture.baseline { "baseline " } else { "" };
         let mut text = format!(
-            "alertprof captured a <b>{}</b> profile of <b>{}</b> (rule {}) on {trigger}.",
+            "alertprof captured a {what}<b>{}</b> profile of <b>{}</b> (rule {}) on {trigger}.",
             escape(&capture.kind),
             escape(&capture.target),
             escape(&capture.rule),
@@ -116,6 +122,20 @@ impl GrafanaClient {
                 "<br>Top ({}, flat): {}.",
                 escape(&summary.sample_type),
                 escape(&crate::app::top_line(summary))
+            ));
+        }
+        if let Some(diff) = &capture.diff {
+            text.push_str(&format!(
+                "<br>Grew vs <a href=\"{}\">baseline</a> ({}, flat): {}.",
+                escape(&self.capture_link(&capture.id, &format!("/diff?base={}", diff.base))),
+                escape(&diff.sample_type),
+                escape(&crate::app::grew_line(diff))
+            ));
+        }
+        if capture.summary.is_some() {
+            text.push_str(&format!(
+                "<br><a href=\"{}\">Flame graph</a>",
+                escape(&self.capture_link(&capture.id, "/flamegraph.svg"))
             ));
         }
         let link = self.profile_link(&capture.id);

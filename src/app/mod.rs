@@ -3,7 +3,7 @@
 mod pipeline;
 mod watch;
 
-pub use pipeline::{refused_at_once, top_line};
+pub use pipeline::{grew_line, refused_at_once, top_line};
 pub use watch::{run_sampling, sampling_interval};
 
 use std::path::PathBuf;
@@ -183,6 +183,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/captures", get(crate::api::list_captures))
         .route("/api/v1/captures/{id}", get(crate::api::get_capture))
         .route("/api/v1/captures/{id}/profile", get(crate::api::get_profile))
+        .route("/api/v1/captures/{id}/flamegraph.svg", get(crate::api::get_flamegraph))
+        .route("/api/v1/captures/{id}/diff", get(crate::api::get_diff))
         .route("/api/v1/decisions", get(crate::api::list_decisions))
         .route("/-/reload", post(reload))
         .route_layer(guard(Area::Api));

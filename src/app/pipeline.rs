@@ -1,5 +1,5 @@
-//! One job, start to end: gate pre-check, verify, admit, capture every kind, store, and
-//! one decision.
+//! One job, start to end: gate pre-check, verify (or, for a baseline, check the target is
+//! quiet), admit, capture every kind, analyze and store, and one decision.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -10,24 +10,22 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::spawn_blocking;
 
 use super::App;
-use crate::analyze::{Summary, summarize};
+use crate::analyze::stored::{self, AnalysisError};
+use crate::analyze::{Diff, FunctionTable, Summary, diff};
 use crate::capture::{BodyFormat, PprofClient, ProfileKind};
 use crate::decision::{AnnotationOutcome, Decision, Outcome};
 use crate::gate::Refusal;
 use crate::rules::Job;
 use crate::rules::endpoint::check_resolved;
-use crate::store::{CaptureMeta, CaptureStatus};
+use crate::store::{CaptureMeta, CaptureStatus, TriggerSource};
 use crate::verify::sampler::sample_metrics_now;
 use crate::verify::{Readings, Verdict};
-
-/// Runs a job to its decision. `slot` (a place among the jobs running) is given back once
-/// the captures are done, before Grafana is told: a slow Grafana never holds up captures.
-/// Bound on gunzipped bytes read while summarizing (validation already bounded the body).
-const SUMMARY_MAX_UNZIPPED: u64 = 8 << 30;
 
 /// How long a templated target's /metrics may take when verified on arrival.
 const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Runs a job to its decision. `slot` (a place among the jobs running) is given back once
+/// the captures are done, before Grafana is told: a slow Grafana never holds up captures.
 pub async fn run_job(app: &App, job: Job, slot: Option<OwnedSemaphorePermit>) {
     let decision = decide(app, &job, slot).await;
     app.record(decision);
@@ -48,12 +46,13 @@ pub fn decision_for(job: &Job, outcome: Outcome, reason: String) -> Decision {
         readings: Readings::new(),
         annotations: Vec::new(),
         top: Default::default(),
+        grew: Default::default(),
     }
 }
 
 /// The decision for a job the gate refuses before anything else is done, if it does.
 pub fn refused_at_once(app: &App, job: &Job) -> Option<Decision> {
-    let refusal = app.gate.check(job.dedupe.as_deref(), &job.rule().name, &job.target().name, Utc::now())?;
+    let refusal = app.gate.check(job.dedupe.as_deref(), &job.gate_rule(), &job.target().name, Utc::now())?;
     Some(refusal_decision(job, refusal, Readings::new()))
 }
 
@@ -67,20 +66,66 @@ pub fn refusal_decision(job: &Job, refusal: Refusal, readings: Readings) -> Deci
     Decision { readings, ..decision_for(job, outcome, reason) }
 }
 
+/// For a baseline: the readings, if the rule's signals are quiet on the target — each one
+/// read and none triggering (a baseline taken during a spike would hide it) — and, for a
+/// periodic one, the rule out of its cooldown. Else the decision saying why not.
+pub fn quiet(app: &App, job: &Job, now: chrono::DateTime<Utc>) -> Result<Readings, Box<Decision>> {
+    let (rule, target) = (job.rule(), job.target());
+    let not_quiet = |why: String, readings: Readings| {
+        Box::new(Decision {
+            readings,
+            ..decision_for(job, Outcome::NotVerified, format!("not quiet, no baseline: {why}"))
+        })
+    };
+    if job.trigger.source == TriggerSource::Baseline
+        && let Some(Refusal::Cooldown { until }) = app.gate.check(None, &rule.name, &target.name, now)
+    {
+        return Err(not_quiet(
+            format!("the rule captured a spike; in cooldown until {until}"),
+            Readings::new(),
+        ));
+    }
+    // A templated target has no local readings: its alert resolving is what says quiet.
+    if job.endpoint.templated {
+        return Ok(Readings::new());
+    }
+    let readings = app.verifier.readings(&target.name);
+    let mut loud = Vec::new();
+    for check in &rule.verify {
+        let key = check.signal.key();
+        if !readings.contains_key(&key) {
+            loud.push(format!("no reading of {key}"));
+        } else if let Verdict::Holds { why, .. } =
+            app.verifier.verify(&target.name, std::slice::from_ref(check), now)
+        {
+            loud.extend(why);
+        }
+    }
+    if loud.is_empty() { Ok(readings) } else { Err(not_quiet(loud.join("; "), readings)) }
+}
+
 async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Decision {
     let (rule, target) = (job.rule(), job.target());
-    if let Some(refusal) = app.gate.check(job.dedupe.as_deref(), &rule.name, &target.name, Utc::now()) {
+    let gate_rule = job.gate_rule();
+    if let Some(refusal) = app.gate.check(job.dedupe.as_deref(), &gate_rule, &target.name, Utc::now()) {
         return refusal_decision(job, refusal, Readings::new());
     }
-    let verdict = if job.endpoint.templated && !rule.verify.is_empty() {
-        verify_on_arrival(app, job).await
+    let (readings, why) = if job.baseline {
+        match quiet(app, job, Utc::now()) {
+            Ok(readings) => (readings, Vec::new()),
+            Err(decision) => return *decision,
+        }
     } else {
-        app.verifier.verify(&target.name, &rule.verify, Utc::now())
-    };
-    let (readings, why) = match verdict {
-        Verdict::Holds { readings, why } => (readings, why),
-        Verdict::NotVerified { reason, readings } => {
-            return Decision { readings, ..decision_for(job, Outcome::NotVerified, reason) };
+        let verdict = if job.endpoint.templated && !rule.verify.is_empty() {
+            verify_on_arrival(app, job).await
+        } else {
+            app.verifier.verify(&target.name, &rule.verify, Utc::now())
+        };
+        match verdict {
+            Verdict::Holds { readings, why } => (readings, why),
+            Verdict::NotVerified { reason, readings } => {
+                return Decision { readings, ..decision_for(job, Outcome::NotVerified, reason) };
+            }
         }
     };
     let client = match pinned_client(app, job).await {
@@ -90,7 +135,7 @@ async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Dec
             return Decision { readings, ..decision_for(job, Outcome::Refused, reason) };
         }
     };
-    match app.gate.admit(job.dedupe.as_deref(), &rule.name, &target.name, rule.cooldown, Utc::now()) {
+    match app.gate.admit(job.dedupe.as_deref(), &gate_rule, &target.name, job.cooldown(), Utc::now()) {
         Ok(None) => {}
         Ok(Some(refusal)) => return refusal_decision(job, refusal, readings),
         Err(error) => {
@@ -109,8 +154,9 @@ async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Dec
         .collect();
     let kept: Vec<&str> =
         captures.iter().filter(|meta| meta.is_ok()).map(|meta| meta.kind.as_str()).collect();
+    let what = if job.baseline { "baseline " } else { "" };
     let (outcome, mut reason) = if failures.is_empty() {
-        (Outcome::Captured, format!("captured {}", kept.join(", ")))
+        (Outcome::Captured, format!("captured {what}{}", kept.join(", ")))
     } else if kept.is_empty() {
         (Outcome::CaptureFailed, format!("capture failed: {}", failures.join("; ")))
     } else {
@@ -128,11 +174,16 @@ async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Dec
         .iter()
         .filter_map(|meta| meta.summary.as_ref().map(|summary| (meta.kind.clone(), top_line(summary))))
         .collect();
+    let grew = captures
+        .iter()
+        .filter_map(|meta| meta.diff.as_ref().map(|diff| (meta.kind.clone(), grew_line(diff))))
+        .collect();
     Decision {
         captures: captures.into_iter().map(|meta| meta.id).collect(),
         readings,
         annotations,
         top,
+        grew,
         ..decision_for(job, outcome, reason)
     }
 }
@@ -198,9 +249,13 @@ async fn capture(
         sha256: None,
         file: None,
         summary: None,
+        baseline: job.baseline,
+        diff: None,
     };
     let store = app.store.clone();
-    let (target_name, rule_name) = (target.name.clone(), rule.name.clone());
+    let target_name = target.name.clone();
+    // Baselines are told apart in their ids too: `…-cpu-spike-baseline-cpu`.
+    let rule_name = if job.baseline { format!("{}-baseline", rule.name) } else { rule.name.clone() };
     let begun = spawn_blocking(move || store.begin(&target_name, &rule_name, kind.name())).await;
     let (id, staged) = match begun {
         Ok(Ok(begun)) => begun,
@@ -217,7 +272,7 @@ async fn capture(
             meta.bytes = fetched.bytes;
             meta.sha256 = Some(fetched.sha256);
             if kind.format() == BodyFormat::Pprof {
-                meta.summary = summarize_staged(&staged).await;
+                (meta.summary, meta.diff) = analyze_staged(app, &meta, &staged).await;
             }
         }
         Err(error) => meta.error = Some(error.to_string()),
@@ -246,25 +301,51 @@ pub const TOP_SHOWN: usize = 5;
 /// Functions kept in a capture's metadata.
 const TOP_KEPT: usize = 20;
 
-/// The top functions of a validated, staged profile; `None` (and a log line) if that fails.
-async fn summarize_staged(staged: &std::path::Path) -> Option<Summary> {
-    let path = staged.to_path_buf();
-    let summary =
-        spawn_blocking(move || summarize(|| std::fs::File::open(&path), SUMMARY_MAX_UNZIPPED, TOP_KEPT))
-            .await;
-    match summary {
-        Ok(Ok(summary)) => Some(summary),
-        Ok(Err(error)) => {
-            tracing::warn!(error = %error, "Cannot summarize the profile.");
-            None
-        }
-        Err(_) => None,
-    }
+/// The top functions of a validated, staged profile and, for a spike, what grew against
+/// the latest baseline of its target and kind. `None`s (and a log line) if that fails: the
+/// capture is kept regardless.
+async fn analyze_staged(
+    app: &App,
+    meta: &CaptureMeta,
+    staged: &std::path::Path,
+) -> (Option<Summary>, Option<Diff>) {
+    let (store, meta, path) = (app.store.clone(), meta.clone(), staged.to_path_buf());
+    let analyzed = spawn_blocking(move || {
+        let table = match FunctionTable::read(|| std::fs::File::open(&path), stored::MAX_UNZIPPED) {
+            Ok(table) => table,
+            Err(error) => {
+                tracing::warn!(id = %meta.id, error = %error, "Cannot summarize the profile.");
+                return (None, None);
+            }
+        };
+        let summary = Some(table.summary(TOP_KEPT));
+        let Some(base) = stored::latest_baseline(store.as_ref(), &meta).filter(|_| !meta.baseline) else {
+            return (summary, None);
+        };
+        let diff = stored::function_table(store.as_ref(), &base.id)
+            .and_then(|base_table| {
+                diff(&table, &base_table, &base.id, stored::DIFF_KEPT)
+                    .map_err(|error| AnalysisError::NotApplicable(error.to_string()))
+            })
+            .inspect_err(|error| {
+                tracing::warn!(id = %meta.id, base = %base.id, error = %error, "Cannot compare with the baseline.")
+            })
+            .ok();
+        (summary, diff)
+    });
+    analyzed.await.unwrap_or_default()
 }
 
 /// `main.spin 98.7%, main.work 1.0%` — the first functions by flat share.
 pub fn top_line(summary: &Summary) -> String {
     summary.top.iter().take(TOP_SHOWN).map(|f| f.short()).collect::<Vec<_>>().join(", ")
+}
+
+/// `main.leak +1.5s (+300.0%)` — the functions that grew most against the baseline, or
+/// that nothing did.
+pub fn grew_line(diff: &Diff) -> String {
+    let grown: Vec<String> = diff.grown().take(TOP_SHOWN).map(|f| diff.describe(f)).collect();
+    if grown.is_empty() { "nothing grew".to_string() } else { grown.join(", ") }
 }
 
 fn failed(mut meta: CaptureMeta, error: String) -> CaptureMeta {

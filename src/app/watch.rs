@@ -1,9 +1,10 @@
-//! The sampling loop per target, and watch rules: each target is sampled every
-//! `sample_interval` (or its shortest watch interval); after a sample, due watch rules are
-//! evaluated and, when they trigger, run through the same pipeline as alerts.
+//! The sampling loop per target, watch rules and periodic baselines: each target is sampled
+//! every `sample_interval` (or its shortest watch interval); after a sample, due watch rules
+//! are evaluated and, when they trigger, run through the same pipeline as alerts; due
+//! baselines are taken the same way when the target is quiet.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -22,6 +23,9 @@ use crate::verify::sampler::{Probe, sample};
 /// A scrape of a target's /metrics may take at most this long (and never longer than the
 /// sampling interval).
 const MAX_SCRAPE_TIME: Duration = Duration::from_secs(5);
+
+/// How often a periodic baseline that is due is tried while the target is not quiet.
+const BASELINE_RETRY: Duration = Duration::from_secs(60);
 
 /// Samples every target until `shutdown`; starts over with the new config on reload.
 pub async fn run_sampling(app: Arc<App>, shutdown: CancellationToken) {
@@ -70,10 +74,12 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
     let started = Instant::now();
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // When each watch rule last ran, and whether its job is still running.
-    let mut last_watch: HashMap<usize, Instant> = HashMap::new();
-    let mut last_outcome: HashMap<usize, Outcome> = HashMap::new();
-    let running: Arc<std::sync::Mutex<std::collections::HashSet<usize>>> = Default::default();
+    // When each watch rule (false) and periodic baseline (true) of a rule last ran, the
+    // outcome it last came to, and whether its job is still running.
+    let mut last_run: HashMap<(usize, bool), Instant> = HashMap::new();
+    let mut last_outcome: HashMap<(usize, bool), Outcome> = HashMap::new();
+    let running: Arc<Mutex<HashSet<(usize, bool)>>> = Default::default();
+    let mut samples: u64 = 0;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
@@ -90,6 +96,7 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
             () = stop.cancelled() => break,
         };
         probe = Some(back);
+        samples += 1;
         for (signal, value) in &readings {
             let labels = vec![("target", target.name.clone()), ("signal", signal.clone())];
             match value {
@@ -105,18 +112,13 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
         app.verifier.record(&target.name, now, readings);
 
         for (rule_index, rule) in &rules {
-            let Some(every) = rule.watch else { continue };
-            let due = last_watch.get(rule_index).is_none_or(|last| last.elapsed() + interval / 2 >= every);
-            if !due || running.lock().unwrap().contains(rule_index) {
-                continue;
-            }
-            last_watch.insert(*rule_index, Instant::now());
-            let job = Job {
+            let rule_index = *rule_index;
+            let job = |source: TriggerSource, baseline: bool| Job {
                 config: config.clone(),
-                rule: *rule_index,
+                rule: rule_index,
                 target: index,
                 trigger: Trigger {
-                    source: TriggerSource::Watch,
+                    source,
                     alertname: None,
                     fingerprint: None,
                     starts_at: Some(now),
@@ -124,38 +126,67 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
                 },
                 dedupe: None,
                 endpoint: endpoint.clone(),
+                baseline,
             };
-            // Every tick ends in a decision; one that repeats the previous outcome is
-            // counted and debug-logged, not listed.
-            let quiet = match app.verifier.verify(&target.name, &rule.verify, now) {
-                Verdict::NotVerified { reason, readings } => {
-                    Err(Decision { readings, ..pipeline::decision_for(&job, Outcome::NotVerified, reason) })
-                }
-                Verdict::Holds { readings, why } => match app.gate.check(None, &rule.name, &target.name, now)
-                {
-                    Some(refusal) => Err(pipeline::refusal_decision(&job, refusal, readings)),
-                    None => Ok(why),
-                },
+            let due = |key: (usize, bool), every: Duration| {
+                let due = last_run.get(&key).is_none_or(|last| last.elapsed() + interval / 2 >= every);
+                due && !running.lock().unwrap().contains(&key)
             };
-            let why = match quiet {
-                Ok(why) => why,
-                Err(decision) => {
-                    if last_outcome.insert(*rule_index, decision.outcome) == Some(decision.outcome) {
-                        app.decisions.record_repeat(&decision, &app.metrics);
-                    } else {
-                        app.record(decision);
+            // A watch rule: does its condition hold, and does the gate let it through?
+            let watch = rule.watch.filter(|&every| due((rule_index, false), every)).map(|_| {
+                let job = job(TriggerSource::Watch, false);
+                let go = match app.verifier.verify(&target.name, &rule.verify, now) {
+                    Verdict::NotVerified { reason, readings } => {
+                        Err(Decision { readings, ..pipeline::decision_for(&job, Outcome::NotVerified, reason) })
                     }
-                    continue;
-                }
-            };
-            last_outcome.insert(*rule_index, Outcome::Captured);
-            tracing::info!(rule = %rule.name, target = %target.name, why = %why.join("; "), "Watch rule triggered.");
-            running.lock().unwrap().insert(*rule_index);
-            let (app, running, rule_index) = (app.clone(), running.clone(), *rule_index);
-            app.jobs.clone().spawn(async move {
-                pipeline::run_job(&app, job, None).await;
-                running.lock().unwrap().remove(&rule_index);
+                    Verdict::Holds { readings, why } => {
+                        match app.gate.check(None, &rule.name, &target.name, now) {
+                            Some(refusal) => Err(pipeline::refusal_decision(&job, refusal, readings)),
+                            None => {
+                                tracing::info!(rule = %rule.name, target = %target.name, why = %why.join("; "), "Watch rule triggered.");
+                                Ok(())
+                            }
+                        }
+                    }
+                };
+                (job, go)
             });
+            // A periodic baseline: is one due (the gate's baseline cooldown is over), and is
+            // the target quiet? Tried once the target has been sampled twice.
+            let baseline = rule
+                .baseline
+                .every
+                .filter(|_| samples >= 2 && due((rule_index, true), BASELINE_RETRY))
+                .map(|_| job(TriggerSource::Baseline, true))
+                .filter(|job| app.gate.check(None, &job.gate_rule(), &target.name, now).is_none())
+                .map(|job| {
+                    let go = pipeline::quiet(&app, &job, now).map(|_| ()).map_err(|decision| *decision);
+                    (job, go)
+                });
+            for (job, go) in watch.into_iter().chain(baseline) {
+                let key = (rule_index, job.baseline);
+                last_run.insert(key, Instant::now());
+                match go {
+                    // Every run ends in a decision; one that repeats the previous outcome is
+                    // counted and debug-logged, not listed.
+                    Err(decision) => {
+                        if last_outcome.insert(key, decision.outcome) == Some(decision.outcome) {
+                            app.decisions.record_repeat(&decision, &app.metrics);
+                        } else {
+                            app.record(decision);
+                        }
+                    }
+                    Ok(()) => {
+                        last_outcome.insert(key, Outcome::Captured);
+                        running.lock().unwrap().insert(key);
+                        let (app, running) = (app.clone(), running.clone());
+                        app.jobs.clone().spawn(async move {
+                            pipeline::run_job(&app, job, None).await;
+                            running.lock().unwrap().remove(&key);
+                        });
+                    }
+                }
+            }
         }
     }
 }

@@ -163,8 +163,23 @@ pub struct Rule {
     pub capture: Vec<ProfileKind>,
     pub seconds: u32,
     pub cooldown: Duration,
-    /// Whether a resolved alert also captures (e.g. a baseline after the spike).
+    /// When to capture baselines, the normal-times profiles spikes are compared with.
+    pub baseline: Baseline,
+}
+
+/// `baseline:` of a rule. A baseline captures the rule's kinds while the rule's signals
+/// are quiet; spikes captured later name what grew against it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Baseline {
+    /// When the rule's alert resolves.
     pub on_resolved: bool,
+    /// Periodically, when the rule's signals are quiet and it is out of cooldown.
+    pub every: Option<Duration>,
+}
+
+impl Baseline {
+    /// Shortest `every`: a baseline is a full capture, not a sample.
+    pub const MIN_EVERY: Duration = Duration::from_secs(60);
 }
 
 /// A signal a rule re-checks locally before capturing.
@@ -772,6 +787,7 @@ fn read_rule(
             "capture",
             "seconds",
             "cooldown",
+            "baseline",
             "on_resolved",
         ],
     )?;
@@ -811,13 +827,20 @@ fn read_rule(
     };
     let seconds = optional(w, &object, "seconds", 10, |w, p, v| w.integer(p, v, 1, 300).map(|n| n as u32));
     let cooldown = optional(w, &object, "cooldown", Duration::from_secs(300), Walker::duration);
-    let on_resolved = optional(w, &object, "on_resolved", false, Walker::boolean);
-    if let (Some(Some(_)), Some(chosen)) = (&watch, &rule_targets) {
-        for &t in chosen {
+    let baseline = optional(w, &object, "baseline", Baseline::default(), read_baseline);
+    if object.get("on_resolved").is_some() {
+        w.report(&field(path, "on_resolved"), "moved: write baseline: {on_resolved: true}");
+    }
+    // Watch rules and periodic baselines read one instance: templated targets have none.
+    let watched = matches!(watch, Some(Some(_)));
+    let periodic = matches!(&baseline, Some(Baseline { every: Some(_), .. }));
+    let local = [(watched, "watch", "watch"), (periodic, "baseline", "baseline.every")];
+    for (_, place, what) in local.into_iter().filter(|(on, ..)| *on) {
+        for &t in rule_targets.iter().flatten() {
             if targets[t].templated {
                 w.report(
-                    &field(path, "watch"),
-                    format!("target {:?} has a templated URL; watch needs fixed URLs", targets[t].name),
+                    &field(path, place),
+                    format!("target {:?} has a templated URL; {what} needs fixed URLs", targets[t].name),
                 );
             }
         }
@@ -825,8 +848,11 @@ fn read_rule(
     if let (Some(None), Some(None)) = (&alert_labels, &watch) {
         w.report(path, "needs alert_labels (to handle alerts) or watch (to evaluate locally), or both");
     }
-    if let (Some(None), Some(true)) = (&alert_labels, &on_resolved) {
-        w.report(&field(path, "on_resolved"), "needs alert_labels: watch rules have no resolved alerts");
+    if let (Some(None), Some(Baseline { on_resolved: true, .. })) = (&alert_labels, &baseline) {
+        w.report(
+            &field(&field(path, "baseline"), "on_resolved"),
+            "needs alert_labels: watch rules have no resolved alerts",
+        );
     }
     if let (Some(Some(_)), Some(verify)) = (&watch, &verify)
         && verify.is_empty()
@@ -842,8 +868,27 @@ fn read_rule(
         capture: capture?,
         seconds: seconds?,
         cooldown: cooldown?,
-        on_resolved: on_resolved?,
+        baseline: baseline?,
     })
+}
+
+fn read_baseline(w: &mut Walker, path: &str, value: &Value) -> Option<Baseline> {
+    let object = w.object(path, value, &["on_resolved", "every"])?;
+    let on_resolved = optional(w, &object, "on_resolved", false, Walker::boolean);
+    let every = optional(w, &object, "every", None, |w, p, v| {
+        let every = w.positive_duration(p, v)?;
+        if every < Baseline::MIN_EVERY {
+            w.report(p, "must be at least 1m: a baseline is a full capture");
+            return None;
+        }
+        Some(Some(every))
+    });
+    let baseline = Baseline { on_resolved: on_resolved?, every: every? };
+    if !baseline.on_resolved && baseline.every.is_none() {
+        w.report(path, "needs on_resolved: true or every, or both");
+        return None;
+    }
+    Some(baseline)
 }
 
 fn read_kinds(w: &mut Walker, path: &str, value: &Value) -> Option<Vec<ProfileKind>> {
@@ -1043,7 +1088,7 @@ targets: [{name: t, pprof_url: "http://h:1", process: {pid: 1, listen_port: 2}}]
 rules:
   - {name: a, watch: {interval: 1s}, capture: [heap]}
   - {name: b, alert_labels: {x: y}, verify: {goroutines: {min: 10, max: 5}}, capture: [heap]}
-  - {name: c, watch: {interval: 1s}, on_resolved: true, verify: {threads: {abs: 1}}, capture: [heap]}
+  - {name: c, watch: {interval: 1s}, baseline: {on_resolved: true}, verify: {threads: {abs: 1}}, capture: [heap]}
 "#;
         let Err(ParseError::Invalid(problems)) = Config::parse(text, Path::new(".")) else {
             panic!("accepted")
@@ -1055,7 +1100,51 @@ rules:
                 "targets[0].process: give exactly one of listen_port, pid, cgroup",
                 "rules[0]: a watch rule needs verify: the signals that trigger it",
                 "rules[1].verify.goroutines.max: 5 must be above min/abs 10, or nothing triggers",
-                "rules[2].on_resolved: needs alert_labels: watch rules have no resolved alerts",
+                "rules[2].baseline.on_resolved: needs alert_labels: watch rules have no resolved alerts",
+            ]
+        );
+    }
+
+    /// Baselines: on resolve or periodic, each mistake named; the old `on_resolved` key
+    /// says where it went.
+    #[test]
+    fn baselines() {
+        let text = r#"
+targets:
+  - {name: t, pprof_url: "http://h:1"}
+  - {name: any, pprof_url: "http://{{ labels.instance }}", allowed_targets: ["10.0.0.0/8:6060"]}
+rules:
+  - {name: a, alert_labels: {x: y}, targets: [t], capture: [heap], baseline: {on_resolved: true, every: 2h}}
+"#;
+        let config = Config::parse(text, Path::new(".")).unwrap();
+        let rule = &config.rules[0];
+        assert_eq!(rule.baseline, Baseline { on_resolved: true, every: Some(Duration::from_secs(7200)) });
+        let text = r#"
+targets:
+  - {name: t, pprof_url: "http://h:1"}
+  - {name: any, pprof_url: "http://{{ labels.instance }}", allowed_targets: ["10.0.0.0/8:6060"]}
+rules:
+  - {name: a, alert_labels: {x: y}, targets: [t], capture: [heap], baseline: {every: 30s}}
+  - {name: b, alert_labels: {x: y}, targets: [t], capture: [heap], baseline: {}}
+  - {name: c, alert_labels: {x: y}, capture: [heap], baseline: {every: 1h}}
+  - {name: d, alert_labels: {x: y}, capture: [heap], on_resolved: true}
+  - {name: e, alert_labels: {x: y}, capture: [heap], baseline: {often: 1h}}
+  - {name: f, alert_labels: {x: y}, capture: [heap], baseline: {on_resolved: 3}}
+"#;
+        let Err(ParseError::Invalid(problems)) = Config::parse(text, Path::new(".")) else {
+            panic!("accepted")
+        };
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "rules[0].baseline.every: must be at least 1m: a baseline is a full capture",
+                "rules[1].baseline: needs on_resolved: true or every, or both",
+                "rules[2].baseline: target \"any\" has a templated URL; baseline.every needs fixed URLs",
+                "rules[3].on_resolved: moved: write baseline: {on_resolved: true}",
+                "rules[4].baseline.often: unknown key \"often\" (known: on_resolved, every)",
+                "rules[4].baseline: needs on_resolved: true or every, or both",
+                "rules[5].baseline.on_resolved: must be true or false",
             ]
         );
     }

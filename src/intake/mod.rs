@@ -112,6 +112,7 @@ fn accept(app: &App, body: &[u8]) -> Result<(usize, usize), IntakeError> {
                     readings: Default::default(),
                     annotations: Vec::new(),
                     top: Default::default(),
+                    grew: Default::default(),
                 }),
             }
         }

@@ -6,8 +6,10 @@ pub mod endpoint;
 
 pub use endpoint::Endpoint;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::decision::Outcome;
@@ -28,6 +30,9 @@ pub struct Job {
     /// Where the requests go: the target's URLs, rendered from the alert's labels if
     /// templated.
     pub endpoint: Arc<Endpoint>,
+    /// A baseline of normal times (the alert resolved, or a periodic one while quiet)
+    /// rather than a spike.
+    pub baseline: bool,
 }
 
 impl Job {
@@ -37,6 +42,23 @@ impl Job {
 
     pub fn target(&self) -> &crate::config::Target {
         &self.config.targets[self.target]
+    }
+
+    /// The name the gate keeps this job's cooldown under: the rule's, or for a baseline
+    /// `<rule>/baseline` (rule names have no `/`), so a baseline right after a spike is not
+    /// refused by the spike's cooldown, nor a spike by a baseline's.
+    pub fn gate_rule(&self) -> Cow<'_, str> {
+        let name = &self.rule().name;
+        if self.baseline { Cow::Owned(format!("{name}/baseline")) } else { Cow::Borrowed(name) }
+    }
+
+    /// How long after this job the gate refuses the next of its kind on the target.
+    pub fn cooldown(&self) -> Duration {
+        let rule = self.rule();
+        match (self.baseline, self.trigger.source, rule.baseline.every) {
+            (true, TriggerSource::Baseline, Some(every)) => every,
+            _ => rule.cooldown,
+        }
     }
 }
 
@@ -83,12 +105,12 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
         if !includes(&alert.labels, rule_labels) {
             continue;
         }
-        if status == AlertStatus::Resolved && !rule.on_resolved {
+        if status == AlertStatus::Resolved && !rule.baseline.on_resolved {
             found.push(Match::Skip {
                 rule: Some(rule.name.clone()),
                 target: None,
                 outcome: Outcome::Resolved,
-                reason: "alert resolved; the rule does not capture on resolve".to_string(),
+                reason: "alert resolved; the rule takes no baseline on resolve".to_string(),
             });
             continue;
         }
@@ -143,6 +165,7 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
                 },
                 dedupe: Some(format!("{fingerprint}@{starts_at}/{}/{target_name}{suffix}", rule.name)),
                 endpoint,
+                baseline: status == AlertStatus::Resolved,
             })));
         }
     }

@@ -16,6 +16,14 @@ use crate::config::StorageConfig;
 
 const STAGING: &str = ".tmp";
 const STATE: &str = ".state";
+/// Renderings kept next to a profile, `<id>.<name>`: made on demand, deleted with it.
+pub const DERIVED: &[&str] = &["flamegraph.svg"];
+
+/// `name` if it is one of `DERIVED`; anything else is a programming error.
+fn derived_name(name: &str) -> &str {
+    assert!(DERIVED.contains(&name), "not a derived file name: {name}");
+    name
+}
 
 pub struct LocalStore {
     dir: PathBuf,
@@ -59,7 +67,14 @@ impl LocalStore {
         self.dir.join(&meta.target).join(format!("{}.json", meta.id))
     }
 
+    fn derived_path(&self, meta: &CaptureMeta, name: &str) -> PathBuf {
+        self.dir.join(&meta.target).join(format!("{}.{name}", meta.id))
+    }
+
     fn delete(&self, meta: &CaptureMeta) -> Result<(), StoreError> {
+        for name in DERIVED {
+            remove_if_present(&self.derived_path(meta, name))?;
+        }
         if let Some(path) = self.profile_path(meta) {
             remove_if_present(&path)?;
         }
@@ -138,6 +153,30 @@ impl ProfileStore for LocalStore {
         let file = fs::File::open(&path).map_err(StoreError::io("open", &path))?;
         let len = file.metadata().map_err(StoreError::io("stat", &path))?.len();
         Ok(ProfileFile { file, len, file_name: meta.file.unwrap_or_default() })
+    }
+
+    fn open_derived(&self, id: &str, name: &str) -> Result<Option<ProfileFile>, StoreError> {
+        let meta = self.get(id).ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let path = self.derived_path(&meta, derived_name(name));
+        match fs::File::open(&path) {
+            Ok(file) => {
+                let len = file.metadata().map_err(StoreError::io("stat", &path))?.len();
+                Ok(Some(ProfileFile { file, len, file_name: format!("{id}.{name}") }))
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(StoreError::Io { action: "open", path, source: error }),
+        }
+    }
+
+    fn put_derived(&self, id: &str, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let meta = self.get(id).ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        write_atomic(&self.derived_path(&meta, derived_name(name)), bytes)?;
+        // Retention may have deleted the capture meanwhile: then the rendering goes too.
+        if self.get(id).is_none() {
+            fs::remove_file(self.derived_path(&meta, name)).ok();
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        Ok(())
     }
 
     fn enforce_retention(&self) -> Result<usize, StoreError> {
@@ -222,6 +261,7 @@ fn rebuild_index(dir: &Path) -> Result<BTreeMap<String, CaptureMeta>, StoreError
                     continue;
                 }
                 referenced.insert(file.clone());
+                referenced.extend(DERIVED.iter().map(|name| format!("{}.{name}", meta.id)));
             }
             index.insert(meta.id.clone(), meta);
         }
@@ -313,6 +353,8 @@ mod tests {
             sha256: None,
             file: None,
             summary: None,
+            baseline: false,
+            diff: None,
         }
     }
 
@@ -395,5 +437,28 @@ mod tests {
         store.enforce_retention().unwrap();
         let left: Vec<String> = store.list(&CaptureFilter::default()).into_iter().map(|m| m.id).collect();
         assert_eq!(left, vec![big.id]);
+    }
+
+    /// A rendering is kept next to its capture, survives a restart, and is deleted with the
+    /// capture by retention.
+    #[test]
+    fn derived_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&config(dir.path(), None, Some(150))).unwrap();
+        let first = keep(&store, Utc::now(), 100);
+        assert!(store.open_derived(&first.id, "flamegraph.svg").unwrap().is_none());
+        store.put_derived(&first.id, "flamegraph.svg", b"<svg/>").unwrap();
+        let path = dir.path().join("t").join(format!("{}.flamegraph.svg", first.id));
+        assert_eq!(fs::read(&path).unwrap(), b"<svg/>");
+        assert!(matches!(store.put_derived("nope", "flamegraph.svg", b"x"), Err(StoreError::NotFound(_))));
+
+        drop(store);
+        let store = LocalStore::open(&config(dir.path(), None, Some(150))).unwrap();
+        assert_eq!(store.open_derived(&first.id, "flamegraph.svg").unwrap().unwrap().len, 6);
+        std::thread::sleep(Duration::from_millis(2));
+        keep(&store, Utc::now(), 100);
+        assert_eq!(store.enforce_retention().unwrap(), 1);
+        assert!(!path.exists());
+        assert!(matches!(store.open_derived(&first.id, "flamegraph.svg"), Err(StoreError::NotFound(_))));
     }
 }

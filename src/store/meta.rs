@@ -22,6 +22,8 @@ pub enum TriggerSource {
     Alertmanager,
     Watch,
     Manual,
+    /// A periodic baseline while the target was quiet.
+    Baseline,
 }
 
 impl TriggerSource {
@@ -30,6 +32,7 @@ impl TriggerSource {
             TriggerSource::Alertmanager => "alertmanager",
             TriggerSource::Watch => "watch",
             TriggerSource::Manual => "manual",
+            TriggerSource::Baseline => "baseline",
         }
     }
 }
@@ -78,6 +81,13 @@ pub struct CaptureMeta {
     /// Top functions, for profile.proto kinds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<crate::analyze::Summary>,
+    /// A capture of normal times, to compare spikes with (taken when an alert resolved, or
+    /// periodically while the target was quiet).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub baseline: bool,
+    /// What grew against the latest baseline of the same target and kind, if there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<crate::analyze::Diff>,
 }
 
 impl CaptureMeta {

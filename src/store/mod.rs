@@ -7,7 +7,7 @@ mod meta;
 
 use std::path::{Path, PathBuf};
 
-pub use local::{LocalStore, write_atomic};
+pub use local::{DERIVED, LocalStore, write_atomic};
 pub use meta::{CaptureMeta, CaptureStatus, Trigger, TriggerSource, capture_id, is_valid_id};
 
 /// Why the store could not do what was asked.
@@ -63,6 +63,11 @@ pub trait ProfileStore: Send + Sync + 'static {
     /// Newest first.
     fn list(&self, filter: &CaptureFilter) -> Vec<CaptureMeta>;
     fn open_profile(&self, id: &str) -> Result<ProfileFile, StoreError>;
+    /// A rendering of a kept capture's profile (one of `DERIVED`, e.g. `flamegraph.svg`),
+    /// if one was made; it is deleted with the capture.
+    fn open_derived(&self, id: &str, name: &str) -> Result<Option<ProfileFile>, StoreError>;
+    /// Keeps a rendering of a kept capture's profile, atomically.
+    fn put_derived(&self, id: &str, name: &str, bytes: &[u8]) -> Result<(), StoreError>;
     /// Deletes captures past the retention limits, oldest first; returns how many.
     fn enforce_retention(&self) -> Result<usize, StoreError>;
     /// A directory this store may keep its own state in (gate state).

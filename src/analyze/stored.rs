@@ -1,0 +1,137 @@
+//! The analyses of captures in a store: read a kept profile's function table, find the
+//! baseline to compare a capture with, diff them, and draw (and keep) its flame graph.
+//! Every function here blocks; async callers use `spawn_blocking`.
+
+use crate::capture::{BodyFormat, InvalidBody, ProfileKind};
+use crate::store::{CaptureFilter, CaptureMeta, ProfileStore, StoreError};
+
+use super::flamegraph::{self, Labels};
+use super::{Diff, FunctionTable, diff};
+
+/// Bound on gunzipped bytes read while analyzing (validation already bounded the body).
+pub const MAX_UNZIPPED: u64 = 8 << 30;
+
+/// Rows kept in a capture's diff.
+pub const DIFF_KEPT: usize = 20;
+
+/// The flame graph's file name next to the profile.
+pub const FLAMEGRAPH: &str = "flamegraph.svg";
+
+/// Why an analysis of stored captures could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    #[error("no capture {0}")]
+    NotFound(String),
+    /// Nothing to compare with.
+    #[error("{0}")]
+    NoBaseline(String),
+    /// The capture exists but cannot be analyzed this way (failed, not profile.proto,
+    /// incompatible with the base): the request's fault, not the server's.
+    #[error("{0}")]
+    NotApplicable(String),
+    #[error("cannot read the profile of {id}: {error}")]
+    Unreadable { id: String, error: InvalidBody },
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for AnalysisError {
+    fn from(error: StoreError) -> AnalysisError {
+        match error {
+            StoreError::NotFound(id) => AnalysisError::NotFound(id),
+            StoreError::NoProfile(id) => {
+                AnalysisError::NotApplicable(format!("capture {id} failed: no profile"))
+            }
+            other => AnalysisError::Store(other),
+        }
+    }
+}
+
+/// Whether a capture's body is a profile.proto these analyses read.
+pub fn is_analyzable(meta: &CaptureMeta) -> bool {
+    meta.is_ok() && ProfileKind::parse(&meta.kind).is_some_and(|kind| kind.format() == BodyFormat::Pprof)
+}
+
+fn capture(store: &dyn ProfileStore, id: &str) -> Result<CaptureMeta, AnalysisError> {
+    let meta = store.get(id).ok_or_else(|| AnalysisError::NotFound(id.to_string()))?;
+    if !meta.is_ok() {
+        return Err(AnalysisError::NotApplicable(format!("capture {id} failed: no profile")));
+    }
+    if !is_analyzable(&meta) {
+        return Err(AnalysisError::NotApplicable(format!(
+            "capture {id} is a {} capture, not a profile.proto",
+            meta.kind
+        )));
+    }
+    Ok(meta)
+}
+
+/// Opens the stored profile of `id` afresh, once per pass of a streaming walk.
+fn opener(store: &dyn ProfileStore, id: &str) -> impl FnMut() -> std::io::Result<std::fs::File> {
+    move || store.open_profile(id).map(|profile| profile.file).map_err(std::io::Error::other)
+}
+
+/// Flat and cum per function of a kept profile.
+pub fn function_table(store: &dyn ProfileStore, id: &str) -> Result<FunctionTable, AnalysisError> {
+    capture(store, id)?;
+    FunctionTable::read(opener(store, id), MAX_UNZIPPED)
+        .map_err(|error| AnalysisError::Unreadable { id: id.to_string(), error })
+}
+
+/// The baseline to compare `meta` with: the latest kept baseline of the same target and
+/// kind taken before it, else the latest at all.
+pub fn latest_baseline(store: &dyn ProfileStore, meta: &CaptureMeta) -> Option<CaptureMeta> {
+    let filter = CaptureFilter {
+        target: Some(meta.target.clone()),
+        kind: Some(meta.kind.clone()),
+        ..Default::default()
+    };
+    let baselines: Vec<CaptureMeta> =
+        store.list(&filter).into_iter().filter(|b| b.baseline && b.is_ok() && b.id != meta.id).collect();
+    let before = baselines.iter().find(|b| b.id < meta.id).cloned();
+    before.or_else(|| baselines.into_iter().next())
+}
+
+/// `id` against the capture `base` (`pprof -diff_base`), the first `count` rows.
+pub fn diff_captures(
+    store: &dyn ProfileStore,
+    id: &str,
+    base: &str,
+    count: usize,
+) -> Result<Diff, AnalysisError> {
+    let (profile, base_meta) = (capture(store, id)?, capture(store, base)?);
+    if profile.kind != base_meta.kind {
+        return Err(AnalysisError::NotApplicable(format!(
+            "cannot compare a {} capture with a {} capture",
+            profile.kind, base_meta.kind
+        )));
+    }
+    let table = function_table(store, id)?;
+    diff(&table, &function_table(store, base)?, base, count)
+        .map_err(|error| AnalysisError::NotApplicable(error.to_string()))
+}
+
+/// A capture's flame graph: the kept one, else drawn now and kept next to the profile.
+pub fn flamegraph(store: &dyn ProfileStore, id: &str) -> Result<Vec<u8>, AnalysisError> {
+    let meta = capture(store, id)?;
+    if let Some(mut kept) = store.open_derived(id, FLAMEGRAPH)? {
+        let mut svg = Vec::with_capacity(kept.len as usize);
+        match std::io::Read::read_to_end(&mut kept.file, &mut svg) {
+            Ok(_) => return Ok(svg),
+            Err(error) => {
+                tracing::warn!(id, error = %error, "Kept flame graph unreadable; drawing it again.")
+            }
+        }
+    }
+    let title = format!("{} {} profile", meta.target, meta.kind);
+    let subtitle =
+        format!("{} · rule {} · {}", meta.id, meta.rule, meta.started_at.format("%Y-%m-%d %H:%M:%S UTC"));
+    let labels = Labels { title: &title, subtitle: &subtitle, kind: &meta.kind };
+    let svg = flamegraph::render(opener(store, id), MAX_UNZIPPED, &labels)
+        .map_err(|error| AnalysisError::Unreadable { id: id.to_string(), error })?;
+    if let Err(error) = store.put_derived(id, FLAMEGRAPH, &svg) {
+        // The graph is still answered; it is drawn again next time.
+        tracing::warn!(id, error = %error, "Cannot keep the flame graph.");
+    }
+    Ok(svg)
+}
