@@ -70,6 +70,7 @@ rules:
       goroutines: {min: 500}
     capture: [goroutine, cpu]
     seconds: 3
+    baseline: {every: 1h}   # normal times, taken as soon as the quiet service is sampled
 YAML
 "$alertprof" check-config "$work/alertprof.yaml"
 "$alertprof" serve --config "$work/alertprof.yaml" 2>"$work/alertprof.log" &
@@ -108,6 +109,16 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 
+echo "demo: waiting for alertprof's baseline of the quiet service (goroutine and cpu)"
+baseline=""
+for _ in $(seq 1 300); do
+  baseline=$(curl -fsS -H "Authorization: Bearer am-demo-token" "http://127.0.0.1:$alertprof_port/api/v1/decisions" |
+    json '"captured" if any(x["source"] == "baseline" and x["outcome"] == "captured" for x in d) else ""')
+  [ -n "$baseline" ] && break
+  sleep 0.1
+done
+[ -n "$baseline" ] || { echo "demo: no baseline taken; see $work/alertprof.log" >&2; exit 1; }
+
 echo "demo: the service spikes: 2000 goroutines parked, a core busy in main.burnCPU"
 curl -fsS "http://127.0.0.1:$demo_port/goroutines?n=2000" >/dev/null
 curl -fsS "http://127.0.0.1:$demo_port/burn?seconds=20&workers=1" >/dev/null
@@ -129,7 +140,7 @@ echo
 echo "demo: profiles stored in $work/data/demo:"
 ls -l "$work/data/demo"
 for kind in goroutine cpu; do
-  profile=$(ls "$work"/data/demo/*-"$kind".pb.gz)
+  profile=$(ls "$work"/data/demo/*-goroutine-spike-"$kind".pb.gz)
   echo
   echo "demo: go tool pprof -top $profile"
   go tool pprof -top "$profile" 2>/dev/null | head -n 12
@@ -139,9 +150,25 @@ echo
 echo "demo: the Grafana annotations (GET /api/annotations?tags=alertprof):"
 curl -fsS -H "Authorization: Bearer glsa_demo" "http://127.0.0.1:$grafana_port/api/annotations?tags=alertprof" |
   json '"\n".join("  tags %s\n  time %s..%s\n  text %s" % (a["tags"], a["time"], a["timeEnd"], a["text"]) for a in d)'
-link=$(curl -fsS -H "Authorization: Bearer glsa_demo" "http://127.0.0.1:$grafana_port/api/annotations?tags=goroutine" |
-  json 'd[0]["text"].split("href=\"")[1].split("\"")[0]')
+links() { # the annotation text's links of the spike's goroutine capture
+  curl -fsS -H "Authorization: Bearer glsa_demo" "http://127.0.0.1:$grafana_port/api/annotations?tags=goroutine" |
+    json '"\n".join(p.split("\"")[0] for a in d if "Grew vs" in a["text"] for p in a["text"].split("href=\"")[1:])'
+}
+link=$(links | grep '/profile$')
 curl -fsS -H "$auth" -o "$work/downloaded.pb.gz" "$link"
 echo
 echo "demo: the annotation's link $link"
-echo "demo: downloads $(wc -c <"$work/downloaded.pb.gz") bytes, the same as the stored file: $(cmp -s "$work/downloaded.pb.gz" "$(ls "$work"/data/demo/*-goroutine.pb.gz)" && echo yes || echo NO)"
+same=$(cmp -s "$work/downloaded.pb.gz" "$(ls "$work"/data/demo/*-goroutine-spike-goroutine.pb.gz)" && echo yes || echo NO)
+echo "demo: downloads $(wc -c <"$work/downloaded.pb.gz") bytes, the same as the stored file: $same"
+[ "$same" = yes ] || exit 1
+flame=$(links | grep '/flamegraph.svg$')
+curl -fsS -H "$auth" -o "$work/flamegraph.svg" "$flame"
+echo "demo: its flame graph $flame: $(wc -c <"$work/flamegraph.svg") bytes of SVG, kept as $(ls "$work"/data/demo/*.flamegraph.svg)"
+echo
+echo "demo: what grew against the baseline, by kind (the decision's \"grew\"):"
+echo "$decision" | json '"\n".join("  %s: %s" % kv for kv in d.get("grew", {}).items())'
+diff_link=$(links | grep '/diff?base=')
+echo "demo: $diff_link, the top rows:"
+curl -fsS -H "$auth" "$diff_link&limit=5" |
+  json '"\n".join("  %+14d %8.1f%%  %s" % (f["flat"], f["flat_percent"], f["function"]) for f in d["functions"])'
+

@@ -22,16 +22,48 @@ pub struct Diff {
     pub functions: Vec<TopFunction>,
 }
 
-impl Diff {
-    /// The functions that grew (flat), most first.
-    pub fn grown(&self) -> impl Iterator<Item = &TopFunction> {
-        self.functions.iter().filter(|f| f.flat > 0)
+/// Which value says that a function grew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    Flat,
+    /// For goroutine and threadcreate profiles: every stack ends where the runtime parks
+    /// or creates (flat is all `runtime.gopark`), so the user's functions show by cum.
+    Cum,
+}
+
+impl Measure {
+    pub fn for_kind(kind: &str) -> Measure {
+        if matches!(kind, "goroutine" | "threadcreate") { Measure::Cum } else { Measure::Flat }
     }
 
-    /// `main.leak +1.50s (+300.0%)`: a row's flat change in the sample type's unit.
-    pub fn describe(&self, row: &TopFunction) -> String {
+    fn of(self, row: &TopFunction) -> (i64, f64) {
+        match self {
+            Measure::Flat => (row.flat, row.flat_percent),
+            Measure::Cum => (row.cum, row.cum_percent),
+        }
+    }
+}
+
+impl Diff {
+    /// The functions that grew, most first. By cum, the runtime's own functions are left
+    /// out: they are on every stack.
+    pub fn grown(&self, measure: Measure) -> Vec<&TopFunction> {
+        let mut grown: Vec<&TopFunction> = self
+            .functions
+            .iter()
+            .filter(|row| measure.of(row).0 > 0)
+            .filter(|row| measure == Measure::Flat || !row.function.starts_with("runtime."))
+            .collect();
+        grown.sort_by_key(|row| std::cmp::Reverse(measure.of(row).0));
+        grown
+    }
+
+    /// `main.leak +1.50s (+300.0%)`: a row's change in the sample type's unit.
+    pub fn describe(&self, row: &TopFunction, measure: Measure) -> String {
         let unit = self.sample_type.rsplit('/').next().unwrap_or("");
-        format!("{} {} ({:+.1}%)", row.function, signed(row.flat, unit), row.flat_percent)
+        let (value, percent) = measure.of(row);
+        let cum = if measure == Measure::Cum { " cum" } else { "" };
+        format!("{} {}{cum} ({percent:+.1}%)", row.function, signed(value, unit))
     }
 }
 
@@ -121,8 +153,11 @@ mod tests {
             diff.functions.iter().map(|f| (f.function.as_str(), f.flat, f.cum)).collect();
         assert_eq!(rows, [("main.leak", 900, 900), ("main.main", 0, 850), ("main.serve", -50, -50)]);
         assert_eq!(diff.functions[0].flat_percent, 900.0);
-        let grown: Vec<&str> = diff.grown().map(|f| f.function.as_str()).collect();
+        let grown: Vec<&str> = diff.grown(Measure::Flat).iter().map(|f| f.function.as_str()).collect();
         assert_eq!(grown, ["main.leak"]);
+        let by_cum: Vec<&str> = diff.grown(Measure::Cum).iter().map(|f| f.function.as_str()).collect();
+        assert_eq!(by_cum, ["main.leak", "main.main"]);
+        assert_eq!(diff.describe(diff.grown(Measure::Cum)[1], Measure::Cum), "main.main +850.00ns cum (+850.0%)");
     }
 
     /// A function only in the base shows as a loss; an identical profile has no rows.
@@ -160,7 +195,26 @@ mod tests {
         let base = table(&[(&[2, 1], [1, 100])]);
         let spike = table(&[(&[3, 1], [1, 400])]);
         let diff = diff(&spike, &base, "b", 10).unwrap();
-        assert_eq!(diff.describe(&diff.functions[0]), "main.leak +400.00ns (+400.0%)");
+        assert_eq!(diff.describe(&diff.functions[0], Measure::Flat), "main.leak +400.00ns (+400.0%)");
+    }
+
+    /// In a goroutine profile the parked runtime frame holds all flat; by cum, the user's
+    /// function that spawned the goroutines is named, not the runtime's.
+    #[test]
+    fn goroutines_by_cum() {
+        let bytes = |n| {
+            profile(
+                &["runtime.goexit", "main.leak", "runtime.gopark"],
+                &[(&[3, 2, 1], [n, n]), (&[3, 1], [1, 1])],
+            )
+        };
+        let (base, spike) = (bytes(1), bytes(500));
+        let read = |b: &Vec<u8>| FunctionTable::read(|| Ok(b.as_slice()), 1 << 20).unwrap();
+        let diff = diff(&read(&spike), &read(&base), "b", 10).unwrap();
+        assert_eq!(diff.grown(Measure::Flat)[0].function, "runtime.gopark");
+        let named: Vec<&str> =
+            diff.grown(Measure::for_kind("goroutine")).iter().map(|f| f.function.as_str()).collect();
+        assert_eq!(named, ["main.leak"]);
     }
 
     #[test]

@@ -126,25 +126,26 @@ impl GrafanaClient {
         }
         if let Some(diff) = &capture.diff {
             text.push_str(&format!(
-                "<br>Grew vs <a href=\"{}\">baseline</a> ({}, flat): {}.",
-                escape(&self.capture_link(&capture.id, &format!("/diff?base={}", diff.base))),
+                "<br>Grew vs baseline ({}): {}.",
                 escape(&diff.sample_type),
-                escape(&crate::app::grew_line(diff))
+                escape(&crate::app::grew_line(diff, &capture.kind))
             ));
         }
-        if capture.summary.is_some() {
-            text.push_str(&format!(
-                "<br><a href=\"{}\">Flame graph</a>",
-                escape(&self.capture_link(&capture.id, "/flamegraph.svg"))
-            ));
-        }
-        let link = self.profile_link(&capture.id);
+        // The download comes first: it is the link that matters, and the one tools look for.
         text.push_str(&format!(
             "<br><a href=\"{}\">Download {}</a> ({} bytes; open with <code>go tool pprof</code>)",
-            escape(&link),
+            escape(&self.profile_link(&capture.id)),
             escape(capture.file.as_deref().unwrap_or(&capture.id)),
             capture.bytes
         ));
+        if capture.summary.is_some() {
+            let link = self.capture_link(&capture.id, "/flamegraph.svg");
+            text.push_str(&format!(" · <a href=\"{}\">Flame graph</a>", escape(&link)));
+        }
+        if let Some(diff) = &capture.diff {
+            let link = self.capture_link(&capture.id, &format!("/diff?base={}", diff.base));
+            text.push_str(&format!(" · <a href=\"{}\">Diff against the baseline</a>", escape(&link)));
+        }
         Annotation {
             dashboard_uid: self.dashboard_uid.clone(),
             time: capture.started_at.timestamp_millis(),

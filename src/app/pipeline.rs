@@ -10,6 +10,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::spawn_blocking;
 
 use super::App;
+use crate::analyze::diff::Measure;
 use crate::analyze::stored::{self, AnalysisError};
 use crate::analyze::{Diff, FunctionTable, Summary, diff};
 use crate::capture::{BodyFormat, PprofClient, ProfileKind};
@@ -176,7 +177,7 @@ async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Dec
         .collect();
     let grew = captures
         .iter()
-        .filter_map(|meta| meta.diff.as_ref().map(|diff| (meta.kind.clone(), grew_line(diff))))
+        .filter_map(|meta| meta.diff.as_ref().map(|diff| (meta.kind.clone(), grew_line(diff, &meta.kind))))
         .collect();
     Decision {
         captures: captures.into_iter().map(|meta| meta.id).collect(),
@@ -341,10 +342,12 @@ pub fn top_line(summary: &Summary) -> String {
     summary.top.iter().take(TOP_SHOWN).map(|f| f.short()).collect::<Vec<_>>().join(", ")
 }
 
-/// `main.leak +1.5s (+300.0%)` — the functions that grew most against the baseline, or
-/// that nothing did.
-pub fn grew_line(diff: &Diff) -> String {
-    let grown: Vec<String> = diff.grown().take(TOP_SHOWN).map(|f| diff.describe(f)).collect();
+/// `main.leak +1.5s (+300.0%)` — the functions of a `kind` capture that grew most against
+/// the baseline, or that nothing did.
+pub fn grew_line(diff: &Diff, kind: &str) -> String {
+    let measure = Measure::for_kind(kind);
+    let grown: Vec<String> =
+        diff.grown(measure).into_iter().take(TOP_SHOWN).map(|f| diff.describe(f, measure)).collect();
     if grown.is_empty() { "nothing grew".to_string() } else { grown.join(", ") }
 }
 
