@@ -46,7 +46,11 @@ fn intake(c: &mut Criterion) {
         group.bench_function(format!("parse_and_match/{alerts}"), |b| {
             b.iter(|| {
                 let payload = parse(&body).unwrap();
-                payload.alerts.iter().map(|alert| match_alert(&config, alert).len()).sum::<usize>()
+                payload
+                    .alerts
+                    .iter()
+                    .map(|alert| match_alert(&config, alert, |_: &str, _: &str, _: &str| None).len())
+                    .sum::<usize>()
             })
         });
     }

@@ -157,7 +157,10 @@ mod tests {
         assert_eq!(grown, ["main.leak"]);
         let by_cum: Vec<&str> = diff.grown(Measure::Cum).iter().map(|f| f.function.as_str()).collect();
         assert_eq!(by_cum, ["main.leak", "main.main"]);
-        assert_eq!(diff.describe(diff.grown(Measure::Cum)[1], Measure::Cum), "main.main +850.00ns cum (+850.0%)");
+        assert_eq!(
+            diff.describe(diff.grown(Measure::Cum)[1], Measure::Cum),
+            "main.main +850.00ns cum (+850.0%)"
+        );
     }
 
     /// A function only in the base shows as a loss; an identical profile has no rows.

@@ -58,13 +58,18 @@ pub fn refused_at_once(app: &App, job: &Job) -> Option<Decision> {
 }
 
 pub fn refusal_decision(job: &Job, refusal: Refusal, readings: Readings) -> Decision {
-    let (outcome, reason) = match refusal {
+    let (outcome, reason) = refusal_outcome(refusal);
+    Decision { readings, ..decision_for(job, outcome, reason) }
+}
+
+/// The outcome and reason of a gate refusal.
+pub fn refusal_outcome(refusal: Refusal) -> (Outcome, String) {
+    match refusal {
         Refusal::Duplicate { first_seen } => {
             (Outcome::Duplicate, format!("alert already handled for this rule and target at {first_seen}"))
         }
         Refusal::Cooldown { until } => (Outcome::Cooldown, format!("in cooldown until {until}")),
-    };
-    Decision { readings, ..decision_for(job, outcome, reason) }
+    }
 }
 
 /// For a baseline: the readings, if the rule's signals are quiet on the target — each one

@@ -1,52 +1,67 @@
 //! Alertmanager's webhook payload, version 4. Unknown fields are ignored; what alertprof
 //! relies on is checked.
 
+use std::borrow::{Borrow, Cow};
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+/// A string of the payload, borrowed from the request body unless it had to be unescaped:
+/// a storm of alerts is read without copying its labels.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+pub struct Str<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for Str<'_> {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Str<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An alert's labels as the payload has them.
+pub type Labels<'a> = BTreeMap<Str<'a>, Str<'a>>;
+
+/// What alertprof reads of a webhook payload. The other fields Alertmanager sends (group and
+/// common labels, annotations, URLs) are skipped unread; unknown fields are ignored.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct WebhookPayload {
-    #[serde(default)]
-    pub version: Option<String>,
-    #[serde(default)]
-    pub receiver: Option<String>,
+pub struct WebhookPayload<'a> {
+    #[serde(default, borrow)]
+    pub version: Option<Str<'a>>,
     /// The group's status; each alert's own status is what counts.
-    #[serde(default)]
-    pub status: Option<String>,
-    pub alerts: Vec<Alert>,
-    #[serde(default)]
-    pub group_labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub common_labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub common_annotations: BTreeMap<String, String>,
-    #[serde(default, rename = "externalURL")]
-    pub external_url: Option<String>,
-    #[serde(default)]
-    pub group_key: Option<String>,
+    #[serde(default, borrow)]
+    pub status: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub alerts: Vec<Alert<'a>>,
     #[serde(default)]
     pub truncated_alerts: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Alert {
-    pub status: String,
-    pub labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
+pub struct Alert<'a> {
+    #[serde(borrow)]
+    pub status: Str<'a>,
+    #[serde(borrow)]
+    pub labels: Labels<'a>,
     #[serde(default)]
     pub starts_at: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub ends_at: Option<DateTime<Utc>>,
-    #[serde(default, rename = "generatorURL")]
-    pub generator_url: Option<String>,
-    #[serde(default)]
-    pub fingerprint: Option<String>,
+    #[serde(default, borrow)]
+    pub fingerprint: Option<Str<'a>>,
 }
 
 /// An alert's own status.
@@ -56,11 +71,11 @@ pub enum AlertStatus {
     Resolved,
 }
 
-impl WebhookPayload {
+impl WebhookPayload<'_> {
     /// Checks what serde cannot: the version and each alert's status.
     pub fn check(&self) -> Result<(), String> {
         if let Some(version) = &self.version
-            && version != "4"
+            && &**version != "4"
         {
             return Err(format!("unsupported payload version {version:?}; alertprof reads version 4"));
         }
@@ -71,9 +86,9 @@ impl WebhookPayload {
     }
 }
 
-impl Alert {
+impl Alert<'_> {
     pub fn status(&self) -> Result<AlertStatus, String> {
-        match self.status.as_str() {
+        match &*self.status {
             "firing" => Ok(AlertStatus::Firing),
             "resolved" => Ok(AlertStatus::Resolved),
             other => Err(format!("{other:?} is neither \"firing\" nor \"resolved\"")),
@@ -81,13 +96,13 @@ impl Alert {
     }
 
     pub fn alertname(&self) -> Option<&str> {
-        self.labels.get("alertname").map(String::as_str)
+        self.labels.get("alertname").map(|name| &**name)
     }
 
     /// Alertmanager's fingerprint, or one made from the labels for senders that give none.
-    pub fn fingerprint(&self) -> String {
+    pub fn fingerprint(&self) -> Cow<'_, str> {
         if let Some(fingerprint) = self.fingerprint.as_ref().filter(|f| !f.is_empty()) {
-            return fingerprint.clone();
+            return Cow::Borrowed(fingerprint);
         }
         let mut hasher = Sha256::new();
         for (name, value) in &self.labels {
@@ -96,6 +111,47 @@ impl Alert {
             hasher.update(value.as_bytes());
             hasher.update([0xfe]);
         }
-        hex::encode(&hasher.finalize()[..8])
+        Cow::Owned(hex::encode(&hasher.finalize()[..8]))
+    }
+
+    /// The labels as owned strings, for what outlives the request (a job's trigger).
+    pub fn owned_labels(&self) -> BTreeMap<String, String> {
+        self.labels.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Strings are borrowed from the body, unless JSON escapes had to be undone; both read
+    /// the same. Fields alertprof does not need are skipped, whatever they hold.
+    #[test]
+    fn borrowed_unless_escaped() {
+        let body = br#"{"version": "4", "groupLabels": {"x": [1, {"y": null}]}, "alerts": [{
+            "status": "firing", "annotations": {"a": "b"}, "generatorURL": 7,
+            "labels": {"alertname": "HighCPU", "job": "a\"b\u00e9"}, "fingerprint": "f1"}]}"#;
+        let payload: WebhookPayload = serde_json::from_slice(body).unwrap();
+        payload.check().unwrap();
+        let alert = &payload.alerts[0];
+        assert!(matches!(alert.labels.get("alertname").unwrap().0, Cow::Borrowed("HighCPU")));
+        assert!(matches!(&alert.labels.get("job").unwrap().0, Cow::Owned(job) if job == "a\"bé"));
+        assert_eq!(alert.alertname(), Some("HighCPU"));
+        assert!(matches!(alert.fingerprint(), Cow::Borrowed("f1")));
+        assert_eq!(alert.owned_labels()["job"], "a\"bé");
+    }
+
+    /// Without a fingerprint, one is made from the labels: stable, and different for
+    /// different labels.
+    #[test]
+    fn fingerprint_from_labels() {
+        let parse = |body: &'static [u8]| serde_json::from_slice::<WebhookPayload>(body).unwrap();
+        let a = parse(br#"{"alerts": [{"status": "firing", "labels": {"a": "1", "b": "2"}}]}"#);
+        let b = parse(br#"{"alerts": [{"status": "firing", "labels": {"b": "2", "a": "1"}}]}"#);
+        let c = parse(br#"{"alerts": [{"status": "firing", "labels": {"a": "1", "b": "3"}}]}"#);
+        let fingerprint = |p: &WebhookPayload| p.alerts[0].fingerprint().into_owned();
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(fingerprint(&a), fingerprint(&c));
+        assert_eq!(fingerprint(&a).len(), 16);
     }
 }

@@ -16,6 +16,7 @@ use serde_json::json;
 pub use alertmanager::{Alert, AlertStatus, WebhookPayload};
 
 use crate::app::App;
+use crate::app::refusal_outcome;
 use crate::decision::Decision;
 use crate::rules::{Match, match_alert};
 use crate::store::TriggerSource;
@@ -66,7 +67,7 @@ pub async fn receive_alerts(State(app): State<Arc<App>>, body: Bytes) -> Respons
 }
 
 /// Parses and checks a webhook body.
-pub fn parse(body: &[u8]) -> Result<WebhookPayload, IntakeError> {
+pub fn parse(body: &[u8]) -> Result<WebhookPayload<'_>, IntakeError> {
     let payload: WebhookPayload =
         serde_json::from_slice(body).map_err(|error| IntakeError::Malformed(error.to_string()))?;
     payload.check().map_err(IntakeError::Malformed)?;
@@ -87,38 +88,43 @@ fn accept(app: &App, body: &[u8]) -> Result<(usize, usize), IntakeError> {
     let now = Utc::now();
     let mut jobs = Vec::new();
     let mut decisions = Vec::new();
-    let mut refused = Vec::new();
     let mut accepted = 0;
+    // A duplicate or a cooldown is decided here and never queued: most of an alert storm,
+    // kept off the queue so its bound protects real work, and no job is built for it.
+    let refused = |dedupe: &str, rule: &str, target: &str| app.gate.check(Some(dedupe), rule, target, now);
     for alert in &payload.alerts {
-        let before = jobs.len() + refused.len();
-        for found in match_alert(&config, alert) {
+        let mut taken = false;
+        let decide = |rule, target, (outcome, reason)| Decision {
+            at: now,
+            source: TriggerSource::Alertmanager,
+            outcome,
+            reason,
+            alertname: alert.alertname().map(str::to_string),
+            fingerprint: Some(alert.fingerprint().into_owned()),
+            rule,
+            target,
+            captures: Vec::new(),
+            readings: Default::default(),
+            annotations: Vec::new(),
+            top: Default::default(),
+            grew: Default::default(),
+        };
+        for found in match_alert(&config, alert, refused) {
             match found {
-                // A duplicate or a cooldown is decided here and never queued: most of an
-                // alert storm, kept off the queue so its bound protects real work.
-                Match::Job(job) => match crate::app::refused_at_once(app, &job) {
-                    Some(decision) => refused.push(decision),
-                    None => jobs.push(*job),
-                },
-                Match::Skip { rule, target, outcome, reason } => decisions.push(Decision {
-                    at: now,
-                    source: TriggerSource::Alertmanager,
-                    outcome,
-                    reason,
-                    alertname: alert.alertname().map(str::to_string),
-                    fingerprint: Some(alert.fingerprint()),
-                    rule,
-                    target,
-                    captures: Vec::new(),
-                    readings: Default::default(),
-                    annotations: Vec::new(),
-                    top: Default::default(),
-                    grew: Default::default(),
-                }),
+                Match::Job(job) => {
+                    taken = true;
+                    jobs.push(*job);
+                }
+                Match::Refused { rule, target, refusal } => {
+                    taken = true;
+                    decisions.push(decide(Some(rule), Some(target), refusal_outcome(refusal)));
+                }
+                Match::Skip { rule, target, outcome, reason } => {
+                    decisions.push(decide(rule, target, (outcome, reason)))
+                }
             }
         }
-        if jobs.len() + refused.len() > before {
-            accepted += 1;
-        }
+        accepted += usize::from(taken);
     }
     let permits = app.reserve(jobs.len())?;
     for alert in &payload.alerts {
@@ -129,7 +135,7 @@ fn accept(app: &App, body: &[u8]) -> Result<(usize, usize), IntakeError> {
     }
     app.sync_queue_depth();
     let ignored = payload.alerts.len() - accepted;
-    for decision in decisions.into_iter().chain(refused) {
+    for decision in decisions {
         app.decisions.record(decision, &app.metrics);
     }
     Ok((accepted, ignored))

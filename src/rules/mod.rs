@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::decision::Outcome;
+use crate::gate::Refusal;
+use crate::intake::alertmanager::Labels;
 use crate::intake::{Alert, AlertStatus};
 use crate::store::{Trigger, TriggerSource};
 
@@ -48,8 +50,7 @@ impl Job {
     /// `<rule>/baseline` (rule names have no `/`), so a baseline right after a spike is not
     /// refused by the spike's cooldown, nor a spike by a baseline's.
     pub fn gate_rule(&self) -> Cow<'_, str> {
-        let name = &self.rule().name;
-        if self.baseline { Cow::Owned(format!("{name}/baseline")) } else { Cow::Borrowed(name) }
+        gate_rule(&self.rule().name, self.baseline)
     }
 
     /// How long after this job the gate refuses the next of its kind on the target.
@@ -62,10 +63,21 @@ impl Job {
     }
 }
 
+/// The name the gate keeps a rule's cooldown under; see `Job::gate_rule`.
+pub fn gate_rule(rule: &str, baseline: bool) -> Cow<'_, str> {
+    if baseline { Cow::Owned(format!("{rule}/baseline")) } else { Cow::Borrowed(rule) }
+}
+
 /// What an alert came to for one rule.
 #[derive(Debug)]
 pub enum Match {
     Job(Box<Job>),
+    /// The gate refused it at once (a duplicate, a cooldown): no job is made.
+    Refused {
+        rule: String,
+        target: String,
+        refusal: Refusal,
+    },
     /// No job; the decision is made here. `rule` is `None` when no rule took the alert.
     Skip {
         rule: Option<String>,
@@ -75,11 +87,11 @@ pub enum Match {
     },
 }
 
-fn includes(labels: &BTreeMap<String, String>, wanted: &BTreeMap<String, String>) -> bool {
-    wanted.iter().all(|(name, value)| labels.get(name) == Some(value))
+fn includes(labels: &Labels<'_>, wanted: &BTreeMap<String, String>) -> bool {
+    wanted.iter().all(|(name, value)| labels.get(name.as_str()).is_some_and(|v| **v == **value))
 }
 
-fn describe(labels: &BTreeMap<String, String>) -> String {
+fn describe(labels: &Labels<'_>) -> String {
     let parts: Vec<_> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
     format!("{{{}}}", parts.join(", "))
 }
@@ -88,16 +100,24 @@ fn describe(labels: &BTreeMap<String, String>) -> String {
 struct PerAlert {
     fingerprint: String,
     labels: Arc<BTreeMap<String, String>>,
-    /// startsAt in nanoseconds, for the dedupe key.
-    starts_at: i64,
 }
 
-/// Matches one alert against every rule.
-pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
+/// Asks the gate whether it refuses a job at once, given its dedupe key, the name its
+/// cooldown is kept under, and the target.
+pub trait GateCheck: FnMut(&str, &str, &str) -> Option<Refusal> {}
+impl<F: FnMut(&str, &str, &str) -> Option<Refusal>> GateCheck for F {}
+
+/// Matches one alert against every rule. What `refused` refuses becomes
+/// `Match::Refused` before any job is built: most of an alert storm is repeats.
+pub fn match_alert(config: &Arc<Config>, alert: &Alert<'_>, mut refused: impl GateCheck) -> Vec<Match> {
     let status = alert.status().unwrap_or(AlertStatus::Firing);
+    let baseline = status == AlertStatus::Resolved;
     let mut found = Vec::new();
     // Made once per alert, on its first job, and shared by the rest.
     let mut shared: Option<PerAlert> = None;
+    let fingerprint = alert.fingerprint();
+    // startsAt in nanoseconds, for the dedupe key.
+    let starts_at = alert.starts_at.and_then(|t| t.timestamp_nanos_opt()).unwrap_or_default();
     for (rule_index, rule) in config.rules.iter().enumerate() {
         let Some(rule_labels) = &rule.alert_labels else {
             continue;
@@ -105,7 +125,7 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
         if !includes(&alert.labels, rule_labels) {
             continue;
         }
-        if status == AlertStatus::Resolved && !rule.baseline.on_resolved {
+        if baseline && !rule.baseline.on_resolved {
             found.push(Match::Skip {
                 rule: Some(rule.name.clone()),
                 target: None,
@@ -114,13 +134,13 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
             });
             continue;
         }
-        let targets: Vec<usize> = rule
+        let mut targets = rule
             .targets
             .iter()
             .copied()
             .filter(|&t| includes(&alert.labels, &config.targets[t].alert_labels))
-            .collect();
-        if targets.is_empty() {
+            .peekable();
+        if targets.peek().is_none() {
             found.push(Match::Skip {
                 rule: Some(rule.name.clone()),
                 target: None,
@@ -133,9 +153,18 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
             continue;
         }
         for target in targets {
-            let suffix = if status == AlertStatus::Resolved { "/resolved" } else { "" };
+            let suffix = if baseline { "/resolved" } else { "" };
             let target_name = &config.targets[target].name;
-            let endpoint = match Endpoint::for_alert(&config.targets[target], &alert.labels) {
+            let dedupe = format!("{fingerprint}@{starts_at}/{}/{target_name}{suffix}", rule.name);
+            if let Some(refusal) = refused(&dedupe, &gate_rule(&rule.name, baseline), target_name) {
+                found.push(Match::Refused { rule: rule.name.clone(), target: target_name.clone(), refusal });
+                continue;
+            }
+            let PerAlert { fingerprint, labels } = shared.get_or_insert_with(|| PerAlert {
+                fingerprint: fingerprint.to_string(),
+                labels: Arc::new(alert.owned_labels()),
+            });
+            let endpoint = match Endpoint::for_alert(&config.targets[target], labels) {
                 Ok(endpoint) => endpoint,
                 Err(why) => {
                     found.push(Match::Skip {
@@ -147,11 +176,6 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
                     continue;
                 }
             };
-            let PerAlert { fingerprint, labels, starts_at } = shared.get_or_insert_with(|| PerAlert {
-                fingerprint: alert.fingerprint(),
-                labels: Arc::new(alert.labels.clone()),
-                starts_at: alert.starts_at.and_then(|t| t.timestamp_nanos_opt()).unwrap_or_default(),
-            });
             found.push(Match::Job(Box::new(Job {
                 config: config.clone(),
                 rule: rule_index,
@@ -163,9 +187,9 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert) -> Vec<Match> {
                     starts_at: alert.starts_at,
                     labels: labels.clone(),
                 },
-                dedupe: Some(format!("{fingerprint}@{starts_at}/{}/{target_name}{suffix}", rule.name)),
+                dedupe: Some(dedupe),
                 endpoint,
-                baseline: status == AlertStatus::Resolved,
+                baseline,
             })));
         }
     }
