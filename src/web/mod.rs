@@ -69,7 +69,7 @@ impl ListQuery {
 }
 
 /// Whether the header offers to sign out: only a bearer session can be ended from here.
-fn signed_in_by_cookie(config: &Config) -> bool {
+fn offers_sign_out(config: &Config) -> bool {
     matches!(config.auth.as_ref().map(|a| &a.credentials), Some(Credentials::Bearer(_)))
 }
 
@@ -80,13 +80,13 @@ pub async fn index(State(app): State<Arc<App>>, Query(query): Query<ListQuery>) 
     let captures = app.store.list(&filter);
     let decisions = app.decisions.recent(DECISIONS_SHOWN);
     let body = render_index(&config, &filter, &captures, &decisions);
-    html::respond(StatusCode::OK, html::page("Captures", signed_in_by_cookie(&config), &body))
+    html::respond(StatusCode::OK, html::page("Captures", offers_sign_out(&config), &body))
 }
 
 /// `GET /captures/{id}`.
 pub async fn capture(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
     let config = app.config();
-    let logout = signed_in_by_cookie(&config);
+    let logout = offers_sign_out(&config);
     let Some(meta) = is_valid_id(&id).then(|| app.store.get(&id)).flatten() else {
         let body = format!(
             "<h2>No such capture</h2><p>There is no capture <code>{}</code>; it may have been \
@@ -126,6 +126,7 @@ fn select(out: &mut String, name: &str, known: Vec<&str>, chosen: Option<&str>) 
     out.push_str("</select></label>");
 }
 
+/// The filter form, the captures and the recent decisions.
 fn render_index(
     config: &Config,
     filter: &CaptureFilter,
@@ -193,6 +194,7 @@ fn render_index(
     out
 }
 
+/// Decisions newest first, each linking the captures it made.
 fn render_decisions(out: &mut String, decisions: &[Decision], none: &str) {
     if decisions.is_empty() {
         writeln!(out, "<p class=\"muted\">{}</p>", Esc(none)).unwrap();
@@ -231,6 +233,8 @@ fn is_pprof(meta: &CaptureMeta) -> bool {
     meta.summary.is_some() || ProfileKind::parse(&meta.kind).is_some_and(|k| k.format() == BodyFormat::Pprof)
 }
 
+/// A capture's page: what it is, its error, the download, top functions, what grew against
+/// a baseline, the flame graph, what set it off, and the decisions that made it.
 fn render_capture(config: &Config, meta: &CaptureMeta, json: &Value, decisions: &[Decision]) -> String {
     let mut out = String::new();
     let id = Esc(&meta.id);
@@ -267,39 +271,6 @@ fn render_capture(config: &Config, meta: &CaptureMeta, json: &Value, decisions: 
         render_download(&mut out, config, meta);
     }
 
-    let trigger = &meta.trigger;
-    out.push_str("<h2>Trigger</h2><dl id=\"trigger\">");
-    write!(out, "<dt>source</dt><dd>{}</dd>", trigger.source.name()).unwrap();
-    let fields = [("alertname", trigger.alertname.clone()), ("fingerprint", trigger.fingerprint.clone())];
-    for (name, value) in fields {
-        if let Some(value) = value {
-            write!(out, "<dt>{name}</dt><dd>{}</dd>", Esc(&value)).unwrap();
-        }
-    }
-    if let Some(starts_at) = &trigger.starts_at {
-        write!(out, "<dt>starts at</dt><dd>{}</dd>", time(starts_at)).unwrap();
-    }
-    out.push_str("</dl>\n");
-    if !trigger.labels.is_empty() {
-        out.push_str("<table id=\"labels\"><thead><tr><th>label</th><th>value</th></tr></thead><tbody>");
-        for (name, value) in trigger.labels.iter() {
-            write!(out, "<tr><td>{}</td><td>{}</td></tr>", Esc(name), Esc(value)).unwrap();
-        }
-        out.push_str("</tbody></table>\n");
-    }
-
-    out.push_str("<h2>Readings</h2>");
-    if meta.readings.is_empty() {
-        out.push_str("<p class=\"muted\">No local readings (the rule verifies nothing).</p>\n");
-    } else {
-        out.push_str("<table id=\"readings\"><thead><tr><th>signal</th><th class=\"num\">value</th></tr></thead><tbody>");
-        for (signal, value) in &meta.readings {
-            write!(out, "<tr><td>{}</td><td class=\"num\">{}</td></tr>", Esc(signal), number(*value))
-                .unwrap();
-        }
-        out.push_str("</tbody></table>\n");
-    }
-
     if let Some(summary) = &meta.summary {
         let unit = summary.sample_type.split_once('/').map_or("", |(_, unit)| unit);
         write!(
@@ -332,6 +303,8 @@ fn render_capture(config: &Config, meta: &CaptureMeta, json: &Value, decisions: 
         .unwrap();
     }
 
+    render_trigger(&mut out, meta);
+
     out.push_str("<h2>Decisions</h2>");
     render_decisions(
         &mut out,
@@ -339,6 +312,43 @@ fn render_capture(config: &Config, meta: &CaptureMeta, json: &Value, decisions: 
         "No decision in memory mentions this capture (decisions do not survive a restart).",
     );
     out
+}
+
+/// What set the capture off: the alert (or watch rule), its labels, the local readings.
+fn render_trigger(out: &mut String, meta: &CaptureMeta) {
+    let trigger = &meta.trigger;
+    out.push_str("<h2>Trigger</h2><dl id=\"trigger\">");
+    write!(out, "<dt>source</dt><dd>{}</dd>", trigger.source.name()).unwrap();
+    let fields =
+        [("alertname", trigger.alertname.as_deref()), ("fingerprint", trigger.fingerprint.as_deref())];
+    for (name, value) in fields {
+        if let Some(value) = value {
+            write!(out, "<dt>{name}</dt><dd>{}</dd>", Esc(value)).unwrap();
+        }
+    }
+    if let Some(starts_at) = &trigger.starts_at {
+        write!(out, "<dt>starts at</dt><dd>{}</dd>", time(starts_at)).unwrap();
+    }
+    out.push_str("</dl>\n");
+    if !trigger.labels.is_empty() {
+        out.push_str("<table id=\"labels\"><thead><tr><th>label</th><th>value</th></tr></thead><tbody>");
+        for (name, value) in trigger.labels.iter() {
+            write!(out, "<tr><td>{}</td><td>{}</td></tr>", Esc(name), Esc(value)).unwrap();
+        }
+        out.push_str("</tbody></table>\n");
+    }
+
+    out.push_str("<h2>Readings</h2>");
+    if meta.readings.is_empty() {
+        out.push_str("<p class=\"muted\">No readings were taken for this capture.</p>\n");
+    } else {
+        out.push_str("<table id=\"readings\"><thead><tr><th>signal</th><th class=\"num\">value</th></tr></thead><tbody>");
+        for (signal, value) in &meta.readings {
+            write!(out, "<tr><td>{}</td><td class=\"num\">{}</td></tr>", Esc(signal), number(*value))
+                .unwrap();
+        }
+        out.push_str("</tbody></table>\n");
+    }
 }
 
 /// The table of top functions: `rows` as (function, flat, flat%, cum, cum%).
