@@ -285,6 +285,7 @@ fn render_capture(config: &Config, meta: &CaptureMeta, json: &Value, decisions: 
             "top",
             summary.top.iter().map(|t| (t.function.as_str(), t.flat, t.flat_percent, t.cum, t.cum_percent)),
             unit,
+            false,
         );
     }
 
@@ -351,13 +352,23 @@ fn render_trigger(out: &mut String, meta: &CaptureMeta) {
     }
 }
 
-/// The table of top functions: `rows` as (function, flat, flat%, cum, cum%).
+/// The table of top functions: `rows` as (function, flat, flat%, cum, cum%); `changes`
+/// when the values are differences, shown with their sign.
 fn top_table<'a>(
     out: &mut String,
     id: &str,
     rows: impl Iterator<Item = (&'a str, i64, f64, i64, f64)>,
     unit: &str,
+    changes: bool,
 ) {
+    let value = |value: i64| match changes && value >= 0 {
+        true => format!("+{}", amount(value, unit)),
+        false => amount(value, unit),
+    };
+    let percent = |percent: f64| match changes {
+        true => format!("{percent:+.2}%"),
+        false => format!("{percent:.2}%"),
+    };
     writeln!(
         out,
         "<table id=\"{id}\"><thead><tr><th class=\"num\">flat</th><th class=\"num\">flat%</th>\
@@ -367,10 +378,12 @@ fn top_table<'a>(
     for (function, flat, flat_percent, cum, cum_percent) in rows {
         writeln!(
             out,
-            "<tr><td class=\"num\">{}</td><td class=\"num\">{flat_percent:.2}%</td><td class=\"num\">{}</td>\
-             <td class=\"num\">{cum_percent:.2}%</td><td class=\"mono\">{}</td></tr>",
-            amount(flat, unit),
-            amount(cum, unit),
+            "<tr><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"mono\">{}</td></tr>",
+            value(flat),
+            percent(flat_percent),
+            value(cum),
+            percent(cum_percent),
             Esc(function)
         )
         .unwrap();
@@ -406,23 +419,30 @@ fn render_download(out: &mut String, config: &Config, meta: &CaptureMeta) {
     .unwrap();
 }
 
-/// `diff`: what grew against a baseline capture, `{base, sample_type, grown: [TopFunction]}`.
+/// `diff`: what changed against a baseline capture, `{base, sample_type, base_total, total,
+/// functions: [TopFunction of differences]}`, as `go tool pprof -diff_base`; the functions
+/// whose flat value grew are shown, most first.
 fn render_diff(out: &mut String, id: &str, diff: &Value) {
     let Some(base) = diff["base"].as_str().filter(|base| is_valid_id(base)) else { return };
     let sample_type = diff["sample_type"].as_str().unwrap_or("");
     let unit = sample_type.split_once('/').map_or("", |(_, unit)| unit);
+    let totals = match (diff["base_total"].as_i64(), diff["total"].as_i64()) {
+        (Some(base), Some(now)) => format!("; total {} then, {} now", amount(base, unit), amount(now, unit)),
+        _ => String::new(),
+    };
     writeln!(
         out,
         "<h2 id=\"diff\">Grew vs baseline <a href=\"/captures/{base}\">{base}</a> \
-         <span class=\"muted\">({sample_type}; <a href=\"/api/v1/captures/{id}/diff?base={base}\" \
-         id=\"diff-link\">diff profile</a>)</span></h2>",
+         <span class=\"muted\">({sample_type}{totals}; <a href=\"/api/v1/captures/{id}/diff?base={base}\" \
+         id=\"diff-link\">full diff</a>)</span></h2>",
         base = Esc(base),
         sample_type = Esc(sample_type),
         id = Esc(id),
     )
     .unwrap();
-    let grown = diff["grown"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let rows = grown.iter().map(|row| {
+    let functions = diff["functions"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let grown = functions.iter().filter(|row| row["flat"].as_i64().is_some_and(|flat| flat > 0));
+    let rows = grown.map(|row| {
         (
             row["function"].as_str().unwrap_or(""),
             row["flat"].as_i64().unwrap_or(0),
@@ -431,7 +451,7 @@ fn render_diff(out: &mut String, id: &str, diff: &Value) {
             row["cum_percent"].as_f64().unwrap_or(0.0),
         )
     });
-    top_table(out, "diff-grown", rows, unit);
+    top_table(out, "diff-grown", rows, unit, true);
 }
 
 #[cfg(test)]
@@ -465,8 +485,14 @@ mod tests {
         json["diff"] = serde_json::json!({
             "base": "20261120T090000.000Z-cpu-spike-cpu",
             "sample_type": "cpu/nanoseconds",
-            "grown": [{"function": "main.<hot>", "flat": 2_000_000_000i64, "flat_percent": 40.0,
-                       "cum": 3_000_000_000i64, "cum_percent": 60.0}],
+            "base_total": 5_000_000_000i64,
+            "total": 7_000_000_000i64,
+            "functions": [
+                {"function": "main.<hot>", "flat": 2_000_000_000i64, "flat_percent": 40.0,
+                 "cum": 3_000_000_000i64, "cum_percent": 60.0},
+                {"function": "main.idle", "flat": -1_000_000_000i64, "flat_percent": -20.0,
+                 "cum": -1_000_000_000i64, "cum_percent": -20.0},
+            ],
         });
         let page = render_capture(&config(), &meta, &json, &[]);
         assert!(
@@ -476,7 +502,9 @@ mod tests {
         assert!(page.contains(
             "href=\"/api/v1/captures/20261121T100000.000Z-cpu-spike-cpu/diff?base=20261120T090000.000Z-cpu-spike-cpu\""
         ));
-        assert!(page.contains("<td class=\"num\">2.00s</td><td class=\"num\">40.00%</td>"), "{page}");
+        assert!(page.contains("(cpu/nanoseconds; total 5.00s then, 7.00s now; "), "{page}");
+        assert!(page.contains("<td class=\"num\">+2.00s</td><td class=\"num\">+40.00%</td>"), "{page}");
+        assert!(!page.contains("main.idle"), "only what grew: {page}");
         assert!(page.contains("main.&lt;hot&gt;") && !page.contains("main.<hot>"));
 
         // A base that is not an id is not linked at all.
