@@ -8,7 +8,6 @@ use std::sync::Arc;
 use alertprof::app::{App, router};
 use alertprof::config::Config;
 use alertprof::decision::{Decision, Outcome};
-use alertprof::store::TriggerSource;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use base64::Engine;
@@ -184,20 +183,17 @@ async fn list_filters() {
 #[tokio::test]
 async fn capture_page() {
     let f = fixture("");
-    f.app.record(Decision {
-        at: "2026-11-21T10:00:10Z".parse().unwrap(),
-        source: TriggerSource::Alertmanager,
-        outcome: Outcome::Captured,
-        reason: "all 1 kinds captured".into(),
-        alertname: Some("HighCPU".into()),
-        fingerprint: Some("fp-1".into()),
-        rule: Some("cpu-spike".into()),
-        target: Some("checkout".into()),
-        captures: vec![CPU.into()],
-        readings: Default::default(),
-        top: Default::default(),
-        annotations: vec![],
-    });
+    // A decision that made the capture: one the intake records, turned into that.
+    let alert = support::payload(&[(json!({"alertname": "HighCPU", "job": "nowhere"}), "fp-1")]);
+    let request = Request::post("/api/v1/alerts").header("content-type", "application/json");
+    call(&f.app, request.body(Body::from(alert.to_string())).unwrap()).await;
+    let mut decision: Decision = f.app.decisions.recent(1).pop().expect("a decision");
+    decision.at = "2026-11-21T10:00:10Z".parse().unwrap();
+    decision.outcome = Outcome::Captured;
+    decision.reason = "all 1 kinds captured".into();
+    decision.target = Some("checkout".into());
+    decision.captures = vec![CPU.into()];
+    f.app.record(decision);
     let answer = call(&f.app, get(&format!("/captures/{CPU}"))).await;
     assert_eq!(answer.status, StatusCode::OK);
     let page = &answer.body;
