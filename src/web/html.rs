@@ -44,7 +44,7 @@ th, td { text-align: left; padding: .2rem .6rem; border-bottom: 1px solid #eee; 
 th { background: #f5f5f7; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 code, pre, .mono { font-family: ui-monospace, monospace; font-size: 13px; }
-pre { background: #f5f5f7; padding: .5rem .8rem; overflow-x: auto; }
+pre { background: #f5f5f7; padding: .5rem .8rem; white-space: pre-wrap; overflow-wrap: anywhere; }
 dl { display: grid; grid-template-columns: max-content auto; gap: .2rem 1rem; }
 dt { color: #666; }
 dd { margin: 0; }
