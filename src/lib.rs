@@ -17,6 +17,7 @@
 //! - [`config`] — the YAML, validated once into typed values.
 //! - [`app`] — shared state, router, workers, reload and shutdown.
 //! - [`api`] — the read-only HTTP endpoints and auth.
+//! - [`web`] — the web page: captures, their profiles, decisions; browser sign-in.
 //! - [`metrics`] — alertprof's own `/metrics`.
 //! - [`http`] — the outgoing HTTP client.
 //! - [`manual`] — `alertprof capture`: one capture from the command line.
@@ -36,3 +37,4 @@ pub mod metrics;
 pub mod rules;
 pub mod store;
 pub mod verify;
+pub mod web;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -193,7 +193,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/-/healthy", get(|| async { "alertprof is Healthy.\n" }))
         .route("/-/ready", get(|| async { "alertprof is Ready.\n" }))
         .route_layer(guard(Area::Health));
-    Router::new().merge(api).merge(metrics).merge(health).with_state(app)
+    let pages = crate::web::pages().route_layer(guard(Area::Page));
+    Router::new()
+        .merge(api)
+        .merge(metrics)
+        .merge(health)
+        .merge(pages)
+        .merge(crate::web::sign_in())
+        .with_state(app)
 }
 
 /// Which endpoints a request is for, as far as auth goes.
@@ -203,6 +210,8 @@ enum Area {
     Api,
     Metrics,
     Health,
+    /// The web page: behind `auth` like the API, asking a browser to sign in.
+    Page,
 }
 
 async fn reload(State(app): State<Arc<App>>) -> Response {
@@ -224,12 +233,20 @@ async fn require_auth(
     let config = app.config();
     let Some(auth) = &config.auth else { return next.run(request).await };
     let needed = match area {
-        Area::Api => true,
+        Area::Api | Area::Page => true,
         Area::Metrics => auth.protect_metrics,
         Area::Health => auth.protect_health,
     };
-    if !needed || crate::api::authorized(&auth.credentials, &headers) {
+    // A browser's session cookie reads, never writes: no other site can post through it.
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    if !needed
+        || crate::api::authorized(&auth.credentials, &headers)
+        || (reads && crate::web::session_authorized(&auth.credentials, &headers))
+    {
         return next.run(request).await;
+    }
+    if area == Area::Page {
+        return crate::web::unauthorized(&auth.credentials);
     }
     let challenge = match auth.credentials {
         Credentials::Bearer(_) => "Bearer realm=\"alertprof\"",
