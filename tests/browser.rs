@@ -295,7 +295,24 @@ async fn sign_in_list_and_open_a_capture() {
     let download = format!("/api/v1/captures/{id}/profile");
     assert_eq!(browser.attribute("#download", "href").await, download);
     assert!(browser.text("#open-command").await.contains(&format!("go tool pprof -http=: {id}.pb.gz")));
+    // The flame graph is drawn, loaded as an image with the session cookie, and names the
+    // burning function.
+    let mut loaded = Value::Null;
+    for _ in 0..100 {
+        loaded = browser
+            .script("const i = document.getElementById('flamegraph'); return i.complete ? i.naturalWidth : 0")
+            .await;
+        if loaded.as_u64().is_some_and(|width| width > 0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(loaded.as_u64().is_some_and(|width| width > 100), "flame graph not loaded: {loaded}");
+    browser.script("document.getElementById('flamegraph').scrollIntoView()").await;
     std::fs::write(dir.join("capture.png"), browser.screenshot().await).unwrap();
+    let kept =
+        std::fs::read_to_string(data.path().join("store/demo").join(format!("{id}.flamegraph.svg"))).unwrap();
+    assert!(kept.contains("main.spin"));
     // The download link works with the browser's session cookie alone.
     let cookie = browser.session(reqwest::Method::GET, "/cookie/alertprof_session", None).await;
     assert_eq!((cookie["httpOnly"].as_bool(), cookie["sameSite"].as_str()), (Some(true), Some("Strict")));

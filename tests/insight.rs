@@ -129,6 +129,7 @@ async fn spike_against_baseline() {
     assert!(text.contains("main.spin +"), "{text}");
     assert!(text.contains(&format!("/api/v1/captures/{spike_id}/diff?base={base_id}")), "{text}");
     assert!(text.contains(&format!("/api/v1/captures/{spike_id}/flamegraph.svg")), "{text}");
+    assert!(text.contains(&format!("/captures/{spike_id}\">Open in alertprof</a>")), "{text}");
     assert!(annotations.iter().any(|a| a["text"].as_str().unwrap().contains("captured a baseline")));
 
     // The flame graph: well-formed SVG naming the burning function, drawn once and kept.

@@ -146,6 +146,8 @@ impl GrafanaClient {
             let link = self.capture_link(&capture.id, &format!("/diff?base={}", diff.base));
             text.push_str(&format!(" · <a href=\"{}\">Diff against the baseline</a>", escape(&link)));
         }
+        let page = format!("{}/captures/{}", self.external_url.as_str().trim_end_matches('/'), capture.id);
+        text.push_str(&format!(" · <a href=\"{}\">Open in alertprof</a>", escape(&page)));
         Annotation {
             dashboard_uid: self.dashboard_uid.clone(),
             time: capture.started_at.timestamp_millis(),

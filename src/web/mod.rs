@@ -16,8 +16,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::Value;
 
+use crate::analyze::Diff;
+use crate::analyze::diff::Measure;
 use crate::app::App;
 use crate::capture::{BodyFormat, ProfileKind};
 use crate::config::{Config, Credentials};
@@ -97,18 +98,13 @@ pub async fn capture(State(app): State<Arc<App>>, Path(id): Path<String>) -> Res
     };
     let decisions: Vec<Decision> =
         app.decisions.recent(usize::MAX).into_iter().filter(|d| d.captures.contains(&meta.id)).collect();
-    let body = render_capture(&config, &meta, &as_json(&meta), &decisions);
+    let body = render_capture(&config, &meta, &decisions);
     html::respond(StatusCode::OK, html::page(&meta.id, logout, &body))
 }
 
-/// The metadata as stored. Optional parts (`baseline`, `diff`) are read from here, so the
-/// page shows them whenever the store writes them.
-fn as_json(meta: &CaptureMeta) -> Value {
-    serde_json::to_value(meta).unwrap_or(Value::Null)
-}
-
-fn is_baseline(json: &Value) -> bool {
-    json["baseline"] == Value::Bool(true)
+/// The mark of a baseline capture.
+fn baseline_badge(meta: &CaptureMeta) -> &'static str {
+    if meta.baseline { " <span class=\"badge\">baseline</span>" } else { "" }
 }
 
 /// `<select>` of `known` values plus "any", with `chosen` selected (kept even when unknown).
@@ -160,8 +156,7 @@ fn render_index(
              <th>status</th><th>trigger</th><th>top function</th></tr></thead><tbody>\n",
         );
         for meta in captures {
-            let baseline =
-                if is_baseline(&as_json(meta)) { " <span class=\"badge\">baseline</span>" } else { "" };
+            let baseline = baseline_badge(meta);
             let status = if meta.is_ok() { "ok" } else { "failed" };
             writeln!(
                 out,
@@ -235,11 +230,11 @@ fn is_pprof(meta: &CaptureMeta) -> bool {
 
 /// A capture's page: what it is, its error, the download, top functions, what grew against
 /// a baseline, the flame graph, what set it off, and the decisions that made it.
-fn render_capture(config: &Config, meta: &CaptureMeta, json: &Value, decisions: &[Decision]) -> String {
+fn render_capture(config: &Config, meta: &CaptureMeta, decisions: &[Decision]) -> String {
     let mut out = String::new();
     let id = Esc(&meta.id);
     let status = if meta.is_ok() { "ok" } else { "failed" };
-    let baseline = if is_baseline(json) { " <span class=\"badge\">baseline</span>" } else { "" };
+    let baseline = baseline_badge(meta);
     write!(out, "<h2 id=\"capture-id\">{id}{baseline}</h2>\n<dl id=\"capture\">").unwrap();
     let mut row = |name: &str, value: String| {
         write!(out, "<dt>{name}</dt><dd id=\"capture-{name}\">{value}</dd>").unwrap();
@@ -289,8 +284,8 @@ fn render_capture(config: &Config, meta: &CaptureMeta, json: &Value, decisions: 
         );
     }
 
-    if let Some(diff) = json.get("diff").filter(|d| d.is_object()) {
-        render_diff(&mut out, &meta.id, diff);
+    if let Some(diff) = &meta.diff {
+        render_diff(&mut out, meta, diff);
     }
 
     if meta.is_ok() && is_pprof(meta) {
@@ -419,38 +414,32 @@ fn render_download(out: &mut String, config: &Config, meta: &CaptureMeta) {
     .unwrap();
 }
 
-/// `diff`: what changed against a baseline capture, `{base, sample_type, base_total, total,
-/// functions: [TopFunction of differences]}`, as `go tool pprof -diff_base`; the functions
-/// whose flat value grew are shown, most first.
-fn render_diff(out: &mut String, id: &str, diff: &Value) {
-    let Some(base) = diff["base"].as_str().filter(|base| is_valid_id(base)) else { return };
-    let sample_type = diff["sample_type"].as_str().unwrap_or("");
-    let unit = sample_type.split_once('/').map_or("", |(_, unit)| unit);
-    let totals = match (diff["base_total"].as_i64(), diff["total"].as_i64()) {
-        (Some(base), Some(now)) => format!("; total {} then, {} now", amount(base, unit), amount(now, unit)),
-        _ => String::new(),
-    };
+/// What grew against the baseline the capture was compared with, as the decision and the
+/// annotation name it (by flat; by cum in goroutine and threadcreate profiles), with links
+/// to the baseline and the full diff.
+fn render_diff(out: &mut String, meta: &CaptureMeta, diff: &Diff) {
+    if !is_valid_id(&diff.base) {
+        return;
+    }
+    let unit = diff.sample_type.split_once('/').map_or("", |(_, unit)| unit);
     writeln!(
         out,
         "<h2 id=\"diff\">Grew vs baseline <a href=\"/captures/{base}\">{base}</a> \
-         <span class=\"muted\">({sample_type}{totals}; <a href=\"/api/v1/captures/{id}/diff?base={base}\" \
-         id=\"diff-link\">full diff</a>)</span></h2>",
-        base = Esc(base),
-        sample_type = Esc(sample_type),
-        id = Esc(id),
+         <span class=\"muted\">({sample_type}; total {then} then, {now} now; \
+         <a href=\"/api/v1/captures/{id}/diff?base={base}\" id=\"diff-link\">full diff</a>)</span></h2>",
+        base = Esc(&diff.base),
+        sample_type = Esc(&diff.sample_type),
+        then = amount(diff.base_total, unit),
+        now = amount(diff.total, unit),
+        id = Esc(&meta.id),
     )
     .unwrap();
-    let functions = diff["functions"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let grown = functions.iter().filter(|row| row["flat"].as_i64().is_some_and(|flat| flat > 0));
-    let rows = grown.map(|row| {
-        (
-            row["function"].as_str().unwrap_or(""),
-            row["flat"].as_i64().unwrap_or(0),
-            row["flat_percent"].as_f64().unwrap_or(0.0),
-            row["cum"].as_i64().unwrap_or(0),
-            row["cum_percent"].as_f64().unwrap_or(0.0),
-        )
-    });
+    let grown = diff.grown(Measure::for_kind(&meta.kind));
+    if grown.is_empty() {
+        out.push_str("<p class=\"muted\">Nothing grew.</p>\n");
+        return;
+    }
+    let rows = grown.into_iter().map(|t| (t.function.as_str(), t.flat, t.flat_percent, t.cum, t.cum_percent));
     top_table(out, "diff-grown", rows, unit, true);
 }
 
@@ -478,11 +467,10 @@ mod tests {
     /// profile, and escapes function names; without `diff` none of that appears.
     #[test]
     fn diff_against_baseline_when_present() {
-        let meta = meta();
-        let mut json = as_json(&meta);
-        let plain = render_capture(&config(), &meta, &json, &[]);
+        let mut meta = meta();
+        let plain = render_capture(&config(), &meta, &[]);
         assert!(!plain.contains("Grew vs baseline"), "{plain}");
-        json["diff"] = serde_json::json!({
+        let diff = serde_json::json!({
             "base": "20261120T090000.000Z-cpu-spike-cpu",
             "sample_type": "cpu/nanoseconds",
             "base_total": 5_000_000_000i64,
@@ -494,7 +482,8 @@ mod tests {
                  "cum": -1_000_000_000i64, "cum_percent": -20.0},
             ],
         });
-        let page = render_capture(&config(), &meta, &json, &[]);
+        meta.diff = Some(serde_json::from_value(diff).unwrap());
+        let page = render_capture(&config(), &meta, &[]);
         assert!(
             page.contains("Grew vs baseline <a href=\"/captures/20261120T090000.000Z-cpu-spike-cpu\">"),
             "{page}"
@@ -508,19 +497,18 @@ mod tests {
         assert!(page.contains("main.&lt;hot&gt;") && !page.contains("main.<hot>"));
 
         // A base that is not an id is not linked at all.
-        json["diff"]["base"] = serde_json::json!("../../etc/passwd");
-        assert!(!render_capture(&config(), &meta, &json, &[]).contains("Grew vs baseline"));
+        meta.diff.as_mut().unwrap().base = "../../etc/passwd".to_string();
+        assert!(!render_capture(&config(), &meta, &[]).contains("Grew vs baseline"));
     }
 
-    /// `"baseline": true` in the metadata marks the capture on its page (and, the same way, in
+    /// A baseline is marked the capture on its page (and, the same way, in
     /// the list).
     #[test]
     fn baseline_marker() {
-        let meta = meta();
-        let mut json = as_json(&meta);
-        assert!(!render_capture(&config(), &meta, &json, &[]).contains("badge"));
-        json["baseline"] = Value::Bool(true);
-        let page = render_capture(&config(), &meta, &json, &[]);
+        let mut meta = meta();
+        assert!(!render_capture(&config(), &meta, &[]).contains("badge"));
+        meta.baseline = true;
+        let page = render_capture(&config(), &meta, &[]);
         assert!(page.contains("<span class=\"badge\">baseline</span>"), "{page}");
     }
 }
