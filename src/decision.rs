@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::config::Name;
+use crate::gate::Refusal;
 use crate::metrics::Metrics;
 use crate::store::TriggerSource;
 
@@ -70,15 +72,15 @@ pub struct Decision {
     pub at: DateTime<Utc>,
     pub source: TriggerSource,
     pub outcome: Outcome,
-    pub reason: String,
+    pub reason: Reason,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alertname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
+    pub rule: Option<Name>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
+    pub target: Option<Name>,
     /// Ids of the captures this decision made, kept or failed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub captures: Vec<String>,
@@ -93,6 +95,44 @@ pub struct Decision {
     /// Grafana annotations of the kept captures.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub annotations: Vec<AnnotationOutcome>,
+}
+
+/// Why a decision came out as it did. A gate refusal is kept as data and put into words
+/// when it is shown, so an alert storm of repeats costs no text formatting.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reason {
+    Text(String),
+    Refused(Refusal),
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Text(text) => f.write_str(text),
+            Reason::Refused(Refusal::Duplicate { first_seen }) => {
+                write!(f, "alert already handled for this rule and target at {first_seen}")
+            }
+            Reason::Refused(Refusal::Cooldown { until }) => write!(f, "in cooldown until {until}"),
+        }
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl From<String> for Reason {
+    fn from(text: String) -> Reason {
+        Reason::Text(text)
+    }
+}
+
+impl From<&str> for Reason {
+    fn from(text: &str) -> Reason {
+        Reason::Text(text.to_string())
+    }
 }
 
 /// What came of annotating one capture in Grafana.

@@ -239,7 +239,7 @@ async fn health_and_reload() {
     .unwrap();
     let (status, _) = call(&app, Request::post("/-/reload").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(app.config().rules[0].name, "x");
+    assert_eq!(&*app.config().rules[0].name, "x");
 }
 
 /// Deeply nested JSON is skipped or refused, never a stack overflow; 100k alerts in one

@@ -317,7 +317,7 @@ pub async fn run_workers(
         app.record(pipeline::decision_for(
             &job,
             Outcome::Dropped,
-            "alertprof shut down before the job ran".into(),
+            "alertprof shut down before the job ran",
         ));
     }
     app.sync_queue_depth();

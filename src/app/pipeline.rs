@@ -14,7 +14,7 @@ use crate::analyze::diff::Measure;
 use crate::analyze::stored::{self, AnalysisError};
 use crate::analyze::{Diff, FunctionTable, Summary, diff};
 use crate::capture::{BodyFormat, PprofClient, ProfileKind};
-use crate::decision::{AnnotationOutcome, Decision, Outcome};
+use crate::decision::{AnnotationOutcome, Decision, Outcome, Reason};
 use crate::gate::Refusal;
 use crate::rules::Job;
 use crate::rules::endpoint::check_resolved;
@@ -33,12 +33,12 @@ pub async fn run_job(app: &App, job: Job, slot: Option<OwnedSemaphorePermit>) {
 }
 
 /// A decision about `job` without captures or readings.
-pub fn decision_for(job: &Job, outcome: Outcome, reason: String) -> Decision {
+pub fn decision_for(job: &Job, outcome: Outcome, reason: impl Into<Reason>) -> Decision {
     Decision {
         at: Utc::now(),
         source: job.trigger.source,
         outcome,
-        reason,
+        reason: reason.into(),
         alertname: job.trigger.alertname.clone(),
         fingerprint: job.trigger.fingerprint.clone(),
         rule: Some(job.rule().name.clone()),
@@ -63,13 +63,12 @@ pub fn refusal_decision(job: &Job, refusal: Refusal, readings: Readings) -> Deci
 }
 
 /// The outcome and reason of a gate refusal.
-pub fn refusal_outcome(refusal: Refusal) -> (Outcome, String) {
-    match refusal {
-        Refusal::Duplicate { first_seen } => {
-            (Outcome::Duplicate, format!("alert already handled for this rule and target at {first_seen}"))
-        }
-        Refusal::Cooldown { until } => (Outcome::Cooldown, format!("in cooldown until {until}")),
-    }
+pub fn refusal_outcome(refusal: Refusal) -> (Outcome, Reason) {
+    let outcome = match refusal {
+        Refusal::Duplicate { .. } => Outcome::Duplicate,
+        Refusal::Cooldown { .. } => Outcome::Cooldown,
+    };
+    (outcome, Reason::Refused(refusal))
 }
 
 /// For a baseline: the readings, if the rule's signals are quiet on the target — each one
@@ -240,8 +239,8 @@ async fn capture(
     let clock = Instant::now();
     let mut meta = CaptureMeta {
         id: String::new(),
-        target: target.name.clone(),
-        rule: rule.name.clone(),
+        target: target.name.to_string(),
+        rule: rule.name.to_string(),
         kind: kind.name().to_string(),
         status: CaptureStatus::Failed,
         error: None,
@@ -261,7 +260,7 @@ async fn capture(
     let store = app.store.clone();
     let target_name = target.name.clone();
     // Baselines are told apart in their ids too: `…-cpu-spike-baseline-cpu`.
-    let rule_name = if job.baseline { format!("{}-baseline", rule.name) } else { rule.name.clone() };
+    let rule_name = if job.baseline { format!("{}-baseline", rule.name) } else { rule.name.to_string() };
     let begun = spawn_blocking(move || store.begin(&target_name, &rule_name, kind.name())).await;
     let (id, staged) = match begun {
         Ok(Ok(begun)) => begun,

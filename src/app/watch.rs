@@ -98,7 +98,7 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
         probe = Some(back);
         samples += 1;
         for (signal, value) in &readings {
-            let labels = vec![("target", target.name.clone()), ("signal", signal.clone())];
+            let labels = vec![("target", target.name.to_string()), ("signal", signal.clone())];
             match value {
                 Ok(value) => {
                     app.metrics.signal.get_or_create(&labels).set(*value);

@@ -127,9 +127,12 @@ pub struct GrafanaConfig {
     pub retry_backoff: Duration,
 }
 
+/// A target's or rule's name: shared, not copied, by every job and decision that names it.
+pub type Name = std::sync::Arc<str>;
+
 #[derive(Debug, Clone)]
 pub struct Target {
-    pub name: String,
+    pub name: Name,
     /// Base URL; `/debug/pprof/...` is appended. May be templated from alert labels.
     pub pprof_url: UrlSpec,
     pub metrics_url: Option<UrlSpec>,
@@ -153,7 +156,7 @@ pub enum ProcessRef {
 
 #[derive(Debug, Clone)]
 pub struct Rule {
-    pub name: String,
+    pub name: Name,
     /// Alerts this rule handles; `None` for watch-only rules.
     pub alert_labels: Option<BTreeMap<String, String>>,
     /// Indices into `Config::targets`.
@@ -294,7 +297,7 @@ impl Config {
     }
 
     pub fn target(&self, name: &str) -> Option<&Target> {
-        self.targets.iter().find(|target| target.name == name)
+        self.targets.iter().find(|target| &*target.name == name)
     }
 }
 
@@ -722,7 +725,7 @@ fn read_target(w: &mut Walker, path: &str, value: &Value, seen: &mut HashSet<Str
     let metrics_url = metrics_url?;
     Some(Target {
         endpoint: Endpoint::fixed(&pprof_url, metrics_url.as_ref()),
-        name: name?,
+        name: name?.into(),
         pprof_url,
         metrics_url,
         allowed_targets: allowed_targets?,
@@ -860,7 +863,7 @@ fn read_rule(
         w.report(path, "a watch rule needs verify: the signals that trigger it");
     }
     Some(Rule {
-        name: name?,
+        name: name?.into(),
         alert_labels: alert_labels?,
         targets: rule_targets?,
         watch: watch?,

@@ -17,7 +17,7 @@ pub use alertmanager::{Alert, AlertStatus, WebhookPayload};
 
 use crate::app::App;
 use crate::app::refusal_outcome;
-use crate::decision::Decision;
+use crate::decision::{Decision, Outcome, Reason};
 use crate::rules::{Match, match_alert};
 use crate::store::TriggerSource;
 
@@ -87,14 +87,14 @@ fn accept(app: &App, body: &[u8]) -> Result<(usize, usize), IntakeError> {
     }
     let now = Utc::now();
     let mut jobs = Vec::new();
-    let mut decisions = Vec::new();
+    let mut decisions = Vec::with_capacity(payload.alerts.len());
     let mut accepted = 0;
     // A duplicate or a cooldown is decided here and never queued: most of an alert storm,
     // kept off the queue so its bound protects real work, and no job is built for it.
     let refused = |dedupe: &str, rule: &str, target: &str| app.gate.check(Some(dedupe), rule, target, now);
     for alert in &payload.alerts {
         let mut taken = false;
-        let decide = |rule, target, (outcome, reason)| Decision {
+        let decide = |rule, target, (outcome, reason): (Outcome, Reason)| Decision {
             at: now,
             source: TriggerSource::Alertmanager,
             outcome,
@@ -120,7 +120,7 @@ fn accept(app: &App, body: &[u8]) -> Result<(usize, usize), IntakeError> {
                     decisions.push(decide(Some(rule), Some(target), refusal_outcome(refusal)));
                 }
                 Match::Skip { rule, target, outcome, reason } => {
-                    decisions.push(decide(rule, target, (outcome, reason)))
+                    decisions.push(decide(rule, target, (outcome, reason.into())))
                 }
             }
         }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, Name};
 use crate::decision::Outcome;
 use crate::gate::Refusal;
 use crate::intake::alertmanager::Labels;
@@ -74,14 +74,14 @@ pub enum Match {
     Job(Box<Job>),
     /// The gate refused it at once (a duplicate, a cooldown): no job is made.
     Refused {
-        rule: String,
-        target: String,
+        rule: Name,
+        target: Name,
         refusal: Refusal,
     },
     /// No job; the decision is made here. `rule` is `None` when no rule took the alert.
     Skip {
-        rule: Option<String>,
-        target: Option<String>,
+        rule: Option<Name>,
+        target: Option<Name>,
         outcome: Outcome,
         reason: String,
     },

@@ -134,10 +134,10 @@ fn render_index(
     select(
         &mut out,
         "target",
-        config.targets.iter().map(|t| t.name.as_str()).collect(),
+        config.targets.iter().map(|t| &*t.name).collect(),
         filter.target.as_deref(),
     );
-    select(&mut out, "rule", config.rules.iter().map(|r| r.name.as_str()).collect(), filter.rule.as_deref());
+    select(&mut out, "rule", config.rules.iter().map(|r| &*r.name).collect(), filter.rule.as_deref());
     select(&mut out, "kind", ProfileKind::ALL.iter().map(|k| k.name()).collect(), filter.kind.as_deref());
     writeln!(
         out,
@@ -200,7 +200,7 @@ fn render_decisions(out: &mut String, decisions: &[Decision], none: &str) {
          <th>target</th><th>alert</th><th>reason</th><th>captures</th></tr></thead><tbody>\n",
     );
     for decision in decisions {
-        let opt = |value: &Option<String>| Esc(value.as_deref().unwrap_or("")).to_string();
+        let opt = |value: Option<&str>| Esc(value.unwrap_or("")).to_string();
         let captures: Vec<String> = decision
             .captures
             .iter()
@@ -212,10 +212,10 @@ fn render_decisions(out: &mut String, decisions: &[Decision], none: &str) {
             time(&decision.at),
             decision.outcome.name(),
             decision.source.name(),
-            opt(&decision.rule),
-            opt(&decision.target),
-            opt(&decision.alertname),
-            Esc(&decision.reason),
+            opt(decision.rule.as_deref()),
+            opt(decision.target.as_deref()),
+            opt(decision.alertname.as_deref()),
+            Esc(&decision.reason.to_string()),
             captures.join("<br>"),
         )
         .unwrap();
