@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -176,10 +176,11 @@ fn stale_after(config: &Config) -> Duration {
 
 /// The HTTP API. Built by a function so tests call it in-process.
 pub fn router(app: Arc<App>) -> Router {
-    let max_body = app.config().webhook.max_body_bytes as usize;
     let guard = |area: Area| middleware::from_fn_with_state((app.clone(), area), require_auth);
+    // The webhook checks auth itself, before reading the body: the busiest route takes no
+    // middleware, and reads the config once.
+    let webhook = Router::new().route("/api/v1/alerts", post(crate::intake::receive_alerts));
     let api = Router::new()
-        .route("/api/v1/alerts", post(crate::intake::receive_alerts).layer(DefaultBodyLimit::max(max_body)))
         .route("/api/v1/captures", get(crate::api::list_captures))
         .route("/api/v1/captures/{id}", get(crate::api::get_capture))
         .route("/api/v1/captures/{id}/profile", get(crate::api::get_profile))
@@ -195,6 +196,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route_layer(guard(Area::Health));
     let pages = crate::web::pages().route_layer(guard(Area::Page));
     Router::new()
+        .merge(webhook)
         .merge(api)
         .merge(metrics)
         .merge(health)
@@ -205,7 +207,7 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// Which endpoints a request is for, as far as auth goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Area {
+pub enum Area {
     /// `/api/*` and `POST /-/reload`: always behind `auth` when it is set.
     Api,
     Metrics,
@@ -230,29 +232,37 @@ async fn require_auth(
     request: axum::extract::Request,
     next: Next,
 ) -> Response {
-    let config = app.config();
-    let Some(auth) = &config.auth else { return next.run(request).await };
+    match auth_refusal(&app.config(), area, request.method(), &headers) {
+        None => next.run(request).await,
+        Some(refusal) => refusal,
+    }
+}
+
+/// The answer to a request for `area` that lacks the credentials the config asks for, if
+/// it does.
+pub fn auth_refusal(config: &Config, area: Area, method: &Method, headers: &HeaderMap) -> Option<Response> {
+    let auth = config.auth.as_ref()?;
     let needed = match area {
         Area::Api | Area::Page => true,
         Area::Metrics => auth.protect_metrics,
         Area::Health => auth.protect_health,
     };
     // A browser's session cookie reads, never writes: no other site can post through it.
-    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    let reads = matches!(*method, Method::GET | Method::HEAD);
     if !needed
-        || crate::api::authorized(&auth.credentials, &headers)
-        || (reads && crate::web::session_authorized(&auth.credentials, &headers))
+        || crate::api::authorized(&auth.credentials, headers)
+        || (reads && crate::web::session_authorized(&auth.credentials, headers))
     {
-        return next.run(request).await;
+        return None;
     }
     if area == Area::Page {
-        return crate::web::unauthorized(&auth.credentials);
+        return Some(crate::web::unauthorized(&auth.credentials));
     }
     let challenge = match auth.credentials {
         Credentials::Bearer(_) => "Bearer realm=\"alertprof\"",
         Credentials::Basic { .. } => "Basic realm=\"alertprof\"",
     };
-    (StatusCode::UNAUTHORIZED, [("www-authenticate", challenge)], "unauthorized\n").into_response()
+    Some((StatusCode::UNAUTHORIZED, [("www-authenticate", challenge)], "unauthorized\n").into_response())
 }
 
 /// Takes jobs off the queue and runs each as a task, at most `max_in_flight` jobs at a

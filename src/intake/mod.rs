@@ -6,8 +6,8 @@ pub mod alertmanager;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -15,7 +15,8 @@ use serde_json::json;
 
 pub use alertmanager::{Alert, AlertStatus, WebhookPayload};
 
-use crate::app::App;
+use crate::app::{App, Area, auth_refusal};
+use crate::config::Config;
 use crate::app::refusal_outcome;
 use crate::decision::{Decision, Outcome, Reason};
 use crate::rules::{Match, match_alert};
@@ -51,9 +52,31 @@ impl IntoResponse for IntakeError {
     }
 }
 
-/// `POST /api/v1/alerts`.
-pub async fn receive_alerts(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let response = match accept(&app, &body) {
+/// `POST /api/v1/alerts`: auth first, then the body, bounded by `webhook.max_body_size`.
+pub async fn receive_alerts(State(app): State<Arc<App>>, request: Request) -> Response {
+    let config = app.config();
+    let response = match auth_refusal(&config, Area::Api, request.method(), request.headers()) {
+        Some(refusal) => refusal,
+        None => receive(&app, &config, request.into_body()).await,
+    };
+    app.metrics.webhook_request(response.status().as_u16());
+    response
+}
+
+async fn receive(app: &App, config: &Arc<Config>, body: Body) -> Response {
+    let body = match axum::body::to_bytes(body, config.webhook.max_body_bytes as usize).await {
+        Ok(body) => body,
+        Err(error) => {
+            let too_large = error.into_inner().is::<http_body_util::LengthLimitError>();
+            let (status, error) = match too_large {
+                true => (StatusCode::PAYLOAD_TOO_LARGE, "payload over webhook.max_body_size".to_string()),
+                false => (StatusCode::BAD_REQUEST, "cannot read the payload".to_string()),
+            };
+            tracing::warn!(error = %error, "Webhook payload not taken.");
+            return (status, Json(json!({ "error": error }))).into_response();
+        }
+    };
+    match accept(app, config, &body) {
         Ok((accepted, ignored)) => {
             (StatusCode::OK, Json(json!({ "accepted": accepted, "ignored": ignored }))).into_response()
         }
@@ -61,9 +84,7 @@ pub async fn receive_alerts(State(app): State<Arc<App>>, body: Bytes) -> Respons
             tracing::warn!(error = %error, "Webhook payload not taken.");
             error.into_response()
         }
-    };
-    app.metrics.webhook_request(response.status().as_u16());
-    response
+    }
 }
 
 /// Parses and checks a webhook body.
@@ -76,9 +97,8 @@ pub fn parse(body: &[u8]) -> Result<WebhookPayload<'_>, IntakeError> {
 
 /// Parses and queues a payload; returns (alerts accepted, alerts ignored). On any error
 /// nothing was queued or recorded.
-fn accept(app: &App, body: &[u8]) -> Result<(usize, usize), IntakeError> {
+fn accept(app: &App, config: &Arc<Config>, body: &[u8]) -> Result<(usize, usize), IntakeError> {
     let payload = parse(body)?;
-    let config = app.config();
     if payload.alerts.len() > config.webhook.max_alerts {
         return Err(IntakeError::TooManyAlerts {
             count: payload.alerts.len(),
@@ -109,7 +129,7 @@ fn accept(app: &App, body: &[u8]) -> Result<(usize, usize), IntakeError> {
             top: Default::default(),
             grew: Default::default(),
         };
-        for found in match_alert(&config, alert, refused) {
+        for found in match_alert(config, alert, refused) {
             match found {
                 Match::Job(job) => {
                     taken = true;
