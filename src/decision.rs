@@ -146,6 +146,26 @@ pub struct AnnotationOutcome {
     pub error: Option<String>,
 }
 
+/// Logs a decision: failures and refusals as warnings, the rest as information.
+fn log(decision: &Decision) {
+    let rule = decision.rule.as_deref().unwrap_or("-");
+    let target = decision.target.as_deref().unwrap_or("-");
+    let alertname = decision.alertname.as_deref().unwrap_or("-");
+    let outcome = decision.outcome.name();
+    match decision.outcome {
+        Outcome::CaptureFailed | Outcome::PartiallyCaptured | Outcome::Refused => {
+            tracing::warn!(
+                outcome, rule, target, alertname, source = decision.source.name(), reason = %decision.reason,
+                captures = ?decision.captures, "Decision."
+            )
+        }
+        _ => tracing::info!(
+            outcome, rule, target, alertname, source = decision.source.name(), reason = %decision.reason,
+            captures = ?decision.captures, top = ?decision.top, grew = ?decision.grew, "Decision."
+        ),
+    }
+}
+
 /// The most recent decisions, for `GET /api/v1/decisions`.
 pub struct DecisionLog {
     recent: Mutex<VecDeque<Decision>>,
@@ -159,28 +179,23 @@ impl DecisionLog {
 
     /// Logs, counts and keeps a decision.
     pub fn record(&self, decision: Decision, metrics: &Metrics) {
-        let rule = decision.rule.as_deref().unwrap_or("-");
-        let target = decision.target.as_deref().unwrap_or("-");
-        let alertname = decision.alertname.as_deref().unwrap_or("-");
-        let outcome = decision.outcome.name();
-        match decision.outcome {
-            Outcome::CaptureFailed | Outcome::PartiallyCaptured | Outcome::Refused => {
-                tracing::warn!(
-                    outcome, rule, target, alertname, source = decision.source.name(), reason = %decision.reason,
-                    captures = ?decision.captures, "Decision."
-                )
-            }
-            _ => tracing::info!(
-                outcome, rule, target, alertname, source = decision.source.name(), reason = %decision.reason,
-                captures = ?decision.captures, top = ?decision.top, grew = ?decision.grew, "Decision."
-            ),
-        }
-        metrics.decision(decision.outcome);
+        self.record_all(std::iter::once(decision), metrics);
+    }
+
+    /// Logs, counts and keeps decisions, taking the list's lock once for all of them (a
+    /// webhook payload's alerts).
+    pub fn record_all(&self, decisions: impl IntoIterator<Item = Decision>, metrics: &Metrics) {
+        let decisions = decisions.into_iter().inspect(|decision| {
+            log(decision);
+            metrics.decision(decision.outcome);
+        });
         let mut recent = self.recent.lock().unwrap();
-        if recent.len() == self.capacity {
-            recent.pop_front();
+        for decision in decisions {
+            if recent.len() == self.capacity {
+                recent.pop_front();
+            }
+            recent.push_back(decision);
         }
-        recent.push_back(decision);
     }
 
     /// Counts and debug-logs a decision that repeats the previous one of the same watch

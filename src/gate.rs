@@ -38,7 +38,39 @@ type SlotLock = Arc<tokio::sync::Mutex<()>>;
 #[derive(Default)]
 struct State {
     dedupe: HashMap<String, DateTime<Utc>>,
-    cooldown: HashMap<(String, String), DateTime<Utc>>,
+    cooldown: Cooldowns,
+}
+
+/// Until when each (rule, target) is in cooldown: by rule, then target, so a lookup with
+/// borrowed names allocates nothing.
+#[derive(Default)]
+struct Cooldowns(HashMap<String, HashMap<String, DateTime<Utc>>>);
+
+impl Cooldowns {
+    fn get(&self, rule: &str, target: &str) -> Option<DateTime<Utc>> {
+        self.0.get(rule)?.get(target).copied()
+    }
+
+    fn insert(&mut self, rule: &str, target: &str, until: DateTime<Utc>) {
+        self.0.entry(rule.to_string()).or_default().insert(target.to_string(), until);
+    }
+
+    fn retain_until_after(&mut self, now: DateTime<Utc>) {
+        self.0.retain(|_, targets| {
+            targets.retain(|_, until| *until > now);
+            !targets.is_empty()
+        });
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&String, &String, DateTime<Utc>)> {
+        self.0
+            .iter()
+            .flat_map(|(rule, targets)| targets.iter().map(move |(target, until)| (rule, target, *until)))
+    }
+
+    fn len(&self) -> usize {
+        self.0.values().map(HashMap::len).sum()
+    }
 }
 
 pub struct Gate {
@@ -68,7 +100,7 @@ impl Gate {
                         state.dedupe.insert(dedupe, at);
                     }
                     Ok(Entry::Cooldown { rule, target, until }) => {
-                        state.cooldown.insert((rule, target), until);
+                        state.cooldown.insert(&rule, &target, until);
                     }
                     Err(_) => {
                         tracing::warn!(path = %log_path.display(), "Unreadable gate state line skipped.")
@@ -79,17 +111,13 @@ impl Gate {
         let now = Utc::now();
         let ttl = chrono::Duration::from_std(dedupe_ttl).unwrap_or(chrono::Duration::MAX);
         state.dedupe.retain(|_, at| *at + ttl > now);
-        state.cooldown.retain(|_, until| *until > now);
+        state.cooldown.retain_until_after(now);
         let mut compacted = Vec::new();
         for (dedupe, at) in &state.dedupe {
             compacted.extend(line(&Entry::Dedupe { dedupe: dedupe.clone(), at: *at }));
         }
-        for ((rule, target), until) in &state.cooldown {
-            compacted.extend(line(&Entry::Cooldown {
-                rule: rule.clone(),
-                target: target.clone(),
-                until: *until,
-            }));
+        for (rule, target, until) in state.cooldown.iter() {
+            compacted.extend(line(&Entry::Cooldown { rule: rule.clone(), target: target.clone(), until }));
         }
         crate::store::write_atomic(&log_path, &compacted)?;
         let log =
@@ -135,8 +163,8 @@ impl Gate {
         {
             return Some(Refusal::Duplicate { first_seen: *first_seen });
         }
-        match state.cooldown.get(&(rule.to_string(), target.to_string())) {
-            Some(until) if *until > now => Some(Refusal::Cooldown { until: *until }),
+        match state.cooldown.get(rule, target) {
+            Some(until) if until > now => Some(Refusal::Cooldown { until }),
             _ => None,
         }
     }
@@ -177,7 +205,7 @@ impl Gate {
             state.dedupe.insert(key.to_string(), now);
         }
         if !cooldown.is_zero() {
-            state.cooldown.insert((rule.to_string(), target.to_string()), until);
+            state.cooldown.insert(rule, target, until);
         }
         Ok(None)
     }

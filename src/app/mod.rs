@@ -324,11 +324,7 @@ pub async fn run_workers(
     }
     queue_rx.close();
     while let Some(job) = left.pop().or_else(|| queue_rx.try_recv().ok()) {
-        app.record(pipeline::decision_for(
-            &job,
-            Outcome::Dropped,
-            "alertprof shut down before the job ran",
-        ));
+        app.record(pipeline::decision_for(&job, Outcome::Dropped, "alertprof shut down before the job ran"));
     }
     app.sync_queue_depth();
     retention.await.ok();

@@ -15,9 +15,9 @@ use serde_json::json;
 
 pub use alertmanager::{Alert, AlertStatus, WebhookPayload};
 
+use crate::app::refusal_outcome;
 use crate::app::{App, Area, auth_refusal};
 use crate::config::Config;
-use crate::app::refusal_outcome;
 use crate::decision::{Decision, Outcome, Reason};
 use crate::rules::{Match, match_alert};
 use crate::store::TriggerSource;
@@ -155,8 +155,6 @@ fn accept(app: &App, config: &Arc<Config>, body: &[u8]) -> Result<(usize, usize)
     }
     app.sync_queue_depth();
     let ignored = payload.alerts.len() - accepted;
-    for decision in decisions {
-        app.decisions.record(decision, &app.metrics);
-    }
+    app.decisions.record_all(decisions, &app.metrics);
     Ok((accepted, ignored))
 }

@@ -8,6 +8,7 @@ pub use endpoint::Endpoint;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,6 +97,10 @@ fn describe(labels: &Labels<'_>) -> String {
     format!("{{{}}}", parts.join(", "))
 }
 
+thread_local! {
+    static DEDUPE_KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 /// What every job of one alert shares.
 struct PerAlert {
     fingerprint: String,
@@ -155,11 +160,25 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert<'_>, mut refused: impl Ga
         for target in targets {
             let suffix = if baseline { "/resolved" } else { "" };
             let target_name = &config.targets[target].name;
-            let dedupe = format!("{fingerprint}@{starts_at}/{}/{target_name}{suffix}", rule.name);
-            if let Some(refusal) = refused(&dedupe, &gate_rule(&rule.name, baseline), target_name) {
-                found.push(Match::Refused { rule: rule.name.clone(), target: target_name.clone(), refusal });
-                continue;
-            }
+            // The key is written into a buffer kept per thread: a refused alert (most of a
+            // storm) allocates none.
+            let refusal = DEDUPE_KEY.with_borrow_mut(|key| {
+                key.clear();
+                write!(key, "{fingerprint}@{starts_at}/{}/{target_name}{suffix}", rule.name)
+                    .expect("a String takes it");
+                refused(key, &gate_rule(&rule.name, baseline), target_name).ok_or_else(|| key.clone())
+            });
+            let dedupe = match refusal {
+                Ok(refusal) => {
+                    found.push(Match::Refused {
+                        rule: rule.name.clone(),
+                        target: target_name.clone(),
+                        refusal,
+                    });
+                    continue;
+                }
+                Err(dedupe) => dedupe,
+            };
             let PerAlert { fingerprint, labels } = shared.get_or_insert_with(|| PerAlert {
                 fingerprint: fingerprint.to_string(),
                 labels: Arc::new(alert.owned_labels()),

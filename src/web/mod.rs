@@ -131,12 +131,7 @@ fn render_index(
 ) -> String {
     let mut out = String::new();
     out.push_str("<form class=\"filter\" method=\"get\" action=\"/\">");
-    select(
-        &mut out,
-        "target",
-        config.targets.iter().map(|t| &*t.name).collect(),
-        filter.target.as_deref(),
-    );
+    select(&mut out, "target", config.targets.iter().map(|t| &*t.name).collect(), filter.target.as_deref());
     select(&mut out, "rule", config.rules.iter().map(|r| &*r.name).collect(), filter.rule.as_deref());
     select(&mut out, "kind", ProfileKind::ALL.iter().map(|k| k.name()).collect(), filter.kind.as_deref());
     writeln!(
