@@ -135,3 +135,90 @@ pub fn flamegraph(store: &dyn ProfileStore, id: &str) -> Result<Vec<u8>, Analysi
     }
     Ok(svg)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::Utc;
+
+    use super::*;
+    use crate::analyze::stacks::tests::profile;
+    use crate::config::StorageConfig;
+    use crate::store::{CaptureStatus, LocalStore, Trigger, TriggerSource};
+
+    /// Keeps a capture of `kind` with `body`, ok or failed, baseline or not.
+    fn keep(store: &LocalStore, kind: &str, body: &[u8], ok: bool, baseline: bool) -> CaptureMeta {
+        let (id, staged) = store.begin("t", "r", kind).unwrap();
+        std::fs::write(&staged, body).unwrap();
+        let now = Utc::now();
+        let meta = CaptureMeta {
+            id,
+            target: "t".into(),
+            rule: "r".into(),
+            kind: kind.into(),
+            status: if ok { CaptureStatus::Ok } else { CaptureStatus::Failed },
+            error: (!ok).then(|| "boom".to_string()),
+            trigger: Trigger {
+                source: TriggerSource::Manual,
+                alertname: None,
+                fingerprint: None,
+                starts_at: None,
+                labels: Default::default(),
+            },
+            readings: BTreeMap::new(),
+            url: "http://t/debug/pprof/x".into(),
+            seconds: None,
+            started_at: now,
+            finished_at: now,
+            bytes: body.len() as u64,
+            sha256: None,
+            file: None,
+            summary: None,
+            baseline,
+            diff: None,
+        };
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        store.finish(meta, &staged).unwrap()
+    }
+
+    /// What cannot be analyzed is refused with the reason, and nothing is written: failed
+    /// captures, text kinds, captures of different kinds, unknown ids. The latest baseline
+    /// before a capture is the one it is compared with.
+    #[test]
+    fn refusals_and_baselines() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            LocalStore::open(&StorageConfig { dir: dir.path().into(), max_age: None, max_bytes: None })
+                .unwrap();
+        let body = profile(&["main.main", "main.spin"], &[(&[2, 1], [1, 100])]);
+        let old_base = keep(&store, "cpu", &body, true, true);
+        let base = keep(&store, "cpu", &body, true, true);
+        let spike = keep(&store, "cpu", &body, true, false);
+        let later_base = keep(&store, "cpu", &body, true, true);
+        let heap = keep(&store, "heap", &body, true, false);
+        let failed = keep(&store, "cpu", b"", false, false);
+        let text = keep(&store, "goroutine_text", b"goroutine 1 [running]:\n", true, false);
+
+        assert_eq!(latest_baseline(&store, &spike).unwrap().id, base.id);
+        assert_eq!(latest_baseline(&store, &old_base).unwrap().id, later_base.id, "none before: the latest");
+        assert!(latest_baseline(&store, &heap).is_none());
+        assert!(diff_captures(&store, &spike.id, &base.id, 10).unwrap().functions.is_empty());
+
+        let refused = |result: Result<Diff, AnalysisError>| result.unwrap_err().to_string();
+        assert_eq!(
+            refused(diff_captures(&store, &spike.id, &heap.id, 10)),
+            "cannot compare a cpu capture with a heap capture"
+        );
+        assert_eq!(
+            refused(diff_captures(&store, &spike.id, &failed.id, 10)),
+            format!("capture {} failed: no profile", failed.id)
+        );
+        assert!(matches!(diff_captures(&store, "nope", &base.id, 10), Err(AnalysisError::NotFound(_))));
+        assert!(matches!(flamegraph(&store, &text.id), Err(AnalysisError::NotApplicable(_))));
+        assert!(matches!(flamegraph(&store, &failed.id), Err(AnalysisError::NotApplicable(_))));
+        let files = std::fs::read_dir(dir.path().join("t")).unwrap().count();
+        assert!(flamegraph(&store, &spike.id).unwrap().starts_with(b"<?xml"));
+        assert_eq!(std::fs::read_dir(dir.path().join("t")).unwrap().count(), files + 1, "one kept graph");
+    }
+}
