@@ -138,46 +138,22 @@ pub fn flamegraph(store: &dyn ProfileStore, id: &str) -> Result<Vec<u8>, Analysi
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use chrono::Utc;
 
     use super::*;
     use crate::analyze::stacks::tests::profile;
     use crate::config::StorageConfig;
-    use crate::store::{CaptureStatus, LocalStore, Trigger, TriggerSource};
+    use crate::store::{CaptureStatus, LocalStore};
 
     /// Keeps a capture of `kind` with `body`, ok or failed, baseline or not.
     fn keep(store: &LocalStore, kind: &str, body: &[u8], ok: bool, baseline: bool) -> CaptureMeta {
         let (id, staged) = store.begin("t", "r", kind).unwrap();
         std::fs::write(&staged, body).unwrap();
-        let now = Utc::now();
-        let meta = CaptureMeta {
-            id,
-            target: "t".into(),
-            rule: "r".into(),
-            kind: kind.into(),
-            status: if ok { CaptureStatus::Ok } else { CaptureStatus::Failed },
-            error: (!ok).then(|| "boom".to_string()),
-            trigger: Trigger {
-                source: TriggerSource::Manual,
-                alertname: None,
-                fingerprint: None,
-                starts_at: None,
-                labels: Default::default(),
-            },
-            readings: BTreeMap::new(),
-            url: "http://t/debug/pprof/x".into(),
-            seconds: None,
-            started_at: now,
-            finished_at: now,
-            bytes: body.len() as u64,
-            sha256: None,
-            file: None,
-            summary: None,
-            baseline,
-            diff: None,
-        };
+        let status = if ok { CaptureStatus::Ok } else { CaptureStatus::Failed };
+        let mut meta = crate::store::test_meta(&id, kind, Utc::now(), status);
+        meta.error = (!ok).then(|| "boom".to_string());
+        meta.bytes = body.len() as u64;
+        meta.baseline = baseline;
         std::thread::sleep(std::time::Duration::from_millis(2));
         store.finish(meta, &staged).unwrap()
     }

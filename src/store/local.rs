@@ -318,44 +318,17 @@ fn clear_dir(dir: &Path) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use chrono::{DateTime, Utc};
 
     use super::*;
-    use crate::store::{CaptureStatus, Trigger, TriggerSource};
+    use crate::store::CaptureStatus;
 
     fn config(dir: &Path, max_age: Option<Duration>, max_bytes: Option<u64>) -> StorageConfig {
         StorageConfig { dir: dir.to_path_buf(), max_age, max_bytes }
     }
 
     fn meta(id: &str, finished_at: DateTime<Utc>, status: CaptureStatus) -> CaptureMeta {
-        CaptureMeta {
-            id: id.to_string(),
-            target: "t".into(),
-            rule: "r".into(),
-            kind: "heap".into(),
-            status,
-            error: None,
-            trigger: Trigger {
-                source: TriggerSource::Manual,
-                alertname: None,
-                fingerprint: None,
-                starts_at: None,
-                labels: Default::default(),
-            },
-            readings: BTreeMap::new(),
-            url: "http://t/debug/pprof/heap".into(),
-            seconds: None,
-            started_at: finished_at,
-            finished_at,
-            bytes: 0,
-            sha256: None,
-            file: None,
-            summary: None,
-            baseline: false,
-            diff: None,
-        }
+        crate::store::test_meta(id, "heap", finished_at, status)
     }
 
     /// Stages `size` bytes and finishes a capture with them.

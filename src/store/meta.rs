@@ -105,3 +105,38 @@ pub fn capture_id(at: DateTime<Utc>, rule: &str, kind: &str) -> String {
 pub fn is_valid_id(id: &str) -> bool {
     crate::config::is_safe_name(id) && !id.starts_with('.')
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A capture of `kind` from target `t` by rule `r`, for tests.
+    pub fn meta(id: &str, kind: &str, finished_at: DateTime<Utc>, status: CaptureStatus) -> CaptureMeta {
+        CaptureMeta {
+            id: id.to_string(),
+            target: "t".into(),
+            rule: "r".into(),
+            kind: kind.into(),
+            status,
+            error: None,
+            trigger: Trigger {
+                source: TriggerSource::Manual,
+                alertname: None,
+                fingerprint: None,
+                starts_at: None,
+                labels: Default::default(),
+            },
+            readings: BTreeMap::new(),
+            url: format!("http://t/debug/pprof/{kind}"),
+            seconds: None,
+            started_at: finished_at,
+            finished_at,
+            bytes: 0,
+            sha256: None,
+            file: None,
+            summary: None,
+            baseline: false,
+            diff: None,
+        }
+    }
+}

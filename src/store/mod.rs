@@ -8,6 +8,8 @@ mod meta;
 use std::path::{Path, PathBuf};
 
 pub use local::{DERIVED, LocalStore, write_atomic};
+#[cfg(test)]
+pub(crate) use meta::tests::meta as test_meta;
 pub use meta::{CaptureMeta, CaptureStatus, Trigger, TriggerSource, capture_id, is_valid_id};
 
 /// Why the store could not do what was asked.
