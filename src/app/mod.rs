@@ -3,7 +3,7 @@
 mod pipeline;
 mod watch;
 
-pub use pipeline::{grew_line, refusal_outcome, refused_at_once, top_line};
+pub use pipeline::{grew_line, refusal_outcome, top_line};
 pub use watch::{run_sampling, sampling_interval};
 
 use std::path::PathBuf;

@@ -15,8 +15,7 @@ use serde_json::json;
 
 pub use alertmanager::{Alert, AlertStatus, WebhookPayload};
 
-use crate::app::refusal_outcome;
-use crate::app::{App, Area, auth_refusal};
+use crate::app::{App, Area, auth_refusal, refusal_outcome};
 use crate::config::Config;
 use crate::decision::{Decision, Outcome, Reason};
 use crate::rules::{Match, match_alert};
