@@ -1078,6 +1078,14 @@ rules:
         assert!(matches!(&rule.verify[1].signal, Signal::Metric { name, .. } if name == "go_foo"));
     }
 
+    /// The problems `check-config` would list for `text`, one line each.
+    fn problems(text: &str) -> Vec<String> {
+        let Err(ParseError::Invalid(problems)) = Config::parse(text, Path::new(".")) else {
+            panic!("accepted:\n{text}")
+        };
+        problems.iter().map(ToString::to_string).collect()
+    }
+
     /// An empty file is a valid config of defaults; thresholds that can never trigger and
     /// clashing options are problems.
     #[test]
@@ -1093,10 +1101,7 @@ rules:
   - {name: b, alert_labels: {x: y}, verify: {goroutines: {min: 10, max: 5}}, capture: [heap]}
   - {name: c, watch: {interval: 1s}, baseline: {on_resolved: true}, verify: {threads: {abs: 1}}, capture: [heap]}
 "#;
-        let Err(ParseError::Invalid(problems)) = Config::parse(text, Path::new(".")) else {
-            panic!("accepted")
-        };
-        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let lines = problems(text);
         assert_eq!(
             lines,
             [
@@ -1134,10 +1139,7 @@ rules:
   - {name: e, alert_labels: {x: y}, capture: [heap], baseline: {often: 1h}}
   - {name: f, alert_labels: {x: y}, capture: [heap], baseline: {on_resolved: 3}}
 "#;
-        let Err(ParseError::Invalid(problems)) = Config::parse(text, Path::new(".")) else {
-            panic!("accepted")
-        };
-        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let lines = problems(text);
         assert_eq!(
             lines,
             [
