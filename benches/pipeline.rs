@@ -5,10 +5,11 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use alertprof::capture::profile::{Profile, ValueType};
-use alertprof::capture::{decode_profile, scan_profile};
-use alertprof::config::{Config, Threshold};
+use alertprof::config::Config;
 use alertprof::intake::parse;
+use alertprof::model::Threshold;
+use alertprof::profile::proto::{Profile, ValueType};
+use alertprof::profile::{decode_profile, scan_profile};
 use alertprof::rules::match_alert;
 use alertprof::verify::sampler::Probe;
 use alertprof::verify::trigger::evaluate;

@@ -2,39 +2,31 @@
 //! own watch loop) says CPU, memory or goroutines spike, it re-checks locally, fetches pprof
 //! profiles from the service, keeps them safely and marks the moment in Grafana.
 //!
-//! The pipeline, one module a stage:
-//! - [`intake`] — the Alertmanager webhook: parse, match, queue, answer at once.
-//! - [`rules`] — which rules and targets an alert is for; the `Job`.
-//! - [`verify`] — re-checks a rule's signals against local readings.
-//! - [`gate`] — dedupe, cooldown, one CPU profile per target, captures in flight.
-//! - [`capture`] — fetches, bounds and validates profiles from `/debug/pprof`.
-//! - [`store`] — keeps profiles and metadata atomically; index and retention.
-//! - [`analyze`] — top functions of each kept profile, as `go tool pprof -top`.
-//! - [`annotate`] — Grafana annotations linking each kept profile.
-//! - [`decision`] — one outcome with a reason for every alert × rule.
-//!
-//! Around it:
+//! In layers, each using only those below it (`.ci/layers` checks):
+//! - Values and formats: [`model`] (kinds, alerts, triggers, decisions, captures, text),
+//!   [`profile`] (profile.proto), [`http`] (the outgoing client), [`durable`] (atomic writes).
 //! - [`config`] — the YAML, validated once into typed values.
-//! - [`app`] — shared state, router, workers, reload and shutdown.
-//! - [`api`] — the read-only HTTP endpoints and auth.
-//! - [`web`] — the web page: captures, their profiles, decisions; browser sign-in.
-//! - [`metrics`] — alertprof's own `/metrics`.
-//! - [`http`] — the outgoing HTTP client.
-//! - [`manual`] — `alertprof capture`: one capture from the command line.
+//! - The stages, pure where they can be:
+//!   [`intake`] (a payload into jobs and decisions), [`rules`] (which rules and targets; the
+//!   `Job`), [`verify`] (local readings), [`gate`] (dedupe, cooldown, concurrency),
+//!   [`capture`] (fetch and validate), [`store`] (keep, index, retention), [`analyze`]
+//!   (top functions, diffs, flame graphs), [`annotate`] (Grafana), [`metrics`].
+//! - [`pipeline`] — the `App` state, workers, one job end to end, watch, reload.
+//! - [`server`] — the router, auth, webhook, API, web page, and `serve`.
 
 pub mod analyze;
 pub mod annotate;
-pub mod api;
-pub mod app;
 pub mod capture;
 pub mod config;
-pub mod decision;
+pub mod durable;
 pub mod gate;
 pub mod http;
 pub mod intake;
-pub mod manual;
 pub mod metrics;
+pub mod model;
+pub mod pipeline;
+pub mod profile;
 pub mod rules;
+pub mod server;
 pub mod store;
 pub mod verify;
-pub mod web;

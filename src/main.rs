@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use alertprof::capture::ProfileKind;
 use alertprof::config::{CaptureConfig, Config};
+use alertprof::model::ProfileKind;
 
 /// Catches performance spikes of Go services in the act: pprof profiles on alerts,
 /// re-verified locally, kept safely, marked in Grafana.
@@ -107,7 +107,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     match command {
         Command::Serve { config } => {
-            runtime.block_on(alertprof::app::serve(config))?;
+            runtime.block_on(alertprof::server::serve(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => match Config::load(&file) {
@@ -135,8 +135,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 max_profile_bytes: 1 << 30,
                 shutdown_grace: std::time::Duration::ZERO,
             };
-            let kept =
-                runtime.block_on(alertprof::manual::capture(&url, profile, seconds, &out, settings, true))?;
+            let kept = runtime.block_on(alertprof::pipeline::manual::capture(
+                &url, profile, seconds, &out, settings, true,
+            ))?;
             println!(
                 "{} ({} bytes, sha256 {})",
                 kept.path.display(),

@@ -7,8 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::capture::ProfileKind;
-use crate::decision::Outcome;
+use crate::model::{Outcome, ProfileKind};
 
 type Labels = Vec<(&'static str, String)>;
 

@@ -6,7 +6,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use alertprof::capture::decode_profile;
+use alertprof::profile::decode_profile;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::{Demo, Running, payload};

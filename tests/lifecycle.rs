@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alertprof::capture::profile::{Profile, ValueType};
+use alertprof::profile::proto::{Profile, ValueType};
 use axum::response::IntoResponse;
 use prost::Message;
 use serde_json::{Value, json};

@@ -5,8 +5,9 @@ mod support;
 
 use std::sync::Arc;
 
-use alertprof::app::{App, router};
 use alertprof::config::Config;
+use alertprof::pipeline::App;
+use alertprof::server::router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine;

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use alertprof::annotate::GrafanaClient;
 use alertprof::config::Config;
-use alertprof::store::{CaptureMeta, CaptureStatus, Trigger, TriggerSource};
+use alertprof::model::{CaptureMeta, CaptureStatus, Trigger, TriggerSource};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -125,7 +125,7 @@ fn grafana_files_agree_with_annotations() {
         id: "20261121T232525.702Z-cpu-spike-cpu".into(),
         target: "checkout".into(),
         rule: "cpu-spike".into(),
-        kind: "cpu".into(),
+        kind: alertprof::model::ProfileKind::Cpu,
         status: CaptureStatus::Ok,
         error: None,
         trigger: Trigger {

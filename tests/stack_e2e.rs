@@ -181,7 +181,7 @@ rules:
     assert_eq!(capture["trigger"]["labels"]["alertprof"], "true");
     let file = dir.path().join("data/demo").join(capture["file"].as_str().unwrap());
     let bytes = std::fs::read(&file).unwrap();
-    let profile = alertprof::capture::decode_profile(bytes.as_slice(), 1 << 30).unwrap();
+    let profile = alertprof::profile::decode_profile(bytes.as_slice(), 1 << 30).unwrap();
     assert!(profile.string_table.iter().any(|s| s == "main.parkGoroutine"));
 
     // The annotation, read back as Grafana's API serves it.

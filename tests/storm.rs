@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use alertprof::capture::profile::{Profile, ValueType};
+use alertprof::profile::proto::{Profile, ValueType};
 use axum::extract::Request;
 use axum::response::IntoResponse;
 use prost::Message;

@@ -5,9 +5,10 @@ mod support;
 
 use std::sync::Arc;
 
-use alertprof::app::{App, router};
 use alertprof::config::Config;
-use alertprof::decision::{Decision, Outcome};
+use alertprof::model::{Decision, Outcome};
+use alertprof::pipeline::App;
+use alertprof::server::router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use base64::Engine;
@@ -200,10 +201,10 @@ async fn capture_page() {
     for wanted in [
         "<dd id=\"capture-target\">checkout</dd>".to_string(),
         "<dd id=\"capture-kind\">cpu</dd>".into(),
-        "<dd id=\"capture-size\">2.0KiB</dd>".into(),
+        "<dd id=\"capture-size\">2.00KiB</dd>".into(),
         "<dt>fingerprint</dt><dd>fp-1</dd><dt>starts at</dt><dd>2026-11-21 09:59:30Z</dd>".into(),
         "<tr><td>job</td><td>checkout</td></tr>".into(),
-        "<tr><td>cpu_percent</td><td class=\"num\">87.50</td></tr>".into(),
+        "<tr><td>cpu_percent</td><td class=\"num\">87.5</td></tr>".into(),
         "<tr><td>goroutines</td><td class=\"num\">300</td></tr>".into(),
         "cpu/nanoseconds, total 10.00s".into(),
         "<tr><td class=\"num\">9.87s</td><td class=\"num\">98.70%</td><td class=\"num\">9.87s</td>\

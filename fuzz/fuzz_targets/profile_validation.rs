@@ -3,7 +3,9 @@
 //! profile.proto agrees with decoding the whole profile.
 #![no_main]
 
-use alertprof::capture::{BodyFormat, decode_profile, scan_profile, validate_bytes};
+use alertprof::capture::validate_bytes;
+use alertprof::model::BodyFormat;
+use alertprof::profile::{decode_profile, scan_profile};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

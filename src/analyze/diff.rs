@@ -3,24 +3,10 @@
 //! base's total (of the profile's when the base has none, as pprof falls back to), sorted
 //! by flat. What grew most comes first.
 
-use serde::{Deserialize, Serialize};
-
-use super::summary::{FunctionTable, TopFunction, sort_top};
-
-/// The functions that changed most against a baseline capture.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Diff {
-    /// The baseline capture's id.
-    pub base: String,
-    /// `type/unit`, the same for both.
-    pub sample_type: String,
-    /// The baseline's total, which the percentages are of (the profile's, if it is 0).
-    pub base_total: i64,
-    /// The profile's total.
-    pub total: i64,
-    /// Changes of flat and cum, largest flat growth first; unchanged functions left out.
-    pub functions: Vec<TopFunction>,
-}
+use super::summary::{FunctionTable, sort_top};
+use crate::model::summary::unit_of;
+use crate::model::text::change;
+use crate::model::{Diff, ProfileKind, TopFunction};
 
 /// Which value says that a function grew.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +18,8 @@ pub enum Measure {
 }
 
 impl Measure {
-    pub fn for_kind(kind: &str) -> Measure {
-        if matches!(kind, "goroutine" | "threadcreate") { Measure::Cum } else { Measure::Flat }
+    pub fn for_kind(kind: ProfileKind) -> Measure {
+        if kind.grows_by_cum() { Measure::Cum } else { Measure::Flat }
     }
 
     fn of(self, row: &TopFunction) -> (i64, f64) {
@@ -44,42 +30,24 @@ impl Measure {
     }
 }
 
-impl Diff {
-    /// The functions that grew, most first. By cum, the runtime's own functions are left
-    /// out: they are on every stack.
-    pub fn grown(&self, measure: Measure) -> Vec<&TopFunction> {
-        let mut grown: Vec<&TopFunction> = self
-            .functions
-            .iter()
-            .filter(|row| measure.of(row).0 > 0)
-            .filter(|row| measure == Measure::Flat || !row.function.starts_with("runtime."))
-            .collect();
-        grown.sort_by_key(|row| std::cmp::Reverse(measure.of(row).0));
-        grown
-    }
-
-    /// `main.leak +1.50s (+300.0%)`: a row's change in the sample type's unit.
-    pub fn describe(&self, row: &TopFunction, measure: Measure) -> String {
-        let unit = self.sample_type.rsplit('/').next().unwrap_or("");
-        let (value, percent) = measure.of(row);
-        let cum = if measure == Measure::Cum { " cum" } else { "" };
-        format!("{} {}{cum} ({percent:+.1}%)", row.function, signed(value, unit))
-    }
+/// The functions of `diff` that grew, most first. By cum, the runtime's own functions are
+/// left out: they are on every stack.
+pub fn grown(diff: &Diff, measure: Measure) -> Vec<&TopFunction> {
+    let mut grown: Vec<&TopFunction> = diff
+        .functions
+        .iter()
+        .filter(|row| measure.of(row).0 > 0)
+        .filter(|row| measure == Measure::Flat || !row.function.starts_with("runtime."))
+        .collect();
+    grown.sort_by_key(|row| std::cmp::Reverse(measure.of(row).0));
+    grown
 }
 
-/// A change in a sample unit, the way pprof prints it: `+1.50s`, `-12.0MB`, `+340`.
-pub fn signed(value: i64, unit: &str) -> String {
-    let sign = if value < 0 { "-" } else { "+" };
-    let size = value.unsigned_abs() as f64;
-    let scaled = |steps: &[(f64, &str)]| {
-        let (div, suffix) = steps.iter().rev().find(|(div, _)| size >= *div).copied().unwrap_or(steps[0]);
-        format!("{sign}{:.2}{suffix}", size / div)
-    };
-    match unit {
-        "nanoseconds" => scaled(&[(1.0, "ns"), (1e3, "us"), (1e6, "ms"), (1e9, "s")]),
-        "bytes" => scaled(&[(1.0, "B"), (1e3, "kB"), (1e6, "MB"), (1e9, "GB")]),
-        _ => format!("{sign}{}", value.unsigned_abs()),
-    }
+/// `main.leak +1.50s (+300.0%)`: a row's change in the sample type's unit.
+pub fn describe(diff: &Diff, row: &TopFunction, measure: Measure) -> String {
+    let (value, percent) = measure.of(row);
+    let cum = if measure == Measure::Cum { " cum" } else { "" };
+    format!("{} {}{cum} ({percent:+.1}%)", row.function, change(value, unit_of(&diff.sample_type)))
 }
 
 /// Why two profiles cannot be compared.
@@ -153,13 +121,13 @@ mod tests {
             diff.functions.iter().map(|f| (f.function.as_str(), f.flat, f.cum)).collect();
         assert_eq!(rows, [("main.leak", 900, 900), ("main.main", 0, 850), ("main.serve", -50, -50)]);
         assert_eq!(diff.functions[0].flat_percent, 900.0);
-        let grown: Vec<&str> = diff.grown(Measure::Flat).iter().map(|f| f.function.as_str()).collect();
-        assert_eq!(grown, ["main.leak"]);
-        let by_cum: Vec<&str> = diff.grown(Measure::Cum).iter().map(|f| f.function.as_str()).collect();
+        let by_flat: Vec<&str> = grown(&diff, Measure::Flat).iter().map(|f| f.function.as_str()).collect();
+        assert_eq!(by_flat, ["main.leak"]);
+        let by_cum: Vec<&str> = grown(&diff, Measure::Cum).iter().map(|f| f.function.as_str()).collect();
         assert_eq!(by_cum, ["main.leak", "main.main"]);
         assert_eq!(
-            diff.describe(diff.grown(Measure::Cum)[1], Measure::Cum),
-            "main.main +850.00ns cum (+850.0%)"
+            describe(&diff, grown(&diff, Measure::Cum)[1], Measure::Cum),
+            "main.main +850ns cum (+850.0%)"
         );
     }
 
@@ -190,15 +158,10 @@ mod tests {
 
     #[test]
     fn described_in_units() {
-        assert_eq!(signed(1_500_000_000, "nanoseconds"), "+1.50s");
-        assert_eq!(signed(-2_500_000, "nanoseconds"), "-2.50ms");
-        assert_eq!(signed(12_000_000, "bytes"), "+12.00MB");
-        assert_eq!(signed(340, "count"), "+340");
-        assert_eq!(signed(0, "bytes"), "+0.00B");
         let base = table(&[(&[2, 1], [1, 100])]);
-        let spike = table(&[(&[3, 1], [1, 400])]);
+        let spike = table(&[(&[3, 1], [1, 4_000_000_000])]);
         let diff = diff(&spike, &base, "b", 10).unwrap();
-        assert_eq!(diff.describe(&diff.functions[0], Measure::Flat), "main.leak +400.00ns (+400.0%)");
+        assert_eq!(describe(&diff, &diff.functions[0], Measure::Flat), "main.leak +4.00s (+4000000000.0%)");
     }
 
     /// In a goroutine profile the parked runtime frame holds all flat; by cum, the user's
@@ -214,9 +177,11 @@ mod tests {
         let (base, spike) = (bytes(1), bytes(500));
         let read = |b: &Vec<u8>| FunctionTable::read(|| Ok(b.as_slice()), 1 << 20).unwrap();
         let diff = diff(&read(&spike), &read(&base), "b", 10).unwrap();
-        assert_eq!(diff.grown(Measure::Flat)[0].function, "runtime.gopark");
-        let named: Vec<&str> =
-            diff.grown(Measure::for_kind("goroutine")).iter().map(|f| f.function.as_str()).collect();
+        assert_eq!(grown(&diff, Measure::Flat)[0].function, "runtime.gopark");
+        let named: Vec<&str> = grown(&diff, Measure::for_kind(ProfileKind::Goroutine))
+            .iter()
+            .map(|f| f.function.as_str())
+            .collect();
         assert_eq!(named, ["main.leak"]);
     }
 

@@ -8,14 +8,15 @@ use inferno::flamegraph::color::{BasicPalette, Palette};
 use inferno::flamegraph::{Options, from_lines};
 
 use super::stacks::{add, walk_stacks};
-use crate::capture::InvalidBody;
+use crate::model::ProfileKind;
+use crate::profile::InvalidBody;
 
 /// What the graph is titled with.
 pub struct Labels<'a> {
     pub title: &'a str,
     pub subtitle: &'a str,
     /// The capture kind picks the colours: cpu hot, memory green-blue, waiting aqua.
-    pub kind: &'a str,
+    pub kind: ProfileKind,
 }
 
 /// Draws the flame graph of the gzip'd profile that `open` reads (once per pass).
@@ -48,8 +49,8 @@ pub fn render<R: Read>(
     options.count_name = walked.main_unit().to_string();
     options.name_type = "Function:".to_string();
     options.colors = Palette::Basic(match labels.kind {
-        "cpu" | "fgprof" => BasicPalette::Hot,
-        "heap" | "allocs" => BasicPalette::Mem,
+        ProfileKind::Cpu | ProfileKind::Fgprof => BasicPalette::Hot,
+        ProfileKind::Heap | ProfileKind::Allocs => BasicPalette::Mem,
         _ => BasicPalette::Aqua,
     });
     options.hash = true;
@@ -71,7 +72,11 @@ mod tests {
     use crate::analyze::stacks::tests::profile;
 
     fn labels() -> Labels<'static> {
-        Labels { title: "checkout cpu", subtitle: "20261121T232525.702Z-cpu-spike-cpu", kind: "cpu" }
+        Labels {
+            title: "checkout cpu",
+            subtitle: "20261121T232525.702Z-cpu-spike-cpu",
+            kind: ProfileKind::Cpu,
+        }
     }
 
     /// The SVG parses as XML and has a frame for each function, sized by its share.

@@ -8,8 +8,8 @@ use std::io::Read;
 
 use prost::Message;
 
-use crate::capture::profile::{Function, Location, Sample, ValueType};
-use crate::capture::{InvalidBody, TopField, walk_fields};
+use crate::profile::proto::{Function, Location, Sample, ValueType};
+use crate::profile::{InvalidBody, TopField, walk_fields};
 
 /// What a walk learned besides the samples: the sample types, which one is the main one,
 /// and the strings the stacks refer to.
@@ -131,7 +131,7 @@ pub fn add(into: &mut [i64], values: &[i64]) {
 pub(crate) mod tests {
     use std::io::Write;
 
-    use crate::capture::profile::{Function, Line, Location, Profile, Sample, ValueType};
+    use crate::profile::proto::{Function, Line, Location, Profile, Sample, ValueType};
 
     /// A gzip'd profile with sample types `samples/count` and `cpu/nanoseconds`, functions
     /// `names` (ids 1..), one location per function (id 10 + function id) and samples given

@@ -5,36 +5,9 @@
 use std::collections::HashMap;
 use std::io::Read;
 
-use serde::{Deserialize, Serialize};
-
 use super::stacks::{add, walk_stacks};
-use crate::capture::InvalidBody;
-
-/// A profile's main sample type and its top functions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
-    /// `type/unit`, e.g. `cpu/nanoseconds`.
-    pub sample_type: String,
-    /// Sum of the main value over all samples.
-    pub total: i64,
-    pub top: Vec<TopFunction>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TopFunction {
-    pub function: String,
-    pub flat: i64,
-    pub flat_percent: f64,
-    pub cum: i64,
-    pub cum_percent: f64,
-}
-
-impl TopFunction {
-    /// `main.spin 98.7%` (flat share).
-    pub fn short(&self) -> String {
-        format!("{} {:.1}%", self.function, self.flat_percent)
-    }
-}
+use crate::model::{Summary, TopFunction};
+use crate::profile::InvalidBody;
 
 /// Flat and cumulative values of the main sample type for every function of a profile.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,7 +107,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::capture::profile::{Function, Line, Location, Profile, Sample, ValueType};
+    use crate::profile::proto::{Function, Line, Location, Profile, Sample, ValueType};
 
     /// A profile with two sample types and stacks main.a → main.b (leaf) and main.a (leaf),
     /// the second location inlining main.c into main.a.
@@ -188,7 +161,6 @@ mod tests {
         // main.a appears twice in the second stack (inlined and as caller): counted once.
         assert_eq!(rows, [("main.b", 300, 300), ("main.c", 100, 100), ("main.a", 0, 400)]);
         assert_eq!(summary.top[0].flat_percent, 75.0);
-        assert_eq!(summary.top[0].short(), "main.b 75.0%");
         let two = summarize(|| Ok(bytes.as_slice()), 1 << 20, 2).unwrap();
         assert_eq!(two.top.len(), 2);
     }

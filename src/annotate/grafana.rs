@@ -5,11 +5,19 @@ use std::time::Duration;
 
 use reqwest::{StatusCode, Url};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::{GrafanaConfig, Secret};
-use crate::store::CaptureMeta;
+use crate::analyze::{grew_line, top_line};
+use crate::config::GrafanaConfig;
+use crate::model::text::{Esc, reading};
+use crate::model::{CaptureLinks, CaptureMeta, Secret};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait between two tries, however many there are.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest an annotation is retried in all: a Grafana outage must not keep a job (and
+/// shutdown) waiting for hours.
+const MAX_RETRYING: Duration = Duration::from_secs(120);
 
 /// Why an annotation was not added.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +28,9 @@ pub enum AnnotateError {
     /// 5xx, timeouts and connection errors, still failing after every try.
     #[error("Grafana unavailable after {attempts} tries: {last}")]
     Unavailable { attempts: u32, last: String },
+    /// alertprof is shutting down.
+    #[error("not annotated: alertprof is shutting down")]
+    Cancelled,
 }
 
 impl AnnotateError {
@@ -27,7 +38,7 @@ impl AnnotateError {
     pub fn result(&self) -> &'static str {
         match self {
             AnnotateError::Rejected { .. } => "rejected",
-            AnnotateError::Unavailable { .. } => "failed",
+            AnnotateError::Unavailable { .. } | AnnotateError::Cancelled => "failed",
         }
     }
 }
@@ -52,8 +63,8 @@ pub struct GrafanaClient {
     token: Option<Secret>,
     dashboard_uid: Option<String>,
     tags: Vec<String>,
-    /// How links in the text reach alertprof.
-    external_url: Url,
+    /// How links in the text reach alertprof (`external_url`).
+    links: CaptureLinks,
     max_attempts: u32,
     first_backoff: Duration,
 }
@@ -68,27 +79,17 @@ impl GrafanaClient {
             token: config.token.clone(),
             dashboard_uid: config.dashboard_uid.clone(),
             tags: config.tags.clone(),
-            external_url: external_url.clone(),
+            links: CaptureLinks::under(external_url),
             max_attempts: config.max_attempts,
             first_backoff: config.retry_backoff,
         }
-    }
-
-    /// The link to a capture's profile.
-    pub fn profile_link(&self, id: &str) -> String {
-        self.capture_link(id, "/profile")
-    }
-
-    /// `{external_url}/api/v1/captures/{id}{rest}`.
-    fn capture_link(&self, id: &str, rest: &str) -> String {
-        format!("{}/api/v1/captures/{id}{rest}", self.external_url.as_str().trim_end_matches('/'))
     }
 
     /// The annotation for a kept capture; `why` is what verified it.
     pub fn annotation(&self, capture: &CaptureMeta, why: &[String]) -> Annotation {
         let mut tags = self.tags.clone();
         let alertname = capture.trigger.alertname.clone();
-        let mut extra = vec![capture.target.clone(), capture.rule.clone(), capture.kind.clone()];
+        let mut extra = vec![capture.target.clone(), capture.rule.clone(), capture.kind.to_string()];
         extra.extend(alertname.clone());
         for tag in extra {
             if !tags.contains(&tag) {
@@ -96,58 +97,53 @@ impl GrafanaClient {
             }
         }
         let trigger = match &alertname {
-            Some(name) => format!("alert <b>{}</b>", escape(name)),
+            Some(name) => format!("alert <b>{}</b>", Esc(name)),
             None => format!("{} rule", capture.trigger.source.name()),
         };
         let what = if capture.baseline { "baseline " } else { "" };
         let mut text = format!(
             "alertprof captured a {what}<b>{}</b> profile of <b>{}</b> (rule {}) on {trigger}.",
-            escape(&capture.kind),
-            escape(&capture.target),
-            escape(&capture.rule),
+            capture.kind,
+            Esc(&capture.target),
+            Esc(&capture.rule),
         );
         if !why.is_empty() {
-            text.push_str(&format!("<br>Verified: {}.", escape(&why.join("; "))));
+            text.push_str(&format!("<br>Verified: {}.", Esc(&why.join("; "))));
         }
         if !capture.readings.is_empty() {
-            let readings: Vec<String> = capture
-                .readings
-                .iter()
-                .map(|(k, v)| format!("{k}={}", crate::verify::trigger::show(k, *v)))
-                .collect();
-            text.push_str(&format!("<br>Readings: {}.", escape(&readings.join(", "))));
+            let readings: Vec<String> =
+                capture.readings.iter().map(|(k, v)| format!("{k}={}", reading(k, *v))).collect();
+            text.push_str(&format!("<br>Readings: {}.", Esc(&readings.join(", "))));
         }
         if let Some(summary) = capture.summary.as_ref().filter(|s| !s.top.is_empty()) {
             text.push_str(&format!(
                 "<br>Top ({}, flat): {}.",
-                escape(&summary.sample_type),
-                escape(&crate::app::top_line(summary))
+                Esc(&summary.sample_type),
+                Esc(&top_line(summary))
             ));
         }
         if let Some(diff) = &capture.diff {
             text.push_str(&format!(
                 "<br>Grew vs baseline ({}): {}.",
-                escape(&diff.sample_type),
-                escape(&crate::app::grew_line(diff, &capture.kind))
+                Esc(&diff.sample_type),
+                Esc(&grew_line(diff, capture.kind))
             ));
         }
         // The download comes first: it is the link that matters, and the one tools look for.
+        let link = |href: String, label: &str| format!("<a href=\"{}\">{label}</a>", Esc(&href));
         text.push_str(&format!(
-            "<br><a href=\"{}\">Download {}</a> ({} bytes; open with <code>go tool pprof</code>)",
-            escape(&self.profile_link(&capture.id)),
-            escape(capture.file.as_deref().unwrap_or(&capture.id)),
+            "<br>{} ({} bytes; open with <code>go tool pprof</code>)",
+            link(self.links.profile(&capture.id), &format!("Download {}", Esc(capture.file_name()))),
             capture.bytes
         ));
-        if capture.summary.is_some() {
-            let link = self.capture_link(&capture.id, "/flamegraph.svg");
-            text.push_str(&format!(" · <a href=\"{}\">Flame graph</a>", escape(&link)));
+        if capture.has_pprof() {
+            text.push_str(&format!(" · {}", link(self.links.flamegraph(&capture.id), "Flame graph")));
         }
         if let Some(diff) = &capture.diff {
-            let link = self.capture_link(&capture.id, &format!("/diff?base={}", diff.base));
-            text.push_str(&format!(" · <a href=\"{}\">Diff against the baseline</a>", escape(&link)));
+            let diff_link = link(self.links.diff(&capture.id, &diff.base), "Diff against the baseline");
+            text.push_str(&format!(" · {diff_link}"));
         }
-        let page = format!("{}/captures/{}", self.external_url.as_str().trim_end_matches('/'), capture.id);
-        text.push_str(&format!(" · <a href=\"{}\">Open in alertprof</a>", escape(&page)));
+        text.push_str(&format!(" · {}", link(self.links.page(&capture.id), "Open in alertprof")));
         Annotation {
             dashboard_uid: self.dashboard_uid.clone(),
             time: capture.started_at.timestamp_millis(),
@@ -157,17 +153,31 @@ impl GrafanaClient {
         }
     }
 
-    /// Posts an annotation, retrying 5xx, timeouts and connection errors with backoff.
-    /// Returns Grafana's annotation id.
-    pub async fn annotate(&self, annotation: &Annotation) -> Result<i64, AnnotateError> {
-        let mut wait = self.first_backoff;
-        let mut last = String::new();
-        for attempt in 1..=self.max_attempts {
+    /// Posts an annotation, retrying 5xx, timeouts and connection errors with backoff
+    /// (each wait at most `MAX_BACKOFF`, all of them at most `MAX_RETRYING`), until
+    /// `cancel` is told. Returns Grafana's annotation id.
+    pub async fn annotate(
+        &self,
+        annotation: &Annotation,
+        cancel: &CancellationToken,
+    ) -> Result<i64, AnnotateError> {
+        tokio::select! {
+            result = self.post_with_retries(annotation) => result,
+            () = cancel.cancelled() => Err(AnnotateError::Cancelled),
+        }
+    }
+
+    async fn post_with_retries(&self, annotation: &Annotation) -> Result<i64, AnnotateError> {
+        let started = tokio::time::Instant::now();
+        let mut waits = retry_waits(self.first_backoff, self.max_attempts).into_iter();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
             let mut request = self.http.post(self.endpoint.clone()).timeout(REQUEST_TIMEOUT).json(annotation);
             if let Some(token) = &self.token {
                 request = request.bearer_auth(token.expose());
             }
-            match request.send().await {
+            let last = match request.send().await {
                 Ok(response) if response.status().is_success() => {
                     let body: serde_json::Value = response.json().await.unwrap_or_default();
                     return Ok(body.get("id").and_then(serde_json::Value::as_i64).unwrap_or_default());
@@ -180,20 +190,51 @@ impl GrafanaClient {
                     let body = response.text().await.unwrap_or_default();
                     return Err(AnnotateError::Rejected { status, body: body.chars().take(200).collect() });
                 }
-                Ok(response) => last = format!("answered {}", response.status()),
-                Err(error) => last = crate::http::error_chain(&error),
-            }
-            if attempt < self.max_attempts {
-                tracing::info!(attempt, wait_ms = wait.as_millis() as u64, error = %last, "Grafana annotation failed; retrying.");
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-            }
+                Ok(response) => format!("answered {}", response.status()),
+                Err(error) => crate::http::error_chain(&error),
+            };
+            let Some(wait) = waits.next().filter(|wait| started.elapsed() + *wait <= MAX_RETRYING) else {
+                return Err(AnnotateError::Unavailable { attempts, last });
+            };
+            tracing::info!(attempt = attempts, wait_ms = wait.as_millis() as u64, error = %last, "Grafana annotation failed; retrying.");
+            tokio::time::sleep(wait).await;
         }
-        Err(AnnotateError::Unavailable { attempts: self.max_attempts, last })
     }
 }
 
-/// Escapes text for Grafana's HTML annotation text.
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+/// The waits between `attempts` tries: doubling from `first`, each at most `MAX_BACKOFF`,
+/// and no more of them than fit in `MAX_RETRYING`.
+fn retry_waits(first: Duration, attempts: u32) -> Vec<Duration> {
+    let mut waits = Vec::new();
+    let mut wait = first.min(MAX_BACKOFF);
+    let mut total = Duration::ZERO;
+    for _ in 1..attempts {
+        total += wait;
+        if total > MAX_RETRYING {
+            break;
+        }
+        waits.push(wait);
+        wait = (wait * 2).min(MAX_BACKOFF);
+    }
+    waits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// However many tries are configured and however long the first wait, each wait is
+    /// capped and all of them together are too; the first tries double as configured.
+    #[test]
+    fn retries_are_bounded() {
+        let waits = retry_waits(Duration::from_millis(500), 5);
+        assert_eq!(waits, [500, 1000, 2000, 4000].map(Duration::from_millis));
+        for (first, attempts) in [(Duration::from_millis(500), 20), (Duration::from_secs(3600), 20)] {
+            let waits = retry_waits(first, attempts);
+            assert!(waits.iter().all(|wait| *wait <= MAX_BACKOFF), "{waits:?}");
+            assert!(waits.iter().sum::<Duration>() <= MAX_RETRYING, "{waits:?}");
+            assert!(!waits.is_empty());
+        }
+        assert!(retry_waits(Duration::from_secs(1), 1).is_empty(), "one try, no wait");
+    }
 }

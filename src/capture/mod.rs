@@ -2,10 +2,6 @@
 //! staged file with a size bound and a timeout, retries Go's `cpu profiling already in
 //! use`, validates what arrived, and hands it to the store, kept or failed.
 
-mod kind;
-#[allow(clippy::all)]
-pub mod profile;
-mod scan;
 mod validate;
 
 use std::path::Path;
@@ -18,11 +14,11 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-pub use kind::{BodyFormat, ProfileKind};
-pub use scan::{Shape, TopField, scan_profile, walk_fields};
-pub use validate::{InvalidBody, decode_profile, validate_bytes, validate_file};
+pub use validate::{validate_bytes, validate_file};
 
-use crate::config::CaptureConfig;
+use crate::config::{CaptureConfig, format_duration};
+use crate::model::ProfileKind;
+use crate::profile::InvalidBody;
 
 /// Bytes buffered per download before they are written.
 const WRITE_BUFFER: usize = 128 << 10;
@@ -129,7 +125,7 @@ impl PprofClient {
         tokio::select! {
             result = tokio::time::timeout(timeout, work) => result.unwrap_or_else(|_| Err(CaptureError::Timeout {
                 url: url.to_string(),
-                after: crate::config::format_duration(timeout),
+                after: format_duration(timeout),
             })),
             () = cancel.cancelled() => Err(CaptureError::Cancelled),
         }

@@ -4,32 +4,8 @@
 use std::io::Read;
 use std::path::Path;
 
-use flate2::read::GzDecoder;
-use prost::Message;
-
-use super::BodyFormat;
-use super::profile::Profile;
-
-/// Why a body is not what its kind promises.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum InvalidBody {
-    #[error("empty body")]
-    Empty,
-    #[error("not gzip: {0}")]
-    NotGzip(String),
-    #[error("gunzipped profile is over {0} bytes")]
-    TooLarge(u64),
-    #[error("not a profile.proto: {0}")]
-    NotProfile(String),
-    #[error("profile has no sample types")]
-    NoSampleTypes,
-    #[error("not a Go execution trace (does not start with \"go 1.\")")]
-    NotTrace,
-    #[error("not a goroutine dump (does not start with \"goroutine \")")]
-    NotGoroutineText,
-    #[error("cannot read the downloaded body: {0}")]
-    Io(String),
-}
+use crate::model::BodyFormat;
+use crate::profile::{InvalidBody, scan_profile};
 
 /// Validates `bytes` as a body of `format`. `max_unzipped` bounds gunzip output, so a
 /// gzip bomb cannot take the memory.
@@ -45,30 +21,10 @@ pub fn validate_file(format: BodyFormat, path: &Path, max_unzipped: u64) -> Resu
 
 fn validate_reader(format: BodyFormat, mut body: impl Read, max_unzipped: u64) -> Result<(), InvalidBody> {
     match format {
-        BodyFormat::Pprof => super::scan::scan_profile(body, max_unzipped).map(|_| ()),
+        BodyFormat::Pprof => scan_profile(body, max_unzipped).map(|_| ()),
         BodyFormat::Trace => check_prefix(&mut body, b"go 1.", InvalidBody::NotTrace),
         BodyFormat::GoroutineText => check_prefix(&mut body, b"goroutine ", InvalidBody::NotGoroutineText),
     }
-}
-
-/// Gunzips and decodes a profile, refusing anything that is not a plausible pprof profile.
-pub fn decode_profile(body: impl Read, max_unzipped: u64) -> Result<Profile, InvalidBody> {
-    let mut unzipped = Vec::new();
-    let mut decoder = GzDecoder::new(body).take(max_unzipped + 1);
-    decoder.read_to_end(&mut unzipped).map_err(|error| {
-        if error.kind() == std::io::ErrorKind::UnexpectedEof && unzipped.is_empty() {
-            InvalidBody::Empty
-        } else {
-            InvalidBody::NotGzip(error.to_string())
-        }
-    })?;
-    if unzipped.len() as u64 > max_unzipped {
-        return Err(InvalidBody::TooLarge(max_unzipped));
-    }
-    let profile =
-        Profile::decode(unzipped.as_slice()).map_err(|error| InvalidBody::NotProfile(error.to_string()))?;
-    super::scan::Shape::of(&profile).check()?;
-    Ok(profile)
 }
 
 fn check_prefix(body: &mut impl Read, prefix: &[u8], error: InvalidBody) -> Result<(), InvalidBody> {
@@ -90,8 +46,11 @@ mod tests {
     use flate2::Compression;
     use flate2::write::GzEncoder;
 
+    use prost::Message;
+
     use super::*;
-    use crate::capture::profile::{Function, Sample, ValueType};
+    use crate::profile::decode_profile;
+    use crate::profile::proto::{Function, Profile, Sample, ValueType};
 
     fn gzip(bytes: &[u8]) -> Vec<u8> {
         let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::units::{parse_duration, parse_size};
+use crate::model::name::is_label_name;
 
 /// One mistake in the config, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,13 +194,6 @@ impl Walker {
         }
         Some(labels)
     }
-}
-
-/// Prometheus label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
-pub fn is_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn kind(value: &Value) -> &'static str {

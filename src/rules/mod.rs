@@ -1,73 +1,17 @@
 //! Which rules an alert is for, and on which targets: a rule takes an alert whose labels
 //! include its `alert_labels`; of the rule's targets, those whose `alert_labels` the
-//! alert's labels include.
+//! alert's labels include. Each alert × rule × target becomes a `Job`.
 
-pub mod endpoint;
+mod job;
 
-pub use endpoint::Endpoint;
+pub use job::{Job, gate_rule};
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::config::{Config, Name};
-use crate::decision::Outcome;
-use crate::gate::Refusal;
-use crate::intake::alertmanager::Labels;
-use crate::intake::{Alert, AlertStatus};
-use crate::store::{Trigger, TriggerSource};
-
-/// One unit of work: capture what `rule` asks for from `target`, if it verifies and the
-/// gate lets it.
-#[derive(Debug, Clone)]
-pub struct Job {
-    /// The config the job was made under; a reload does not change a queued job.
-    pub config: Arc<Config>,
-    pub rule: usize,
-    pub target: usize,
-    pub trigger: Trigger,
-    /// `None` for watch triggers, which the cooldown alone limits.
-    pub dedupe: Option<String>,
-    /// Where the requests go: the target's URLs, rendered from the alert's labels if
-    /// templated.
-    pub endpoint: Arc<Endpoint>,
-    /// A baseline of normal times (the alert resolved, or a periodic one while quiet)
-    /// rather than a spike.
-    pub baseline: bool,
-}
-
-impl Job {
-    pub fn rule(&self) -> &crate::config::Rule {
-        &self.config.rules[self.rule]
-    }
-
-    pub fn target(&self) -> &crate::config::Target {
-        &self.config.targets[self.target]
-    }
-
-    /// The name the gate keeps this job's cooldown under: the rule's, or for a baseline
-    /// `<rule>/baseline` (rule names have no `/`), so a baseline right after a spike is not
-    /// refused by the spike's cooldown, nor a spike by a baseline's.
-    pub fn gate_rule(&self) -> Cow<'_, str> {
-        gate_rule(&self.rule().name, self.baseline)
-    }
-
-    /// How long after this job the gate refuses the next of its kind on the target.
-    pub fn cooldown(&self) -> Duration {
-        let rule = self.rule();
-        match (self.baseline, self.trigger.source, rule.baseline.every) {
-            (true, TriggerSource::Baseline, Some(every)) => every,
-            _ => rule.cooldown,
-        }
-    }
-}
-
-/// The name the gate keeps a rule's cooldown under; see `Job::gate_rule`.
-pub fn gate_rule(rule: &str, baseline: bool) -> Cow<'_, str> {
-    if baseline { Cow::Owned(format!("{rule}/baseline")) } else { Cow::Borrowed(rule) }
-}
+use crate::config::Config;
+use crate::model::{Alert, AlertStatus, Labels, Name, Outcome, Refusal, Trigger, TriggerSource};
 
 /// What an alert came to for one rule.
 #[derive(Debug)]
@@ -183,7 +127,7 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert<'_>, mut refused: impl Ga
                 fingerprint: fingerprint.to_string(),
                 labels: Arc::new(alert.owned_labels()),
             });
-            let endpoint = match Endpoint::for_alert(&config.targets[target], labels) {
+            let endpoint = match config.targets[target].endpoint_for(labels) {
                 Ok(endpoint) => endpoint,
                 Err(why) => {
                     found.push(Match::Skip {

@@ -1,29 +1,18 @@
-//! The local directory store: `<dir>/<target>/<id>.<ext>` and `<id>.json`, bodies staged in
-//! `<dir>/.tmp`, every write a temp file, fsync and rename.
+//! The local directory store: `<dir>/<target>/<id>.<ext>` and `<id>.json`, every write a
+//! temp file or staged body, fsync and rename; metadata written last and deleted last.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::Utc;
 
-use super::{CaptureFilter, CaptureMeta, ProfileFile, ProfileStore, StoreError, capture_id};
-use crate::capture::ProfileKind;
+use super::{CaptureFilter, Derived, ProfileStore, StagedFile, StoreError, StoredFile};
 use crate::config::StorageConfig;
-
-const STAGING: &str = ".tmp";
-const STATE: &str = ".state";
-/// Renderings kept next to a profile, `<id>.<name>`: made on demand, deleted with it.
-pub const DERIVED: &[&str] = &["flamegraph.svg"];
-
-/// `name` if it is one of `DERIVED`; anything else is a programming error.
-fn derived_name(name: &str) -> &str {
-    assert!(DERIVED.contains(&name), "not a derived file name: {name}");
-    name
-}
+use crate::durable::{move_into_place, remove_if_present, sync_dir, write_atomic};
+use crate::model::{CaptureMeta, ProfileKind, capture_id, is_valid_id};
 
 pub struct LocalStore {
     dir: PathBuf,
@@ -31,23 +20,20 @@ pub struct LocalStore {
     max_bytes: Option<u64>,
     /// Every capture on disk by id; ids start with their UTC time, so this is time order.
     index: RwLock<BTreeMap<String, CaptureMeta>>,
-    /// Ids handed out by `begin` whose capture has not finished, so two captures started in
-    /// the same millisecond never share one.
+    /// Ids handed out by `new_id` whose capture has not been kept, so two captures started
+    /// in the same millisecond never share one.
     reserved: Mutex<HashSet<String>>,
 }
 
 impl LocalStore {
-    /// Opens (creating) the store, clears what an interrupted run left staged, deletes
-    /// profiles whose metadata was never written, and rebuilds the index from disk.
+    /// Opens (creating) the store, checks it can be written, deletes profiles whose
+    /// metadata was never written, and rebuilds the index from disk.
     pub fn open(config: &StorageConfig) -> Result<LocalStore, StoreError> {
         let dir = config.dir.clone();
-        for sub in [dir.clone(), dir.join(STAGING), dir.join(STATE)] {
-            fs::create_dir_all(&sub).map_err(StoreError::io("create", &sub))?;
-        }
-        let probe = dir.join(STAGING).join(format!("probe-{}", std::process::id()));
+        fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
+        let probe = dir.join(format!(".probe-{}", std::process::id()));
         fs::write(&probe, b"").map_err(StoreError::io("write to", &dir))?;
         fs::remove_file(&probe).ok();
-        clear_dir(&dir.join(STAGING));
         let index = rebuild_index(&dir)?;
         tracing::info!(dir = %dir.display(), captures = index.len(), "Capture index rebuilt.");
         Ok(LocalStore {
@@ -67,25 +53,50 @@ impl LocalStore {
         self.dir.join(&meta.target).join(format!("{}.json", meta.id))
     }
 
-    fn derived_path(&self, meta: &CaptureMeta, name: &str) -> PathBuf {
-        self.dir.join(&meta.target).join(format!("{}.{name}", meta.id))
+    fn derived_path(&self, meta: &CaptureMeta, derived: Derived) -> PathBuf {
+        self.dir.join(&meta.target).join(format!("{}.{}", meta.id, derived.suffix()))
     }
 
     fn delete(&self, meta: &CaptureMeta) -> Result<(), StoreError> {
-        for name in DERIVED {
-            remove_if_present(&self.derived_path(meta, name))?;
+        let remove = |path: &Path| remove_if_present(path).map_err(StoreError::io("delete", path));
+        for derived in Derived::ALL {
+            remove(&self.derived_path(meta, derived))?;
         }
         if let Some(path) = self.profile_path(meta) {
-            remove_if_present(&path)?;
+            remove(&path)?;
         }
         // The metadata goes last: a crash in between leaves metadata without a profile,
         // which the index rebuild drops, never a profile nobody knows about.
-        remove_if_present(&self.meta_path(meta))
+        remove(&self.meta_path(meta))
+    }
+
+    /// Writes a capture's files; on error nothing of it is left but what was there before.
+    fn write(&self, meta: &mut CaptureMeta, body: Option<StagedFile>) -> Result<(), StoreError> {
+        let target_dir = self.dir.join(&meta.target);
+        fs::create_dir_all(&target_dir).map_err(StoreError::io("create", &target_dir))?;
+        meta.file = None;
+        if let Some(body) = body.filter(|_| meta.is_ok()) {
+            let file = format!("{}{}", meta.id, meta.kind.extension());
+            let dest = target_dir.join(&file);
+            move_into_place(body.path(), &dest).map_err(StoreError::io("move into place", &dest))?;
+            body.into_path();
+            meta.file = Some(file);
+        }
+        let json = serde_json::to_vec_pretty(&meta).expect("metadata serializes");
+        let meta_path = self.meta_path(meta);
+        if let Err(error) = write_atomic(&meta_path, &json) {
+            if let Some(path) = self.profile_path(meta) {
+                fs::remove_file(path).ok();
+            }
+            return Err(StoreError::Io { action: "write", path: meta_path, source: error });
+        }
+        sync_dir(&target_dir);
+        Ok(())
     }
 }
 
 impl ProfileStore for LocalStore {
-    fn begin(&self, _target: &str, rule: &str, kind: &str) -> Result<(String, PathBuf), StoreError> {
+    fn new_id(&self, rule: &str, kind: ProfileKind) -> String {
         let base = capture_id(Utc::now(), rule, kind);
         let index = self.index.read().unwrap();
         let mut reserved = self.reserved.lock().unwrap();
@@ -94,42 +105,15 @@ impl ProfileStore for LocalStore {
             .find(|id| !index.contains_key(id) && !reserved.contains(id))
             .expect("an unused id");
         reserved.insert(id.clone());
-        let staged = self.dir.join(STAGING).join(format!("{id}.part"));
-        Ok((id, staged))
+        id
     }
 
-    fn finish(&self, mut meta: CaptureMeta, staged: &Path) -> Result<CaptureMeta, StoreError> {
-        let result = (|| {
-            let target_dir = self.dir.join(&meta.target);
-            fs::create_dir_all(&target_dir).map_err(StoreError::io("create", &target_dir))?;
-            if meta.is_ok() {
-                let extension = ProfileKind::parse(&meta.kind).map_or(".bin", ProfileKind::extension);
-                let file = format!("{}{extension}", meta.id);
-                let dest = target_dir.join(&file);
-                fs::File::open(staged).and_then(|f| f.sync_all()).map_err(StoreError::io("sync", staged))?;
-                fs::rename(staged, &dest).map_err(StoreError::io("move into place", &dest))?;
-                meta.file = Some(file);
-            } else {
-                remove_if_present(staged)?;
-                meta.file = None;
-            }
-            let json = serde_json::to_vec_pretty(&meta).expect("metadata serializes");
-            if let Err(error) = write_atomic(&self.meta_path(&meta), &json) {
-                if let Some(path) = self.profile_path(&meta) {
-                    fs::remove_file(path).ok();
-                }
-                return Err(error);
-            }
-            sync_dir(&target_dir);
-            Ok(meta.clone())
-        })();
+    fn keep(&self, mut meta: CaptureMeta, body: Option<StagedFile>) -> Result<CaptureMeta, StoreError> {
+        let result = self.write(&mut meta, body);
         self.reserved.lock().unwrap().remove(&meta.id);
-        if result.is_err() {
-            fs::remove_file(staged).ok();
-        } else {
-            self.index.write().unwrap().insert(meta.id.clone(), meta);
-        }
-        result
+        result?;
+        self.index.write().unwrap().insert(meta.id.clone(), meta.clone());
+        Ok(meta)
     }
 
     fn get(&self, id: &str) -> Option<CaptureMeta> {
@@ -147,33 +131,30 @@ impl ProfileStore for LocalStore {
             .collect()
     }
 
-    fn open_profile(&self, id: &str) -> Result<ProfileFile, StoreError> {
+    fn open_profile(&self, id: &str) -> Result<StoredFile, StoreError> {
         let meta = self.get(id).ok_or_else(|| StoreError::NotFound(id.to_string()))?;
         let path = self.profile_path(&meta).ok_or_else(|| StoreError::NoProfile(id.to_string()))?;
-        let file = fs::File::open(&path).map_err(StoreError::io("open", &path))?;
-        let len = file.metadata().map_err(StoreError::io("stat", &path))?.len();
-        Ok(ProfileFile { file, len, file_name: meta.file.unwrap_or_default() })
+        let name = meta.file.clone().unwrap_or_default();
+        open(&path, name)
     }
 
-    fn open_derived(&self, id: &str, name: &str) -> Result<Option<ProfileFile>, StoreError> {
+    fn open_derived(&self, id: &str, derived: Derived) -> Result<Option<StoredFile>, StoreError> {
         let meta = self.get(id).ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        let path = self.derived_path(&meta, derived_name(name));
-        match fs::File::open(&path) {
-            Ok(file) => {
-                let len = file.metadata().map_err(StoreError::io("stat", &path))?.len();
-                Ok(Some(ProfileFile { file, len, file_name: format!("{id}.{name}") }))
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(StoreError::Io { action: "open", path, source: error }),
+        let path = self.derived_path(&meta, derived);
+        match open(&path, format!("{id}.{}", derived.suffix())) {
+            Ok(file) => Ok(Some(file)),
+            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
         }
     }
 
-    fn put_derived(&self, id: &str, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    fn put_derived(&self, id: &str, derived: Derived, bytes: &[u8]) -> Result<(), StoreError> {
         let meta = self.get(id).ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        write_atomic(&self.derived_path(&meta, derived_name(name)), bytes)?;
+        let path = self.derived_path(&meta, derived);
+        write_atomic(&path, bytes).map_err(StoreError::io("write", &path))?;
         // Retention may have deleted the capture meanwhile: then the rendering goes too.
         if self.get(id).is_none() {
-            fs::remove_file(self.derived_path(&meta, name)).ok();
+            fs::remove_file(&path).ok();
             return Err(StoreError::NotFound(id.to_string()));
         }
         Ok(())
@@ -210,10 +191,12 @@ impl ProfileStore for LocalStore {
         }
         Ok(victims.len())
     }
+}
 
-    fn state_dir(&self) -> PathBuf {
-        self.dir.join(STATE)
-    }
+fn open(path: &Path, name: String) -> Result<StoredFile, StoreError> {
+    let file = fs::File::open(path).map_err(StoreError::io("open", path))?;
+    let len = file.metadata().map_err(StoreError::io("stat", path))?.len();
+    Ok(StoredFile { reader: Box::new(file), len, name })
 }
 
 /// Reads every `<target>/<id>.json`; drops metadata whose profile is gone and deletes
@@ -251,7 +234,7 @@ fn rebuild_index(dir: &Path) -> Result<BTreeMap<String, CaptureMeta>, StoreError
                     continue;
                 }
             };
-            if meta.target != name || !super::is_valid_id(&meta.id) {
+            if meta.target != name || !is_valid_id(&meta.id) {
                 tracing::warn!(path = %path.display(), "Capture metadata does not match its place; skipped.");
                 continue;
             }
@@ -261,7 +244,7 @@ fn rebuild_index(dir: &Path) -> Result<BTreeMap<String, CaptureMeta>, StoreError
                     continue;
                 }
                 referenced.insert(file.clone());
-                referenced.extend(DERIVED.iter().map(|name| format!("{}.{name}", meta.id)));
+                referenced.extend(Derived::ALL.map(|derived| format!("{}.{}", meta.id, derived.suffix())));
             }
             index.insert(meta.id.clone(), meta);
         }
@@ -273,71 +256,36 @@ fn rebuild_index(dir: &Path) -> Result<BTreeMap<String, CaptureMeta>, StoreError
     Ok(index)
 }
 
-/// Writes a file so that a reader sees the old content or the new, never a part: a temp
-/// file in the same directory, fsync, rename, fsync of the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut file = fs::File::create(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&temp, path)
-    };
-    write().map_err(|source| {
-        fs::remove_file(&temp).ok();
-        StoreError::Io { action: "write", path: path.to_path_buf(), source }
-    })?;
-    sync_dir(dir);
-    Ok(())
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(handle) = fs::File::open(dir) {
-        handle.sync_all().ok();
-    }
-}
-
-fn remove_if_present(path: &Path) -> Result<(), StoreError> {
-    match fs::remove_file(path) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-            Err(StoreError::Io { action: "delete", path: path.to_path_buf(), source: error })
-        }
-        _ => Ok(()),
-    }
-}
-
-fn clear_dir(dir: &Path) {
-    if let Ok(entries) = fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            fs::remove_file(entry.path()).ok();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use chrono::{DateTime, Utc};
 
     use super::*;
-    use crate::store::CaptureStatus;
+    use crate::model::CaptureStatus;
+    use crate::store::Staging;
+
+    const STAGING: &str = ".tmp";
 
     fn config(dir: &Path, max_age: Option<Duration>, max_bytes: Option<u64>) -> StorageConfig {
         StorageConfig { dir: dir.to_path_buf(), max_age, max_bytes }
     }
 
     fn meta(id: &str, finished_at: DateTime<Utc>, status: CaptureStatus) -> CaptureMeta {
-        crate::store::test_meta(id, "heap", finished_at, status)
+        crate::store::tests::meta(id, ProfileKind::Heap, finished_at, status)
     }
 
-    /// Stages `size` bytes and finishes a capture with them.
+    fn staging(store: &LocalStore) -> Staging {
+        Staging::open(&store.dir.join(STAGING)).unwrap()
+    }
+
+    /// Stages `size` bytes and keeps a capture with them.
     fn keep(store: &LocalStore, finished_at: DateTime<Utc>, size: usize) -> CaptureMeta {
-        let (id, staged) = store.begin("t", "r", "heap").unwrap();
-        fs::write(&staged, vec![7u8; size]).unwrap();
+        let id = store.new_id("r", ProfileKind::Heap);
+        let staged = staging(store).file(&id);
+        fs::write(staged.path(), vec![7u8; size]).unwrap();
         let mut capture = meta(&id, finished_at, CaptureStatus::Ok);
         capture.bytes = size as u64;
-        store.finish(capture, &staged).unwrap()
+        store.keep(capture, Some(staged)).unwrap()
     }
 
     /// Kept and failed captures land in the layout; ids never collide; the index is
@@ -349,12 +297,14 @@ mod tests {
         let first = keep(&store, Utc::now(), 10);
         let second = keep(&store, Utc::now(), 20);
         assert_ne!(first.id, second.id);
-        let (failed_id, staged) = store.begin("t", "r", "heap").unwrap();
-        fs::write(&staged, b"partial").unwrap();
+        let failed_id = store.new_id("r", ProfileKind::Heap);
+        let staged = staging(&store).file(&failed_id);
+        fs::write(staged.path(), b"partial").unwrap();
+        let staged_path = staged.path().to_path_buf();
         let mut failed = meta(&failed_id, Utc::now(), CaptureStatus::Failed);
         failed.error = Some("boom".into());
-        store.finish(failed, &staged).unwrap();
-        assert!(!staged.exists());
+        store.keep(failed, Some(staged)).unwrap();
+        assert!(!staged_path.exists());
 
         let target = dir.path().join("t");
         assert!(target.join(format!("{}.pb.gz", first.id)).is_file());
@@ -373,6 +323,7 @@ mod tests {
         fs::write(target.join("garbage.json"), b"not json").unwrap();
         drop(store);
         let store = LocalStore::open(&config(dir.path(), None, None)).unwrap();
+        staging(&store);
         let mut ids: Vec<String> = store.list(&CaptureFilter::default()).into_iter().map(|m| m.id).collect();
         ids.sort();
         let mut expected = vec![first.id.clone(), failed_id];
@@ -419,19 +370,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(&config(dir.path(), None, Some(150))).unwrap();
         let first = keep(&store, Utc::now(), 100);
-        assert!(store.open_derived(&first.id, "flamegraph.svg").unwrap().is_none());
-        store.put_derived(&first.id, "flamegraph.svg", b"<svg/>").unwrap();
+        assert!(store.open_derived(&first.id, Derived::Flamegraph).unwrap().is_none());
+        store.put_derived(&first.id, Derived::Flamegraph, b"<svg/>").unwrap();
         let path = dir.path().join("t").join(format!("{}.flamegraph.svg", first.id));
         assert_eq!(fs::read(&path).unwrap(), b"<svg/>");
-        assert!(matches!(store.put_derived("nope", "flamegraph.svg", b"x"), Err(StoreError::NotFound(_))));
+        assert!(matches!(store.put_derived("nope", Derived::Flamegraph, b"x"), Err(StoreError::NotFound(_))));
 
         drop(store);
         let store = LocalStore::open(&config(dir.path(), None, Some(150))).unwrap();
-        assert_eq!(store.open_derived(&first.id, "flamegraph.svg").unwrap().unwrap().len, 6);
+        assert_eq!(store.open_derived(&first.id, Derived::Flamegraph).unwrap().unwrap().len, 6);
         std::thread::sleep(Duration::from_millis(2));
         keep(&store, Utc::now(), 100);
         assert_eq!(store.enforce_retention().unwrap(), 1);
         assert!(!path.exists());
-        assert!(matches!(store.open_derived(&first.id, "flamegraph.svg"), Err(StoreError::NotFound(_))));
+        assert!(matches!(store.open_derived(&first.id, Derived::Flamegraph), Err(StoreError::NotFound(_))));
     }
 }

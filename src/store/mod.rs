@@ -1,16 +1,19 @@
 //! Keeps profiles and their metadata: validated bodies are moved in atomically, an index
-//! of captures is kept in memory and rebuilt from disk at start, and retention deletes the
-//! oldest first. `ProfileStore` is the seam for other backends (object storage for a fleet).
+//! of captures is kept in memory and rebuilt at start, and retention deletes the oldest
+//! first. `ProfileStore` is the seam for backends: the local directory is the embedded
+//! one. Bodies are downloaded to `Staging`, which is always local, before a store keeps
+//! them.
 
 mod local;
-mod meta;
+mod staging;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-pub use local::{DERIVED, LocalStore, write_atomic};
-#[cfg(test)]
-pub(crate) use meta::tests::meta as test_meta;
-pub use meta::{CaptureMeta, CaptureStatus, Trigger, TriggerSource, capture_id, is_valid_id};
+pub use local::LocalStore;
+pub use staging::{StagedFile, Staging};
+
+use crate::model::{CaptureMeta, ProfileKind};
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -34,44 +37,105 @@ impl StoreError {
 pub struct CaptureFilter {
     pub target: Option<String>,
     pub rule: Option<String>,
-    pub kind: Option<String>,
+    pub kind: Option<ProfileKind>,
     pub limit: Option<usize>,
 }
 
 impl CaptureFilter {
-    fn matches(&self, meta: &CaptureMeta) -> bool {
+    pub fn matches(&self, meta: &CaptureMeta) -> bool {
         self.target.as_ref().is_none_or(|t| *t == meta.target)
             && self.rule.as_ref().is_none_or(|r| *r == meta.rule)
-            && self.kind.as_ref().is_none_or(|k| *k == meta.kind)
+            && self.kind.is_none_or(|k| k == meta.kind)
     }
 }
 
-/// A stored profile opened for reading.
-pub struct ProfileFile {
-    pub file: std::fs::File,
+/// A rendering kept next to a capture's profile, made on demand and deleted with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Derived {
+    Flamegraph,
+}
+
+impl Derived {
+    pub const ALL: [Derived; 1] = [Derived::Flamegraph];
+
+    /// What follows the capture's id in its name: `<id>.flamegraph.svg`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Derived::Flamegraph => "flamegraph.svg",
+        }
+    }
+}
+
+/// A stored file opened for reading.
+pub struct StoredFile {
+    pub reader: Box<dyn Read + Send>,
     pub len: u64,
-    pub file_name: String,
+    /// The name to give it on download.
+    pub name: String,
+}
+
+impl StoredFile {
+    /// The whole content.
+    pub fn read_all(mut self) -> std::io::Result<Vec<u8>> {
+        let mut bytes = Vec::with_capacity(self.len.min(64 << 20) as usize);
+        self.reader.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
 }
 
 /// Where profiles are kept. Methods block; async callers use `spawn_blocking`.
 pub trait ProfileStore: Send + Sync + 'static {
-    /// Reserves a unique id for a capture that starts now, and a local path to stream its
-    /// body to before it is validated.
-    fn begin(&self, target: &str, rule: &str, kind: &str) -> Result<(String, PathBuf), StoreError>;
-    /// Keeps a capture: the staged body (when `meta` is ok) and its metadata, atomically.
-    /// A failed capture's staged file is deleted and only its metadata kept.
-    fn finish(&self, meta: CaptureMeta, staged: &Path) -> Result<CaptureMeta, StoreError>;
+    /// A unique id for a capture of `kind` by `rule` that starts now.
+    fn new_id(&self, rule: &str, kind: ProfileKind) -> String;
+    /// Keeps a capture: for a kept one (`meta` ok) its validated body, and its metadata,
+    /// atomically. A failed capture keeps only its metadata. Returns the metadata as kept.
+    fn keep(&self, meta: CaptureMeta, body: Option<StagedFile>) -> Result<CaptureMeta, StoreError>;
     fn get(&self, id: &str) -> Option<CaptureMeta>;
     /// Newest first.
     fn list(&self, filter: &CaptureFilter) -> Vec<CaptureMeta>;
-    fn open_profile(&self, id: &str) -> Result<ProfileFile, StoreError>;
-    /// A rendering of a kept capture's profile (one of `DERIVED`, e.g. `flamegraph.svg`),
-    /// if one was made; it is deleted with the capture.
-    fn open_derived(&self, id: &str, name: &str) -> Result<Option<ProfileFile>, StoreError>;
+    fn open_profile(&self, id: &str) -> Result<StoredFile, StoreError>;
+    /// A rendering of a kept capture's profile, if one was made.
+    fn open_derived(&self, id: &str, derived: Derived) -> Result<Option<StoredFile>, StoreError>;
     /// Keeps a rendering of a kept capture's profile, atomically.
-    fn put_derived(&self, id: &str, name: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    fn put_derived(&self, id: &str, derived: Derived, bytes: &[u8]) -> Result<(), StoreError>;
     /// Deletes captures past the retention limits, oldest first; returns how many.
     fn enforce_retention(&self) -> Result<usize, StoreError>;
-    /// A directory this store may keep its own state in (gate state).
-    fn state_dir(&self) -> PathBuf;
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use chrono::{DateTime, Utc};
+
+    use crate::model::{CaptureStatus, Readings, Trigger, TriggerSource};
+
+    use super::*;
+
+    /// A capture of `kind` from target `t` by rule `r`, for tests.
+    pub fn meta(
+        id: &str,
+        kind: ProfileKind,
+        finished_at: DateTime<Utc>,
+        status: CaptureStatus,
+    ) -> CaptureMeta {
+        CaptureMeta {
+            id: id.to_string(),
+            target: "t".into(),
+            rule: "r".into(),
+            kind,
+            status,
+            error: None,
+            trigger: Trigger::local(TriggerSource::Manual, None),
+            readings: Readings::new(),
+            url: format!("http://t/debug/pprof/{kind}"),
+            seconds: None,
+            started_at: finished_at,
+            finished_at,
+            bytes: 0,
+            sha256: None,
+            file: None,
+            summary: None,
+            baseline: false,
+            diff: None,
+        }
+    }
 }

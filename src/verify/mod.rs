@@ -14,10 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::config::SignalCheck;
-
-/// Latest reading of each signal, by key (`cpu_percent`, `go_foo{code="500"}`).
-pub type Readings = BTreeMap<String, f64>;
+use crate::model::{Readings, SignalCheck};
 
 /// Whether a rule's condition holds now, with the readings it was judged on.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,7 +162,7 @@ fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Signal, Threshold};
+    use crate::model::{Signal, Threshold};
 
     fn goroutines(abs: f64, diff: Option<f64>) -> Vec<SignalCheck> {
         vec![SignalCheck {

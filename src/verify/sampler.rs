@@ -8,7 +8,8 @@ use super::Sample;
 use super::cgroup::{CgroupDirs, CgroupReader};
 use super::procfs::{ProcReader, ProcessSample};
 use super::target_metrics::{TargetMetrics, scrape};
-use crate::config::{ProcessRef, Rule, Signal, Target};
+use crate::config::{ProcessRef, Rule, Target};
+use crate::model::Signal;
 
 /// A metric signal some rule reads from this target.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,17 +130,17 @@ impl Probe {
         let mut sample = Sample::new();
         if self.target.process.is_none() {
             let why = "no process configured for the target".to_string();
-            sample.insert("cpu_percent".into(), Err(why.clone()));
-            sample.insert("memory_percent".into(), Err(why));
+            sample.insert(Signal::CpuPercent.key(), Err(why.clone()));
+            sample.insert(Signal::MemoryPercent.key(), Err(why));
             return Local { sample, memory_limit: self.host().0 };
         }
         let process = match self.process() {
             Ok(process) => process,
             Err(why) => {
                 self.last_cpu = None;
-                sample.insert("cpu_percent".into(), Err(why.clone()));
-                sample.insert("memory_percent".into(), Err(why.clone()));
-                sample.insert("threads".into(), Err(why));
+                sample.insert(Signal::CpuPercent.key(), Err(why.clone()));
+                sample.insert(Signal::MemoryPercent.key(), Err(why.clone()));
+                sample.insert(Signal::Threads.key(), Err(why));
                 return Local { sample, memory_limit: None };
             }
         };
@@ -170,7 +171,7 @@ impl Probe {
             (Some(_), _) => Err("CPU use needs a second sample".to_string()),
         };
         self.last_cpu = used.map(|used_ns| CpuMark { used_ns, wall, whose });
-        sample.insert("cpu_percent".into(), cpu);
+        sample.insert(Signal::CpuPercent.key(), cpu);
 
         // Memory: working set over the cgroup limit (host memory without one); a process
         // sharing its cgroup with others counts its own RSS.
@@ -188,9 +189,9 @@ impl Probe {
             (None, _) => Err("no memory usage readable for the target".to_string()),
             _ => Err("no memory limit or host memory readable".to_string()),
         };
-        sample.insert("memory_percent".into(), memory);
+        sample.insert(Signal::MemoryPercent.key(), memory);
         if let Some(p) = process {
-            sample.insert("threads".into(), Ok(p.threads as f64));
+            sample.insert(Signal::Threads.key(), Ok(p.threads as f64));
         }
         Local { sample, memory_limit: limit }
     }
@@ -200,24 +201,23 @@ impl Probe {
         let sample = &mut local.sample;
         let Ok(metrics) = scraped else {
             let why = scraped.err().unwrap_or_default().to_string();
-            for key in ["goroutines", "heap_percent"]
+            for key in [Signal::Goroutines.key(), Signal::HeapPercent.key()]
                 .into_iter()
-                .map(str::to_string)
                 .chain(self.metrics.iter().map(|m| m.key.clone()))
             {
                 sample.insert(key, Err(why.clone()));
             }
-            sample.entry("threads".into()).or_insert(Err(why));
+            sample.entry(Signal::Threads.key()).or_insert(Err(why));
             return;
         };
         let found = |value: Option<f64>, name: &str| {
             value.ok_or_else(|| format!("{name} not in the target's metrics"))
         };
-        sample.insert("goroutines".into(), found(metrics.goroutines(), "go_goroutines"));
+        sample.insert(Signal::Goroutines.key(), found(metrics.goroutines(), "go_goroutines"));
         if let Some(threads) = metrics.threads() {
-            sample.insert("threads".into(), Ok(threads));
+            sample.insert(Signal::Threads.key(), Ok(threads));
         } else {
-            sample.entry("threads".into()).or_insert_with(|| found(None, "go_threads"));
+            sample.entry(Signal::Threads.key()).or_insert_with(|| found(None, "go_threads"));
         }
         let heap = found(metrics.heap_inuse_bytes(), "go_memstats_heap_inuse_bytes").and_then(|heap| {
             match local.memory_limit {
@@ -225,7 +225,7 @@ impl Probe {
                 _ => Err("no memory limit or host memory readable".to_string()),
             }
         });
-        sample.insert("heap_percent".into(), heap);
+        sample.insert(Signal::HeapPercent.key(), heap);
         for metric in &self.metrics {
             sample
                 .insert(metric.key.clone(), found(metrics.value(&metric.name, &metric.labels), &metric.key));
@@ -233,19 +233,25 @@ impl Probe {
     }
 }
 
-/// Samples a target: local readings off the async threads, then its `/metrics`.
+/// Why a sample could not be taken at all.
+#[derive(Debug, thiserror::Error)]
+#[error("reading /proc and cgroups failed: {0}")]
+pub struct SampleError(String);
+
+/// Samples a target: local readings off the async threads, then its `/metrics`. A fault
+/// while reading (a panic) comes back as an error, and the probe with it is gone.
 pub async fn sample(
     mut probe: Probe,
     client: &reqwest::Client,
     wall: Duration,
     timeout: Duration,
-) -> (Probe, Sample) {
+) -> Result<(Probe, Sample), SampleError> {
     let (probe, mut local) = tokio::task::spawn_blocking(move || {
         let local = probe.sample_local(wall);
         (probe, local)
     })
     .await
-    .expect("sampling does not panic");
+    .map_err(|error| SampleError(error.to_string()))?;
     match probe.target.metrics_url.as_ref().and_then(|spec| spec.fixed()).cloned() {
         Some(url) => match scrape(client, &url, timeout).await {
             Ok(metrics) => probe.add_metrics(&mut local, Ok(&metrics)),
@@ -253,7 +259,7 @@ pub async fn sample(
         },
         None => probe.add_metrics(&mut local, Err("no metrics_url configured for the target")),
     }
-    (probe, local.sample)
+    Ok((probe, local.sample))
 }
 
 /// A sample from a target's `/metrics` alone, taken now: for targets that are not sampled
@@ -269,7 +275,7 @@ pub async fn sample_metrics_now(
         Probe::new(target, rules, std::path::Path::new("/nonexistent"), std::path::Path::new("/nonexistent"));
     let why = "a templated target has no local process or cgroup".to_string();
     let sample =
-        Sample::from([("cpu_percent".into(), Err(why.clone())), ("memory_percent".into(), Err(why))]);
+        Sample::from([(Signal::CpuPercent.key(), Err(why.clone())), (Signal::MemoryPercent.key(), Err(why))]);
     let mut local = Local { sample, memory_limit: None };
     match url {
         Some(url) => match scrape(client, url, timeout).await {

@@ -3,18 +3,8 @@
 //! `cur >= abs` or `cur >= avg(history) * (1 + diff/100)`. `diff` needs a full history;
 //! until then only `abs` can trigger. With neither `abs` nor `diff`, `min` alone decides.
 
-use crate::config::Threshold;
-
-/// A reading as a reason shows it: percentages with one decimal, counts whole.
-pub fn show(signal: &str, value: f64) -> String {
-    if signal.ends_with("_percent") {
-        format!("{value:.1}")
-    } else if value.fract() == 0.0 && value.abs() < 1e15 {
-        format!("{value:.0}")
-    } else {
-        format!("{value:.3}")
-    }
-}
+use crate::model::Threshold;
+use crate::model::text::reading as show;
 
 /// Whether `current` triggers, given the `previous` readings (oldest first) and the
 /// history size that counts as full. `Ok` and `Err` both carry the reason.

@@ -11,8 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use alertprof::app::{App, router, run_sampling, run_workers};
 use alertprof::config::Config;
+use alertprof::pipeline::{App, run_sampling, run_workers};
+use alertprof::server::router;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

@@ -1,4 +1,4 @@
-//! Writes src/capture/profile.rs from proto/profile.proto.
+//! Writes src/profile/proto.rs from proto/profile.proto.
 use std::path::Path;
 
 fn main() {
@@ -11,7 +11,7 @@ fn main() {
     let generated = std::fs::read_to_string(out.join("perftools.profiles.rs")).unwrap();
     let header = "// @generated from proto/profile.proto by proto/gen; do not edit.\n\
                   #![allow(clippy::all, missing_docs)]\n\n";
-    std::fs::write(root.join("src/capture/profile.rs"), format!("{header}{generated}")).unwrap();
+    std::fs::write(root.join("src/profile/proto.rs"), format!("{header}{generated}")).unwrap();
     std::fs::remove_dir_all(out).ok();
 }
 

@@ -1,21 +1,17 @@
-//! The analyses of captures in a store: read a kept profile's function table, find the
-//! baseline to compare a capture with, diff them, and draw (and keep) its flame graph.
-//! Every function here blocks; async callers use `spawn_blocking`.
+//! Analyses of kept captures: a profile's function table, the baseline to compare a
+//! capture with, the diff of two captures, and a capture's flame graph, drawn once and
+//! kept. Every function here blocks; async callers use `spawn_blocking`.
 
-use crate::capture::{BodyFormat, InvalidBody, ProfileKind};
-use crate::store::{CaptureFilter, CaptureMeta, ProfileStore, StoreError};
+use std::io::Read;
 
-use super::flamegraph::{self, Labels};
-use super::{Diff, FunctionTable, diff};
+use crate::analyze::flamegraph::{self, Labels};
+use crate::analyze::{FunctionTable, diff};
+use crate::model::{CaptureMeta, Diff};
+use crate::profile::InvalidBody;
+use crate::store::{CaptureFilter, Derived, ProfileStore, StoreError};
 
 /// Bound on gunzipped bytes read while analyzing (validation already bounded the body).
 pub const MAX_UNZIPPED: u64 = 8 << 30;
-
-/// Rows kept in a capture's diff.
-pub const DIFF_KEPT: usize = 20;
-
-/// The flame graph's file name next to the profile.
-pub const FLAMEGRAPH: &str = "flamegraph.svg";
 
 /// Why an analysis of stored captures could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -47,17 +43,12 @@ impl From<StoreError> for AnalysisError {
     }
 }
 
-/// Whether a capture's body is a profile.proto these analyses read.
-pub fn is_analyzable(meta: &CaptureMeta) -> bool {
-    meta.is_ok() && ProfileKind::parse(&meta.kind).is_some_and(|kind| kind.format() == BodyFormat::Pprof)
-}
-
 fn capture(store: &dyn ProfileStore, id: &str) -> Result<CaptureMeta, AnalysisError> {
     let meta = store.get(id).ok_or_else(|| AnalysisError::NotFound(id.to_string()))?;
     if !meta.is_ok() {
         return Err(AnalysisError::NotApplicable(format!("capture {id} failed: no profile")));
     }
-    if !is_analyzable(&meta) {
+    if !meta.has_pprof() {
         return Err(AnalysisError::NotApplicable(format!(
             "capture {id} is a {} capture, not a profile.proto",
             meta.kind
@@ -67,8 +58,8 @@ fn capture(store: &dyn ProfileStore, id: &str) -> Result<CaptureMeta, AnalysisEr
 }
 
 /// Opens the stored profile of `id` afresh, once per pass of a streaming walk.
-fn opener(store: &dyn ProfileStore, id: &str) -> impl FnMut() -> std::io::Result<std::fs::File> {
-    move || store.open_profile(id).map(|profile| profile.file).map_err(std::io::Error::other)
+fn opener(store: &dyn ProfileStore, id: &str) -> impl FnMut() -> std::io::Result<Box<dyn Read + Send>> {
+    move || store.open_profile(id).map(|profile| profile.reader).map_err(std::io::Error::other)
 }
 
 /// Flat and cum per function of a kept profile.
@@ -81,11 +72,8 @@ pub fn function_table(store: &dyn ProfileStore, id: &str) -> Result<FunctionTabl
 /// The baseline to compare `meta` with: the latest kept baseline of the same target and
 /// kind taken before it, else the latest at all.
 pub fn latest_baseline(store: &dyn ProfileStore, meta: &CaptureMeta) -> Option<CaptureMeta> {
-    let filter = CaptureFilter {
-        target: Some(meta.target.clone()),
-        kind: Some(meta.kind.clone()),
-        ..Default::default()
-    };
+    let filter =
+        CaptureFilter { target: Some(meta.target.clone()), kind: Some(meta.kind), ..Default::default() };
     let baselines: Vec<CaptureMeta> =
         store.list(&filter).into_iter().filter(|b| b.baseline && b.is_ok() && b.id != meta.id).collect();
     let before = baselines.iter().find(|b| b.id < meta.id).cloned();
@@ -114,10 +102,9 @@ pub fn diff_captures(
 /// A capture's flame graph: the kept one, else drawn now and kept next to the profile.
 pub fn flamegraph(store: &dyn ProfileStore, id: &str) -> Result<Vec<u8>, AnalysisError> {
     let meta = capture(store, id)?;
-    if let Some(mut kept) = store.open_derived(id, FLAMEGRAPH)? {
-        let mut svg = Vec::with_capacity(kept.len as usize);
-        match std::io::Read::read_to_end(&mut kept.file, &mut svg) {
-            Ok(_) => return Ok(svg),
+    if let Some(kept) = store.open_derived(id, Derived::Flamegraph)? {
+        match kept.read_all() {
+            Ok(svg) => return Ok(svg),
             Err(error) => {
                 tracing::warn!(id, error = %error, "Kept flame graph unreadable; drawing it again.")
             }
@@ -126,10 +113,10 @@ pub fn flamegraph(store: &dyn ProfileStore, id: &str) -> Result<Vec<u8>, Analysi
     let title = format!("{} {} profile", meta.target, meta.kind);
     let subtitle =
         format!("{} · rule {} · {}", meta.id, meta.rule, meta.started_at.format("%Y-%m-%d %H:%M:%S UTC"));
-    let labels = Labels { title: &title, subtitle: &subtitle, kind: &meta.kind };
+    let labels = Labels { title: &title, subtitle: &subtitle, kind: meta.kind };
     let svg = flamegraph::render(opener(store, id), MAX_UNZIPPED, &labels)
         .map_err(|error| AnalysisError::Unreadable { id: id.to_string(), error })?;
-    if let Err(error) = store.put_derived(id, FLAMEGRAPH, &svg) {
+    if let Err(error) = store.put_derived(id, Derived::Flamegraph, &svg) {
         // The graph is still answered; it is drawn again next time.
         tracing::warn!(id, error = %error, "Cannot keep the flame graph.");
     }
@@ -143,19 +130,28 @@ mod tests {
     use super::*;
     use crate::analyze::stacks::tests::profile;
     use crate::config::StorageConfig;
-    use crate::store::{CaptureStatus, LocalStore};
+    use crate::model::{CaptureStatus, ProfileKind};
+    use crate::store::{LocalStore, Staging};
 
     /// Keeps a capture of `kind` with `body`, ok or failed, baseline or not.
-    fn keep(store: &LocalStore, kind: &str, body: &[u8], ok: bool, baseline: bool) -> CaptureMeta {
-        let (id, staged) = store.begin("t", "r", kind).unwrap();
-        std::fs::write(&staged, body).unwrap();
+    fn keep(
+        store: &(LocalStore, Staging),
+        kind: ProfileKind,
+        body: &[u8],
+        ok: bool,
+        baseline: bool,
+    ) -> CaptureMeta {
+        let (store, staging) = store;
+        let id = store.new_id("r", kind);
+        let staged = staging.file(&id);
+        std::fs::write(staged.path(), body).unwrap();
         let status = if ok { CaptureStatus::Ok } else { CaptureStatus::Failed };
-        let mut meta = crate::store::test_meta(&id, kind, Utc::now(), status);
+        let mut meta = crate::store::tests::meta(&id, kind, Utc::now(), status);
         meta.error = (!ok).then(|| "boom".to_string());
         meta.bytes = body.len() as u64;
         meta.baseline = baseline;
         std::thread::sleep(std::time::Duration::from_millis(2));
-        store.finish(meta, &staged).unwrap()
+        store.keep(meta, Some(staged)).unwrap()
     }
 
     /// What cannot be analyzed is refused with the reason, and nothing is written: failed
@@ -167,34 +163,36 @@ mod tests {
         let store =
             LocalStore::open(&StorageConfig { dir: dir.path().into(), max_age: None, max_bytes: None })
                 .unwrap();
+        let store = (store, Staging::open(&dir.path().join(".tmp")).unwrap());
         let body = profile(&["main.main", "main.spin"], &[(&[2, 1], [1, 100])]);
-        let old_base = keep(&store, "cpu", &body, true, true);
-        let base = keep(&store, "cpu", &body, true, true);
-        let spike = keep(&store, "cpu", &body, true, false);
-        let later_base = keep(&store, "cpu", &body, true, true);
-        let heap = keep(&store, "heap", &body, true, false);
-        let failed = keep(&store, "cpu", b"", false, false);
-        let text = keep(&store, "goroutine_text", b"goroutine 1 [running]:\n", true, false);
+        let old_base = keep(&store, ProfileKind::Cpu, &body, true, true);
+        let base = keep(&store, ProfileKind::Cpu, &body, true, true);
+        let spike = keep(&store, ProfileKind::Cpu, &body, true, false);
+        let later_base = keep(&store, ProfileKind::Cpu, &body, true, true);
+        let heap = keep(&store, ProfileKind::Heap, &body, true, false);
+        let failed = keep(&store, ProfileKind::Cpu, b"", false, false);
+        let text = keep(&store, ProfileKind::GoroutineText, b"goroutine 1 [running]:\n", true, false);
 
-        assert_eq!(latest_baseline(&store, &spike).unwrap().id, base.id);
-        assert_eq!(latest_baseline(&store, &old_base).unwrap().id, later_base.id, "none before: the latest");
-        assert!(latest_baseline(&store, &heap).is_none());
-        assert!(diff_captures(&store, &spike.id, &base.id, 10).unwrap().functions.is_empty());
+        let (store, _staging) = &store;
+        assert_eq!(latest_baseline(store, &spike).unwrap().id, base.id);
+        assert_eq!(latest_baseline(store, &old_base).unwrap().id, later_base.id, "none before: the latest");
+        assert!(latest_baseline(store, &heap).is_none());
+        assert!(diff_captures(store, &spike.id, &base.id, 10).unwrap().functions.is_empty());
 
         let refused = |result: Result<Diff, AnalysisError>| result.unwrap_err().to_string();
         assert_eq!(
-            refused(diff_captures(&store, &spike.id, &heap.id, 10)),
+            refused(diff_captures(store, &spike.id, &heap.id, 10)),
             "cannot compare a cpu capture with a heap capture"
         );
         assert_eq!(
-            refused(diff_captures(&store, &spike.id, &failed.id, 10)),
+            refused(diff_captures(store, &spike.id, &failed.id, 10)),
             format!("capture {} failed: no profile", failed.id)
         );
-        assert!(matches!(diff_captures(&store, "nope", &base.id, 10), Err(AnalysisError::NotFound(_))));
-        assert!(matches!(flamegraph(&store, &text.id), Err(AnalysisError::NotApplicable(_))));
-        assert!(matches!(flamegraph(&store, &failed.id), Err(AnalysisError::NotApplicable(_))));
+        assert!(matches!(diff_captures(store, "nope", &base.id, 10), Err(AnalysisError::NotFound(_))));
+        assert!(matches!(flamegraph(store, &text.id), Err(AnalysisError::NotApplicable(_))));
+        assert!(matches!(flamegraph(store, &failed.id), Err(AnalysisError::NotApplicable(_))));
         let files = std::fs::read_dir(dir.path().join("t")).unwrap().count();
-        assert!(flamegraph(&store, &spike.id).unwrap().starts_with(b"<?xml"));
+        assert!(flamegraph(store, &spike.id).unwrap().starts_with(b"<?xml"));
         assert_eq!(std::fs::read_dir(dir.path().join("t")).unwrap().count(), files + 1, "one kept graph");
     }
 }

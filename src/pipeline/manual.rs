@@ -11,16 +11,18 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 
-use crate::capture::{CaptureError, Fetched, PprofClient, ProfileKind};
+use crate::capture::{CaptureError, Fetched, PprofClient};
 use crate::config::CaptureConfig;
-use crate::store::{StoreError, capture_id, write_atomic};
+use crate::durable::move_into_place;
+use crate::model::{ProfileKind, capture_id};
+use crate::store::StagedFile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManualError {
     #[error(transparent)]
     Capture(#[from] CaptureError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    #[error("cannot {action} {path}: {source}")]
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
 }
 
 /// What a manual capture kept.
@@ -40,9 +42,13 @@ pub async fn capture(
     settings: CaptureConfig,
     progress: bool,
 ) -> Result<Kept, ManualError> {
-    std::fs::create_dir_all(out).map_err(StoreError::io("create", out))?;
-    let id = capture_id(Utc::now(), "manual", kind.name());
-    let staged = out.join(format!(".{id}.part"));
+    let io = |action, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ManualError::Io { action, path, source }
+    };
+    std::fs::create_dir_all(out).map_err(io("create", out))?;
+    let id = capture_id(Utc::now(), "manual", kind);
+    let staged = StagedFile::at(out.join(format!(".{id}.part")));
     let client = PprofClient::new(settings);
     let received = Arc::new(AtomicU64::new(0));
     let bar = progress.then(|| progress_bar(kind, seconds, client.timeout(kind, seconds)));
@@ -60,26 +66,19 @@ pub async fn capture(
             }
         })
     });
-    let result = client.fetch(url, kind, seconds, &staged, Some(&received), &CancellationToken::new()).await;
+    let result =
+        client.fetch(url, kind, seconds, staged.path(), Some(&received), &CancellationToken::new()).await;
     if let Some(ticker) = ticker {
         ticker.abort();
     }
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let fetched = match result {
-        Ok(fetched) => fetched,
-        Err(error) => {
-            std::fs::remove_file(&staged).ok();
-            return Err(error.into());
-        }
-    };
+    let fetched = result?;
+    // Moved, not copied: the profile may be up to `max_profile_bytes`.
     let path = out.join(format!("{id}{}", kind.extension()));
-    let kept = std::fs::read(&staged)
-        .map_err(StoreError::io("read", &staged))
-        .and_then(|bytes| write_atomic(&path, &bytes));
-    std::fs::remove_file(&staged).ok();
-    kept?;
+    move_into_place(staged.path(), &path).map_err(io("move into place", &path))?;
+    staged.into_path();
     Ok(Kept { path, fetched })
 }
 

@@ -1,36 +1,16 @@
-//! HTML building blocks: escaping, the page frame with its inline style and script, and the
-//! headers every page is sent with (a Content-Security-Policy that allows nothing external).
+//! The page frame with its inline style and script, and the headers every page is sent
+//! with (a Content-Security-Policy that allows nothing external). Text goes through
+//! `model::text`, as everywhere else.
 
-use std::fmt::{self, Display, Write};
+use std::fmt::Write;
 use std::sync::LazyLock;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-/// Every dynamic string goes through this: alert labels, names and reasons are written by
-/// whoever can reach the webhook.
-pub struct Esc<'a>(pub &'a str);
-
-impl Display for Esc<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut rest = self.0;
-        while let Some(at) = rest.find(['&', '<', '>', '"', '\'']) {
-            f.write_str(&rest[..at])?;
-            f.write_str(match rest.as_bytes()[at] {
-                b'&' => "&amp;",
-                b'<' => "&lt;",
-                b'>' => "&gt;",
-                b'"' => "&quot;",
-                _ => "&#39;",
-            })?;
-            rest = &rest[at + 1..];
-        }
-        f.write_str(rest)
-    }
-}
+use crate::model::text::Esc;
 
 const STYLE: &str = "
 body { font: 14px/1.4 system-ui, sans-serif; margin: 0 1.5rem 2rem; color: #1d1d1f; }
@@ -109,66 +89,4 @@ pub fn respond(status: StatusCode, html: String) -> Response {
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     response
-}
-
-/// `2026-11-21 23:25:25Z`.
-pub fn time(at: &DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M:%SZ").to_string()
-}
-
-/// A reading: whole numbers as such, others with two decimals.
-pub fn number(value: f64) -> String {
-    if value.fract() == 0.0 && value.abs() < 1e15 { format!("{value:.0}") } else { format!("{value:.2}") }
-}
-
-/// A profile value in its unit: `1.23s` for nanoseconds, `4.5MiB` for bytes, else plain.
-pub fn amount(value: i64, unit: &str) -> String {
-    match unit {
-        "nanoseconds" => {
-            let seconds = value as f64 / 1e9;
-            if seconds.abs() >= 1.0 || value == 0 {
-                format!("{seconds:.2}s")
-            } else {
-                format!("{:.2}ms", seconds * 1e3)
-            }
-        }
-        "bytes" => {
-            let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-            let mut size = value as f64;
-            let mut unit = 0;
-            while size.abs() >= 1024.0 && unit < units.len() - 1 {
-                size /= 1024.0;
-                unit += 1;
-            }
-            if unit == 0 { format!("{value}B") } else { format!("{size:.1}{}", units[unit]) }
-        }
-        _ => value.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Markup in a string comes out as text, quotes included (it may sit in an attribute).
-    #[test]
-    fn escapes_markup() {
-        assert_eq!(
-            Esc("<script>alert('x')</script> & \"q\"").to_string(),
-            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
-        );
-        assert_eq!(Esc("plain ü").to_string(), "plain ü");
-    }
-
-    /// Values read as `go tool pprof` would print them.
-    #[test]
-    fn amounts_in_their_units() {
-        assert_eq!(amount(1_230_000_000, "nanoseconds"), "1.23s");
-        assert_eq!(amount(10_000_000, "nanoseconds"), "10.00ms");
-        assert_eq!(amount(512, "bytes"), "512B");
-        assert_eq!(amount(5 * 1024 * 1024 + 512 * 1024, "bytes"), "5.5MiB");
-        assert_eq!(amount(300, "count"), "300");
-        assert_eq!(number(87.0), "87");
-        assert_eq!(number(87.256), "87.26");
-    }
 }

@@ -1,106 +1,15 @@
-//! The web page: captures newest first with filters, one page per capture (trigger,
-//! readings, top functions, flame graph, download) and the decision log. Server-rendered
-//! HTML with no external resources, behind the same auth as the API.
-
-mod html;
-mod session;
-
-pub use session::{SESSION_COOKIE, session_authorized, unauthorized};
+//! The pages' HTML: the captures list with its filter, a capture's page, and the decision
+//! tables. Every string from an alert, a target or a profile is escaped.
 
 use std::fmt::Write;
-use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::Response;
-use axum::routing::{get, post};
-use serde::Deserialize;
-
-use crate::analyze::Diff;
-use crate::analyze::diff::Measure;
-use crate::app::App;
-use crate::capture::{BodyFormat, ProfileKind};
+use super::{DEFAULT_LIMIT, MAX_LIMIT};
+use crate::analyze::{Measure, grown, short};
 use crate::config::{Config, Credentials};
-use crate::decision::Decision;
-use crate::store::{CaptureFilter, CaptureMeta, is_valid_id};
-use html::{Esc, amount, number, time};
-
-/// Captures listed when the filter names no limit, and the most it may name.
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
-/// Decisions shown under the captures.
-const DECISIONS_SHOWN: usize = 50;
-/// A sign-in form is small.
-const MAX_LOGIN_BODY: usize = 4096;
-
-/// The pages; `router` puts them behind `require_auth`.
-pub fn pages() -> Router<Arc<App>> {
-    Router::new().route("/", get(index)).route("/captures/{id}", get(capture))
-}
-
-/// Signing in and out: open, since they are how one gets credentials.
-pub fn sign_in() -> Router<Arc<App>> {
-    Router::new()
-        .route("/login", get(session::login_page).post(session::login))
-        .route("/logout", post(session::logout))
-        .layer(DefaultBodyLimit::max(MAX_LOGIN_BODY))
-}
-
-/// The filter as typed into the form: empty means any, a bad limit means the default.
-#[derive(Debug, Default, Deserialize)]
-pub struct ListQuery {
-    target: Option<String>,
-    rule: Option<String>,
-    kind: Option<String>,
-    limit: Option<String>,
-}
-
-impl ListQuery {
-    fn filter(&self) -> CaptureFilter {
-        let given = |value: &Option<String>| value.clone().filter(|v| !v.is_empty());
-        let limit = self.limit.as_deref().and_then(|l| l.trim().parse().ok()).unwrap_or(DEFAULT_LIMIT);
-        CaptureFilter {
-            target: given(&self.target),
-            rule: given(&self.rule),
-            kind: given(&self.kind),
-            limit: Some(limit.clamp(1, MAX_LIMIT)),
-        }
-    }
-}
-
-/// Whether the header offers to sign out: only a bearer session can be ended from here.
-fn offers_sign_out(config: &Config) -> bool {
-    matches!(config.auth.as_ref().map(|a| &a.credentials), Some(Credentials::Bearer(_)))
-}
-
-/// `GET /`: the captures, newest first, and the recent decisions.
-pub async fn index(State(app): State<Arc<App>>, Query(query): Query<ListQuery>) -> Response {
-    let config = app.config();
-    let filter = query.filter();
-    let captures = app.store.list(&filter);
-    let decisions = app.decisions.recent(DECISIONS_SHOWN);
-    let body = render_index(&config, &filter, &captures, &decisions);
-    html::respond(StatusCode::OK, html::page("Captures", offers_sign_out(&config), &body))
-}
-
-/// `GET /captures/{id}`.
-pub async fn capture(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    let config = app.config();
-    let logout = offers_sign_out(&config);
-    let Some(meta) = is_valid_id(&id).then(|| app.store.get(&id)).flatten() else {
-        let body = format!(
-            "<h2>No such capture</h2><p>There is no capture <code>{}</code>; it may have been \
-             deleted by retention.</p><p><a href=\"/\">All captures</a></p>",
-            Esc(&id)
-        );
-        return html::respond(StatusCode::NOT_FOUND, html::page("Not found", logout, &body));
-    };
-    let decisions: Vec<Decision> =
-        app.decisions.recent(usize::MAX).into_iter().filter(|d| d.captures.contains(&meta.id)).collect();
-    let body = render_capture(&config, &meta, &decisions);
-    html::respond(StatusCode::OK, html::page(&meta.id, logout, &body))
-}
+use crate::model::summary::unit_of;
+use crate::model::text::{Esc, change, quantity, reading, time};
+use crate::model::{CaptureLinks, CaptureMeta, Decision, Diff, ProfileKind, is_valid_id};
+use crate::store::CaptureFilter;
 
 /// The mark of a baseline capture.
 fn baseline_badge(meta: &CaptureMeta) -> &'static str {
@@ -123,7 +32,7 @@ fn select(out: &mut String, name: &str, known: Vec<&str>, chosen: Option<&str>) 
 }
 
 /// The filter form, the captures and the recent decisions.
-fn render_index(
+pub(super) fn index(
     config: &Config,
     filter: &CaptureFilter,
     captures: &[CaptureMeta],
@@ -133,7 +42,12 @@ fn render_index(
     out.push_str("<form class=\"filter\" method=\"get\" action=\"/\">");
     select(&mut out, "target", config.targets.iter().map(|t| &*t.name).collect(), filter.target.as_deref());
     select(&mut out, "rule", config.rules.iter().map(|r| &*r.name).collect(), filter.rule.as_deref());
-    select(&mut out, "kind", ProfileKind::ALL.iter().map(|k| k.name()).collect(), filter.kind.as_deref());
+    select(
+        &mut out,
+        "kind",
+        ProfileKind::ALL.iter().map(|k| k.name()).collect(),
+        filter.kind.map(ProfileKind::name),
+    );
     writeln!(
         out,
         "<label>limit<input type=\"number\" name=\"limit\" min=\"1\" max=\"{MAX_LIMIT}\" value=\"{}\"></label>\
@@ -162,14 +76,14 @@ fn render_index(
                 time = time(&meta.started_at),
                 target = Esc(&meta.target),
                 rule = Esc(&meta.rule),
-                kind = Esc(&meta.kind),
+                kind = meta.kind,
                 source = meta.trigger.source.name(),
                 alertname = meta.trigger.alertname.as_deref().map(|a| format!(" / {}", Esc(a))).unwrap_or_default(),
                 top = meta
                     .summary
                     .as_ref()
                     .and_then(|s| s.top.first())
-                    .map(|t| Esc(&t.short()).to_string())
+                    .map(|t| Esc(&short(t)).to_string())
                     .unwrap_or_default(),
             )
             .unwrap();
@@ -218,14 +132,9 @@ fn render_decisions(out: &mut String, decisions: &[Decision], none: &str) {
     out.push_str("</tbody></table>\n");
 }
 
-/// Whether the capture is profile.proto, which the flame graph and `go tool pprof` read.
-fn is_pprof(meta: &CaptureMeta) -> bool {
-    meta.summary.is_some() || ProfileKind::parse(&meta.kind).is_some_and(|k| k.format() == BodyFormat::Pprof)
-}
-
 /// A capture's page: what it is, its error, the download, top functions, what grew against
 /// a baseline, the flame graph, what set it off, and the decisions that made it.
-fn render_capture(config: &Config, meta: &CaptureMeta, decisions: &[Decision]) -> String {
+pub(super) fn capture(config: &Config, meta: &CaptureMeta, decisions: &[Decision]) -> String {
     let mut out = String::new();
     let id = Esc(&meta.id);
     let status = if meta.is_ok() { "ok" } else { "failed" };
@@ -236,7 +145,7 @@ fn render_capture(config: &Config, meta: &CaptureMeta, decisions: &[Decision]) -
     };
     row("target", Esc(&meta.target).to_string());
     row("rule", Esc(&meta.rule).to_string());
-    row("kind", Esc(&meta.kind).to_string());
+    row("kind", meta.kind.to_string());
     row("status", format!("<span class=\"{status}\">{status}</span>"));
     row("started", time(&meta.started_at));
     row("finished", time(&meta.finished_at));
@@ -245,7 +154,7 @@ fn render_capture(config: &Config, meta: &CaptureMeta, decisions: &[Decision]) -
     }
     row("url", format!("<code>{}</code>", Esc(&meta.url)));
     if meta.is_ok() {
-        row("size", amount(meta.bytes as i64, "bytes"));
+        row("size", quantity(meta.bytes as i64, "bytes"));
     }
     if let Some(sha256) = &meta.sha256 {
         row("sha256", format!("<code>{}</code>", Esc(sha256)));
@@ -262,12 +171,12 @@ fn render_capture(config: &Config, meta: &CaptureMeta, decisions: &[Decision]) -
     }
 
     if let Some(summary) = &meta.summary {
-        let unit = summary.sample_type.split_once('/').map_or("", |(_, unit)| unit);
+        let unit = unit_of(&summary.sample_type);
         write!(
             out,
             "<h2>Top functions <span class=\"muted\">({}, total {})</span></h2>",
             Esc(&summary.sample_type),
-            amount(summary.total, unit)
+            quantity(summary.total, unit)
         )
         .unwrap();
         top_table(
@@ -283,13 +192,13 @@ fn render_capture(config: &Config, meta: &CaptureMeta, decisions: &[Decision]) -
         render_diff(&mut out, meta, diff);
     }
 
-    if meta.is_ok() && is_pprof(meta) {
+    if meta.has_pprof() {
         write!(
             out,
-            "<h2>Flame graph <span class=\"muted\">(<a href=\"/api/v1/captures/{id}/flamegraph.svg\" \
+            "<h2>Flame graph <span class=\"muted\">(<a href=\"{graph}\" \
              id=\"flamegraph-link\">open on its own</a>)</span></h2>\n\
-             <img class=\"flame\" id=\"flamegraph\" src=\"/api/v1/captures/{id}/flamegraph.svg\" \
-             alt=\"flame graph of {id}\">\n"
+             <img class=\"flame\" id=\"flamegraph\" src=\"{graph}\" alt=\"flame graph of {id}\">\n",
+            graph = Esc(&CaptureLinks::relative().flamegraph(&meta.id)),
         )
         .unwrap();
     }
@@ -335,8 +244,13 @@ fn render_trigger(out: &mut String, meta: &CaptureMeta) {
     } else {
         out.push_str("<table id=\"readings\"><thead><tr><th>signal</th><th class=\"num\">value</th></tr></thead><tbody>");
         for (signal, value) in &meta.readings {
-            write!(out, "<tr><td>{}</td><td class=\"num\">{}</td></tr>", Esc(signal), number(*value))
-                .unwrap();
+            write!(
+                out,
+                "<tr><td>{}</td><td class=\"num\">{}</td></tr>",
+                Esc(signal),
+                reading(signal, *value)
+            )
+            .unwrap();
         }
         out.push_str("</tbody></table>\n");
     }
@@ -351,9 +265,9 @@ fn top_table<'a>(
     unit: &str,
     changes: bool,
 ) {
-    let value = |value: i64| match changes && value >= 0 {
-        true => format!("+{}", amount(value, unit)),
-        false => amount(value, unit),
+    let value = |value: i64| match changes {
+        true => change(value, unit),
+        false => quantity(value, unit),
     };
     let percent = |percent: f64| match changes {
         true => format!("{percent:+.2}%"),
@@ -383,28 +297,22 @@ fn top_table<'a>(
 
 /// The download link and how to open the file.
 fn render_download(out: &mut String, config: &Config, meta: &CaptureMeta) {
-    let id = Esc(&meta.id);
-    let file = meta.file.as_deref().unwrap_or("profile");
-    let base = config.external_url.as_str().trim_end_matches('/');
+    let file = meta.file_name();
     let auth = match config.auth.as_ref().map(|a| &a.credentials) {
         Some(Credentials::Bearer(_)) => " -H \"Authorization: Bearer $TOKEN\"",
         Some(Credentials::Basic { .. }) => " -u USER",
         None => "",
     };
-    let open = match ProfileKind::parse(&meta.kind).map(ProfileKind::format) {
-        Some(BodyFormat::Trace) => format!("go tool trace {file}"),
-        Some(BodyFormat::GoroutineText) => format!("less {file}"),
-        _ => format!("go tool pprof -http=: {file}"),
-    };
     write!(
         out,
-        "<h2>Profile</h2><p><a id=\"download\" href=\"/api/v1/captures/{id}/profile\" download=\"{file}\">\
-         Download {file}</a> ({size})</p>\n<pre id=\"open-command\">curl -fo {file}{auth} {base}/api/v1/captures/{id}/profile\n{open}</pre>\n",
+        "<h2>Profile</h2><p><a id=\"download\" href=\"{href}\" download=\"{file}\">\
+         Download {file}</a> ({size})</p>\n<pre id=\"open-command\">curl -fo {file}{auth} {url}\n{open}</pre>\n",
+        href = Esc(&CaptureLinks::relative().profile(&meta.id)),
         file = Esc(file),
-        size = amount(meta.bytes as i64, "bytes"),
-        base = Esc(base),
+        size = quantity(meta.bytes as i64, "bytes"),
+        url = Esc(&CaptureLinks::under(&config.external_url).profile(&meta.id)),
         auth = Esc(auth),
-        open = Esc(&open),
+        open = Esc(&meta.kind.open_command(file)),
     )
     .unwrap();
 }
@@ -416,20 +324,22 @@ fn render_diff(out: &mut String, meta: &CaptureMeta, diff: &Diff) {
     if !is_valid_id(&diff.base) {
         return;
     }
-    let unit = diff.sample_type.split_once('/').map_or("", |(_, unit)| unit);
+    let unit = unit_of(&diff.sample_type);
+    let links = CaptureLinks::relative();
     writeln!(
         out,
-        "<h2 id=\"diff\">Grew vs baseline <a href=\"/captures/{base}\">{base}</a> \
+        "<h2 id=\"diff\">Grew vs baseline <a href=\"{page}\">{base}</a> \
          <span class=\"muted\">({sample_type}; total {then} then, {now} now; \
-         <a href=\"/api/v1/captures/{id}/diff?base={base}\" id=\"diff-link\">full diff</a>)</span></h2>",
+         <a href=\"{full}\" id=\"diff-link\">full diff</a>)</span></h2>",
+        page = Esc(&links.page(&diff.base)),
         base = Esc(&diff.base),
         sample_type = Esc(&diff.sample_type),
-        then = amount(diff.base_total, unit),
-        now = amount(diff.total, unit),
-        id = Esc(&meta.id),
+        then = quantity(diff.base_total, unit),
+        now = quantity(diff.total, unit),
+        full = Esc(&links.diff(&meta.id, &diff.base)),
     )
     .unwrap();
-    let grown = diff.grown(Measure::for_kind(&meta.kind));
+    let grown = grown(diff, Measure::for_kind(meta.kind));
     if grown.is_empty() {
         out.push_str("<p class=\"muted\">Nothing grew.</p>\n");
         return;
@@ -463,7 +373,7 @@ mod tests {
     #[test]
     fn diff_against_baseline_when_present() {
         let mut meta = meta();
-        let plain = render_capture(&config(), &meta, &[]);
+        let plain = capture(&config(), &meta, &[]);
         assert!(!plain.contains("Grew vs baseline"), "{plain}");
         let diff = serde_json::json!({
             "base": "20261120T090000.000Z-cpu-spike-cpu",
@@ -478,7 +388,7 @@ mod tests {
             ],
         });
         meta.diff = Some(serde_json::from_value(diff).unwrap());
-        let page = render_capture(&config(), &meta, &[]);
+        let page = capture(&config(), &meta, &[]);
         assert!(
             page.contains("Grew vs baseline <a href=\"/captures/20261120T090000.000Z-cpu-spike-cpu\">"),
             "{page}"
@@ -493,7 +403,7 @@ mod tests {
 
         // A base that is not an id is not linked at all.
         meta.diff.as_mut().unwrap().base = "../../etc/passwd".to_string();
-        assert!(!render_capture(&config(), &meta, &[]).contains("Grew vs baseline"));
+        assert!(!capture(&config(), &meta, &[]).contains("Grew vs baseline"));
     }
 
     /// A baseline is marked the capture on its page (and, the same way, in
@@ -501,9 +411,9 @@ mod tests {
     #[test]
     fn baseline_marker() {
         let mut meta = meta();
-        assert!(!render_capture(&config(), &meta, &[]).contains("badge"));
+        assert!(!capture(&config(), &meta, &[]).contains("badge"));
         meta.baseline = true;
-        let page = render_capture(&config(), &meta, &[]);
+        let page = capture(&config(), &meta, &[]);
         assert!(page.contains("<span class=\"badge\">baseline</span>"), "{page}");
     }
 }

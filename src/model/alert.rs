@@ -1,5 +1,6 @@
-//! Alertmanager's webhook payload, version 4. Unknown fields are ignored; what alertprof
-//! relies on is checked.
+//! Alerts as Alertmanager sends them: the webhook payload, version 4, read as a borrowed
+//! view of the fields alertprof uses. Unknown fields are ignored; what alertprof relies on
+//! is checked.
 
 use std::borrow::{Borrow, Cow};
 use std::collections::BTreeMap;

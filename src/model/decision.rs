@@ -1,16 +1,34 @@
 //! Every alert × rule (and every watch trigger) ends in one `Decision` with an outcome and
-//! a reason; decisions are logged, counted and kept for the API.
+//! a reason.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::config::Name;
-use crate::gate::Refusal;
-use crate::metrics::Metrics;
-use crate::store::TriggerSource;
+use super::kind::ProfileKind;
+use super::name::Name;
+use super::signal::Readings;
+use super::trigger::TriggerSource;
+
+/// Why the gate refuses a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// This alert (fingerprint and startsAt) was already captured for this rule and target.
+    Duplicate { first_seen: DateTime<Utc> },
+    /// The rule captured this target recently.
+    Cooldown { until: DateTime<Utc> },
+}
+
+impl Refusal {
+    /// The outcome a refusal comes to.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Refusal::Duplicate { .. } => Outcome::Duplicate,
+            Refusal::Cooldown { .. } => Outcome::Cooldown,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -85,13 +103,13 @@ pub struct Decision {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub captures: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub readings: BTreeMap<String, f64>,
+    pub readings: Readings,
     /// The top functions of each kept profile.proto capture, by kind.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub top: BTreeMap<String, String>,
+    pub top: BTreeMap<ProfileKind, String>,
     /// What grew against the latest baseline, by kind, for captures that had one.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub grew: BTreeMap<String, String>,
+    pub grew: BTreeMap<ProfileKind, String>,
     /// Grafana annotations of the kept captures.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub annotations: Vec<AnnotationOutcome>,
@@ -103,6 +121,27 @@ pub struct Decision {
 pub enum Reason {
     Text(String),
     Refused(Refusal),
+}
+
+impl Decision {
+    /// A decision with no captures, readings or findings yet.
+    pub fn new(source: TriggerSource, outcome: Outcome, reason: impl Into<Reason>) -> Decision {
+        Decision {
+            at: Utc::now(),
+            source,
+            outcome,
+            reason: reason.into(),
+            alertname: None,
+            fingerprint: None,
+            rule: None,
+            target: None,
+            captures: Vec::new(),
+            readings: Readings::new(),
+            top: BTreeMap::new(),
+            grew: BTreeMap::new(),
+            annotations: Vec::new(),
+        }
+    }
 }
 
 impl std::fmt::Display for Reason {
@@ -144,79 +183,6 @@ pub struct AnnotationOutcome {
     pub id: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-/// Logs a decision: failures and refusals as warnings, the rest as information.
-fn log(decision: &Decision) {
-    let rule = decision.rule.as_deref().unwrap_or("-");
-    let target = decision.target.as_deref().unwrap_or("-");
-    let alertname = decision.alertname.as_deref().unwrap_or("-");
-    let outcome = decision.outcome.name();
-    match decision.outcome {
-        Outcome::CaptureFailed | Outcome::PartiallyCaptured | Outcome::Refused => {
-            tracing::warn!(
-                outcome, rule, target, alertname, source = decision.source.name(), reason = %decision.reason,
-                captures = ?decision.captures, "Decision."
-            )
-        }
-        _ => tracing::info!(
-            outcome, rule, target, alertname, source = decision.source.name(), reason = %decision.reason,
-            captures = ?decision.captures, top = ?decision.top, grew = ?decision.grew, "Decision."
-        ),
-    }
-}
-
-/// The most recent decisions, for `GET /api/v1/decisions`.
-pub struct DecisionLog {
-    recent: Mutex<VecDeque<Decision>>,
-    capacity: usize,
-}
-
-impl DecisionLog {
-    pub fn new(capacity: usize) -> DecisionLog {
-        DecisionLog { recent: Mutex::new(VecDeque::with_capacity(capacity.min(1024))), capacity }
-    }
-
-    /// Logs, counts and keeps a decision.
-    pub fn record(&self, decision: Decision, metrics: &Metrics) {
-        self.record_all(std::iter::once(decision), metrics);
-    }
-
-    /// Logs, counts and keeps decisions, taking the list's lock once for all of them (a
-    /// webhook payload's alerts).
-    pub fn record_all(&self, decisions: impl IntoIterator<Item = Decision>, metrics: &Metrics) {
-        let decisions = decisions.into_iter().inspect(|decision| {
-            log(decision);
-            metrics.decision(decision.outcome);
-        });
-        let mut recent = self.recent.lock().unwrap();
-        for decision in decisions {
-            if recent.len() == self.capacity {
-                recent.pop_front();
-            }
-            recent.push_back(decision);
-        }
-    }
-
-    /// Counts and debug-logs a decision that repeats the previous one of the same watch
-    /// rule and target (same outcome), without keeping it: a watch rule decides every
-    /// interval, and the list would hold nothing else.
-    pub fn record_repeat(&self, decision: &Decision, metrics: &Metrics) {
-        tracing::debug!(
-            outcome = decision.outcome.name(),
-            rule = decision.rule.as_deref().unwrap_or("-"),
-            target = decision.target.as_deref().unwrap_or("-"),
-            source = decision.source.name(),
-            reason = %decision.reason,
-            "Decision (repeated)."
-        );
-        metrics.decision(decision.outcome);
-    }
-
-    /// Newest first.
-    pub fn recent(&self, limit: usize) -> Vec<Decision> {
-        self.recent.lock().unwrap().iter().rev().take(limit).cloned().collect()
-    }
 }
 
 #[cfg(test)]

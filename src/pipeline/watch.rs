@@ -12,11 +12,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{App, pipeline};
+use super::App;
+use super::job::{decision_for, quiet, refusal_decision, run_job};
 use crate::config::Config;
-use crate::decision::{Decision, Outcome};
+use crate::model::{Decision, Outcome, Trigger, TriggerSource};
 use crate::rules::Job;
-use crate::store::{Trigger, TriggerSource};
 use crate::verify::Verdict;
 use crate::verify::sampler::{Probe, sample};
 
@@ -69,7 +69,8 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
         config.rules.iter().enumerate().filter(|(_, rule)| rule.targets.contains(&index)).collect();
     let rule_refs: Vec<_> = rules.iter().map(|(_, rule)| *rule).collect();
     let interval = sampling_interval(&config, index);
-    let mut probe = Some(Probe::new(target, &rule_refs, &config.cgroup_root, &config.proc_root));
+    let new_probe = || Probe::new(target, &rule_refs, &config.cgroup_root, &config.proc_root);
+    let mut probe = Some(new_probe());
     let client = app.client.http().clone();
     let started = Instant::now();
     let mut ticks = tokio::time::interval(interval);
@@ -91,9 +92,17 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
             started.elapsed(),
             interval.min(MAX_SCRAPE_TIME),
         );
-        let (back, readings) = tokio::select! {
+        let (back, readings) = match tokio::select! {
             taken = taken => taken,
             () = stop.cancelled() => break,
+        } {
+            Ok(taken) => taken,
+            Err(error) => {
+                // A fault reading one target must not end its sampling for good.
+                tracing::error!(target = %target.name, error = %error, "Sampling failed; starting over at the next tick.");
+                probe = Some(new_probe());
+                continue;
+            }
         };
         probe = Some(back);
         samples += 1;
@@ -117,13 +126,7 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
                 config: config.clone(),
                 rule: rule_index,
                 target: index,
-                trigger: Trigger {
-                    source,
-                    alertname: None,
-                    fingerprint: None,
-                    starts_at: Some(now),
-                    labels: Default::default(),
-                },
+                trigger: Trigger::local(source, Some(now)),
                 dedupe: None,
                 endpoint: endpoint.clone(),
                 baseline,
@@ -137,11 +140,11 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
                 let job = job(TriggerSource::Watch, false);
                 let go = match app.verifier.verify(&target.name, &rule.verify, now) {
                     Verdict::NotVerified { reason, readings } => {
-                        Err(Decision { readings, ..pipeline::decision_for(&job, Outcome::NotVerified, reason) })
+                        Err(Decision { readings, ..decision_for(&job, Outcome::NotVerified, reason) })
                     }
                     Verdict::Holds { readings, why } => {
                         match app.gate.check(None, &rule.name, &target.name, now) {
-                            Some(refusal) => Err(pipeline::refusal_decision(&job, refusal, readings)),
+                            Some(refusal) => Err(refusal_decision(&job, refusal, readings)),
                             None => {
                                 tracing::info!(rule = %rule.name, target = %target.name, why = %why.join("; "), "Watch rule triggered.");
                                 Ok(())
@@ -160,7 +163,7 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
                 .map(|_| job(TriggerSource::Baseline, true))
                 .filter(|job| app.gate.check(None, &job.gate_rule(), &target.name, now).is_none())
                 .map(|job| {
-                    let go = pipeline::quiet(&app, &job, now).map(|_| ()).map_err(|decision| *decision);
+                    let go = quiet(&app, &job, now).map(|_| ()).map_err(|decision| *decision);
                     (job, go)
                 });
             for (job, go) in watch.into_iter().chain(baseline) {
@@ -179,11 +182,17 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
                     Ok(()) => {
                         last_outcome.insert(key, Outcome::Captured);
                         running.lock().unwrap().insert(key);
-                        let (app, running) = (app.clone(), running.clone());
-                        app.jobs.clone().spawn(async move {
-                            pipeline::run_job(&app, job, None).await;
-                            running.lock().unwrap().remove(&key);
+                        let dropped =
+                            decision_for(&job, Outcome::Dropped, "alertprof shut down before the job ran");
+                        let (task_app, task_running) = (app.clone(), running.clone());
+                        let spawned = app.spawn_job(async move {
+                            run_job(&task_app, job, None).await;
+                            task_running.lock().unwrap().remove(&key);
                         });
+                        if !spawned {
+                            running.lock().unwrap().remove(&key);
+                            app.record(dropped);
+                        }
                     }
                 }
             }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use reqwest::Url;
 
-use crate::config::Target;
+use super::name::is_label_name;
 
 /// A target's URLs for one job.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,26 +25,29 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// The URLs of `target` for an alert with `labels`, checked against its allow list.
-    pub fn for_alert(target: &Target, labels: &BTreeMap<String, String>) -> Result<Arc<Endpoint>, String> {
-        if let Some(fixed) = &target.endpoint {
-            return Ok(fixed.clone());
-        }
+    /// The URLs for an alert with `labels`: templates rendered and checked against
+    /// `allowed`, fixed URLs as they are.
+    pub fn render(
+        pprof_url: &UrlSpec,
+        metrics_url: Option<&UrlSpec>,
+        allowed: &[AllowedTarget],
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Arc<Endpoint>, String> {
         let render = |spec: &UrlSpec| -> Result<reqwest::Url, String> {
             match spec {
                 UrlSpec::Fixed(url) => Ok(url.clone()),
                 UrlSpec::Template(template) => {
                     let url = template.render(labels)?;
-                    check_allowed(&url, &target.allowed_targets)?;
+                    check_allowed(&url, allowed)?;
                     Ok(url)
                 }
             }
         };
         Ok(Arc::new(Endpoint {
-            pprof_url: render(&target.pprof_url)?,
-            metrics_url: target.metrics_url.as_ref().map(&render).transpose()?,
-            templated: matches!(target.pprof_url, UrlSpec::Template(_))
-                || matches!(target.metrics_url, Some(UrlSpec::Template(_))),
+            pprof_url: render(pprof_url)?,
+            metrics_url: metrics_url.map(render).transpose()?,
+            templated: matches!(pprof_url, UrlSpec::Template(_))
+                || matches!(metrics_url, Some(UrlSpec::Template(_))),
         }))
     }
 
@@ -119,10 +122,9 @@ impl UrlTemplate {
             }
             let end = rest[start..].find("}}").ok_or_else(|| format!("unclosed {{{{ in {text:?}"))? + start;
             let inner = rest[start + 2..end].trim();
-            let name =
-                inner.strip_prefix("labels.").filter(|name| crate::config::is_label_name(name)).ok_or_else(
-                    || format!("{{{{ {inner} }}}} is not a placeholder; use {{{{ labels.NAME }}}}"),
-                )?;
+            let name = inner.strip_prefix("labels.").filter(|name| is_label_name(name)).ok_or_else(|| {
+                format!("{{{{ {inner} }}}} is not a placeholder; use {{{{ labels.NAME }}}}")
+            })?;
             parts.push(Part::Label(name.to_string()));
             rest = &rest[end + 2..];
         }

@@ -1,9 +1,13 @@
-//! The profile kinds alertprof can fetch, and what each means on the wire.
+//! The profile kinds alertprof can fetch, and what each means on the wire and on disk.
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// One kind of profile a Go service serves under `/debug/pprof` (or `/debug/fgprof`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Written by its name (`cpu`, `goroutine_text`) in configs, metadata and URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ProfileKind {
     Cpu,
     Heap,
@@ -69,12 +73,8 @@ impl ProfileKind {
     /// Go allows one CPU profile (and one trace) per process at a time; a second request
     /// answers 500 `cpu profiling already in use`. fgprof samples goroutines, not the CPU
     /// profiler, so it is not exclusive.
-    pub fn exclusive_slot(self) -> Option<&'static str> {
-        match self {
-            ProfileKind::Cpu => Some("cpu"),
-            ProfileKind::Trace => Some("trace"),
-            _ => None,
-        }
+    pub fn is_exclusive(self) -> bool {
+        matches!(self, ProfileKind::Cpu | ProfileKind::Trace)
     }
 
     /// Path and query to append to the target's pprof base URL.
@@ -85,6 +85,28 @@ impl ProfileKind {
             ProfileKind::Fgprof => format!("/debug/fgprof?seconds={seconds}"),
             ProfileKind::GoroutineText => "/debug/pprof/goroutine?debug=2".to_string(),
             other => format!("/debug/pprof/{}", other.name()),
+        }
+    }
+
+    /// Whether its body is a gzip'd profile.proto: the kinds that have a summary, a flame
+    /// graph and diffs, and that `go tool pprof` opens.
+    pub fn is_pprof(self) -> bool {
+        self.format() == BodyFormat::Pprof
+    }
+
+    /// Whether growth in this kind is read by cum rather than flat: every stack of a
+    /// goroutine or threadcreate profile ends where the runtime parks or creates (flat is
+    /// all `runtime.gopark`), so the code that started them shows only by cum.
+    pub fn grows_by_cum(self) -> bool {
+        matches!(self, ProfileKind::Goroutine | ProfileKind::Threadcreate)
+    }
+
+    /// The command that opens a stored profile of this kind.
+    pub fn open_command(self, file: &str) -> String {
+        match self.format() {
+            BodyFormat::Pprof => format!("go tool pprof -http=: {file}"),
+            BodyFormat::Trace => format!("go tool trace {file}"),
+            BodyFormat::GoroutineText => format!("less {file}"),
         }
     }
 
@@ -128,5 +150,10 @@ mod tests {
         assert_eq!(ProfileKind::GoroutineText.request_path(7), "/debug/pprof/goroutine?debug=2");
         assert_eq!(ProfileKind::Fgprof.request_path(3), "/debug/fgprof?seconds=3");
         assert_eq!(ProfileKind::Trace.extension(), ".trace");
+        for kind in ProfileKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("{:?}", kind.name()));
+            assert_eq!(serde_json::from_str::<ProfileKind>(&json).unwrap(), kind);
+        }
     }
 }

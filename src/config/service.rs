@@ -1,0 +1,239 @@
+//! The service's own sections: auth, webhook, gate, capture, storage and Grafana.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+use serde_json::Value;
+
+use super::walk::{Object, Walker, index};
+use super::{optional, read_secret, read_url};
+use crate::model::Secret;
+
+/// Who may call `/api/*` and `POST /-/reload`, and optionally `/metrics` and health.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub credentials: Credentials,
+    /// Whether `/metrics` needs the credentials too (Prometheus then sends them).
+    pub protect_metrics: bool,
+    /// Whether `/-/healthy` and `/-/ready` need them (probes usually cannot).
+    pub protect_health: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    Bearer(Secret),
+    Basic { username: String, password: Secret },
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Larger request bodies are refused with 413 before they are parsed.
+    pub max_body_bytes: u64,
+    /// Payloads with more alerts are refused with 413: the work per payload stays bounded.
+    pub max_alerts: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct GateConfig {
+    /// Captures running at once over all targets.
+    pub max_in_flight: usize,
+    /// Jobs waiting for a worker; beyond it the webhook answers 503 so Alertmanager retries.
+    pub queue_size: usize,
+    /// How long a (fingerprint, startsAt, rule) key is remembered. Alertmanager resends a
+    /// firing alert with the same startsAt for as long as it fires.
+    pub dedupe_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    /// Added to a timed profile's seconds to make its timeout; the whole timeout of others.
+    pub timeout_margin: Duration,
+    /// Larger bodies are cut off and the capture fails.
+    pub max_profile_bytes: u64,
+    /// On shutdown, how long captures in flight may still run before they are cancelled.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub dir: PathBuf,
+    pub max_age: Option<Duration>,
+    pub max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GrafanaConfig {
+    pub url: Url,
+    pub token: Option<Secret>,
+    pub dashboard_uid: Option<String>,
+    pub tags: Vec<String>,
+    /// Tries per annotation when Grafana answers 5xx or not at all.
+    pub max_attempts: u32,
+    /// Wait before the first retry, doubled after each.
+    pub retry_backoff: Duration,
+}
+
+pub(super) fn read_auth(w: &mut Walker, path: &str, value: &Value, base: &Path) -> Option<Auth> {
+    let auth =
+        w.object(path, value, &["bearer_token_file", "basic_auth", "protect_metrics", "protect_health"])?;
+    let protect_metrics = optional(w, &auth, "protect_metrics", false, Walker::boolean);
+    let protect_health = optional(w, &auth, "protect_health", false, Walker::boolean);
+    let credentials = read_credentials(w, path, &auth, base);
+    Some(Auth {
+        credentials: credentials?,
+        protect_metrics: protect_metrics?,
+        protect_health: protect_health?,
+    })
+}
+
+fn read_credentials(w: &mut Walker, path: &str, auth: &Object<'_>, base: &Path) -> Option<Credentials> {
+    match (auth.get("bearer_token_file"), auth.get("basic_auth")) {
+        (Some((path, value)), None) => read_secret(w, &path, value, base).map(Credentials::Bearer),
+        (None, Some((path, value))) => {
+            let basic = w.object(&path, value, &["username", "password_file"])?;
+            let username = match basic.get("username") {
+                Some((p, v)) => w.string(&p, v).map(str::to_string),
+                None => {
+                    w.report(&path, "needs username");
+                    None
+                }
+            };
+            let password = match basic.get("password_file") {
+                Some((p, v)) => read_secret(w, &p, v, base),
+                None => {
+                    w.report(&path, "needs password_file");
+                    None
+                }
+            };
+            Some(Credentials::Basic { username: username?, password: password? })
+        }
+        (Some(_), Some(_)) => {
+            w.report(path, "give bearer_token_file or basic_auth, not both");
+            None
+        }
+        (None, None) => {
+            w.report(path, "needs bearer_token_file or basic_auth");
+            None
+        }
+    }
+}
+
+pub(super) fn read_webhook(w: &mut Walker, entry: Option<(String, &Value)>) -> Option<WebhookConfig> {
+    let default = WebhookConfig { max_body_bytes: 4 << 20, max_alerts: 10_000 };
+    let Some((path, value)) = entry else {
+        return Some(default);
+    };
+    let object = w.object(&path, value, &["max_body_size", "max_alerts"])?;
+    let max_body_bytes = optional(w, &object, "max_body_size", default.max_body_bytes, Walker::size);
+    let max_alerts = optional(w, &object, "max_alerts", default.max_alerts, |w, p, v| {
+        w.integer(p, v, 1, 1_000_000).map(|n| n as usize)
+    });
+    Some(WebhookConfig { max_body_bytes: max_body_bytes?, max_alerts: max_alerts? })
+}
+
+pub(super) fn read_gate(w: &mut Walker, entry: Option<(String, &Value)>) -> Option<GateConfig> {
+    let default =
+        GateConfig { max_in_flight: 4, queue_size: 1024, dedupe_ttl: Duration::from_secs(7 * 86400) };
+    let Some((path, value)) = entry else {
+        return Some(default);
+    };
+    let object = w.object(&path, value, &["max_in_flight", "queue_size", "dedupe_ttl"])?;
+    let max_in_flight = optional(w, &object, "max_in_flight", default.max_in_flight, |w, p, v| {
+        w.integer(p, v, 1, 256).map(|n| n as usize)
+    });
+    let queue_size = optional(w, &object, "queue_size", default.queue_size, |w, p, v| {
+        w.integer(p, v, 1, 1_000_000).map(|n| n as usize)
+    });
+    let dedupe_ttl = optional(w, &object, "dedupe_ttl", default.dedupe_ttl, Walker::positive_duration);
+    Some(GateConfig { max_in_flight: max_in_flight?, queue_size: queue_size?, dedupe_ttl: dedupe_ttl? })
+}
+
+pub(super) fn read_capture(w: &mut Walker, entry: Option<(String, &Value)>) -> Option<CaptureConfig> {
+    let default = CaptureConfig {
+        timeout_margin: Duration::from_secs(10),
+        max_profile_bytes: 512 << 20,
+        shutdown_grace: Duration::from_secs(20),
+    };
+    let Some((path, value)) = entry else {
+        return Some(default);
+    };
+    let object = w.object(&path, value, &["timeout_margin", "max_profile_size", "shutdown_grace"])?;
+    let timeout_margin =
+        optional(w, &object, "timeout_margin", default.timeout_margin, Walker::positive_duration);
+    let max_profile_bytes = optional(w, &object, "max_profile_size", default.max_profile_bytes, Walker::size);
+    let shutdown_grace = optional(w, &object, "shutdown_grace", default.shutdown_grace, Walker::duration);
+    Some(CaptureConfig {
+        timeout_margin: timeout_margin?,
+        max_profile_bytes: max_profile_bytes?,
+        shutdown_grace: shutdown_grace?,
+    })
+}
+
+pub(super) fn read_storage(
+    w: &mut Walker,
+    entry: Option<(String, &Value)>,
+    base: &Path,
+) -> Option<StorageConfig> {
+    let default = StorageConfig {
+        dir: base.join("alertprof-data"),
+        max_age: Some(Duration::from_secs(7 * 86400)),
+        max_bytes: Some(1 << 30),
+    };
+    let Some((path, value)) = entry else {
+        return Some(default);
+    };
+    let object = w.object(&path, value, &["dir", "retention"])?;
+    let dir =
+        optional(w, &object, "dir", default.dir.clone(), |w, p, v| w.string(p, v).map(|s| base.join(s)));
+    let (max_age, max_bytes) = match object.get("retention") {
+        None => (Some(default.max_age), Some(default.max_bytes)),
+        Some((path, value)) => match w.object(&path, value, &["max_age", "max_bytes"]) {
+            None => (None, None),
+            Some(retention) => (
+                optional(w, &retention, "max_age", None, |w, p, v| w.positive_duration(p, v).map(Some)),
+                optional(w, &retention, "max_bytes", None, |w, p, v| w.size(p, v).map(Some)),
+            ),
+        },
+    };
+    Some(StorageConfig { dir: dir?, max_age: max_age?, max_bytes: max_bytes? })
+}
+
+pub(super) fn read_grafana(w: &mut Walker, path: &str, value: &Value, base: &Path) -> Option<GrafanaConfig> {
+    let object = w.object(
+        path,
+        value,
+        &["url", "token_file", "dashboard_uid", "tags", "max_attempts", "retry_backoff"],
+    )?;
+    let url = match object.get("url") {
+        Some((p, v)) => read_url(w, &p, v),
+        None => {
+            w.report(path, "needs url");
+            None
+        }
+    };
+    let token = optional(w, &object, "token_file", None, |w, p, v| read_secret(w, p, v, base).map(Some));
+    let dashboard_uid =
+        optional(w, &object, "dashboard_uid", None, |w, p, v| w.string(p, v).map(|s| Some(s.to_string())));
+    let tags = optional(w, &object, "tags", vec!["alertprof".to_string()], |w, p, v| {
+        let items = w.list(p, v)?;
+        let tags: Vec<_> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| w.string(&index(p, i), item).map(str::to_string))
+            .collect();
+        (tags.len() == items.len()).then_some(tags)
+    });
+    let max_attempts =
+        optional(w, &object, "max_attempts", 5, |w, p, v| w.integer(p, v, 1, 20).map(|n| n as u32));
+    let retry_backoff =
+        optional(w, &object, "retry_backoff", Duration::from_millis(500), Walker::positive_duration);
+    Some(GrafanaConfig {
+        url: url?,
+        token: token?,
+        dashboard_uid: dashboard_uid?,
+        tags: tags?,
+        max_attempts: max_attempts?,
+        retry_backoff: retry_backoff?,
+    })
+}

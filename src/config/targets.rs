@@ -1,0 +1,163 @@
+//! `targets:`: where each service's pprof endpoint is, how to find its local process, and
+//! which alerts are for it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::walk::{Walker, field, index};
+use super::{optional, read_name, read_url_spec};
+use crate::model::{AllowedTarget, Endpoint, Name, UrlSpec};
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: Name,
+    /// Base URL; `/debug/pprof/...` is appended. May be templated from alert labels.
+    pub pprof_url: UrlSpec,
+    pub metrics_url: Option<UrlSpec>,
+    /// Where templated URLs may lead; required with them.
+    pub allowed_targets: Vec<AllowedTarget>,
+    /// The URLs ready for jobs when none is templated: built once, shared by every job.
+    pub endpoint: Option<Arc<Endpoint>>,
+    pub process: Option<ProcessRef>,
+    /// An alert whose labels include all of these is for this target.
+    pub alert_labels: BTreeMap<String, String>,
+}
+
+/// How to find a target's local process for cgroup and /proc readings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessRef {
+    ListenPort(u16),
+    Pid(u32),
+    /// Relative to `cgroup_root`.
+    Cgroup(PathBuf),
+}
+
+impl Target {
+    /// The URLs of this target for an alert with `labels`: the fixed ones, or the
+    /// templates rendered and checked against `allowed_targets`.
+    pub fn endpoint_for(&self, labels: &BTreeMap<String, String>) -> Result<Arc<Endpoint>, String> {
+        match &self.endpoint {
+            Some(fixed) => Ok(fixed.clone()),
+            None => {
+                Endpoint::render(&self.pprof_url, self.metrics_url.as_ref(), &self.allowed_targets, labels)
+            }
+        }
+    }
+}
+
+pub(super) fn read_targets(w: &mut Walker, entry: Option<(String, &Value)>) -> Option<Vec<Target>> {
+    let Some((path, value)) = entry else {
+        return Some(Vec::new());
+    };
+    let items = w.list(&path, value)?;
+    let mut seen = HashSet::new();
+    let targets: Vec<Option<Target>> =
+        items.iter().enumerate().map(|(i, item)| read_target(w, &index(&path, i), item, &mut seen)).collect();
+    targets.into_iter().collect()
+}
+
+/// A target as written, even if it is otherwise invalid, so that rules naming it are not
+/// reported as naming an unknown target too.
+pub(super) struct Declared {
+    pub(super) name: String,
+    pub(super) templated: bool,
+}
+
+pub(super) fn declared_targets(entry: Option<(String, &Value)>) -> Vec<Declared> {
+    let items = entry.and_then(|(_, value)| value.as_array().cloned()).unwrap_or_default();
+    let text =
+        |item: &Value, key: &str| item.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+    items
+        .iter()
+        .map(|item| Declared {
+            name: text(item, "name"),
+            templated: text(item, "pprof_url").contains("{{") || text(item, "metrics_url").contains("{{"),
+        })
+        .collect()
+}
+
+fn read_target(w: &mut Walker, path: &str, value: &Value, seen: &mut HashSet<String>) -> Option<Target> {
+    let object = w.object(
+        path,
+        value,
+        &["name", "pprof_url", "metrics_url", "process", "alert_labels", "allowed_targets"],
+    )?;
+    let name = read_name(w, &object, seen, "target");
+    let pprof_url = match object.get("pprof_url") {
+        Some((p, v)) => read_url_spec(w, &p, v),
+        None => {
+            w.report(path, "needs pprof_url");
+            None
+        }
+    };
+    let metrics_url = optional(w, &object, "metrics_url", None, |w, p, v| read_url_spec(w, p, v).map(Some));
+    let process = optional(w, &object, "process", None, |w, p, v| read_process(w, p, v).map(Some));
+    let alert_labels = optional(w, &object, "alert_labels", BTreeMap::new(), Walker::labels);
+    let allowed_targets = optional(w, &object, "allowed_targets", Vec::new(), |w, p, v| {
+        let items = w.list(p, v)?;
+        let parsed: Vec<Option<AllowedTarget>> = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let item_path = index(p, i);
+                let text = w.string(&item_path, item)?;
+                AllowedTarget::parse(text).map_err(|message| w.report(&item_path, message)).ok()
+            })
+            .collect();
+        parsed.into_iter().collect()
+    });
+    let templated = [&pprof_url, &metrics_url.clone().flatten()]
+        .iter()
+        .any(|spec| matches!(spec, Some(UrlSpec::Template(_))));
+    let allowed_path = field(path, "allowed_targets");
+    match (&allowed_targets, templated) {
+        (Some(allowed), true) if allowed.is_empty() => w.report(
+            &allowed_path,
+            "templated URLs need allowed_targets: the hosts and ports alert labels may lead to",
+        ),
+        (Some(allowed), false) if !allowed.is_empty() => {
+            w.report(&allowed_path, "applies only to templated URLs ({{ labels.NAME }})")
+        }
+        _ => {}
+    }
+    if templated && matches!(process, Some(Some(_))) {
+        w.report(&field(path, "process"), "a templated target has no one local process");
+    }
+    let pprof_url = pprof_url?;
+    let metrics_url = metrics_url?;
+    Some(Target {
+        endpoint: Endpoint::fixed(&pprof_url, metrics_url.as_ref()),
+        name: name?.into(),
+        pprof_url,
+        metrics_url,
+        allowed_targets: allowed_targets?,
+        process: process?,
+        alert_labels: alert_labels?,
+    })
+}
+
+fn read_process(w: &mut Walker, path: &str, value: &Value) -> Option<ProcessRef> {
+    let object = w.object(path, value, &["listen_port", "pid", "cgroup"])?;
+    let given: Vec<_> = ["listen_port", "pid", "cgroup"].into_iter().filter(|key| object.has(key)).collect();
+    if given.len() != 1 {
+        w.report(path, "give exactly one of listen_port, pid, cgroup");
+        return None;
+    }
+    let (p, v) = object.get(given[0])?;
+    match given[0] {
+        "listen_port" => w.integer(&p, v, 1, 65535).map(|port| ProcessRef::ListenPort(port as u16)),
+        "pid" => w.integer(&p, v, 1, u32::MAX as u64).map(|pid| ProcessRef::Pid(pid as u32)),
+        _ => {
+            let cgroup = w.string(&p, v)?;
+            let relative = cgroup.trim_start_matches('/');
+            if Path::new(relative).components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+                w.report(&p, format!("{cgroup:?} must be a cgroup path without `..`"));
+                return None;
+            }
+            Some(ProcessRef::Cgroup(PathBuf::from(relative)))
+        }
+    }
+}

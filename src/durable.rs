@@ -1,0 +1,73 @@
+//! Writes that survive a crash: a reader sees a file's old content or its new, never a
+//! part, and what was moved into place stays there. Every write of state or profiles goes
+//! through here.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+/// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename,
+/// fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut file = fs::File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temp, path)
+    };
+    write().inspect_err(|_| {
+        fs::remove_file(&temp).ok();
+    })?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Moves a complete file into place: fsync of its content, rename (same file system), fsync
+/// of the directory. Nothing is copied, however large the file.
+pub fn move_into_place(from: &Path, to: &Path) -> std::io::Result<()> {
+    fs::File::open(from)?.sync_all()?;
+    fs::rename(from, to)?;
+    sync_dir(to.parent().unwrap_or(Path::new(".")));
+    Ok(())
+}
+
+/// Makes a directory's entries (a rename, a new file) durable.
+pub fn sync_dir(dir: &Path) {
+    if let Ok(handle) = fs::File::open(dir) {
+        handle.sync_all().ok();
+    }
+}
+
+/// Deletes a file; one that is already gone is no error.
+pub fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write replaces the file whole and leaves no temp file; a move keeps the content and
+    /// removes the source; removing what is gone is fine.
+    #[test]
+    fn writes_and_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        let moved = dir.path().join("moved");
+        move_into_place(&path, &moved).unwrap();
+        assert_eq!(fs::read(&moved).unwrap(), b"two");
+        assert!(!path.exists());
+        remove_if_present(&path).unwrap();
+        assert!(write_atomic(&dir.path().join("absent/x"), b"x").is_err());
+    }
+}

@@ -1,0 +1,26 @@
+//! The values every stage shares, and nothing that does I/O: profile kinds, alerts and
+//! their labels, triggers, decisions and their reasons, captures and what analysis found in
+//! them, signals, target URLs, names, links, and the one way each is put into text.
+
+pub mod alert;
+pub mod capture;
+pub mod decision;
+pub mod endpoint;
+pub mod kind;
+pub mod links;
+pub mod name;
+pub mod signal;
+pub mod summary;
+pub mod text;
+pub mod trigger;
+
+pub use alert::{Alert, AlertStatus, Labels, WebhookPayload};
+pub use capture::{CaptureMeta, CaptureStatus, capture_id, is_valid_id};
+pub use decision::{AnnotationOutcome, Decision, Outcome, Reason, Refusal};
+pub use endpoint::{AllowedTarget, Endpoint, UrlSpec, UrlTemplate};
+pub use kind::{BodyFormat, ProfileKind};
+pub use links::CaptureLinks;
+pub use name::{Name, Secret};
+pub use signal::{Readings, Signal, SignalCheck, Threshold};
+pub use summary::{Diff, Summary, TopFunction};
+pub use trigger::{Trigger, TriggerSource};

@@ -1,0 +1,145 @@
+//! The one way each kind of value is put into text, so the web page, the annotation, the
+//! decision and the log say the same thing the same way: HTML escaping, profile values in
+//! their units, signal readings, times.
+
+use std::fmt::{self, Display};
+
+use chrono::{DateTime, Utc};
+
+/// Text made safe for HTML, attribute values included. Every string from an alert, a target
+/// or a profile goes through this: whoever can reach the webhook or serve a profile writes
+/// them.
+pub struct Esc<'a>(pub &'a str);
+
+impl Display for Esc<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(at) = rest.find(['&', '<', '>', '"', '\'']) {
+            f.write_str(&rest[..at])?;
+            f.write_str(match rest.as_bytes()[at] {
+                b'&' => "&amp;",
+                b'<' => "&lt;",
+                b'>' => "&gt;",
+                b'"' => "&quot;",
+                _ => "&#39;",
+            })?;
+            rest = &rest[at + 1..];
+        }
+        f.write_str(rest)
+    }
+}
+
+/// The steps a unit is scaled by, smallest first.
+fn steps(unit: &str) -> Option<&'static [(f64, &'static str)]> {
+    match unit {
+        "nanoseconds" => Some(&[(1.0, "ns"), (1e3, "us"), (1e6, "ms"), (1e9, "s")]),
+        "bytes" => Some(&[
+            (1.0, "B"),
+            (1024.0, "KiB"),
+            (1_048_576.0, "MiB"),
+            (1_073_741_824.0, "GiB"),
+            (1_099_511_627_776.0, "TiB"),
+        ]),
+        _ => None,
+    }
+}
+
+fn scaled(value: i64, unit: &str, sign: &str) -> String {
+    let size = value.unsigned_abs() as f64;
+    let sign = if value < 0 { "-" } else { sign };
+    let Some(steps) = steps(unit) else { return format!("{sign}{}", value.unsigned_abs()) };
+    let (div, suffix) = steps.iter().rev().find(|(div, _)| size >= *div).copied().unwrap_or(steps[0]);
+    if div == 1.0 {
+        format!("{sign}{}{suffix}", value.unsigned_abs())
+    } else {
+        format!("{sign}{:.2}{suffix}", size / div)
+    }
+}
+
+/// A profile value in its unit, as pprof scales it: `1.23s`, `850ns`, `5.50MiB`, `340`.
+pub fn quantity(value: i64, unit: &str) -> String {
+    scaled(value, unit, "")
+}
+
+/// A change of a profile value, always signed: `+1.50s`, `-12.00MiB`, `+340`.
+pub fn change(value: i64, unit: &str) -> String {
+    scaled(value, unit, "+")
+}
+
+/// A signal reading: percentages with one decimal, whole numbers whole, others with three.
+pub fn reading(signal: &str, value: f64) -> String {
+    if signal.ends_with("_percent") {
+        format!("{value:.1}")
+    } else if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+/// `2026-11-21 23:25:25Z`.
+pub fn time(at: &DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%SZ").to_string()
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary, with `…` when cut.
+pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end]).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Markup comes out as text, both quotes included (it may sit in an attribute).
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            Esc("<script>alert('x')</script> & \"q\"").to_string(),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
+        );
+        assert_eq!(Esc("plain ü").to_string(), "plain ü");
+    }
+
+    /// Values read as `go tool pprof` scales them, in binary units for bytes, and a change
+    /// always carries its sign.
+    #[test]
+    fn quantities_in_their_units() {
+        assert_eq!(quantity(1_230_000_000, "nanoseconds"), "1.23s");
+        assert_eq!(quantity(2_500_000, "nanoseconds"), "2.50ms");
+        assert_eq!(quantity(850, "nanoseconds"), "850ns");
+        assert_eq!(quantity(0, "nanoseconds"), "0ns");
+        assert_eq!(quantity(2048, "bytes"), "2.00KiB");
+        assert_eq!(quantity(5_767_168, "bytes"), "5.50MiB");
+        assert_eq!(quantity(512, "bytes"), "512B");
+        assert_eq!(quantity(340, "count"), "340");
+        assert_eq!(change(1_500_000_000, "nanoseconds"), "+1.50s");
+        assert_eq!(change(-12_582_912, "bytes"), "-12.00MiB");
+        assert_eq!(change(340, "count"), "+340");
+        assert_eq!(change(0, "bytes"), "+0B");
+        assert_eq!(quantity(i64::MIN, "bytes"), "-8388608.00TiB");
+    }
+
+    /// Readings: percentages to a tenth, counts whole.
+    #[test]
+    fn readings() {
+        assert_eq!(reading("cpu_percent", 87.54), "87.5");
+        assert_eq!(reading("goroutines", 1200.0), "1200");
+        assert_eq!(reading("go_foo", 0.5), "0.500");
+    }
+
+    /// Clipping keeps whole characters and says it cut.
+    #[test]
+    fn clipping() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("äöü", 3), "ä…");
+        assert_eq!(clip("abcdef", 3), "abc…");
+    }
+}

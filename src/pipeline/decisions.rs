@@ -1,0 +1,81 @@
+//! Where decisions go: every one is logged and counted; the most recent are kept in memory
+//! for the API and the web page.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use crate::metrics::Metrics;
+use crate::model::{Decision, Outcome};
+
+/// Logs a decision: failures and refusals as warnings, the rest as information.
+fn log(decision: &Decision) {
+    let rule = decision.rule.as_deref().unwrap_or("-");
+    let target = decision.target.as_deref().unwrap_or("-");
+    let alertname = decision.alertname.as_deref().unwrap_or("-");
+    let outcome = decision.outcome.name();
+    match decision.outcome {
+        Outcome::CaptureFailed | Outcome::PartiallyCaptured | Outcome::Refused => {
+            tracing::warn!(
+                outcome, rule, target, alertname, source = decision.source.name(), reason = %decision.reason,
+                captures = ?decision.captures, "Decision."
+            )
+        }
+        _ => tracing::info!(
+            outcome, rule, target, alertname, source = decision.source.name(), reason = %decision.reason,
+            captures = ?decision.captures, top = ?decision.top, grew = ?decision.grew, "Decision."
+        ),
+    }
+}
+
+/// The most recent decisions, for `GET /api/v1/decisions`.
+pub struct DecisionLog {
+    recent: Mutex<VecDeque<Decision>>,
+    capacity: usize,
+}
+
+impl DecisionLog {
+    pub fn new(capacity: usize) -> DecisionLog {
+        DecisionLog { recent: Mutex::new(VecDeque::with_capacity(capacity.min(1024))), capacity }
+    }
+
+    /// Logs, counts and keeps a decision.
+    pub fn record(&self, decision: Decision, metrics: &Metrics) {
+        self.record_all(std::iter::once(decision), metrics);
+    }
+
+    /// Logs, counts and keeps decisions, taking the list's lock once for all of them (a
+    /// webhook payload's alerts).
+    pub fn record_all(&self, decisions: impl IntoIterator<Item = Decision>, metrics: &Metrics) {
+        let decisions = decisions.into_iter().inspect(|decision| {
+            log(decision);
+            metrics.decision(decision.outcome);
+        });
+        let mut recent = self.recent.lock().unwrap();
+        for decision in decisions {
+            if recent.len() == self.capacity {
+                recent.pop_front();
+            }
+            recent.push_back(decision);
+        }
+    }
+
+    /// Counts and debug-logs a decision that repeats the previous one of the same watch
+    /// rule and target (same outcome), without keeping it: a watch rule decides every
+    /// interval, and the list would hold nothing else.
+    pub fn record_repeat(&self, decision: &Decision, metrics: &Metrics) {
+        tracing::debug!(
+            outcome = decision.outcome.name(),
+            rule = decision.rule.as_deref().unwrap_or("-"),
+            target = decision.target.as_deref().unwrap_or("-"),
+            source = decision.source.name(),
+            reason = %decision.reason,
+            "Decision (repeated)."
+        );
+        metrics.decision(decision.outcome);
+    }
+
+    /// Newest first.
+    pub fn recent(&self, limit: usize) -> Vec<Decision> {
+        self.recent.lock().unwrap().iter().rev().take(limit).cloned().collect()
+    }
+}

@@ -1,0 +1,239 @@
+//! Wires the stages into the service: the shared `App` state, the job queue and its
+//! workers, one job from gate to decision, the sampling and watch loop, the analyses of
+//! kept captures, and reload. Everything here runs the stages; none of it speaks HTTP.
+
+mod capture;
+mod decisions;
+pub mod insight;
+mod job;
+pub mod manual;
+mod watch;
+mod workers;
+
+pub use decisions::DecisionLog;
+pub use job::{decision_for, quiet, refusal_decision, run_job};
+pub use watch::{run_sampling, sampling_interval};
+pub use workers::run_workers;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::annotate::GrafanaClient;
+use crate::capture::PprofClient;
+use crate::config::{Config, ConfigError};
+use crate::gate::{Gate, GateError};
+use crate::metrics::Metrics;
+use crate::model::Decision;
+use crate::rules::Job;
+use crate::store::{LocalStore, ProfileStore, Staging, StoreError};
+use crate::verify::Verifier;
+
+/// Decisions kept for the API.
+const DECISIONS_KEPT: usize = 1000;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("storage: {0}")]
+    Gate(#[from] GateError),
+}
+
+/// Why jobs were not queued. None of them was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue full ({capacity} jobs); retry later")]
+    Full { capacity: usize },
+    #[error("alertprof is shutting down")]
+    ShuttingDown,
+}
+
+/// Everything the handlers and workers share.
+pub struct App {
+    /// Swapped whole on reload; jobs keep the snapshot they were made with.
+    config: RwLock<Arc<Config>>,
+    /// Where `/-/reload` re-reads the config from; `None` in tests that build a config.
+    config_path: Option<PathBuf>,
+    pub store: Arc<dyn ProfileStore>,
+    /// Where bodies are downloaded before the store keeps them: local, whatever the store.
+    pub staging: Staging,
+    /// Shared with the blocking tasks that write its state.
+    pub gate: Arc<Gate>,
+    pub client: PprofClient,
+    /// Rebuilt on reload; `None` without a `grafana` section.
+    grafana: RwLock<Option<GrafanaClient>>,
+    pub verifier: Verifier,
+    pub decisions: DecisionLog,
+    pub metrics: Metrics,
+    queue_tx: mpsc::Sender<Job>,
+    /// Every running job, from alerts and watch rules, so shutdown can wait for them.
+    jobs: TaskTracker,
+    /// Held while a job is spawned or the tracker closed, so that no job starts after
+    /// shutdown stopped waiting for jobs.
+    spawning: Mutex<()>,
+    /// Cancels captures and annotations still running when the shutdown grace has passed.
+    pub abort: CancellationToken,
+    /// Told when the config was reloaded, so sampling starts over with it.
+    pub reloaded: tokio::sync::Notify,
+}
+
+impl App {
+    /// Opens the local store, staging and gate state under `storage.dir`, and makes the job
+    /// queue; the receiver goes to `run_workers`.
+    pub fn new(
+        config: Config,
+        config_path: Option<PathBuf>,
+    ) -> Result<(Arc<App>, mpsc::Receiver<Job>), AppError> {
+        let store = LocalStore::open(&config.storage)?;
+        App::with_store(config, config_path, Arc::new(store))
+    }
+
+    /// The same, keeping profiles in `store`.
+    pub fn with_store(
+        config: Config,
+        config_path: Option<PathBuf>,
+        store: Arc<dyn ProfileStore>,
+    ) -> Result<(Arc<App>, mpsc::Receiver<Job>), AppError> {
+        let staging = Staging::open(&config.storage.dir.join(".tmp"))?;
+        let gate = Gate::open(
+            &config.storage.dir.join(".state"),
+            config.gate.dedupe_ttl,
+            config.gate.max_in_flight,
+        )?;
+        let (queue_tx, queue_rx) = mpsc::channel(config.gate.queue_size);
+        let metrics = Metrics::new();
+        metrics.queue_capacity.set(config.gate.queue_size as i64);
+        let app = App {
+            client: PprofClient::new(config.capture.clone()),
+            verifier: Verifier::new(config.history, stale_after(&config)),
+            grafana: RwLock::new(grafana_client(&config)),
+            config: RwLock::new(Arc::new(config)),
+            config_path,
+            store,
+            staging,
+            gate: Arc::new(gate),
+            decisions: DecisionLog::new(DECISIONS_KEPT),
+            metrics,
+            queue_tx,
+            jobs: TaskTracker::new(),
+            spawning: Mutex::new(()),
+            abort: CancellationToken::new(),
+            reloaded: tokio::sync::Notify::new(),
+        };
+        Ok((Arc::new(app), queue_rx))
+    }
+
+    pub fn grafana(&self) -> Option<GrafanaClient> {
+        self.grafana.read().unwrap().clone()
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap().clone()
+    }
+
+    /// Queues jobs all at once, or none: a payload is queued whole or answered 503 for
+    /// Alertmanager to retry.
+    pub fn enqueue(&self, jobs: Vec<Job>) -> Result<(), QueueError> {
+        let permits = self.queue_tx.try_reserve_many(jobs.len()).map_err(|error| match error {
+            mpsc::error::TrySendError::Closed(()) => QueueError::ShuttingDown,
+            mpsc::error::TrySendError::Full(()) => {
+                QueueError::Full { capacity: self.queue_tx.max_capacity() }
+            }
+        })?;
+        for (permit, job) in permits.zip(jobs) {
+            permit.send(job);
+        }
+        self.sync_queue_depth();
+        Ok(())
+    }
+
+    pub fn sync_queue_depth(&self) {
+        let depth = self.queue_tx.max_capacity() - self.queue_tx.capacity();
+        self.metrics.queue_depth.set(depth as i64);
+    }
+
+    /// Runs a job's work as a task shutdown waits for; `false` (and nothing runs) once
+    /// shutdown has stopped taking jobs.
+    pub fn spawn_job(&self, work: impl Future<Output = ()> + Send + 'static) -> bool {
+        let _spawning = self.spawning.lock().unwrap();
+        if self.jobs.is_closed() {
+            return false;
+        }
+        self.jobs.spawn(work);
+        true
+    }
+
+    /// Takes no more jobs and waits up to `grace` for those running; then cancels what is
+    /// left (captures fail, annotations stop) and waits for it to wind up.
+    pub async fn finish_jobs(&self, grace: Duration) {
+        {
+            let _spawning = self.spawning.lock().unwrap();
+            self.jobs.close();
+        }
+        if tokio::time::timeout(grace, self.jobs.wait()).await.is_err() {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "Captures still running after the grace period; cancelling them."
+            );
+            self.abort.cancel();
+            self.jobs.wait().await;
+        }
+    }
+
+    /// Re-reads the config file; on any problem the running config stays.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let Some(path) = &self.config_path else {
+            return Ok(());
+        };
+        match Config::load(path) {
+            Ok(new) => {
+                let old = self.config();
+                for (what, changed) in [
+                    ("listen_address", old.listen_address != new.listen_address),
+                    ("storage", format!("{:?}", old.storage) != format!("{:?}", new.storage)),
+                    ("gate", format!("{:?}", old.gate) != format!("{:?}", new.gate)),
+                    ("capture", format!("{:?}", old.capture) != format!("{:?}", new.capture)),
+                    ("webhook.max_body_size", old.webhook.max_body_bytes != new.webhook.max_body_bytes),
+                ] {
+                    if changed {
+                        tracing::warn!(setting = what, "Changed setting takes effect only after a restart.");
+                    }
+                }
+                *self.grafana.write().unwrap() = grafana_client(&new);
+                *self.config.write().unwrap() = Arc::new(new);
+                self.reloaded.notify_one();
+                self.metrics.config_reload_success.set(1);
+                tracing::info!(path = %path.display(), "Config reloaded.");
+                Ok(())
+            }
+            Err(error) => {
+                self.metrics.config_reload_success.set(0);
+                tracing::error!(error = %error, "Config reload failed; keeping the running config.");
+                Err(error)
+            }
+        }
+    }
+
+    /// Logs, counts and keeps a decision.
+    pub fn record(&self, decision: Decision) {
+        self.decisions.record(decision, &self.metrics);
+    }
+}
+
+fn grafana_client(config: &Config) -> Option<GrafanaClient> {
+    config.grafana.as_ref().map(|grafana| GrafanaClient::new(grafana, &config.external_url))
+}
+
+/// Readings older than this verify nothing: a few missed samples, not one late scrape.
+fn stale_after(config: &Config) -> Duration {
+    config.sample_interval * 3 + Duration::from_secs(5)
+}

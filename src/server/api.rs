@@ -1,0 +1,270 @@
+//! The read-only endpoints: captures, their profiles, flame graphs and diffs, decisions and
+//! metrics. Store calls run off the async threads. A client's mistake is a 4xx with the
+//! reason; anything else is a plain 500 and a log line saying what failed, never internal
+//! text (file paths) in the answer.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::analyze::DIFF_KEPT;
+use crate::model::{ProfileKind, is_valid_id};
+use crate::pipeline::App;
+use crate::pipeline::insight::{self, AnalysisError};
+use crate::store::{CaptureFilter, ProfileStore, StoreError, StoredFile};
+
+/// Most items a list answers with.
+const MAX_LIMIT: usize = 1000;
+/// Bytes read from a stored file at a time when it is streamed out.
+const CHUNK: usize = 64 << 10;
+
+/// Why a request was not answered with what it asked for.
+#[derive(Debug)]
+pub enum ApiError {
+    NotFound(String),
+    BadRequest(String),
+    /// A fault of ours: logged with `what` failed, answered as a plain 500.
+    Internal {
+        what: &'static str,
+        error: String,
+    },
+}
+
+impl ApiError {
+    fn no_capture(id: &str) -> ApiError {
+        ApiError::NotFound(format!("no capture {id:?}"))
+    }
+
+    pub fn internal(what: &'static str, error: impl std::fmt::Display) -> ApiError {
+        ApiError::Internal { what, error: error.to_string() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            ApiError::NotFound(message) => (StatusCode::NOT_FOUND, message),
+            ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
+            ApiError::Internal { what, error } => {
+                tracing::error!(error = %error, "{what} failed.");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error; see alertprof's log".to_string())
+            }
+        };
+        (status, Json(json!({ "error": message }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        match error {
+            StoreError::NotFound(id) => ApiError::no_capture(&id),
+            error @ StoreError::NoProfile(_) => ApiError::NotFound(error.to_string()),
+            error => ApiError::internal("Reading the store", error),
+        }
+    }
+}
+
+impl From<AnalysisError> for ApiError {
+    fn from(error: AnalysisError) -> ApiError {
+        match error {
+            AnalysisError::NotFound(id) => ApiError::no_capture(&id),
+            AnalysisError::NoBaseline(why) => ApiError::NotFound(why),
+            AnalysisError::NotApplicable(why) => ApiError::BadRequest(why),
+            error => ApiError::internal("Analysis", error),
+        }
+    }
+}
+
+/// Runs blocking work on the store off the async threads; a failure or a panic is a logged
+/// plain 500.
+pub async fn from_store<T, E>(
+    app: &App,
+    work: impl FnOnce(&dyn ProfileStore) -> Result<T, E> + Send + 'static,
+) -> Result<T, Response>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    let store = app.store.clone();
+    match tokio::task::spawn_blocking(move || work(store.as_ref())).await {
+        Ok(result) => result.map_err(|error| error.into().into_response()),
+        Err(error) => Err(ApiError::internal("A store task", error).into_response()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CaptureQuery {
+    target: Option<String>,
+    rule: Option<String>,
+    kind: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/captures?target=&rule=&kind=&limit=`, newest first.
+pub async fn list_captures(State(app): State<Arc<App>>, Query(query): Query<CaptureQuery>) -> Response {
+    let kind = match query.kind.as_deref().filter(|kind| !kind.is_empty()) {
+        None => None,
+        Some(name) => match ProfileKind::parse(name) {
+            Some(kind) => Some(kind),
+            None => return ApiError::BadRequest(format!("unknown kind {name:?}")).into_response(),
+        },
+    };
+    let filter = CaptureFilter {
+        target: query.target,
+        rule: query.rule,
+        kind,
+        limit: Some(query.limit.unwrap_or(100).min(MAX_LIMIT)),
+    };
+    match from_store(&app, move |store| Ok::<_, ApiError>(store.list(&filter))).await {
+        Ok(captures) => Json(captures).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// `GET /api/v1/captures/{id}`.
+pub async fn get_capture(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    if !is_valid_id(&id) {
+        return ApiError::no_capture(&id).into_response();
+    }
+    match from_store(&app, move |store| store.get(&id).ok_or_else(|| ApiError::no_capture(&id))).await {
+        Ok(meta) => Json(meta).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// `GET /api/v1/captures/{id}/profile`: the stored file, streamed.
+pub async fn get_profile(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    if !is_valid_id(&id) {
+        return ApiError::no_capture(&id).into_response();
+    }
+    match from_store(&app, move |store| store.open_profile(&id)).await {
+        Ok(file) => {
+            let headers = [
+                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (header::CONTENT_LENGTH, file.len.to_string()),
+                (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{}\"", file.name)),
+            ];
+            (headers, Body::from_stream(stream(file))).into_response()
+        }
+        Err(response) => response,
+    }
+}
+
+/// A stored file read off the async threads, chunk by chunk, as the client takes them.
+fn stream(file: StoredFile) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
+    let (chunks_tx, chunks_rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
+    tokio::task::spawn_blocking(move || {
+        let mut reader = file.reader;
+        loop {
+            let mut chunk = vec![0; CHUNK];
+            let read = match reader.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(read) => read,
+                Err(error) => {
+                    tracing::error!(error = %error, name = %file.name, "Reading a stored profile failed.");
+                    chunks_tx.blocking_send(Err(error)).ok();
+                    return;
+                }
+            };
+            chunk.truncate(read);
+            // The client went away: stop reading.
+            if chunks_tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+                return;
+            }
+        }
+    });
+    futures_util::stream::unfold(chunks_rx, |mut chunks_rx| async move {
+        chunks_rx.recv().await.map(|chunk| (chunk, chunks_rx))
+    })
+}
+
+/// `GET /api/v1/captures/{id}/flamegraph.svg`: drawn on first request, then kept.
+pub async fn get_flamegraph(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    if !is_valid_id(&id) {
+        return ApiError::no_capture(&id).into_response();
+    }
+    match from_store(&app, move |store| insight::flamegraph(store, &id)).await {
+        Ok(svg) => (
+            [
+                (header::CONTENT_TYPE, "image/svg+xml"),
+                // The graph's own script and styles run; nothing else may load.
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+                ),
+            ],
+            svg,
+        )
+            .into_response(),
+        Err(response) => response,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DiffQuery {
+    base: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/captures/{id}/diff?base=ID&limit=`: what changed against a baseline, as
+/// `go tool pprof -diff_base=BASE -top` shows it. Without `base`, the baseline the capture
+/// was compared with when taken, else the latest baseline of its target and kind.
+pub async fn get_diff(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(query): Query<DiffQuery>,
+) -> Response {
+    if !is_valid_id(&id) {
+        return ApiError::no_capture(&id).into_response();
+    }
+    if let Some(base) = query.base.as_ref().filter(|base| !is_valid_id(base)) {
+        return ApiError::no_capture(base).into_response();
+    }
+    let limit = query.limit.unwrap_or(DIFF_KEPT).min(MAX_LIMIT);
+    let diffed = from_store(&app, move |store| {
+        let meta = store.get(&id).ok_or_else(|| AnalysisError::NotFound(id.clone()))?;
+        let base = query
+            .base
+            .or_else(|| meta.diff.as_ref().map(|diff| diff.base.clone()))
+            .or_else(|| insight::latest_baseline(store, &meta).map(|base| base.id))
+            .ok_or_else(|| {
+                AnalysisError::NoBaseline(format!(
+                    "no baseline capture of {} {} to compare {id} with; give ?base=ID",
+                    meta.target, meta.kind
+                ))
+            })?;
+        insight::diff_captures(store, &id, &base, limit)
+    })
+    .await;
+    match diffed {
+        Ok(diff) => Json(diff).into_response(),
+        Err(response) => response,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LimitQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/decisions?limit=`, newest first.
+pub async fn list_decisions(State(app): State<Arc<App>>, Query(query): Query<LimitQuery>) -> Response {
+    Json(app.decisions.recent(query.limit.unwrap_or(100).min(MAX_LIMIT))).into_response()
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    app.sync_queue_depth();
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        app.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,124 @@
+//! HTTP in and out of the pipeline: the router (built by a function, so tests call it
+//! in-process), auth, the webhook, the read API, the web page, and `serve`, which runs it
+//! all until a signal says stop.
+
+pub mod api;
+pub mod auth;
+pub mod web;
+pub mod webhook;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError};
+use crate::pipeline::{App, AppError, run_sampling, run_workers};
+use auth::Area;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    App(#[from] AppError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen { address: SocketAddr, source: std::io::Error },
+}
+
+/// The HTTP API and web page.
+pub fn router(app: Arc<App>) -> Router {
+    let guard = |area: Area| middleware::from_fn_with_state((app.clone(), area), auth::require);
+    // The webhook checks auth itself, before reading the body: the busiest route takes no
+    // middleware, and reads the config once.
+    let webhook = Router::new().route("/api/v1/alerts", post(webhook::receive_alerts));
+    let api = Router::new()
+        .route("/api/v1/captures", get(api::list_captures))
+        .route("/api/v1/captures/{id}", get(api::get_capture))
+        .route("/api/v1/captures/{id}/profile", get(api::get_profile))
+        .route("/api/v1/captures/{id}/flamegraph.svg", get(api::get_flamegraph))
+        .route("/api/v1/captures/{id}/diff", get(api::get_diff))
+        .route("/api/v1/decisions", get(api::list_decisions))
+        .route("/-/reload", post(reload))
+        .route_layer(guard(Area::Api));
+    let metrics = Router::new().route("/metrics", get(api::metrics)).route_layer(guard(Area::Metrics));
+    let health = Router::new()
+        .route("/-/healthy", get(|| async { "alertprof is Healthy.\n" }))
+        .route("/-/ready", get(|| async { "alertprof is Ready.\n" }))
+        .route_layer(guard(Area::Health));
+    let pages = web::pages().route_layer(guard(Area::Page));
+    Router::new()
+        .merge(webhook)
+        .merge(api)
+        .merge(metrics)
+        .merge(health)
+        .merge(pages)
+        .merge(web::sign_in())
+        .with_state(app)
+}
+
+/// `POST /-/reload`: 200, or 400 with every problem of the new config (the running one
+/// stays).
+async fn reload(State(app): State<Arc<App>>) -> Response {
+    match tokio::task::spawn_blocking(move || app.reload()).await {
+        Ok(Ok(())) => (StatusCode::OK, "config reloaded\n").into_response(),
+        Ok(Err(error)) => (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+        Err(error) => api::ApiError::internal("Reload", error).into_response(),
+    }
+}
+
+/// Runs the service until Ctrl-C or SIGTERM; SIGHUP reloads the config.
+pub async fn serve(config_path: PathBuf) -> Result<(), ServeError> {
+    let config = Config::load(&config_path)?;
+    let address = config.listen_address;
+    let grace = config.capture.shutdown_grace;
+    let (app, queue_rx) = App::new(config, Some(config_path))?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| ServeError::Listen { address, source })?;
+    // The address bound, which differs from the configured one for port 0.
+    let bound = listener.local_addr().map_err(|source| ServeError::Listen { address, source })?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(app.clone(), shutdown.clone()));
+    let sampling = tokio::spawn(run_sampling(app.clone(), shutdown.clone()));
+    let workers = tokio::spawn(run_workers(app.clone(), queue_rx, shutdown.clone(), grace));
+    tracing::info!(address = %bound, version = env!("CARGO_PKG_VERSION"), "alertprof listening.");
+    let server =
+        axum::serve(listener, router(app.clone())).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    if let Err(error) = server.await {
+        tracing::error!(error = %error, "HTTP server failed.");
+        shutdown.cancel();
+    }
+    sampling.await.ok();
+    workers.await.ok();
+    tracing::info!("alertprof stopped.");
+    Ok(())
+}
+
+async fn watch_signals(app: Arc<App>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        tracing::error!("Cannot install signal handlers.");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                let app = app.clone();
+                tokio::task::spawn_blocking(move || app.reload()).await.ok();
+            }
+        }
+    }
+    tracing::info!("Shutting down: finishing captures in flight.");
+    shutdown.cancel();
+}
