@@ -353,3 +353,44 @@ fn spin(time: Duration) {
     }
     std::hint::black_box(x);
 }
+
+/// Numbers no kernel writes, as a broken or hostile /proc and cgroup tree may hold them: CPU
+/// counters at their maximum, a CPU range the wrong way round, a CPU list too long to
+/// count. Each reads as a number or as no reading, never a panic that would end sampling.
+#[test]
+fn hostile_numbers_are_no_panic() {
+    let host = Host::new(V2);
+    let max = u64::MAX;
+    host.write(
+        "proc/4343/stat",
+        &format!(
+            "4343 (demo) S 1 4343 4343 0 -1 4194304 97 0 0 0 {max} {max} 0 0 20 0 7 0 119773 3133440 380 \
+             18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
+        ),
+    );
+    host.write(
+        "proc/4343/status",
+        "Name:\tdemo\nState:\tS (sleeping)\nTgid:\t4343\nPid:\t4343\nPPid:\t1\nTracerPid:\t0\n\
+         Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nFDSize:\t64\nGroups:\t\nThreads:\t7\nCpus_allowed_list:\t3-1\n",
+    );
+    host.write("proc/4343/cgroup", "0::/app\n");
+    host.write("cgroup/app/cpu.stat", &format!("usage_usec {max}\n"));
+    host.write("cgroup/app/cpuset.cpus.effective", "0-18446744073709551615\n");
+    host.write("cgroup/app/memory.current", &format!("{max}\n"));
+
+    let config = Config::parse(
+        "targets: [{name: t, pprof_url: \"http://127.0.0.1:1\", process: {pid: 4343}}]",
+        Path::new("."),
+    )
+    .unwrap();
+    let mut by_pid = Probe::new(&config.targets[0], &[], &host.cgroup_root(), &host.proc_root());
+    let mut by_cgroup = host.probe("/app");
+    for probe in [&mut by_pid, &mut by_cgroup] {
+        probe.sample_local(Duration::from_secs(10));
+        let second = probe.sample_local(Duration::from_secs(11));
+        let cpu = second.sample["cpu_percent"].clone().expect("a CPU reading");
+        assert_eq!(cpu, 0.0, "a counter stuck at its maximum moves no time");
+        assert!(second.sample.contains_key("memory_percent"));
+    }
+    assert_eq!(ProcReader::new(host.proc_root()).sample(4343).unwrap().cpus_allowed, None);
+}

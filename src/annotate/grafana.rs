@@ -237,4 +237,41 @@ mod tests {
         }
         assert!(retry_waits(Duration::from_secs(1), 1).is_empty(), "one try, no wait");
     }
+
+    /// A Grafana that takes connections and never answers holds an annotation only until
+    /// shutdown says stop, not for its request timeouts and retries.
+    #[tokio::test]
+    async fn shutdown_stops_an_annotation() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let held = tokio::spawn(async move {
+            let mut connections = Vec::new();
+            while let Ok((connection, _)) = listener.accept().await {
+                connections.push(connection);
+            }
+        });
+        let config = GrafanaConfig {
+            url,
+            token: None,
+            dashboard_uid: None,
+            tags: vec!["alertprof".into()],
+            max_attempts: 20,
+            retry_backoff: Duration::from_secs(1),
+        };
+        let client = GrafanaClient::new(&config, &Url::parse("http://127.0.0.1:9731").unwrap());
+        let annotation =
+            Annotation { dashboard_uid: None, time: 0, time_end: 0, tags: vec![], text: "x".into() };
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            stop.cancel();
+        });
+        let started = std::time::Instant::now();
+        let result = client.annotate(&annotation, &cancel).await;
+        assert!(matches!(result, Err(AnnotateError::Cancelled)), "{result:?}");
+        assert_eq!(result.unwrap_err().result(), "failed");
+        assert!(started.elapsed() < REQUEST_TIMEOUT, "waited {:?}", started.elapsed());
+        held.abort();
+    }
 }

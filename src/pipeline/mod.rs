@@ -237,3 +237,29 @@ fn grafana_client(config: &Config) -> Option<GrafanaClient> {
 fn stale_after(config: &Config) -> Duration {
     config.sample_interval * 3 + Duration::from_secs(5)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// Once shutdown has stopped taking jobs (and stopped waiting for them), nothing more
+    /// starts: a watch tick that fires just then gets `false` and records the job dropped.
+    #[tokio::test]
+    async fn no_job_starts_after_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("storage: {{dir: {:?}}}", dir.path().display().to_string());
+        let (app, _queue_rx) = App::new(Config::parse(&text, dir.path()).unwrap(), None).unwrap();
+        let ran = Arc::new(AtomicBool::new(false));
+        let before = ran.clone();
+        assert!(app.spawn_job(async move { before.store(true, Ordering::SeqCst) }));
+        app.finish_jobs(Duration::from_secs(5)).await;
+        assert!(ran.load(Ordering::SeqCst), "a job started before shutdown is waited for");
+        ran.store(false, Ordering::SeqCst);
+        let after = ran.clone();
+        assert!(!app.spawn_job(async move { after.store(true, Ordering::SeqCst) }));
+        tokio::task::yield_now().await;
+        assert!(!ran.load(Ordering::SeqCst));
+    }
+}

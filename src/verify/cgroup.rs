@@ -159,7 +159,9 @@ impl CgroupReader {
     pub fn cpu_usage_ns(&self, dirs: &CgroupDirs) -> Option<u64> {
         let dir = dirs.cpuacct.as_ref()?;
         match dir.version {
-            Version::V2 => stat_field(&dir.path.join("cpu.stat"), "usage_usec").map(|us| us * 1000),
+            Version::V2 => {
+                stat_field(&dir.path.join("cpu.stat"), "usage_usec").map(|us: u64| us.saturating_mul(1000))
+            }
             Version::V1 => read_trimmed(&dir.path.join("cpuacct.usage"))?.parse().ok(),
         }
     }
@@ -330,11 +332,11 @@ pub fn count_cpu_list(list: &str) -> Option<usize> {
         match part.split_once('-') {
             Some((low, high)) => {
                 let (low, high): (usize, usize) = (low.parse().ok()?, high.parse().ok()?);
-                count += high.checked_sub(low)? + 1;
+                count = high.checked_sub(low)?.checked_add(1)?.checked_add(count)?;
             }
             None => {
                 part.parse::<usize>().ok()?;
-                count += 1;
+                count = count.checked_add(1)?;
             }
         }
     }

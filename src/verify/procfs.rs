@@ -42,13 +42,16 @@ impl ProcReader {
         let stat = process.stat().ok()?;
         let ticks = procfs::ticks_per_second().max(1);
         let status = process.status().ok();
-        let cpus_allowed = status
-            .and_then(|s| s.cpus_allowed_list)
-            .map(|ranges| ranges.iter().map(|(low, high)| (high - low + 1) as usize).sum());
+        // A range the wrong way round (or a count past usize) means the list is unknown.
+        let cpus_allowed = status.and_then(|s| s.cpus_allowed_list).and_then(|ranges| {
+            ranges.iter().try_fold(0usize, |count, (low, high)| {
+                count.checked_add(high.checked_sub(*low)? as usize + 1)
+            })
+        });
         Some(ProcessSample {
             pid,
             start_ticks: stat.starttime,
-            cpu_ns: (stat.utime + stat.stime).saturating_mul(1_000_000_000 / ticks),
+            cpu_ns: stat.utime.saturating_add(stat.stime).saturating_mul(1_000_000_000 / ticks),
             rss_bytes: stat.rss.saturating_mul(procfs::page_size()),
             threads: stat.num_threads.max(0) as u64,
             cpus_allowed,

@@ -34,6 +34,9 @@ pub struct Probe {
     last_cpu: Option<CpuMark>,
     /// Host memory and CPUs, read once: they are the fallbacks of every sample.
     host: Option<(Option<u64>, Option<usize>)>,
+    /// Tests make reading fail as a bug would.
+    #[cfg(test)]
+    fault: bool,
 }
 
 /// CPU time used by the target at a wall-clock moment.
@@ -78,6 +81,8 @@ impl Probe {
             dirs: None,
             last_cpu: None,
             host: None,
+            #[cfg(test)]
+            fault: false,
         }
     }
 
@@ -127,6 +132,8 @@ impl Probe {
 
     /// CPU and memory from /proc and cgroups; `wall` is a monotonic clock reading.
     pub fn sample_local(&mut self, wall: Duration) -> Local {
+        #[cfg(test)]
+        assert!(!self.fault, "a fault while reading");
         let mut sample = Sample::new();
         if self.target.process.is_none() {
             let why = "no process configured for the target".to_string();
@@ -285,4 +292,29 @@ pub async fn sample_metrics_now(
         None => probe.add_metrics(&mut local, Err("no metrics_url configured for the target")),
     }
     local.sample
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// A fault while reading (a panic) comes back as an error for the sampling loop to log
+    /// and start over from, not as a panic that ends the loop; a new probe samples again.
+    #[tokio::test]
+    async fn a_fault_is_an_error() {
+        let text = "targets: [{name: t, pprof_url: \"http://127.0.0.1:1\", process: {pid: 1}}]";
+        let config = Config::parse(text, std::path::Path::new(".")).unwrap();
+        let root = std::path::Path::new("/nonexistent");
+        let probe = || Probe::new(&config.targets[0], &[], root, root);
+        let client = crate::http::client();
+        let mut faulty = probe();
+        faulty.fault = true;
+        let error =
+            sample(faulty, &client, Duration::from_secs(1), Duration::from_secs(1)).await.err().unwrap();
+        assert!(error.to_string().contains("a fault while reading"), "{error}");
+        let (_, taken) =
+            sample(probe(), &client, Duration::from_secs(2), Duration::from_secs(1)).await.unwrap();
+        assert!(taken[&Signal::CpuPercent.key()].is_err(), "no process 1 under {root:?}: {taken:?}");
+    }
 }

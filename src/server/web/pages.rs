@@ -416,4 +416,59 @@ mod tests {
         let page = capture(&config(), &meta, &[]);
         assert!(page.contains("<span class=\"badge\">baseline</span>"), "{page}");
     }
+
+    /// The page and the Grafana annotation of one capture say its figures the same way,
+    /// escape the same way (quotes too), and agree on when there is a flame graph: for every
+    /// kept profile.proto, summarized or not, and for nothing else.
+    #[test]
+    fn page_and_annotation_agree() {
+        use crate::annotate::GrafanaClient;
+        use crate::config::GrafanaConfig;
+        use crate::model::{TopFunction, Trigger, TriggerSource};
+
+        let config = config();
+        let grafana = GrafanaClient::new(
+            &GrafanaConfig {
+                url: "http://127.0.0.1:3000".parse().unwrap(),
+                token: None,
+                dashboard_uid: None,
+                tags: vec!["alertprof".into()],
+                max_attempts: 1,
+                retry_backoff: std::time::Duration::from_secs(1),
+            },
+            &config.external_url,
+        );
+        let mut meta = meta();
+        meta.kind = ProfileKind::Heap;
+        meta.trigger = Trigger {
+            alertname: Some("It's <b>".into()),
+            ..Trigger::local(TriggerSource::Alertmanager, None)
+        };
+        meta.diff = Some(Diff {
+            base: "20261120T090000.000Z-cpu-spike-heap".into(),
+            sample_type: "inuse_space/bytes".into(),
+            base_total: 5 << 20,
+            total: 17 << 20,
+            functions: vec![TopFunction {
+                function: "main.leak".into(),
+                flat: 12 << 20,
+                flat_percent: 240.0,
+                cum: 12 << 20,
+                cum_percent: 240.0,
+            }],
+        });
+        let page = capture(&config, &meta, &[]);
+        let annotation = grafana.annotation(&meta, &[]).text;
+        for both in ["+12.00MiB", "It&#39;s &lt;b&gt;", "flamegraph.svg"] {
+            assert!(page.contains(both), "{both} not on the page:\n{page}");
+            assert!(annotation.contains(both), "{both} not in the annotation:\n{annotation}");
+        }
+        meta.kind = ProfileKind::GoroutineText;
+        meta.diff = None;
+        let page = capture(&config, &meta, &[]);
+        assert!(
+            !page.contains("flamegraph.svg")
+                && !grafana.annotation(&meta, &[]).text.contains("flamegraph.svg")
+        );
+    }
 }
