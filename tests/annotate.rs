@@ -129,7 +129,8 @@ async fn rejected_annotation_is_not_retried() {
 async fn grafana_down_loses_nothing() {
     let demo = Demo::start();
     let data = tempfile::tempdir().unwrap();
-    let running = start(&format!("http://127.0.0.1:{}", support::closed_port()), &demo, &data).await;
+    let closed = support::closed_port();
+    let running = start(&closed.url(), &demo, &data).await;
     let started = Instant::now();
     running.post_alerts(&alert()).await;
     let decision = running.wait_decisions(1, Duration::from_secs(20)).await[0].clone();

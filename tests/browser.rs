@@ -4,13 +4,13 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Demo, Running, payload};
+use support::{Demo, Killed, Running, payload};
 
 const TOKEN: &str = "browser-s3cret";
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -29,7 +29,7 @@ rules:
 /// chromedriver and one browser session; the session is ended and chromedriver killed by
 /// its PID on drop, also when the test fails.
 struct Browser {
-    driver: Child,
+    _driver: Killed,
     port: u16,
     session: String,
     http: reqwest::Client,
@@ -48,17 +48,38 @@ impl Browser {
 
     async fn start(log: &Path) -> Browser {
         Browser::require();
-        let port = support::closed_port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
+        // chromedriver picks its own port and says which on stdout.
+        let mut driver = Command::new("chromedriver")
+            .arg("--port=0")
             .arg("--allowed-ips=127.0.0.1")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("chromedriver starts ({INSTALL}): {e}"));
+        let stdout = driver.stdout.take().unwrap();
+        let driver = Killed(driver);
+        let port = tokio::task::spawn_blocking(move || {
+            let lines = BufReader::new(stdout).lines().map_while(Result::ok);
+            let mut started = lines
+                .filter_map(|line| line.split("started successfully on port ").nth(1).map(str::to_string));
+            let port = started.next().and_then(|rest| rest.trim_end_matches('.').parse::<u16>().ok());
+            // Keep draining what it prints, so it never blocks on a full pipe.
+            std::thread::spawn(move || started.for_each(drop));
+            port
+        })
+        .await
+        .unwrap()
+        .unwrap_or_else(|| {
+            panic!("chromedriver did not say its port: {}", std::fs::read_to_string(log).unwrap())
+        });
         let profile = tempfile::tempdir().unwrap();
-        let mut browser =
-            Browser { driver, port, session: String::new(), http: support::client(), _profile: profile };
+        let mut browser = Browser {
+            _driver: driver,
+            port,
+            session: String::new(),
+            http: support::client(),
+            _profile: profile,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let status = browser.http.get(browser.url("/status")).send().await;
@@ -213,8 +234,7 @@ impl Drop for Browser {
                 stream.read_to_end(&mut Vec::new()).ok();
             }
         }
-        self.driver.kill().ok();
-        self.driver.wait().ok();
+        // chromedriver itself is killed when `_driver` is dropped, after this.
     }
 }
 

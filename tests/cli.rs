@@ -3,11 +3,10 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-use support::{Demo, payload};
+use support::{Demo, Serve};
 
 fn alertprof(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_alertprof")).args(args).current_dir(dir).output().unwrap()
@@ -116,7 +115,8 @@ fn manual_capture() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown kind \"bogus\""));
 
-    let down = format!("http://127.0.0.1:{}", support::closed_port());
+    let closed = support::closed_port();
+    let down = closed.url();
     let output = alertprof(&["capture", &down, "--profile", "heap", "--out", "profiles"], dir.path());
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach"));
@@ -129,38 +129,57 @@ fn manual_capture() {
 async fn serve_finishes_capture_on_sigterm() {
     let demo = Demo::start();
     let dir = tempfile::tempdir().unwrap();
-    let port = support::closed_port();
     let config = format!(
-        "listen_address: 127.0.0.1:{port}\nstorage: {{dir: data}}\ntargets: [{{name: demo, pprof_url: {:?}}}]\n\
-         rules: [{{name: r, alert_labels: {{alertname: HighCPU}}, capture: [cpu], seconds: 2}}]\n",
+        "storage: {{dir: data}}\ntargets: [{{name: demo, pprof_url: {:?}}}]\n\
+         rules: [{{name: r, alert_labels: {{alertname: Spike}}, capture: [cpu], seconds: 2}}]\n",
         demo.url()
     );
-    std::fs::write(dir.path().join("alertprof.yaml"), config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_alertprof"))
-        .args(["--log-format", "json", "serve", "--config", "alertprof.yaml"])
-        .current_dir(dir.path())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let client = support::client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client.get(format!("{base}/-/ready")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "alertprof did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let answer = client
-        .post(format!("{base}/api/v1/alerts"))
-        .json(&payload(&[(json!({"alertname": "HighCPU"}), "f")]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let serve = Serve::start(dir.path(), &config, None).await;
+    assert_eq!(serve.post("f").await, 200);
+    serve.wait_log("Capture started.", Duration::from_secs(10)).await;
+    serve.signal("-TERM");
+    let status = tokio::task::spawn_blocking(move || serve.wait()).await.unwrap();
     assert_eq!(status.code(), Some(0));
     let files = support::files_in(&dir.path().join("data/demo"));
     assert_eq!(files.len(), 2, "profile and metadata: {files:?}");
     assert!(files.iter().any(|f| f.ends_with("-r-cpu.pb.gz")));
+}
+
+/// SIGTERM while Grafana takes connections and never answers: the capture is kept, the
+/// annotation is given up once the shutdown grace has passed, and the process exits 0
+/// within the grace and a little, not after Grafana's timeouts and retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_grafana_outage() {
+    let grafana = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grafana_url = format!("http://{}", grafana.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = grafana.accept().await {
+            connections.push(connection);
+        }
+    });
+    let demo = Demo::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("grafana-token"), "glsa_x\n").unwrap();
+    let config = format!(
+        "storage: {{dir: data}}\ncapture: {{shutdown_grace: 1s}}\n\
+         grafana: {{url: \"{grafana_url}\", token_file: grafana-token, max_attempts: 20, retry_backoff: 5s}}\n\
+         targets: [{{name: demo, pprof_url: {:?}}}]\n\
+         rules: [{{name: r, alert_labels: {{alertname: Spike}}, capture: [heap]}}]\n",
+        demo.url()
+    );
+    let serve = Serve::start(dir.path(), &config, None).await;
+    assert_eq!(serve.post("f").await, 200);
+    serve.wait_log("Profile stored.", Duration::from_secs(10)).await;
+    let stopping = Instant::now();
+    serve.signal("-TERM");
+    let log = dir.path().join("alertprof.log");
+    let status = tokio::task::spawn_blocking(move || serve.wait()).await.unwrap();
+    let took = stopping.elapsed();
+    let log = std::fs::read_to_string(log).unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(took < Duration::from_secs(8), "took {took:?} to stop:\n{log}");
+    assert!(log.contains("not annotated: alertprof is shutting down"), "{log}");
+    assert_eq!(support::files_in(&dir.path().join("data/demo")).len(), 2, "the capture is kept");
+    held.abort();
 }

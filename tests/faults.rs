@@ -51,7 +51,8 @@ fn assert_failed(decision: &serde_json::Value, files: &[String], reason: &str) {
 /// Connection refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_down() {
-    let (decision, files, _data) = capture_from(&format!("http://127.0.0.1:{}", closed_port())).await;
+    let closed = closed_port();
+    let (decision, files, _data) = capture_from(&closed.url()).await;
     assert_failed(&decision, &files, "cannot reach");
 }
 

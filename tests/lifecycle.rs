@@ -4,102 +4,13 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use alertprof::profile::proto::{Profile, ValueType};
 use axum::response::IntoResponse;
 use prost::Message;
 use serde_json::{Value, json};
-use support::{Running, client, closed_port, fake_target, files_in, payload};
-
-/// `alertprof serve` in `dir`, optionally wrapped (e.g. in `unshare`); killed on drop.
-struct Serve {
-    child: Child,
-    base: String,
-}
-
-impl Serve {
-    async fn start(dir: &Path, config: &str, wrap: Option<String>) -> Serve {
-        let port = closed_port();
-        std::fs::write(dir.join("alertprof.yaml"), format!("listen_address: 127.0.0.1:{port}\n{config}"))
-            .unwrap();
-        let binary = env!("CARGO_BIN_EXE_alertprof");
-        let mut command = match wrap {
-            None => {
-                let mut command = Command::new(binary);
-                command.args(["serve", "--config", "alertprof.yaml"]);
-                command
-            }
-            Some(script) => {
-                let mut command = Command::new("unshare");
-                command.args([
-                    "-m",
-                    "sh",
-                    "-c",
-                    &format!("{script} && exec {binary} serve --config alertprof.yaml"),
-                ]);
-                command
-            }
-        };
-        let child = command
-            .current_dir(dir)
-            .stderr(std::fs::File::create(dir.join("alertprof.log")).unwrap())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let serve = Serve { child, base: format!("http://127.0.0.1:{port}") };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while client().get(format!("{}/-/ready", serve.base)).send().await.is_err() {
-            assert!(Instant::now() < deadline, "alertprof did not start: {}", log(dir));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        serve
-    }
-
-    async fn post(&self, fingerprint: &str) -> u16 {
-        let alert = payload(&[(json!({"alertname": "Spike"}), fingerprint)]);
-        let answer = client().post(format!("{}/api/v1/alerts", self.base)).json(&alert).send().await.unwrap();
-        answer.status().as_u16()
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        client().get(format!("{}{path}", self.base)).send().await.unwrap().json().await.unwrap()
-    }
-
-    async fn wait_decision(&self, count: usize) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let decisions = self.get("/api/v1/decisions").await;
-            if decisions.as_array().unwrap().len() >= count {
-                return decisions[0].clone();
-            }
-            assert!(Instant::now() < deadline, "no decision: {decisions}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
-    }
-
-    fn wait(mut self) -> std::process::ExitStatus {
-        let status = self.child.wait().unwrap();
-        std::mem::forget(self);
-        status
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-fn log(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("alertprof.log")).unwrap_or_default()
-}
+use support::{Running, Serve, client, fake_target, files_in, payload};
 
 fn config(target: &str, extra: &str) -> String {
     format!(
@@ -149,7 +60,12 @@ async fn sigterm_discards_a_long_capture_after_the_grace() {
     let stopping = Instant::now();
     serve.signal("-TERM");
     let status = tokio::task::spawn_blocking(move || serve.wait()).await.unwrap();
-    assert_eq!(status.code(), Some(0), "{}", log(dir.path()));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(dir.path().join("alertprof.log")).unwrap()
+    );
     assert!(stopping.elapsed() < Duration::from_secs(8), "took {:?}", stopping.elapsed());
     assert_eq!(files_in(&staged), Vec::<String>::new());
     let kept = files_in(&dir.path().join("data/t"));
@@ -158,7 +74,7 @@ async fn sigterm_discards_a_long_capture_after_the_grace() {
         serde_json::from_slice(&std::fs::read(dir.path().join("data/t").join(&kept[0])).unwrap()).unwrap();
     assert_eq!(meta["status"], "failed");
     assert_eq!(meta["error"], "stopped: alertprof is shutting down");
-    assert!(log(dir.path()).contains("cancelling them"));
+    assert!(std::fs::read_to_string(dir.path().join("alertprof.log")).unwrap().contains("cancelling them"));
 }
 
 /// `kill -9` in the middle of a download leaves a staged part only; the restarted service

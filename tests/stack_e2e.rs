@@ -6,39 +6,55 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::grafana::Grafana;
-use support::{Demo, Running};
+use support::{Demo, Killed, Running};
 
-/// A server process, killed by its PID on drop; its log is kept for failure messages.
+/// A Prometheus or Alertmanager on a port it picks itself, killed on drop; its log is kept
+/// for failure messages and tells the port.
 struct Server {
-    child: Child,
+    _child: Killed,
     log: PathBuf,
+    /// `127.0.0.1:PORT`, as it logged it.
+    address: String,
 }
 
 impl Server {
-    fn start(program: &str, args: &[String], log: PathBuf) -> Server {
+    async fn start(program: &str, args: &[String], log: PathBuf) -> Server {
         let file = std::fs::File::create(&log).unwrap();
-        let child =
-            Command::new(program).args(args).stdout(Stdio::null()).stderr(file).spawn().unwrap_or_else(|e| {
+        let child = Command::new(program)
+            .args(args)
+            .arg("--web.listen-address=127.0.0.1:0")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| {
                 panic!("{program} starts (apt-get install prometheus prometheus-alertmanager): {e}")
             });
-        Server { child, log }
+        let mut server = Server { _child: Killed(child), log, address: String::new() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        server.address = loop {
+            let text = std::fs::read_to_string(&server.log).unwrap_or_default();
+            let listening = text.lines().filter(|line| line.contains("msg=\"Listening on\""));
+            if let Some(address) = listening.filter_map(|line| line.split("address=").nth(1)).next() {
+                break address.trim().to_string();
+            }
+            assert!(Instant::now() < deadline, "{program} does not listen:\n{}", server.log_tail());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        server
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
     }
 
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
     }
 }
 
@@ -70,7 +86,8 @@ async fn prometheus_alertmanager_alertprof_grafana() {
     std::fs::write(path("grafana-token"), "glsa_stack\n").unwrap();
 
     // alertprof, with auth on its API and Grafana configured.
-    let alertprof_port = support::closed_port();
+    let listener = Running::listener().await;
+    let alertprof_port = listener.local_addr().unwrap().port();
     let config = format!(
         r#"
 external_url: http://127.0.0.1:{alertprof_port}
@@ -94,7 +111,7 @@ rules:
         demo = demo.url(),
         demo_port = demo.addr.port()
     );
-    let running = Running::start_on(&config, dir.path(), alertprof_port).await;
+    let running = Running::start_on(&config, dir.path(), listener).await;
 
     // The shipped rule, its `for` shortened so the test need not wait 30 s.
     let mut rules = shipped_yaml("rules/alertprof.rules.yml");
@@ -109,42 +126,39 @@ rules:
     webhook["http_config"]["authorization"]["credentials_file"] = json!(path("am-token"));
     std::fs::write(path("alertmanager.yml"), am_config.to_string()).unwrap();
 
-    let am_port = support::closed_port();
     let alertmanager = Server::start(
         "prometheus-alertmanager",
         &[
             format!("--config.file={}", path("alertmanager.yml").display()),
             format!("--storage.path={}", path("am-data").display()),
-            format!("--web.listen-address=127.0.0.1:{am_port}"),
             "--cluster.listen-address=".into(),
         ],
         path("alertmanager.log"),
-    );
+    )
+    .await;
     let prometheus_config = json!({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [path("rules.yml")],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [format!("127.0.0.1:{am_port}")]}]}]},
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager.address.clone()]}]}]},
         "scrape_configs": [{"job_name": "demo", "static_configs": [{"targets": [demo.addr.to_string()]}]}],
     });
     std::fs::write(path("prometheus.yml"), prometheus_config.to_string()).unwrap();
-    let prom_port = support::closed_port();
     let prometheus = Server::start(
         "prometheus",
         &[
             format!("--config.file={}", path("prometheus.yml").display()),
             format!("--storage.tsdb.path={}", path("prom-data").display()),
-            format!("--web.listen-address=127.0.0.1:{prom_port}"),
         ],
         path("prometheus.log"),
-    );
-    wait_ready(&format!("http://127.0.0.1:{am_port}/-/ready"), &alertmanager).await;
-    wait_ready(&format!("http://127.0.0.1:{prom_port}/-/ready"), &prometheus).await;
+    )
+    .await;
+    wait_ready(&alertmanager.url("/-/ready"), &alertmanager).await;
+    wait_ready(&prometheus.url("/-/ready"), &prometheus).await;
 
     // Let Prometheus see the quiet demo for a few scrapes, then spike.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let query =
-            format!("http://127.0.0.1:{prom_port}/api/v1/query?query=count_over_time(go_goroutines[1m])");
+        let query = prometheus.url("/api/v1/query?query=count_over_time(go_goroutines[1m])");
         let answer: Value = support::client().get(query).send().await.unwrap().json().await.unwrap();
         let seen = answer["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse::<u32>().ok());
         if seen.is_some_and(|n| n >= 3) {

@@ -376,3 +376,27 @@ async fn open_without_auth() {
     assert_eq!(login.status, StatusCode::SEE_OTHER);
     assert_eq!(login.headers[header::LOCATION], "/");
 }
+
+/// A stored profile gone from disk behind alertprof's back is our fault, not the client's:
+/// the download and the flame graph answer a plain 500 with nothing of the path or the
+/// cause, and the log says what failed.
+#[tokio::test]
+async fn internal_failures_are_plain_500s_and_logged() {
+    support::logs();
+    let f = fixture("");
+    let data = f._dir.path().join("data");
+    std::fs::remove_file(data.join("checkout").join(format!("{CPU}.pb.gz"))).unwrap();
+    for path in [format!("/api/v1/captures/{CPU}/profile"), format!("/api/v1/captures/{CPU}/flamegraph.svg")]
+    {
+        let answer = call(&f.app, get(&path)).await;
+        assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}: {}", answer.body);
+        let body: Value = serde_json::from_str(&answer.body).unwrap();
+        assert_eq!(body, json!({"error": "internal error; see alertprof's log"}), "{path}");
+    }
+    let logs = support::logs();
+    let wanted = format!("{CPU}.pb.gz");
+    let lines: Vec<&str> =
+        logs.lines().filter(|line| line.contains("ERROR") && line.contains(&wanted)).collect();
+    assert!(lines.iter().any(|line| line.contains("Reading the store failed.")), "{logs}");
+    assert!(lines.iter().any(|line| line.contains("Analysis failed.")), "{logs}");
+}

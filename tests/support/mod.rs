@@ -3,6 +3,10 @@
 #![allow(dead_code)]
 
 pub mod grafana;
+mod serve;
+
+#[allow(unused_imports)]
+pub use serve::Serve;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -14,6 +18,7 @@ use std::time::{Duration, Instant};
 use alertprof::config::Config;
 use alertprof::pipeline::{App, run_sampling, run_workers};
 use alertprof::server::router;
+use alertprof::store::ProfileStore;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -31,16 +36,39 @@ pub struct Running {
 impl Running {
     /// Starts alertprof with config text; `{data}` in it is replaced by `data`.
     pub async fn start(yaml: &str, data: &Path) -> Running {
-        Running::start_on(yaml, data, 0).await
+        Running::start_on(yaml, data, Running::listener().await).await
     }
 
-    /// Starts alertprof on a given loopback port (0: any).
-    pub async fn start_on(yaml: &str, data: &Path, port: u16) -> Running {
-        let text = yaml.replace("{data}", &data.display().to_string());
-        let config =
-            Config::parse(&text, data).unwrap_or_else(|e| panic!("test config invalid: {e:?}\n{text}"));
+    /// Starts alertprof on a loopback port of its own.
+    pub async fn start_on(yaml: &str, data: &Path, listener: tokio::net::TcpListener) -> Running {
+        let config = Running::config(yaml, data);
         let (app, queue_rx) = App::new(config, None).expect("alertprof starts");
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        Running::run(app, queue_rx, listener).await
+    }
+
+    /// A loopback listener for `start_on`, when the config must name its port (say, in
+    /// `external_url`).
+    pub async fn listener() -> tokio::net::TcpListener {
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
+    }
+
+    /// Starts alertprof keeping its profiles in `store`.
+    pub async fn start_with_store(yaml: &str, data: &Path, store: Arc<dyn ProfileStore>) -> Running {
+        let config = Running::config(yaml, data);
+        let (app, queue_rx) = App::with_store(config, None, store).expect("alertprof starts");
+        Running::run(app, queue_rx, Running::listener().await).await
+    }
+
+    fn config(yaml: &str, data: &Path) -> Config {
+        let text = yaml.replace("{data}", &data.display().to_string());
+        Config::parse(&text, data).unwrap_or_else(|e| panic!("test config invalid: {e:?}\n{text}"))
+    }
+
+    async fn run(
+        app: Arc<App>,
+        queue_rx: tokio::sync::mpsc::Receiver<alertprof::rules::Job>,
+        listener: tokio::net::TcpListener,
+    ) -> Running {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let server = {
@@ -213,9 +241,19 @@ pub fn demo_binary() -> &'static Path {
     })
 }
 
+/// A child process, killed and reaped when dropped: a failing test leaves nothing running.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
 /// A running demo target, killed on drop.
 pub struct Demo {
-    pub child: Child,
+    pub child: Killed,
     pub addr: SocketAddr,
 }
 
@@ -229,7 +267,7 @@ impl Demo {
         let mut line = String::new();
         BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
         let addr = line.trim().rsplit(' ').next().unwrap().parse().expect("demo prints its address");
-        Demo { child, addr }
+        Demo { child: Killed(child), addr }
     }
 
     pub fn url(&self) -> String {
@@ -238,13 +276,6 @@ impl Demo {
 
     pub async fn get(&self, path: &str) -> String {
         client().get(format!("{}{path}", self.url())).send().await.unwrap().text().await.unwrap()
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
     }
 }
 
@@ -270,8 +301,51 @@ where
     addr
 }
 
-/// A loopback port nothing listens on.
-pub fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+/// A loopback port that is bound, so nothing else can take it, but not listening:
+/// connections to it are refused for as long as it is held.
+pub struct ClosedPort(tokio::net::TcpSocket);
+
+impl ClosedPort {
+    pub fn port(&self) -> u16 {
+        self.0.local_addr().unwrap().port()
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port())
+    }
+}
+
+pub fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    ClosedPort(socket)
+}
+
+/// What alertprof logs in this test binary, from the first call on (a global subscriber;
+/// tests running at the same time log here too, so look for your own lines).
+pub fn logs() -> String {
+    static LOGS: OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = OnceLock::new();
+    let logs = LOGS.get_or_init(|| {
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_ansi(false).with_writer(move || LogWriter(sink.clone())).finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the first subscriber");
+        logs
+    });
+    String::from_utf8_lossy(&logs.lock().unwrap()).into_owned()
+}
+
+struct LogWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
