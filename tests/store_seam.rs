@@ -15,10 +15,13 @@ use chrono::Utc;
 use serde_json::json;
 use support::{Demo, Running, client, payload};
 
+/// A capture's metadata and, if kept, its body.
+type Kept = (CaptureMeta, Option<Vec<u8>>);
+
 /// Captures and their bodies in memory.
 #[derive(Default)]
 struct MemoryStore {
-    captures: Mutex<BTreeMap<String, (CaptureMeta, Option<Vec<u8>>)>>,
+    captures: Mutex<BTreeMap<String, Kept>>,
     derived: Mutex<HashMap<(String, &'static str), Vec<u8>>>,
     ids: AtomicU64,
 }
