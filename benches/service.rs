@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,64 +22,86 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+#[path = "../tests/support/child.rs"]
+mod child;
 
-/// A process the benchmark started, killed on drop.
+use child::Killed;
+
+/// A server the benchmark started, killed on drop.
 struct Proc {
-    child: Child,
+    child: Killed,
     base: String,
     _dir: tempfile::TempDir,
 }
 
 impl Proc {
+    /// Starts `command`, told to listen on port 0, and waits for the port it took.
+    fn start(mut command: Command, dir: tempfile::TempDir) -> Proc {
+        let child = Killed(command.spawn().unwrap());
+        let pid = child.0.id();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            if let Some(port) = listening_port(pid) {
+                break port;
+            }
+            assert!(Instant::now() < deadline, "{command:?} did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Proc { child, base: format!("http://127.0.0.1:{port}"), _dir: dir }
+    }
+
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.0.id()
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
+/// The TCP port process `pid` listens on, read from /proc: any binary, old or new, can be
+/// started on port 0 and found.
+fn listening_port(pid: u32) -> Option<u16> {
+    let process = procfs::process::Process::new(pid as i32).ok()?;
+    let inodes: Vec<u64> = process
+        .fd()
+        .ok()?
+        .flatten()
+        .filter_map(|fd| match fd.target {
+            procfs::process::FDTarget::Socket(inode) => Some(inode),
+            _ => None,
+        })
+        .collect();
+    let listening = procfs::net::tcp().ok()?.into_iter().chain(procfs::net::tcp6().ok()?);
+    listening
+        .filter(|entry| entry.state == procfs::net::TcpState::Listen && inodes.contains(&entry.inode))
+        .map(|entry| entry.local_address.port())
+        .next()
 }
 
-fn wait_ready(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(url.trim_start_matches("http://")).is_err() {
-        assert!(Instant::now() < deadline, "{url} did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The alertprof binary measured: `ALERTPROF_BIN` (another build, to compare with), else
+/// this tree's release build.
+fn alertprof_binary() -> PathBuf {
+    let binary = std::env::var_os("ALERTPROF_BIN")
+        .map_or_else(|| root().join("target/release/alertprof"), PathBuf::from);
+    assert!(binary.exists(), "build first: cargo build --release (benches/run.sh does)");
+    binary
 }
 
 fn start_alertprof(config: &str) -> Proc {
-    let binary = root().join("target/release/alertprof");
-    assert!(binary.exists(), "build first: cargo build --release (benches/run.sh does)");
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    std::fs::write(dir.path().join("alertprof.yaml"), format!("listen_address: 127.0.0.1:{port}\n{config}"))
+    std::fs::write(dir.path().join("alertprof.yaml"), format!("listen_address: 127.0.0.1:0\n{config}"))
         .unwrap();
-    let child = Command::new(binary)
+    let mut command = Command::new(alertprof_binary());
+    command
         .args(["--log-level", "warn", "serve", "--config", "alertprof.yaml"])
         .current_dir(dir.path())
-        .stderr(std::fs::File::create(dir.path().join("alertprof.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base);
-    Proc { child, base, _dir: dir }
+        .stderr(std::fs::File::create(dir.path().join("alertprof.log")).unwrap());
+    Proc::start(command, dir)
 }
 
 fn start_minimal_receiver() -> Proc {
     let binary = root().join("target/release/examples/minimal_receiver");
     assert!(binary.exists(), "build first: cargo build --release --examples");
-    let port = free_port();
-    let child = Command::new(binary).arg(format!("127.0.0.1:{port}")).stderr(Stdio::null()).spawn().unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base);
-    Proc { child, base, _dir: tempfile::tempdir().unwrap() }
+    let mut command = Command::new(binary);
+    command.arg("127.0.0.1:0").stderr(Stdio::null());
+    Proc::start(command, tempfile::tempdir().unwrap())
 }
 
 /// `VmRSS` and `VmHWM` of a process, in KiB.

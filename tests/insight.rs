@@ -7,6 +7,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
+use alertprof::model::Refusal;
 use serde_json::{Value, json};
 use support::grafana::Grafana;
 use support::{Demo, Running, payload};
@@ -228,8 +229,15 @@ rules:
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // One baseline within `every`, however many samples pass.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The baseline holds off the next one for `every` (1m), not the rule's cooldown (5m
+    // by default), and a spike of the rule is not held off by it.
+    let taken: chrono::DateTime<chrono::Utc> = meta["started_at"].as_str().unwrap().parse().unwrap();
+    let gate = &running.app.gate;
+    let refused =
+        |after: i64| gate.check(None, "calm/baseline", "demo", taken + chrono::Duration::seconds(after));
+    assert!(matches!(refused(50), Some(Refusal::Cooldown { .. })), "{:?}", refused(50));
+    assert_eq!(refused(75), None);
+    assert_eq!(gate.check(None, "calm", "demo", taken + chrono::Duration::seconds(1)), None);
     let captures = running.get_json("/api/v1/captures").await;
     assert_eq!(captures.as_array().unwrap().len(), 1, "{captures}");
     running.stop().await;

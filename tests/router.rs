@@ -7,15 +7,12 @@ use std::sync::Arc;
 
 use alertprof::config::Config;
 use alertprof::pipeline::App;
-use alertprof::server::router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine;
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use support::oneshot::{self, Fixture, get, post};
 use support::payload;
-use tokio::sync::mpsc;
-use tower::ServiceExt;
 
 const BASE: &str = r#"
 storage: {dir: "{data}"}
@@ -29,38 +26,14 @@ rules:
     capture: [cpu]
 "#;
 
-/// alertprof without workers: jobs stay queued, so the queue can be filled on purpose.
-struct Fixture {
-    app: Arc<App>,
-    _queue_rx: mpsc::Receiver<alertprof::rules::Job>,
-    _dir: tempfile::TempDir,
-}
-
 fn fixture(extra: &str) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
-    std::fs::write(dir.path().join("pw"), "hunter2").unwrap();
-    let text = format!("{BASE}{extra}").replace("{data}", &dir.path().join("data").display().to_string());
-    let config = Config::parse(&text, dir.path()).expect("valid test config");
-    let (app, queue_rx) = App::new(config, None).unwrap();
-    Fixture { app, _queue_rx: queue_rx, _dir: dir }
+    Fixture::new(&format!("{BASE}{extra}"), |_| {})
 }
 
+/// An answer's status and JSON body.
 async fn call(app: &Arc<App>, request: Request<Body>) -> (StatusCode, Value) {
-    let response = router(app.clone()).oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, body)
-}
-
-fn post(path: &str, body: impl Into<Body>) -> Request<Body> {
-    Request::post(path).header("content-type", "application/json").body(body.into()).unwrap()
-}
-
-fn get(path: &str) -> Request<Body> {
-    Request::get(path).body(Body::empty()).unwrap()
+    let answer = oneshot::call(app, request).await;
+    (answer.status, answer.json())
 }
 
 fn high_cpu(fingerprint: &str) -> (Value, &str) {

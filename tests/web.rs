@@ -3,18 +3,12 @@
 
 mod support;
 
-use std::sync::Arc;
-
-use alertprof::config::Config;
 use alertprof::model::{Decision, Outcome};
-use alertprof::pipeline::App;
-use alertprof::server::router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode, header};
+use axum::http::{Request, StatusCode, header};
 use base64::Engine;
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tower::ServiceExt;
+use support::oneshot::{Fixture, call, get};
 
 const CONFIG: &str = r#"
 storage: {dir: "{data}"}
@@ -31,12 +25,6 @@ const HEAP: &str = "20261121T110000.000Z-mem-spike-heap";
 const FAILED: &str = "20261121T120000.000Z-mem-spike-goroutine_text";
 const HOSTILE: &str = "<script>alert('pwned')</script>";
 
-struct Fixture {
-    app: Arc<App>,
-    _queue_rx: tokio::sync::mpsc::Receiver<alertprof::rules::Job>,
-    _dir: tempfile::TempDir,
-}
-
 /// Writes one capture's metadata (and a profile file when it is ok) where the store keeps it.
 fn write_capture(data: &std::path::Path, meta: Value) {
     let dir = data.join(meta["target"].as_str().unwrap());
@@ -50,12 +38,12 @@ fn write_capture(data: &std::path::Path, meta: Value) {
 /// Three captures (a CPU profile from an alert with a hostile label, a heap profile from a
 /// watch rule, a failed goroutine dump) and alertprof opened on them, with `extra` config.
 fn fixture(extra: &str) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
-    std::fs::write(dir.path().join("pw"), "hunter2").unwrap();
+    Fixture::new(&format!("{CONFIG}{extra}"), write_captures)
+}
+
+fn write_captures(data: &std::path::Path) {
     write_capture(
-        &data,
+        data,
         json!({
             "id": CPU, "target": "checkout", "rule": "cpu-spike", "kind": "cpu", "status": "ok",
             "trigger": {
@@ -76,7 +64,7 @@ fn fixture(extra: &str) -> Fixture {
         }),
     );
     write_capture(
-        &data,
+        data,
         json!({
             "id": HEAP, "target": "billing", "rule": "mem-spike", "kind": "heap", "status": "ok",
             "trigger": {"source": "watch"}, "readings": {"memory_percent": 91.0},
@@ -90,7 +78,7 @@ fn fixture(extra: &str) -> Fixture {
         }),
     );
     write_capture(
-        &data,
+        data,
         json!({
             "id": FAILED, "target": "billing", "rule": "mem-spike", "kind": "goroutine_text",
             "status": "failed", "error": format!("target answered 500: {HOSTILE}"),
@@ -99,28 +87,6 @@ fn fixture(extra: &str) -> Fixture {
             "started_at": "2026-11-21T12:00:00Z", "finished_at": "2026-11-21T12:00:01Z", "bytes": 0,
         }),
     );
-    let text = format!("{CONFIG}{extra}").replace("{data}", &data.display().to_string());
-    let config = Config::parse(&text, dir.path()).expect("valid test config");
-    let (app, queue_rx) = App::new(config, None).unwrap();
-    Fixture { app, _queue_rx: queue_rx, _dir: dir }
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-async fn call(app: &Arc<App>, request: Request<Body>) -> Answer {
-    let response = router(app.clone()).oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    Answer { status, headers, body: String::from_utf8_lossy(&bytes).into_owned() }
-}
-
-fn get(path: &str) -> Request<Body> {
-    Request::get(path).body(Body::empty()).unwrap()
 }
 
 fn with_cookie(method: &str, path: &str, cookie: &str) -> Request<Body> {
@@ -384,7 +350,7 @@ async fn open_without_auth() {
 async fn internal_failures_are_plain_500s_and_logged() {
     support::logs();
     let f = fixture("");
-    let data = f._dir.path().join("data");
+    let data = f.data();
     std::fs::remove_file(data.join("checkout").join(format!("{CPU}.pb.gz"))).unwrap();
     for path in [format!("/api/v1/captures/{CPU}/profile"), format!("/api/v1/captures/{CPU}/flamegraph.svg")]
     {

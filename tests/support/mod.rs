@@ -2,16 +2,19 @@
 //! and started for real, and small HTTP servers that misbehave on purpose.
 #![allow(dead_code)]
 
+mod child;
 pub mod grafana;
+pub mod oneshot;
 mod serve;
 
+pub use child::Killed;
 #[allow(unused_imports)]
 pub use serve::Serve;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -153,6 +156,24 @@ impl Running {
         }
     }
 
+    /// The value of a series of /metrics (`name{labels}` as exposed), 0 if absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric(&self.get_text("/metrics").await, series)
+    }
+
+    /// Waits until a series of /metrics satisfies `ok`; returns its value.
+    pub async fn wait_metric(&self, series: &str, within: Duration, ok: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let value = self.metric(series).await;
+            if ok(value) {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "{series} is {value} after {within:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn get_json(&self, path: &str) -> Value {
         client().get(self.url(path)).send().await.unwrap().json().await.unwrap()
     }
@@ -179,6 +200,13 @@ impl Running {
 /// The HTTP client alertprof uses (rustls on ring).
 pub fn client() -> reqwest::Client {
     alertprof::http::client()
+}
+
+/// The number after `series ` in metrics text, 0 if absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
 /// An Alertmanager v4 payload with one alert per (labels, fingerprint) pair, firing.
@@ -239,16 +267,6 @@ pub fn demo_binary() -> &'static Path {
         assert!(status.success(), "go build of the demo target failed");
         out
     })
-}
-
-/// A child process, killed and reaped when dropped: a failing test leaves nothing running.
-pub struct Killed(pub Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
 }
 
 /// A running demo target, killed on drop.
