@@ -224,8 +224,14 @@ impl Gate {
         }
     }
 
-    fn ttl(&self) -> chrono::Duration {
-        chrono::Duration::from_std(self.dedupe_ttl).unwrap_or(chrono::Duration::MAX)
+    /// When a dedupe key first seen at `first_seen` expires.
+    fn expiry(&self, first_seen: DateTime<Utc>) -> DateTime<Utc> {
+        shift(first_seen, self.dedupe_ttl, true)
+    }
+
+    /// Keys first seen at or before this have expired by `now`.
+    fn expired_before(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        shift(now, self.dedupe_ttl, false)
     }
 
     /// Whether the job would be refused, without admitting it (cheap, before verifying).
@@ -249,7 +255,7 @@ impl Gate {
         now: DateTime<Utc>,
     ) -> Option<Refusal> {
         if let Some(first_seen) = dedupe.and_then(|key| state.dedupe.get(key))
-            && first_seen + self.ttl() > now
+            && self.expiry(first_seen) > now
         {
             return Some(Refusal::Duplicate { first_seen });
         }
@@ -271,7 +277,7 @@ impl Gate {
         cooldown: Duration,
         now: DateTime<Utc>,
     ) -> Result<Option<Refusal>, GateError> {
-        let until = now + chrono::Duration::from_std(cooldown).unwrap_or(chrono::Duration::MAX);
+        let until = shift(now, cooldown, true);
         let (lines, previous_cooldown) = {
             let mut state = self.state.lock().unwrap();
             if let Some(refusal) = self.refusal(&state, dedupe, rule, target, now) {
@@ -337,7 +343,7 @@ impl Gate {
     pub async fn maintain(self: &Arc<Self>, now: DateTime<Utc>) {
         let due = {
             let mut state = self.state.lock().unwrap();
-            let expired = state.dedupe.expire(now - self.ttl()) + state.cooldown.expire(now);
+            let expired = state.dedupe.expire(self.expired_before(now)) + state.cooldown.expire(now);
             expired > 0 || state.appended > state.dedupe.len() + state.cooldown.len()
         };
         if due {
@@ -358,7 +364,7 @@ impl Gate {
     fn compact(&self, now: DateTime<Utc>) -> std::io::Result<()> {
         self.log.rewrite(&mut || {
             let mut state = self.state.lock().unwrap();
-            state.dedupe.expire(now - self.ttl());
+            state.dedupe.expire(self.expired_before(now));
             state.cooldown.expire(now);
             let evicted =
                 std::mem::take(&mut state.evicted) + state.dedupe.bound(self.limits.max_dedupe_keys);
@@ -409,6 +415,14 @@ impl Gate {
             log_lines: state.appended,
         }
     }
+}
+
+/// `at` moved by `by`, later or earlier, stopping at the ends of time rather than
+/// overflowing: a TTL or cooldown of a thousand years is valid config.
+fn shift(at: DateTime<Utc>, by: Duration, later: bool) -> DateTime<Utc> {
+    let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+    let moved = if later { at.checked_add_signed(by) } else { at.checked_sub_signed(by) };
+    moved.unwrap_or(if later { DateTime::<Utc>::MAX_UTC } else { DateTime::<Utc>::MIN_UTC })
 }
 
 /// A held CPU-profiler (or tracer) slot; released on drop, and forgotten once nobody else

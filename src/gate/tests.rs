@@ -209,3 +209,17 @@ async fn exclusive_slots_are_forgotten_when_free() {
     drop(waiter.await.unwrap());
     assert_eq!(gate.size().slots, 0);
 }
+
+/// A TTL and a cooldown past the end of time are valid config: they refuse for good, and
+/// nothing overflows.
+#[tokio::test]
+async fn durations_past_the_end_of_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let forever = Duration::from_secs(u64::MAX / 1000);
+    let gate = Arc::new(Gate::open(dir.path(), forever, 4).unwrap());
+    assert_eq!(gate.admit(Some("a"), "r", "t", forever, at(0)).await.unwrap(), None);
+    assert!(matches!(gate.check(Some("a"), "x", "y", at(1_000_000_000)), Some(Refusal::Duplicate { .. })));
+    assert!(matches!(gate.check(None, "r", "t", at(1_000_000_000)), Some(Refusal::Cooldown { .. })));
+    gate.maintain(at(1_000_000_000)).await;
+    assert_eq!(gate.size().dedupe_keys, 1);
+}
