@@ -58,12 +58,11 @@ pub fn intake(
     for alert in &payload.alerts {
         let mut taken = false;
         let decide = |rule, target, outcome: Outcome, reason: Reason| Decision {
-            at: now,
             alertname: alert.alertname().map(str::to_string),
             fingerprint: Some(alert.fingerprint().into_owned()),
             rule,
             target,
-            ..Decision::new(TriggerSource::Alertmanager, outcome, reason)
+            ..Decision::new(now, TriggerSource::Alertmanager, outcome, reason)
         };
         for found in match_alert(config, alert, &mut refused) {
             match found {

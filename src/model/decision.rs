@@ -124,10 +124,10 @@ pub enum Reason {
 }
 
 impl Decision {
-    /// A decision with no captures, readings or findings yet.
-    pub fn new(source: TriggerSource, outcome: Outcome, reason: impl Into<Reason>) -> Decision {
+    /// A decision made `at`, with no captures, readings or findings yet.
+    pub fn new(at: DateTime<Utc>, source: TriggerSource, outcome: Outcome, reason: impl Into<Reason>) -> Decision {
         Decision {
-            at: Utc::now(),
+            at,
             source,
             outcome,
             reason: reason.into(),

@@ -37,7 +37,7 @@ pub fn decision_for(job: &Job, outcome: Outcome, reason: impl Into<Reason>) -> D
         fingerprint: job.trigger.fingerprint.clone(),
         rule: Some(job.rule().name.clone()),
         target: Some(job.target().name.clone()),
-        ..Decision::new(job.trigger.source, outcome, reason)
+        ..Decision::new(Utc::now(), job.trigger.source, outcome, reason)
     }
 }
 
