@@ -125,7 +125,12 @@ pub enum Reason {
 
 impl Decision {
     /// A decision made `at`, with no captures, readings or findings yet.
-    pub fn new(at: DateTime<Utc>, source: TriggerSource, outcome: Outcome, reason: impl Into<Reason>) -> Decision {
+    pub fn new(
+        at: DateTime<Utc>,
+        source: TriggerSource,
+        outcome: Outcome,
+        reason: impl Into<Reason>,
+    ) -> Decision {
         Decision {
             at,
             source,
