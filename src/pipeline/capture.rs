@@ -33,14 +33,11 @@ pub(super) async fn capture(
     // Baselines are told apart in their ids too: `…-cpu-spike-baseline-cpu`.
     let id_rule = if job.baseline { format!("{}-baseline", rule.name) } else { rule.name.to_string() };
     let store = app.store.clone();
-    let id = spawn_blocking(move || store.new_id(&id_rule, kind)).await.unwrap_or_else(|_| {
-        // new_id does not panic; if it did, an id of our own is as unique.
-        crate::model::capture_id(Utc::now(), &format!("{}-{}", rule.name, std::process::id()), kind)
-    });
+    let named = spawn_blocking(move || store.new_id(&id_rule, kind)).await;
     let started_at = Utc::now();
     let clock = Instant::now();
     let mut meta = CaptureMeta {
-        id,
+        id: String::new(),
         target: target.name.to_string(),
         rule: rule.name.to_string(),
         kind,
@@ -58,6 +55,15 @@ pub(super) async fn capture(
         summary: None,
         baseline: job.baseline,
         diff: None,
+    };
+    meta.id = match named {
+        Ok(id) => id,
+        Err(error) => {
+            // Nothing was requested; without an id there is nothing to keep either.
+            app.metrics.captures_in_flight.dec();
+            app.metrics.capture(kind, false, 0.0, 0);
+            return failed(meta, format!("cannot name the capture: {error}"));
+        }
     };
     tracing::info!(id = %meta.id, url = %url, "Capture started.");
     let staged = app.staging.file(&meta.id);

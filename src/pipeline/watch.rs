@@ -70,7 +70,7 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
     let rule_refs: Vec<_> = rules.iter().map(|(_, rule)| *rule).collect();
     let interval = sampling_interval(&config, index);
     let new_probe = || Probe::new(target, &rule_refs, &config.cgroup_root, &config.proc_root);
-    let mut probe = Some(new_probe());
+    let mut probe = new_probe();
     let client = app.client.http().clone();
     let started = Instant::now();
     let mut ticks = tokio::time::interval(interval);
@@ -86,25 +86,22 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
             _ = ticks.tick() => {}
             () = stop.cancelled() => break,
         }
-        let taken = sample(
-            probe.take().expect("the probe is back"),
-            &client,
-            started.elapsed(),
-            interval.min(MAX_SCRAPE_TIME),
-        );
-        let (back, readings) = match tokio::select! {
-            taken = taken => taken,
+        let taken = tokio::select! {
+            taken = sample(probe, &client, started.elapsed(), interval.min(MAX_SCRAPE_TIME)) => taken,
             () = stop.cancelled() => break,
-        } {
-            Ok(taken) => taken,
+        };
+        let readings = match taken {
+            Ok((back, readings)) => {
+                probe = back;
+                readings
+            }
             Err(error) => {
                 // A fault reading one target must not end its sampling for good.
                 tracing::error!(target = %target.name, error = %error, "Sampling failed; starting over at the next tick.");
-                probe = Some(new_probe());
+                probe = new_probe();
                 continue;
             }
         };
-        probe = Some(back);
         samples += 1;
         for (signal, value) in &readings {
             let labels = vec![("target", target.name.to_string()), ("signal", signal.clone())];
