@@ -52,17 +52,22 @@ pub fn state_file(dir: &Path) -> PathBuf {
 }
 
 impl FileLog {
-    /// Opens (creating) the log in `dir` and reads its entries. A line cut short by a crash
-    /// fails to parse and is skipped.
+    /// Opens (creating) the log in `dir` and reads its entries. A line that does not read
+    /// (cut short by a crash, or garbled, even into bytes that are not UTF-8) is skipped
+    /// with a warning, and every line after it is still read.
     pub fn open(dir: &Path) -> std::io::Result<(FileLog, Vec<Entry>)> {
         std::fs::create_dir_all(dir)?;
         let path = state_file(dir);
         let mut entries = Vec::new();
         if let Ok(file) = File::open(&path) {
-            for line in BufReader::new(file).lines().map_while(Result::ok) {
-                match serde_json::from_str::<Entry>(&line) {
+            for (number, line) in BufReader::new(file).split(b'\n').enumerate() {
+                let line = line?;
+                match serde_json::from_slice::<Entry>(&line) {
                     Ok(entry) => entries.push(entry),
-                    Err(_) => tracing::warn!(path = %path.display(), "Unreadable gate state line skipped."),
+                    Err(_) if line.is_empty() => {}
+                    Err(_) => {
+                        tracing::warn!(path = %path.display(), line = number + 1, "Unreadable gate state line skipped.")
+                    }
                 }
             }
         }

@@ -53,6 +53,24 @@ async fn dedupe_and_cooldown_persist() {
     assert_eq!(reopened.check(None, "r", "t", at(601)), None);
 }
 
+/// A line of bytes that are not UTF-8 in the middle of the log is skipped; the keys after
+/// it are kept, also after the log is rewritten.
+#[test]
+fn garbled_line_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Utc::now();
+    let mut content = Entry::Dedupe { dedupe: "before".into(), at: now }.line();
+    content.extend_from_slice(b"\xff\xfe{\"dedupe\": \x80}\n");
+    content.extend(Entry::Dedupe { dedupe: "after".into(), at: now }.line());
+    fs::write(state_file(dir.path()), content).unwrap();
+    for _ in 0..2 {
+        let gate = Gate::open(dir.path(), Duration::from_secs(3600), 1).unwrap();
+        for key in ["before", "after"] {
+            assert!(matches!(gate.check(Some(key), "r", "t", now), Some(Refusal::Duplicate { .. })), "{key}");
+        }
+    }
+}
+
 /// A log line cut short by a crash is skipped and the rest is kept.
 #[test]
 fn torn_line_is_skipped() {
