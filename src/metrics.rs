@@ -38,6 +38,7 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     pub queue_capacity: Gauge,
     pub captures_in_flight: Gauge,
+    pub analyses_running: Gauge,
     pub config_reload_success: Gauge,
     pub signal: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
@@ -63,6 +64,7 @@ impl Metrics {
             queue_depth: Gauge::default(),
             queue_capacity: Gauge::default(),
             captures_in_flight: Gauge::default(),
+            analyses_running: Gauge::default(),
             config_reload_success: Gauge::default(),
             signal: Family::default(),
             registry: Registry::default(),
@@ -114,6 +116,11 @@ impl Metrics {
         registry.register("queue_depth", "Jobs waiting in the queue.", metrics.queue_depth.clone());
         registry.register("queue_capacity", "Size of the job queue.", metrics.queue_capacity.clone());
         registry.register("captures_in_flight", "Captures running now.", metrics.captures_in_flight.clone());
+        registry.register(
+            "analyses_running",
+            "Analyses of profiles (summaries, diffs, flame graphs) running now.",
+            metrics.analyses_running.clone(),
+        );
         registry.register(
             "config_last_reload_successful",
             "Whether the last config reload succeeded (1) or kept the old config (0).",

@@ -89,23 +89,29 @@ pub fn diff(
         .collect();
     sort_top(&mut functions);
     functions.truncate(count);
+    let cut_short = [("the profile", &profile.cut_short), ("the baseline", &base.cut_short)]
+        .into_iter()
+        .filter_map(|(which, cut)| cut.as_ref().map(|cut| format!("{which}: {cut}")))
+        .collect::<Vec<_>>();
     Ok(Diff {
         base: base_id.to_string(),
         sample_type: profile.sample_type.clone(),
         base_total: base.total,
         total: profile.total,
         functions,
+        cut_short: (!cut_short.is_empty()).then(|| cut_short.join("; ")),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::stacks::tests::profile;
+    use crate::analyze::stacks::tests::budget;
+    use crate::profile::fixtures::profile;
 
     fn table(samples: &[(&[u64], [i64; 2])]) -> FunctionTable {
         let bytes = profile(&["main.main", "main.serve", "main.leak"], samples);
-        FunctionTable::read(|| Ok(bytes.as_slice()), 1 << 20).unwrap()
+        FunctionTable::read(|| Ok(bytes.as_slice()), &budget()).unwrap()
     }
 
     /// The spike's new function tops the diff; what shrank sorts last; percentages are of
@@ -175,7 +181,7 @@ mod tests {
             )
         };
         let (base, spike) = (bytes(1), bytes(500));
-        let read = |b: &Vec<u8>| FunctionTable::read(|| Ok(b.as_slice()), 1 << 20).unwrap();
+        let read = |b: &Vec<u8>| FunctionTable::read(|| Ok(b.as_slice()), &budget()).unwrap();
         let diff = diff(&read(&spike), &read(&base), "b", 10).unwrap();
         assert_eq!(grown(&diff, Measure::Flat)[0].function, "runtime.gopark");
         let named: Vec<&str> = grown(&diff, Measure::for_kind(ProfileKind::Goroutine))

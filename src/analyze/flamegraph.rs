@@ -7,9 +7,18 @@ use std::io::Read;
 use inferno::flamegraph::color::{BasicPalette, Palette};
 use inferno::flamegraph::{Options, from_lines};
 
-use super::stacks::{add, walk_stacks};
+use super::stacks::{Budget, add, walk_stacks};
 use crate::model::ProfileKind;
+use crate::model::text::clip;
 use crate::profile::InvalidBody;
+
+/// Frames of the distinct stacks kept for drawing; samples of stacks past it are drawn as
+/// one `[more stacks]` frame. A real profile has a few hundred thousand.
+const MAX_KEPT_FRAMES: usize = 1_000_000;
+/// Longest frame name drawn, in bytes.
+const MAX_FRAME_NAME: usize = 256;
+/// The frame drawn for samples whose stacks were not kept.
+const MORE: i64 = -1;
 
 /// What the graph is titled with.
 pub struct Labels<'a> {
@@ -19,19 +28,36 @@ pub struct Labels<'a> {
     pub kind: ProfileKind,
 }
 
-/// Draws the flame graph of the gzip'd profile that `open` reads (once per pass).
+/// Draws the flame graph of the gzip'd profile that `open` reads (once per pass), within
+/// `budget`; what was left out is said in the subtitle.
 pub fn render<R: Read>(
     open: impl FnMut() -> std::io::Result<R>,
-    max_unzipped: u64,
+    budget: &Budget,
     labels: &Labels<'_>,
 ) -> Result<Vec<u8>, InvalidBody> {
     let mut stacks: HashMap<Vec<i64>, Vec<i64>> = HashMap::new();
-    let walked = walk_stacks(open, max_unzipped, |stack, values| {
-        add(stacks.entry(stack.to_vec()).or_insert_with(|| vec![0; values.len()]), values);
+    let mut kept_frames = 0;
+    let mut left_out = false;
+    let walked = walk_stacks(open, budget, |stack, values| {
+        let zeros = || vec![0; values.len()];
+        match stacks.get_mut(stack) {
+            Some(sums) => add(sums, values),
+            None if kept_frames + stack.len() <= MAX_KEPT_FRAMES => {
+                kept_frames += stack.len();
+                add(stacks.entry(stack.to_vec()).or_insert_with(zeros), values);
+            }
+            None => {
+                left_out = true;
+                add(stacks.entry(vec![MORE]).or_insert_with(zeros), values);
+            }
+        }
     })?;
     let main = walked.main;
     // A frame name must not split the line: `;` separates frames, a line ends the stack.
-    let frame = |index: &i64| walked.name(*index).replace([';', '\n', '\r'], ":");
+    let frame = |index: &i64| match *index {
+        MORE => "[more stacks]".to_string(),
+        index => clip(walked.name(index), MAX_FRAME_NAME).replace([';', '\n', '\r'], ":"),
+    };
     let mut lines: Vec<String> = stacks
         .iter()
         .filter(|(_, values)| values[main] > 0)
@@ -55,6 +81,13 @@ pub fn render<R: Read>(
     });
     options.hash = true;
     options.deterministic = true;
+    let mut cut = walked.cut_short.clone().into_iter().collect::<Vec<_>>();
+    if left_out {
+        cut.push(format!("stacks past {MAX_KEPT_FRAMES} frames are drawn as [more stacks]"));
+    }
+    if !cut.is_empty() {
+        options.subtitle = Some(format!("{} — cut short: {}", labels.subtitle, cut.join("; ")));
+    }
     let mut svg = Vec::new();
     if lines.is_empty() {
         // inferno draws a "no stack counts" message for no input; say why instead.
@@ -69,7 +102,8 @@ pub fn render<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::stacks::tests::profile;
+    use crate::analyze::stacks::tests::budget;
+    use crate::profile::fixtures::profile;
 
     fn labels() -> Labels<'static> {
         Labels {
@@ -86,7 +120,7 @@ mod tests {
             &["main.main", "main.spin", "main.(*T).x;y"],
             &[(&[2, 1], [3, 300]), (&[3, 1], [1, 100])],
         );
-        let svg = String::from_utf8(render(|| Ok(bytes.as_slice()), 1 << 20, &labels()).unwrap()).unwrap();
+        let svg = String::from_utf8(render(|| Ok(bytes.as_slice()), &budget(), &labels()).unwrap()).unwrap();
         assert!(svg.starts_with("<?xml"), "{}", &svg[..100]);
         assert!(svg.contains("checkout cpu"));
         assert!(svg.contains("main.spin (300 nanoseconds, 75.00%)"), "{svg}");
@@ -98,7 +132,7 @@ mod tests {
     #[test]
     fn no_samples_said() {
         let bytes = profile(&["main.main"], &[]);
-        let svg = String::from_utf8(render(|| Ok(bytes.as_slice()), 1 << 20, &labels()).unwrap()).unwrap();
+        let svg = String::from_utf8(render(|| Ok(bytes.as_slice()), &budget(), &labels()).unwrap()).unwrap();
         assert!(svg.contains("the profile has no samples"));
     }
 }

@@ -10,6 +10,7 @@ pub mod stacks;
 pub mod summary;
 
 pub use diff::{Incompatible, Measure, describe, diff, grown};
+pub use stacks::Budget;
 pub use summary::{FunctionTable, summarize};
 
 use crate::model::{Diff, ProfileKind, Summary, TopFunction};
@@ -63,6 +64,7 @@ mod tests {
             sample_type: "cpu/nanoseconds".into(),
             total: 100,
             top: (0..7).map(|n| row(&format!("main.f{n}"), 10 - n, 10)).collect(),
+            cut_short: None,
         };
         assert_eq!(
             top_line(&summary),
@@ -74,10 +76,83 @@ mod tests {
             base_total: 10,
             total: 2010,
             functions: vec![row("runtime.gopark", 2000, 2000), row("main.leak", 0, 2000)],
+            cut_short: None,
         };
         assert_eq!(grew_line(&diff, ProfileKind::Goroutine), "main.leak +2000 cum (+2000.0%)");
         assert_eq!(grew_line(&diff, ProfileKind::Heap), "runtime.gopark +2000 (+2000.0%)");
         let none = Diff { functions: vec![row("main.idle", -5, -5)], ..diff };
         assert_eq!(grew_line(&none, ProfileKind::Cpu), "nothing grew");
+    }
+
+    use std::time::Duration;
+
+    use super::flamegraph::{self, Labels};
+    use super::stacks::tests::budget;
+    use crate::profile::fixtures::{deep_stacks, inlined_bomb};
+
+    /// Runs `work` on its own thread and fails if it has not finished within `within`.
+    fn within<T: Send + 'static>(within: Duration, work: impl FnOnce() -> T + Send + 'static) -> T {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done_tx.send(work()).ok());
+        done_rx.recv_timeout(within).expect("did not finish in time")
+    }
+
+    fn labels() -> Labels<'static> {
+        Labels { title: "t", subtitle: "s", kind: ProfileKind::Heap }
+    }
+
+    /// About a kilobyte that expands to 250 million frames: every stack is cut to its leaf
+    /// end at the depth bound, the summary and the flame graph come back at once, and both
+    /// say they were cut short.
+    #[test]
+    fn a_tiny_profile_does_not_take_all_memory() {
+        let bomb = inlined_bomb(1000, 250_000);
+        assert!(bomb.len() < 2000, "{} bytes", bomb.len());
+        let (table, svg) = within(Duration::from_secs(20), move || {
+            let table = FunctionTable::read(|| Ok(bomb.as_slice()), &budget()).unwrap();
+            let svg = flamegraph::render(|| Ok(bomb.as_slice()), &budget(), &labels()).unwrap();
+            (table, svg)
+        });
+        let cut = table.cut_short.clone().unwrap();
+        assert!(cut.contains("1 stacks deeper than 2048 frames were cut to their leaf end"), "{cut}");
+        assert_eq!(table.functions["main.f"], (1, 1), "on the stack once, however often it recurs");
+        let svg = String::from_utf8(svg).unwrap();
+        assert!(svg.contains("cut short: 1 stacks deeper than 2048 frames"), "{}", &svg[..500]);
+    }
+
+    /// Deep stacks cost time in proportion to their frames, not their square: 200 stacks of
+    /// 10,000 distinct functions take well under a second where a per-frame search of the
+    /// stack took minutes.
+    #[test]
+    fn deep_stacks_are_linear() {
+        let profile = deep_stacks(10_000, 200);
+        let table = within(Duration::from_secs(20), move || {
+            let budget = super::Budget { max_depth: 10_000, ..budget() };
+            FunctionTable::read(|| Ok(profile.as_slice()), &budget).unwrap()
+        });
+        assert_eq!(table.cut_short, None);
+        assert_eq!(table.functions["main.f9999"], (0, 2000));
+        assert_eq!(table.functions["main.f0"], (2000, 2000));
+        assert_eq!(table.total, 2000);
+    }
+
+    /// Past its work or its time a walk leaves the rest of the samples unread, and the
+    /// figures say how many were read; a cancelled walk stops at once.
+    #[test]
+    fn work_and_time_are_bounded() {
+        let profile = deep_stacks(1000, 3000);
+        let worked = super::Budget { max_work: 100_000, ..budget() };
+        let table = FunctionTable::read(|| Ok(profile.as_slice()), &worked).unwrap();
+        assert_eq!(table.total, 500, "50 samples of 2,000 frames and locations each");
+        let cut = table.cut_short.unwrap();
+        assert_eq!(cut, "the samples after the first 50 were over the work bound, and were left out");
+        let timed = super::Budget { time: Duration::ZERO, ..budget() };
+        let table = FunctionTable::read(|| Ok(profile.as_slice()), &timed).unwrap();
+        assert_eq!(table.total, 2550, "255 samples read before the clock is first looked at");
+        assert!(table.cut_short.unwrap().starts_with("the samples after the first 255 took over 0ns"));
+        let cancelled = budget();
+        cancelled.cancel.cancel();
+        let stopped = FunctionTable::read(|| Ok(profile.as_slice()), &cancelled).unwrap_err();
+        assert_eq!(stopped.to_string(), "the analysis was cancelled");
     }
 }

@@ -2,19 +2,64 @@
 //! names, leaf first, inlined frames expanded) and values to a visitor. Two passes over the
 //! file — the locations and functions, then the samples and the names needed — so a large
 //! profile is never held whole. The summary, the diff and the flame graph are built on it.
+//! A `Budget` bounds the walk whatever the profile says: stacks deeper than its depth are
+//! cut, and past its work or its time the rest of the samples is left unread; the result
+//! says so.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
+use std::time::{Duration, Instant};
 
 use prost::Message;
+use tokio_util::sync::CancellationToken;
 
 use crate::profile::proto::{Function, Location, Sample, ValueType};
 use crate::profile::{InvalidBody, TopField, walk_fields};
+
+/// How much one analysis may do, whatever the profile says.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// Bound on gunzipped bytes read (validation already bounded the body).
+    pub max_unzipped: u64,
+    /// Frames of one sample's stack, inlined frames expanded; a deeper stack is cut to its
+    /// leaf end. Go's own profiles hold stacks of at most a few hundred frames.
+    pub max_depth: usize,
+    /// Frames and locations looked at over all samples; past it the rest of the samples is
+    /// left unread.
+    pub max_work: u64,
+    /// Time for the samples; past it the rest is left unread.
+    pub time: Duration,
+    /// Told when the result is no longer wanted (the client went away, shutdown): the walk
+    /// stops at once.
+    pub cancel: CancellationToken,
+}
+
+impl Budget {
+    pub const MAX_DEPTH: usize = 2048;
+    pub const MAX_WORK: u64 = 50_000_000;
+
+    /// The default bounds, with `time` for the samples.
+    pub fn new(time: Duration) -> Budget {
+        Budget {
+            max_unzipped: 8 << 30,
+            max_depth: Budget::MAX_DEPTH,
+            max_work: Budget::MAX_WORK,
+            time,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    pub fn with_cancel(self, cancel: CancellationToken) -> Budget {
+        Budget { cancel, ..self }
+    }
+}
 
 /// What a walk learned besides the samples: the sample types, which one is the main one,
 /// and the strings the stacks refer to.
 #[derive(Debug)]
 pub struct Walked {
+    /// Why the figures cover less than the whole profile, if they do.
+    pub cut_short: Option<String>,
     /// `(type, unit)` of each sample value.
     pub sample_types: Vec<(String, String)>,
     /// Index of the main sample type: `default_sample_type`, else the last (pprof's rule:
@@ -40,16 +85,19 @@ impl Walked {
     }
 }
 
-/// Walks the profile that `open` reads (called once per pass). `visit` gets each sample's
-/// function names as string-table indices, leaf first (resolve them with `Walked::name`
-/// afterwards), and its values, one per sample type.
+/// Walks the profile that `open` reads (called once per pass), within `budget`. `visit`
+/// gets each sample's function names as string-table indices, leaf first (resolve them with
+/// `Walked::name` afterwards), and its values, one per sample type. A cancelled walk
+/// stops at once with `InvalidBody::Stopped`.
 pub fn walk_stacks<R: Read>(
     mut open: impl FnMut() -> std::io::Result<R>,
-    max_unzipped: u64,
+    budget: &Budget,
     mut visit: impl FnMut(&[i64], &[i64]),
 ) -> Result<Walked, InvalidBody> {
     let io = |e: std::io::Error| InvalidBody::Io(e.to_string());
     let bad = |e: prost::DecodeError| InvalidBody::NotProfile(e.to_string());
+    let cancelled = || InvalidBody::Stopped("the analysis was cancelled".to_string());
+    let max_unzipped = budget.max_unzipped;
 
     // Pass 1: which functions each location stands for (leaf first), and their names.
     let mut location_functions: HashMap<u64, Vec<u64>> = HashMap::new();
@@ -57,6 +105,9 @@ pub fn walk_stacks<R: Read>(
     let mut sample_types: Vec<ValueType> = Vec::new();
     let mut default_type: i64 = 0;
     walk_fields(open().map_err(io)?, max_unzipped, |field| {
+        if budget.cancel.is_cancelled() {
+            return Err(cancelled());
+        }
         match field {
             TopField::Bytes(1, bytes) => sample_types.push(ValueType::decode(bytes).map_err(bad)?),
             TopField::Bytes(4, bytes) => {
@@ -84,19 +135,51 @@ pub fn walk_stacks<R: Read>(
     let mut strings: HashMap<i64, String> = HashMap::new();
     let mut next_string: i64 = 0;
     let mut stack: Vec<i64> = Vec::new();
+    let deadline = Instant::now() + budget.time;
+    let (mut work, mut samples, mut cut_stacks) = (0u64, 0u64, 0u64);
+    // Why the rest of the samples is left unread, once it is.
+    let mut stopped: Option<String> = None;
     walk_fields(open().map_err(io)?, max_unzipped, |field| {
         match field {
+            TopField::Bytes(2, _) if stopped.is_some() => {}
             TopField::Bytes(2, bytes) => {
+                samples += 1;
+                if samples % 256 == 0 {
+                    if budget.cancel.is_cancelled() {
+                        return Err(cancelled());
+                    }
+                    if Instant::now() >= deadline {
+                        stopped = Some(format!(
+                            "the samples after the first {} took over {:?}",
+                            samples - 1,
+                            budget.time
+                        ));
+                        return Ok(());
+                    }
+                }
                 let sample = Sample::decode(bytes).map_err(bad)?;
                 if sample.value.len() != values {
                     return Err(InvalidBody::NotProfile("sample values do not match sample types".into()));
                 }
                 stack.clear();
-                for location in &sample.location_id {
-                    let functions = location_functions.get(location).into_iter().flatten();
-                    stack.extend(functions.filter_map(|f| function_names.get(f).copied()));
+                let mut cut = false;
+                'locations: for location in &sample.location_id {
+                    work += 1;
+                    let functions = location_functions.get(location).map_or(&[][..], Vec::as_slice);
+                    for name in functions.iter().filter_map(|f| function_names.get(f)) {
+                        if stack.len() == budget.max_depth {
+                            cut = true;
+                            break 'locations;
+                        }
+                        stack.push(*name);
+                    }
                 }
+                cut_stacks += u64::from(cut);
+                work += stack.len() as u64;
                 visit(&stack, &sample.value);
+                if work >= budget.max_work {
+                    stopped = Some(format!("the samples after the first {samples} were over the work bound"));
+                }
             }
             TopField::Bytes(6, bytes) => {
                 if wanted.contains(&next_string) {
@@ -117,7 +200,16 @@ pub fn walk_stacks<R: Read>(
         values - 1
     };
     let sample_types = sample_types.iter().map(|t| (text(t.r#type), text(t.unit))).collect();
-    Ok(Walked { sample_types, main, strings })
+    let mut cut = Vec::new();
+    if cut_stacks > 0 {
+        cut.push(format!(
+            "{cut_stacks} stacks deeper than {} frames were cut to their leaf end",
+            budget.max_depth
+        ));
+    }
+    cut.extend(stopped.map(|why| format!("{why}, and were left out")));
+    let cut_short = (!cut.is_empty()).then(|| cut.join("; "));
+    Ok(Walked { cut_short, sample_types, main, strings })
 }
 
 /// Adds `values` into `into`, saturating.
@@ -129,46 +221,10 @@ pub fn add(into: &mut [i64], values: &[i64]) {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::io::Write;
+    use super::Budget;
 
-    use crate::profile::proto::{Function, Line, Location, Profile, Sample, ValueType};
-
-    /// A gzip'd profile with sample types `samples/count` and `cpu/nanoseconds`, functions
-    /// `names` (ids 1..), one location per function (id 10 + function id) and samples given
-    /// as (function ids leaf first, [count, nanoseconds]).
-    pub fn profile(names: &[&str], samples: &[(&[u64], [i64; 2])]) -> Vec<u8> {
-        let mut strings: Vec<String> =
-            ["", "samples", "count", "cpu", "nanoseconds"].iter().map(|s| s.to_string()).collect();
-        strings.extend(names.iter().map(|s| s.to_string()));
-        let profile = Profile {
-            string_table: strings,
-            sample_type: vec![ValueType { r#type: 1, unit: 2 }, ValueType { r#type: 3, unit: 4 }],
-            function: (1..=names.len() as u64)
-                .map(|id| Function { id, name: 4 + id as i64, ..Default::default() })
-                .collect(),
-            location: (1..=names.len() as u64)
-                .map(|id| Location {
-                    id: 10 + id,
-                    line: vec![Line { function_id: id, ..Default::default() }],
-                    ..Default::default()
-                })
-                .collect(),
-            sample: samples
-                .iter()
-                .map(|(stack, value)| Sample {
-                    location_id: stack.iter().map(|f| 10 + f).collect(),
-                    value: value.to_vec(),
-                    label: vec![],
-                })
-                .collect(),
-            ..Default::default()
-        };
-        gzip(&prost::Message::encode_to_vec(&profile))
-    }
-
-    pub fn gzip(bytes: &[u8]) -> Vec<u8> {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        encoder.write_all(bytes).unwrap();
-        encoder.finish().unwrap()
+    /// The default budget, with time enough for any test profile.
+    pub fn budget() -> Budget {
+        Budget::new(std::time::Duration::from_secs(60))
     }
 }

@@ -5,9 +5,14 @@
 use std::collections::HashMap;
 use std::io::Read;
 
-use super::stacks::{add, walk_stacks};
+use super::stacks::{Budget, add, walk_stacks};
+use crate::model::text::clip;
 use crate::model::{Summary, TopFunction};
 use crate::profile::InvalidBody;
+
+/// Longest function name kept, in bytes: names come from the profile, which the target
+/// writes.
+pub const MAX_NAME: usize = 1024;
 
 /// Flat and cumulative values of the main sample type for every function of a profile.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,29 +22,35 @@ pub struct FunctionTable {
     pub total: i64,
     /// Function name → (flat, cum).
     pub functions: HashMap<String, (i64, i64)>,
+    /// Why the figures cover less than the whole profile, if they do.
+    pub cut_short: Option<String>,
 }
 
 impl FunctionTable {
-    /// Reads the gzip'd profile that `open` opens (once per pass): flat goes to the leaf
-    /// (the innermost inlined frame), cum once per sample to every function on its stack.
+    /// Reads the gzip'd profile that `open` opens (once per pass), within `budget`: flat
+    /// goes to the leaf (the innermost inlined frame), cum once per sample to every function
+    /// on its stack. Linear in the frames read.
     pub fn read<R: Read>(
         open: impl FnMut() -> std::io::Result<R>,
-        max_unzipped: u64,
+        budget: &Budget,
     ) -> Result<FunctionTable, InvalidBody> {
         let mut flat: HashMap<i64, Vec<i64>> = HashMap::new();
-        let mut cum: HashMap<i64, Vec<i64>> = HashMap::new();
+        // Per function: the last sample that added to its cum (a function is on a stack
+        // once however often it recurs), and the sums.
+        let mut cum: HashMap<i64, (u64, Vec<i64>)> = HashMap::new();
         let mut totals: Vec<i64> = Vec::new();
-        let mut seen: Vec<i64> = Vec::new();
-        let walked = walk_stacks(open, max_unzipped, |stack, values| {
+        let mut sample: u64 = 0;
+        let walked = walk_stacks(open, budget, |stack, values| {
+            sample += 1;
             let zeros = || vec![0; values.len()];
             if let Some(&leaf) = stack.first() {
                 add(flat.entry(leaf).or_insert_with(zeros), values);
             }
-            seen.clear();
             for &name in stack {
-                if !seen.contains(&name) {
-                    seen.push(name);
-                    add(cum.entry(name).or_insert_with(zeros), values);
+                let (seen_in, sums) = cum.entry(name).or_insert_with(|| (0, zeros()));
+                if *seen_in != sample {
+                    *seen_in = sample;
+                    add(sums, values);
                 }
             }
             if totals.is_empty() {
@@ -49,15 +60,15 @@ impl FunctionTable {
         })?;
         let main = walked.main;
         let mut functions: HashMap<String, (i64, i64)> = HashMap::new();
-        for (name, cum_values) in &cum {
+        for (name, (_, cum_values)) in &cum {
             let flat = flat.get(name).map_or(0, |v| v[main]);
-            let entry = functions.entry(walked.name(*name).to_string()).or_default();
+            let entry = functions.entry(clip(walked.name(*name), MAX_NAME).into_owned()).or_default();
             // Two functions may share a name (different files): pprof -top merges them.
-            entry.0 += flat;
-            entry.1 += cum_values[main];
+            entry.0 = entry.0.saturating_add(flat);
+            entry.1 = entry.1.saturating_add(cum_values[main]);
         }
         let total = totals.get(main).copied().unwrap_or(0);
-        Ok(FunctionTable { sample_type: walked.main_type(), total, functions })
+        Ok(FunctionTable { sample_type: walked.main_type(), total, functions, cut_short: walked.cut_short })
     }
 
     /// The top `count` functions by flat, then cum, then name, as `pprof -top` sorts.
@@ -77,7 +88,12 @@ impl FunctionTable {
             .collect();
         sort_top(&mut top);
         top.truncate(count);
-        Summary { sample_type: self.sample_type.clone(), total: self.total, top }
+        Summary {
+            sample_type: self.sample_type.clone(),
+            total: self.total,
+            top,
+            cut_short: self.cut_short.clone(),
+        }
     }
 }
 
@@ -94,10 +110,10 @@ pub(crate) fn sort_top(top: &mut [TopFunction]) {
 /// Summarizes the gzip'd profile that `open` reads (it is called once per pass).
 pub fn summarize<R: Read>(
     open: impl FnMut() -> std::io::Result<R>,
-    max_unzipped: u64,
+    budget: &Budget,
     count: usize,
 ) -> Result<Summary, InvalidBody> {
-    Ok(FunctionTable::read(open, max_unzipped)?.summary(count))
+    Ok(FunctionTable::read(open, budget)?.summary(count))
 }
 
 #[cfg(test)]
@@ -107,6 +123,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
+    use crate::analyze::stacks::tests::budget;
     use crate::profile::proto::{Function, Line, Location, Profile, Sample, ValueType};
 
     /// A profile with two sample types and stacks main.a → main.b (leaf) and main.a (leaf),
@@ -153,7 +170,7 @@ mod tests {
     #[test]
     fn flat_and_cum() {
         let bytes = profile();
-        let summary = summarize(|| Ok(bytes.as_slice()), 1 << 20, 10).unwrap();
+        let summary = summarize(|| Ok(bytes.as_slice()), &budget(), 10).unwrap();
         assert_eq!(summary.sample_type, "cpu/nanoseconds");
         assert_eq!(summary.total, 400);
         let rows: Vec<(&str, i64, i64)> =
@@ -161,7 +178,7 @@ mod tests {
         // main.a appears twice in the second stack (inlined and as caller): counted once.
         assert_eq!(rows, [("main.b", 300, 300), ("main.c", 100, 100), ("main.a", 0, 400)]);
         assert_eq!(summary.top[0].flat_percent, 75.0);
-        let two = summarize(|| Ok(bytes.as_slice()), 1 << 20, 2).unwrap();
+        let two = summarize(|| Ok(bytes.as_slice()), &budget(), 2).unwrap();
         assert_eq!(two.top.len(), 2);
     }
 }

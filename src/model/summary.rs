@@ -12,6 +12,10 @@ pub struct Summary {
     /// Sum of the main value over all samples.
     pub total: i64,
     pub top: Vec<TopFunction>,
+    /// Why the figures cover less than the whole profile (a bound of the analysis was
+    /// reached), if they do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_short: Option<String>,
 }
 
 /// One function's flat and cumulative value (or change of them, in a diff), and their
@@ -38,6 +42,9 @@ pub struct Diff {
     pub total: i64,
     /// Changes of flat and cum, largest flat growth first; unchanged functions left out.
     pub functions: Vec<TopFunction>,
+    /// Why either profile's figures cover less than all of it, if they do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_short: Option<String>,
 }
 
 /// The unit of a `type/unit` sample type.

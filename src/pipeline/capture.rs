@@ -1,27 +1,42 @@
-//! One kind from one target: wait for a place in flight (and the target's CPU profiler or
-//! tracer), download to staging, validate, analyze, and hand to the store, kept or failed.
+//! One kind from one target, in two steps. `fetch`: wait for a place in flight (and the
+//! target's CPU profiler or tracer), download to staging and validate. `keep`: analyze,
+//! within a budget and off the capture's places, and hand to the store, kept or failed.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::task::spawn_blocking;
 
 use super::App;
-use super::insight::{self, AnalysisError, MAX_UNZIPPED};
+use super::insight::{self, AnalysisError};
 use crate::analyze::{DIFF_KEPT, FunctionTable, TOP_KEPT, diff, top_line};
 use crate::capture::PprofClient;
 use crate::model::{CaptureMeta, CaptureStatus, Diff, ProfileKind, Readings, Summary};
 use crate::rules::Job;
 use crate::store::StagedFile;
 
-/// Captures `kind` for `job`. Always returns the capture's metadata, kept or failed.
-pub(super) async fn capture(
+/// Time the samples of a new capture may take to analyze (each of its walks); past it the
+/// figures cover the samples read, and say so.
+const ANALYSIS_TIME: Duration = Duration::from_secs(20);
+
+/// A capture downloaded (or failed), not yet analyzed and kept.
+pub(super) struct Fetched {
+    meta: CaptureMeta,
+    /// The validated body, for a capture that is ok.
+    staged: Option<StagedFile>,
+    /// Since the first request, for `alertprof_capture_duration_seconds`.
+    clock: Instant,
+}
+
+/// Downloads `kind` for `job` while holding its places: one among the captures in flight,
+/// and the target's CPU profiler or tracer for those kinds.
+pub(super) async fn fetch(
     app: &App,
     job: &Job,
     kind: ProfileKind,
     readings: &Readings,
     client: &PprofClient,
-) -> CaptureMeta {
+) -> Fetched {
     let (rule, target) = (job.rule(), job.target());
     let _slot = match kind.is_exclusive() {
         true => Some(app.gate.exclusive(&job.endpoint.slot_key(&target.name), kind).await),
@@ -61,8 +76,8 @@ pub(super) async fn capture(
         Err(error) => {
             // Nothing was requested; without an id there is nothing to keep either.
             app.metrics.captures_in_flight.dec();
-            app.metrics.capture(kind, false, 0.0, 0);
-            return failed(meta, format!("cannot name the capture: {error}"));
+            meta.error = Some(format!("cannot name the capture: {error}"));
+            return Fetched { meta, staged: None, clock };
         }
     };
     tracing::info!(id = %meta.id, url = %url, "Capture started.");
@@ -70,29 +85,40 @@ pub(super) async fn capture(
     let fetched =
         client.fetch(&job.endpoint.pprof_url, kind, rule.seconds, staged.path(), None, &app.abort).await;
     meta.finished_at = Utc::now();
-    let body = match fetched {
+    app.metrics.captures_in_flight.dec();
+    match fetched {
         Ok(fetched) => {
             meta.status = CaptureStatus::Ok;
             meta.bytes = fetched.bytes;
             meta.sha256 = Some(fetched.sha256);
-            if kind.is_pprof() {
-                (meta.summary, meta.diff) = analyze_staged(app, &meta, &staged).await;
-            }
-            Some(staged)
+            Fetched { meta, staged: Some(staged), clock }
         }
         Err(error) => {
             meta.error = Some(error.to_string());
-            None
+            Fetched { meta, staged: None, clock }
+        }
+    }
+}
+
+/// Analyzes a fetched profile (profile.proto kinds) and keeps the capture. Always returns
+/// its metadata, kept or failed.
+pub(super) async fn keep(app: &App, fetched: Fetched) -> CaptureMeta {
+    let Fetched { mut meta, staged, clock } = fetched;
+    if let Some(staged) = staged.as_ref().filter(|_| meta.has_pprof()) {
+        (meta.summary, meta.diff) = analyze_staged(app, &meta, staged).await;
+    }
+    let kind = meta.kind;
+    let meta = if meta.id.is_empty() {
+        meta
+    } else {
+        let store = app.store.clone();
+        let pending = meta.clone();
+        match spawn_blocking(move || store.keep(pending, staged)).await {
+            Ok(Ok(kept)) => kept,
+            Ok(Err(error)) => failed(meta, format!("cannot store the profile: {error}")),
+            Err(error) => failed(meta, format!("cannot store the profile: {error}")),
         }
     };
-    let store = app.store.clone();
-    let pending = meta.clone();
-    let meta = match spawn_blocking(move || store.keep(pending, body)).await {
-        Ok(Ok(kept)) => kept,
-        Ok(Err(error)) => failed(meta, format!("cannot store the profile: {error}")),
-        Err(error) => failed(meta, format!("cannot store the profile: {error}")),
-    };
-    app.metrics.captures_in_flight.dec();
     app.metrics.capture(kind, meta.is_ok(), clock.elapsed().as_secs_f64(), meta.bytes);
     if meta.is_ok() {
         let top = meta.summary.as_ref().map(top_line).unwrap_or_default();
@@ -104,27 +130,31 @@ pub(super) async fn capture(
 }
 
 /// The top functions of a validated, staged profile and, for a spike, what grew against
-/// the latest baseline of its target and kind. `None`s (and a log line) if that fails: the
-/// capture is kept regardless.
+/// the latest baseline of its target and kind: at most a few at a time, each within its
+/// budget, stopped by shutdown. `None`s (and a log line) if that fails: the capture is kept
+/// regardless.
 async fn analyze_staged(
     app: &App,
     meta: &CaptureMeta,
     staged: &StagedFile,
 ) -> (Option<Summary>, Option<Diff>) {
-    let (store, meta, path) = (app.store.clone(), meta.clone(), staged.path().to_path_buf());
-    let analyzed = spawn_blocking(move || {
-        let table = match FunctionTable::read(|| std::fs::File::open(&path), MAX_UNZIPPED) {
+    let (meta, path) = (meta.clone(), staged.path().to_path_buf());
+    let analyzed = app.analyze(ANALYSIS_TIME, move |store, budget| {
+        let table = match FunctionTable::read(|| std::fs::File::open(&path), budget) {
             Ok(table) => table,
             Err(error) => {
                 tracing::warn!(id = %meta.id, error = %error, "Cannot summarize the profile.");
                 return (None, None);
             }
         };
+        if let Some(why) = &table.cut_short {
+            tracing::warn!(id = %meta.id, why = %why, "Analysis cut short.");
+        }
         let summary = Some(table.summary(TOP_KEPT));
-        let Some(base) = insight::latest_baseline(store.as_ref(), &meta).filter(|_| !meta.baseline) else {
+        let Some(base) = insight::latest_baseline(store, &meta).filter(|_| !meta.baseline) else {
             return (summary, None);
         };
-        let diff = insight::function_table(store.as_ref(), &base.id)
+        let diff = insight::function_table(store, &base.id, budget)
             .and_then(|base_table| {
                 diff(&table, &base_table, &base.id, DIFF_KEPT)
                     .map_err(|error| AnalysisError::NotApplicable(error.to_string()))

@@ -5,13 +5,10 @@
 use std::io::Read;
 
 use crate::analyze::flamegraph::{self, Labels};
-use crate::analyze::{FunctionTable, diff};
+use crate::analyze::{Budget, FunctionTable, diff};
 use crate::model::{CaptureMeta, Diff};
 use crate::profile::InvalidBody;
 use crate::store::{CaptureFilter, Derived, ProfileStore, StoreError};
-
-/// Bound on gunzipped bytes read while analyzing (validation already bounded the body).
-pub const MAX_UNZIPPED: u64 = 8 << 30;
 
 /// Why an analysis of stored captures could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +60,13 @@ fn opener(store: &dyn ProfileStore, id: &str) -> impl FnMut() -> std::io::Result
 }
 
 /// Flat and cum per function of a kept profile.
-pub fn function_table(store: &dyn ProfileStore, id: &str) -> Result<FunctionTable, AnalysisError> {
+pub fn function_table(
+    store: &dyn ProfileStore,
+    id: &str,
+    budget: &Budget,
+) -> Result<FunctionTable, AnalysisError> {
     capture(store, id)?;
-    FunctionTable::read(opener(store, id), MAX_UNZIPPED)
+    FunctionTable::read(opener(store, id), budget)
         .map_err(|error| AnalysisError::Unreadable { id: id.to_string(), error })
 }
 
@@ -86,6 +87,7 @@ pub fn diff_captures(
     id: &str,
     base: &str,
     count: usize,
+    budget: &Budget,
 ) -> Result<Diff, AnalysisError> {
     let (profile, base_meta) = (capture(store, id)?, capture(store, base)?);
     if profile.kind != base_meta.kind {
@@ -94,13 +96,14 @@ pub fn diff_captures(
             profile.kind, base_meta.kind
         )));
     }
-    let table = function_table(store, id)?;
-    diff(&table, &function_table(store, base)?, base, count)
+    let table = function_table(store, id, budget)?;
+    diff(&table, &function_table(store, base, budget)?, base, count)
         .map_err(|error| AnalysisError::NotApplicable(error.to_string()))
 }
 
-/// A capture's flame graph: the kept one, else drawn now and kept next to the profile.
-pub fn flamegraph(store: &dyn ProfileStore, id: &str) -> Result<Vec<u8>, AnalysisError> {
+/// A capture's flame graph: the kept one, else drawn now (within `budget`) and kept next to
+/// the profile.
+pub fn flamegraph(store: &dyn ProfileStore, id: &str, budget: &Budget) -> Result<Vec<u8>, AnalysisError> {
     let meta = capture(store, id)?;
     if let Some(kept) = store.open_derived(id, Derived::Flamegraph)? {
         match kept.read_all() {
@@ -114,7 +117,7 @@ pub fn flamegraph(store: &dyn ProfileStore, id: &str) -> Result<Vec<u8>, Analysi
     let subtitle =
         format!("{} · rule {} · {}", meta.id, meta.rule, meta.started_at.format("%Y-%m-%d %H:%M:%S UTC"));
     let labels = Labels { title: &title, subtitle: &subtitle, kind: meta.kind };
-    let svg = flamegraph::render(opener(store, id), MAX_UNZIPPED, &labels)
+    let svg = flamegraph::render(opener(store, id), budget, &labels)
         .map_err(|error| AnalysisError::Unreadable { id: id.to_string(), error })?;
     if let Err(error) = store.put_derived(id, Derived::Flamegraph, &svg) {
         // The graph is still answered; it is drawn again next time.
@@ -128,9 +131,10 @@ mod tests {
     use chrono::Utc;
 
     use super::*;
-    use crate::analyze::stacks::tests::profile;
+    use crate::analyze::stacks::tests::budget;
     use crate::config::StorageConfig;
     use crate::model::{CaptureStatus, ProfileKind};
+    use crate::profile::fixtures::profile;
     use crate::store::{LocalStore, Staging};
 
     /// Keeps a capture of `kind` with `body`, ok or failed, baseline or not.
@@ -177,22 +181,25 @@ mod tests {
         assert_eq!(latest_baseline(store, &spike).unwrap().id, base.id);
         assert_eq!(latest_baseline(store, &old_base).unwrap().id, later_base.id, "none before: the latest");
         assert!(latest_baseline(store, &heap).is_none());
-        assert!(diff_captures(store, &spike.id, &base.id, 10).unwrap().functions.is_empty());
+        assert!(diff_captures(store, &spike.id, &base.id, 10, &budget()).unwrap().functions.is_empty());
 
         let refused = |result: Result<Diff, AnalysisError>| result.unwrap_err().to_string();
         assert_eq!(
-            refused(diff_captures(store, &spike.id, &heap.id, 10)),
+            refused(diff_captures(store, &spike.id, &heap.id, 10, &budget())),
             "cannot compare a cpu capture with a heap capture"
         );
         assert_eq!(
-            refused(diff_captures(store, &spike.id, &failed.id, 10)),
+            refused(diff_captures(store, &spike.id, &failed.id, 10, &budget())),
             format!("capture {} failed: no profile", failed.id)
         );
-        assert!(matches!(diff_captures(store, "nope", &base.id, 10), Err(AnalysisError::NotFound(_))));
-        assert!(matches!(flamegraph(store, &text.id), Err(AnalysisError::NotApplicable(_))));
-        assert!(matches!(flamegraph(store, &failed.id), Err(AnalysisError::NotApplicable(_))));
+        assert!(matches!(
+            diff_captures(store, "nope", &base.id, 10, &budget()),
+            Err(AnalysisError::NotFound(_))
+        ));
+        assert!(matches!(flamegraph(store, &text.id, &budget()), Err(AnalysisError::NotApplicable(_))));
+        assert!(matches!(flamegraph(store, &failed.id, &budget()), Err(AnalysisError::NotApplicable(_))));
         let files = std::fs::read_dir(dir.path().join("t")).unwrap().count();
-        assert!(flamegraph(store, &spike.id).unwrap().starts_with(b"<?xml"));
+        assert!(flamegraph(store, &spike.id, &budget()).unwrap().starts_with(b"<?xml"));
         assert_eq!(std::fs::read_dir(dir.path().join("t")).unwrap().count(), files + 1, "one kept graph");
     }
 }

@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::App;
-use super::capture::capture;
+use super::capture::{fetch, keep};
 use super::workers::enforce_retention;
 use crate::analyze::{grew_line, top_line};
 use crate::capture::PprofClient;
@@ -127,8 +127,11 @@ async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Dec
             return Decision { readings, ..decision_for(job, Outcome::Refused, error.to_string()) };
         }
     }
-    let captures =
-        join_all(rule.capture.iter().map(|&kind| capture(app, job, kind, &readings, &client))).await;
+    let fetched = join_all(rule.capture.iter().map(|&kind| fetch(app, job, kind, &readings, &client))).await;
+    // The job's place goes back once the profiles are downloaded: analyzing them and
+    // telling Grafana never hold up other captures.
+    drop(slot);
+    let captures = join_all(fetched.into_iter().map(|fetched| keep(app, fetched))).await;
     let failures: Vec<String> = captures
         .iter()
         .filter(|meta| !meta.is_ok())
@@ -149,7 +152,6 @@ async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Dec
     if !kept.is_empty() {
         enforce_retention(app).await;
     }
-    drop(slot);
     let annotations = annotate(app, &captures, &why).await;
     let top = captures
         .iter()

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::analyze::Budget;
 use crate::annotate::GrafanaClient;
 use crate::capture::PprofClient;
 use crate::config::{Config, ConfigError};
@@ -36,6 +37,8 @@ use crate::verify::Verifier;
 
 /// Decisions kept for the API.
 const DECISIONS_KEPT: usize = 1000;
+/// Analyses running at once: one per core here.
+const ANALYSES_AT_ONCE: usize = 2;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +87,10 @@ pub struct App {
     pub abort: CancellationToken,
     /// Told when the config was reloaded, so sampling starts over with it.
     pub reloaded: tokio::sync::Notify,
+    /// Analyses of profiles running at once (new captures, flame graphs and diffs asked
+    /// for): each is bounded, and so is their number. A turn is held until the work
+    /// itself has ended, not only until nobody waits for it.
+    analysis: Arc<tokio::sync::Semaphore>,
 }
 
 impl App {
@@ -128,6 +135,7 @@ impl App {
             spawning: Mutex::new(()),
             abort: CancellationToken::new(),
             reloaded: tokio::sync::Notify::new(),
+            analysis: Arc::new(tokio::sync::Semaphore::new(ANALYSES_AT_ONCE)),
         };
         Ok((Arc::new(app), queue_rx))
     }
@@ -223,9 +231,46 @@ impl App {
         }
     }
 
+    /// Runs an analysis of profiles off the async threads, within a budget of `time` per
+    /// walk: one of a few at a time, counted in `alertprof_analyses_running` while it runs,
+    /// and stopped by shutdown or when this future is dropped (a client that went away).
+    pub async fn analyze<T: Send + 'static>(
+        &self,
+        time: Duration,
+        work: impl FnOnce(&dyn ProfileStore, &Budget) -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        let turn = self.analysis.clone().acquire_owned().await.expect("never closed");
+        let cancel = self.abort.child_token();
+        let _stop_if_dropped = cancel.clone().drop_guard();
+        let budget = Budget::new(time).with_cancel(cancel);
+        let (store, running) = (self.store.clone(), Running::start(&self.metrics.analyses_running));
+        tokio::task::spawn_blocking(move || {
+            // Both are let go when the work ends, however it ends.
+            let _held = (turn, running);
+            work(store.as_ref(), &budget)
+        })
+        .await
+    }
+
     /// Logs, counts and keeps a decision.
     pub fn record(&self, decision: Decision) {
         self.decisions.record(decision, &self.metrics);
+    }
+}
+
+/// One more in a gauge for as long as it lives.
+struct Running(prometheus_client::metrics::gauge::Gauge);
+
+impl Running {
+    fn start(gauge: &prometheus_client::metrics::gauge::Gauge) -> Running {
+        gauge.inc();
+        Running(gauge.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

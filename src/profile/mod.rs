@@ -3,6 +3,8 @@
 //! profile's fields, and the checks every kept profile passes. Capture validates with it;
 //! analysis reads stacks with it.
 
+#[doc(hidden)]
+pub mod fixtures;
 #[allow(clippy::all)]
 pub mod proto;
 mod shape;
@@ -37,6 +39,9 @@ pub enum InvalidBody {
     NotGoroutineText,
     #[error("cannot read the downloaded body: {0}")]
     Io(String),
+    /// Reading stopped before the end, on purpose (cancelled).
+    #[error("{0}")]
+    Stopped(String),
 }
 
 /// Gunzips and decodes a profile, refusing anything that is not a plausible pprof profile.

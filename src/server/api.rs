@@ -5,6 +5,7 @@
 
 use std::io::Read;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -14,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::analyze::DIFF_KEPT;
+use crate::analyze::{Budget, DIFF_KEPT};
 use crate::model::{ProfileKind, is_valid_id};
 use crate::pipeline::App;
 use crate::pipeline::insight::{self, AnalysisError};
@@ -22,6 +23,9 @@ use crate::store::{CaptureFilter, ProfileStore, StoreError, StoredFile};
 
 /// Most items a list answers with.
 const MAX_LIMIT: usize = 1000;
+/// Time an analysis asked for over HTTP may take (each of its walks): a flame graph or a
+/// diff answers within seconds whatever the profile, said to be cut short if it was.
+const ANALYSIS_TIME: Duration = Duration::from_secs(10);
 /// Bytes read from a stored file at a time when it is streamed out.
 const CHUNK: usize = 64 << 10;
 
@@ -96,6 +100,18 @@ where
     match tokio::task::spawn_blocking(move || work(store.as_ref())).await {
         Ok(result) => result.map_err(|error| error.into().into_response()),
         Err(error) => Err(ApiError::internal("A store task", error).into_response()),
+    }
+}
+
+/// Runs an analysis of stored captures within its budget; it stops when the client goes
+/// away (this future is dropped with the handler's).
+async fn analyze<T: Send + 'static>(
+    app: &App,
+    work: impl FnOnce(&dyn ProfileStore, &Budget) -> Result<T, AnalysisError> + Send + 'static,
+) -> Result<T, Response> {
+    match app.analyze(ANALYSIS_TIME, work).await {
+        Ok(result) => result.map_err(|error| ApiError::from(error).into_response()),
+        Err(error) => Err(ApiError::internal("An analysis task", error).into_response()),
     }
 }
 
@@ -190,7 +206,7 @@ pub async fn get_flamegraph(State(app): State<Arc<App>>, Path(id): Path<String>)
     if !is_valid_id(&id) {
         return ApiError::no_capture(&id).into_response();
     }
-    match from_store(&app, move |store| insight::flamegraph(store, &id)).await {
+    match analyze(&app, move |store, budget| insight::flamegraph(store, &id, budget)).await {
         Ok(svg) => (
             [
                 (header::CONTENT_TYPE, "image/svg+xml"),
@@ -228,7 +244,7 @@ pub async fn get_diff(
         return ApiError::no_capture(base).into_response();
     }
     let limit = query.limit.unwrap_or(DIFF_KEPT).min(MAX_LIMIT);
-    let diffed = from_store(&app, move |store| {
+    let diffed = analyze(&app, move |store, budget| {
         let meta = store.get(&id).ok_or_else(|| AnalysisError::NotFound(id.clone()))?;
         let base = query
             .base
@@ -240,7 +256,7 @@ pub async fn get_diff(
                     meta.target, meta.kind
                 ))
             })?;
-        insight::diff_captures(store, &id, &base, limit)
+        insight::diff_captures(store, &id, &base, limit, budget)
     })
     .await;
     match diffed {

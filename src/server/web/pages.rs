@@ -456,6 +456,7 @@ mod tests {
                 cum: 12 << 20,
                 cum_percent: 240.0,
             }],
+            cut_short: None,
         });
         let page = capture(&config, &meta, &[]);
         let annotation = grafana.annotation(&meta, &[]).text;

@@ -1,0 +1,120 @@
+//! alertprof bounded under hostile input: profiles that say too much, clients that go away.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use alertprof::profile::fixtures::{deep_stacks, inlined_bomb, profile};
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use support::{Running, client, fake_target_with_request, payload};
+
+const RUNNING: &str = "alertprof_analyses_running";
+
+/// A target serving a heap profile per path: `/bomb` (a kilobyte that expands to 250
+/// million frames), `/deep` (5,000 samples of 5,000-frame stacks), anything else small.
+async fn target() -> String {
+    let (bomb, deep) = (inlined_bomb(1000, 250_000), deep_stacks(5000, 5000));
+    let small = profile(&["main.main", "main.work"], &[(&[2, 1], [1, 10])]);
+    let addr = fake_target_with_request(move |request: Request| {
+        let body = match request.uri().path() {
+            path if path.starts_with("/bomb") => bomb.clone(),
+            path if path.starts_with("/deep") => deep.clone(),
+            _ => small.clone(),
+        };
+        async move { body.into_response() }
+    })
+    .await;
+    format!("http://{addr}")
+}
+
+fn config(target: &str) -> String {
+    format!(
+        "storage: {{dir: \"{{data}}\"}}\ngate: {{max_in_flight: 1}}\ntargets:\n\
+         - {{name: bomb, pprof_url: \"{target}/bomb\", alert_labels: {{job: bomb}}}}\n\
+         - {{name: deep, pprof_url: \"{target}/deep\", alert_labels: {{job: deep}}}}\n\
+         - {{name: small, pprof_url: \"{target}/small\", alert_labels: {{job: small}}}}\n\
+         rules: [{{name: heap, alert_labels: {{alertname: Heap}}, capture: [heap], cooldown: 0s}}]\n"
+    )
+}
+
+async fn alert(running: &Running, job: &str) {
+    let (status, _) = running.post_alerts(&payload(&[(json!({"alertname": "Heap", "job": job}), job)])).await;
+    assert_eq!(status, 200);
+}
+
+/// The decision that captured `target`, once there is one.
+async fn captured(running: &Running, target: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let decisions = running.get_json("/api/v1/decisions").await;
+        let found = decisions.as_array().unwrap().iter().find(|d| d["target"] == target).cloned();
+        if let Some(decision) = found {
+            assert_eq!(decision["outcome"], "captured", "{decision}");
+            return decision;
+        }
+        assert!(Instant::now() < deadline, "{target} not captured after {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Profiles that say too much are kept, and their analysis says why it was cut short; a
+/// long analysis holds no capture's place, so another target is captured meanwhile (with
+/// one place in flight); the flame graph of a profile of 250 million frames answers within
+/// seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_profiles_are_kept_and_bounded() {
+    let target = target().await;
+    let data = tempfile::tempdir().unwrap();
+    let running = Running::start(&config(&target), data.path()).await;
+
+    alert(&running, "deep").await;
+    running.wait_metric(RUNNING, Duration::from_secs(20), |n| n == 1.0).await;
+    alert(&running, "small").await;
+    captured(&running, "small", Duration::from_secs(10)).await;
+    assert_eq!(running.metric(RUNNING).await, 1.0, "the deep profile is still being analyzed");
+    let deep = captured(&running, "deep", Duration::from_secs(60)).await;
+    let id = deep["captures"][0].as_str().unwrap();
+    let meta = running.get_json(&format!("/api/v1/captures/{id}")).await;
+    let cut = meta["summary"]["cut_short"].as_str().unwrap();
+    assert_eq!(cut, "5000 stacks deeper than 2048 frames were cut to their leaf end");
+
+    alert(&running, "bomb").await;
+    let bomb = captured(&running, "bomb", Duration::from_secs(30)).await;
+    let id = bomb["captures"][0].as_str().unwrap();
+    let meta = running.get_json(&format!("/api/v1/captures/{id}")).await;
+    assert_eq!(meta["summary"]["top"][0]["function"], "main.f");
+    assert!(meta["summary"]["cut_short"].as_str().unwrap().contains("cut to their leaf end"), "{meta}");
+    let asked = Instant::now();
+    let graph =
+        client().get(running.url(&format!("/api/v1/captures/{id}/flamegraph.svg"))).send().await.unwrap();
+    assert_eq!(graph.status(), 200);
+    let svg = graph.text().await.unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(15), "took {:?}", asked.elapsed());
+    assert!(svg.contains("cut short: 1 stacks deeper than 2048 frames"));
+    running.stop().await;
+}
+
+/// A client that asks for a long analysis and goes away stops it: the work ends within a
+/// moment, not when its own time is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_stops_its_analysis() {
+    let target = target().await;
+    let data = tempfile::tempdir().unwrap();
+    let running = Running::start(&config(&target), data.path()).await;
+    alert(&running, "deep").await;
+    let deep = captured(&running, "deep", Duration::from_secs(60)).await;
+    let id = deep["captures"][0].as_str().unwrap().to_string();
+    assert_eq!(running.metric(RUNNING).await, 0.0);
+
+    // The diff of the capture with itself walks it twice: seconds of work.
+    let url = running.url(&format!("/api/v1/captures/{id}/diff?base={id}"));
+    let asking = tokio::spawn(async move { client().get(url).send().await });
+    running.wait_metric(RUNNING, Duration::from_secs(10), |n| n == 1.0).await;
+    asking.abort();
+    let left = Instant::now();
+    running.wait_metric(RUNNING, Duration::from_secs(5), |n| n == 0.0).await;
+    assert!(left.elapsed() < Duration::from_secs(3), "the analysis went on for {:?}", left.elapsed());
+    running.stop().await;
+}
