@@ -11,6 +11,23 @@ use crate::model::{Outcome, ProfileKind};
 
 type Labels = Vec<(&'static str, String)>;
 
+/// One more in a gauge for as long as it lives (a connection open, an analysis running),
+/// however its scope ends.
+pub struct Counted(Gauge);
+
+impl Counted {
+    pub fn new(gauge: &Gauge) -> Counted {
+        gauge.inc();
+        Counted(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 fn duration_histogram() -> Histogram {
     // 10 ms .. ~5.5 min: instant profiles to long CPU profiles and traces.
     Histogram::new(exponential_buckets(0.01, 2.0, 16))
@@ -39,6 +56,7 @@ pub struct Metrics {
     pub queue_capacity: Gauge,
     pub captures_in_flight: Gauge,
     pub analyses_running: Gauge,
+    pub http_connections: Gauge,
     pub config_reload_success: Gauge,
     pub signal: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
@@ -65,6 +83,7 @@ impl Metrics {
             queue_capacity: Gauge::default(),
             captures_in_flight: Gauge::default(),
             analyses_running: Gauge::default(),
+            http_connections: Gauge::default(),
             config_reload_success: Gauge::default(),
             signal: Family::default(),
             registry: Registry::default(),
@@ -116,6 +135,7 @@ impl Metrics {
         registry.register("queue_depth", "Jobs waiting in the queue.", metrics.queue_depth.clone());
         registry.register("queue_capacity", "Size of the job queue.", metrics.queue_capacity.clone());
         registry.register("captures_in_flight", "Captures running now.", metrics.captures_in_flight.clone());
+        registry.register("http_connections", "HTTP connections open now.", metrics.http_connections.clone());
         registry.register(
             "analyses_running",
             "Analyses of profiles (summaries, diffs, flame graphs) running now.",

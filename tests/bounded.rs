@@ -118,3 +118,62 @@ async fn a_client_that_leaves_stops_its_analysis() {
     assert!(left.elapsed() < Duration::from_secs(3), "the analysis went on for {:?}", left.elapsed());
     running.stop().await;
 }
+
+/// Opens `count` connections that send the start of a request and then nothing more.
+async fn half_sent(
+    addr: std::net::SocketAddr,
+    count: usize,
+    start: &'static [u8],
+) -> Vec<tokio::net::TcpStream> {
+    let mut connections = Vec::new();
+    for _ in 0..count {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stream, start).await.unwrap();
+        connections.push(stream);
+    }
+    connections
+}
+
+/// Reads what the server sends until it closes the connection; `None` if it has not
+/// within `within`.
+async fn until_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<String> {
+    let mut answer = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(stream, &mut answer);
+    match tokio::time::timeout(within, read).await {
+        Ok(_) => Some(String::from_utf8_lossy(&answer).into_owned()),
+        Err(_) => None,
+    }
+}
+
+/// Connections that never finish their headers are closed after `http.header_timeout`,
+/// those past `http.max_connections` wait their turn and are closed too, and the service
+/// answers throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off() {
+    let data = tempfile::tempdir().unwrap();
+    let config = "storage: {dir: \"{data}\"}\nhttp: {header_timeout: 1s, max_connections: 8}\n";
+    let running = Running::start(config, data.path()).await;
+    let started = Instant::now();
+    let mut slow = half_sent(running.addr, 20, b"POST /api/v1/alerts HTTP/1.1\r\nHost: alertprof\r\n").await;
+    for stream in &mut slow {
+        assert!(until_closed(stream, Duration::from_secs(10)).await.is_some(), "still open after 10 s");
+    }
+    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+    assert_eq!(running.get_text("/-/ready").await, "alertprof is Ready.\n");
+    running.stop().await;
+}
+
+/// A body that trickles is cut off after `http.body_timeout`, with 408 and the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_is_cut_off() {
+    let data = tempfile::tempdir().unwrap();
+    let running = Running::start("storage: {dir: \"{data}\"}\nhttp: {body_timeout: 1s}\n", data.path()).await;
+    let start =
+        b"POST /api/v1/alerts HTTP/1.1\r\nHost: alertprof\r\nContent-Length: 1000\r\n\r\n{\"alerts\": [";
+    let mut slow = half_sent(running.addr, 1, start).await;
+    let answer = until_closed(&mut slow[0], Duration::from_secs(10)).await.expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("payload not received within http.body_timeout (1s)"), "{answer}");
+    assert_eq!(running.metric("alertprof_webhook_requests_total{code=\"408\"}").await, 1.0);
+    running.stop().await;
+}

@@ -191,3 +191,88 @@ async fn storage_path_in_the_way() {
     assert_eq!(decision["outcome"], "captured", "{decision}");
     running.stop().await;
 }
+
+/// The `address=` of a running service, for raw connections.
+fn address(serve: &Serve) -> std::net::SocketAddr {
+    serve.base.trim_start_matches("http://").parse().unwrap()
+}
+
+/// Clients that never finish their requests (headers half sent, a body cut short) cannot
+/// keep a stopping service alive: after SIGTERM it exits within `shutdown_grace` and a
+/// little, closing them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_half_sent_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "storage: {dir: data}\ncapture: {shutdown_grace: 1s}\nhttp: {header_timeout: 60s, body_timeout: 60s}\n";
+    let serve = Serve::start(dir.path(), config, None).await;
+    let mut open = Vec::new();
+    for start in [
+        &b"GET /-/ready HTTP/1.1\r\nHost: alertprof\r\n"[..],
+        b"POST /api/v1/alerts HTTP/1.1\r\nHost: alertprof\r\nContent-Length: 100\r\n\r\n{\"alerts\"",
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(address(&serve)).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stream, start).await.unwrap();
+        open.push(stream);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while support::metric(
+        &client().get(format!("{}/metrics", serve.base)).send().await.unwrap().text().await.unwrap(),
+        "alertprof_http_connections",
+    ) < 2.0
+    {
+        assert!(Instant::now() < deadline, "the connections were not taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopping = Instant::now();
+    serve.signal("-TERM");
+    let log = dir.path().join("alertprof.log");
+    let status = tokio::task::spawn_blocking(move || serve.wait()).await.unwrap();
+    let log = std::fs::read_to_string(log).unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(stopping.elapsed() < Duration::from_secs(6), "took {:?}:\n{log}", stopping.elapsed());
+    assert!(log.contains("Connections still open after the grace period; closing them."), "{log}");
+    drop(open);
+}
+
+/// `VmRSS` of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// A hundred clients each sending a body of almost 2 MiB and holding take a bounded share
+/// of memory: bodies are read a few at a time (32 MiB in all), the rest wait their turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_are_read_a_few_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "storage: {dir: data}\nwebhook: {max_body_size: 2MiB}\nhttp: {body_timeout: 60s}\n";
+    let serve = Serve::start(dir.path(), config, None).await;
+    let pid = serve.child.0.id();
+    let before = rss(pid);
+    let size = 2 << 20;
+    let senders: Vec<_> = (0..100)
+        .map(|_| {
+            let addr = address(&serve);
+            tokio::spawn(async move {
+                let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let head = format!(
+                    "POST /api/v1/alerts HTTP/1.1\r\nHost: alertprof\r\nContent-Length: {size}\r\n\r\n"
+                );
+                tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes()).await.unwrap();
+                tokio::io::AsyncWriteExt::write_all(&mut stream, &vec![b' '; size - 1]).await.ok();
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            })
+        })
+        .collect();
+    // Watch the memory while the bodies come in.
+    let mut most = 0;
+    for _ in 0..50 {
+        most = most.max(rss(pid));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let grew = most.saturating_sub(before);
+    assert!(grew < 80 << 20, "RSS grew by {} MiB", grew >> 20);
+    assert_eq!(client().get(format!("{}/-/ready", serve.base)).send().await.unwrap().status(), 200);
+    senders.iter().for_each(|sender| sender.abort());
+}

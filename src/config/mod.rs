@@ -19,9 +19,9 @@ use serde_json::Value;
 use rules::read_rules;
 pub use rules::{Baseline, Rule};
 pub use service::{
-    Auth, CaptureConfig, Credentials, GateConfig, GrafanaConfig, StorageConfig, WebhookConfig,
+    Auth, CaptureConfig, Credentials, GateConfig, GrafanaConfig, HttpConfig, StorageConfig, WebhookConfig,
 };
-use service::{read_auth, read_capture, read_gate, read_grafana, read_storage, read_webhook};
+use service::{read_auth, read_capture, read_gate, read_grafana, read_http, read_storage, read_webhook};
 pub use targets::{ProcessRef, Target};
 use targets::{declared_targets, read_targets};
 pub use units::{format_duration, parse_duration, parse_size};
@@ -45,6 +45,7 @@ pub struct Config {
     pub cgroup_root: PathBuf,
     pub proc_root: PathBuf,
     pub auth: Option<Auth>,
+    pub http: HttpConfig,
     pub webhook: WebhookConfig,
     pub gate: GateConfig,
     pub capture: CaptureConfig,
@@ -134,6 +135,7 @@ fn read_config(w: &mut Walker, tree: &Value, base: &Path) -> Option<Config> {
             "cgroup_root",
             "proc_root",
             "auth",
+            "http",
             "webhook",
             "gate",
             "capture",
@@ -170,6 +172,7 @@ fn read_config(w: &mut Walker, tree: &Value, base: &Path) -> Option<Config> {
         Some((path, value)) => read_auth(w, &path, value, base).map(Some),
         None => Some(None),
     };
+    let http = read_http(w, top.get("http"));
     let webhook = read_webhook(w, top.get("webhook"));
     let gate = read_gate(w, top.get("gate"));
     let capture = read_capture(w, top.get("capture"));
@@ -188,6 +191,7 @@ fn read_config(w: &mut Walker, tree: &Value, base: &Path) -> Option<Config> {
         cgroup_root: cgroup_root?,
         proc_root: proc_root?,
         auth: auth?,
+        http: http?,
         webhook: webhook?,
         gate: gate?,
         capture: capture?,

@@ -34,6 +34,17 @@ pub struct WebhookConfig {
     pub max_alerts: usize,
 }
 
+/// Bounds on HTTP connections: what one client can hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this, or the connection is closed.
+    pub header_timeout: Duration,
+    /// A request's body must arrive whole within this, or the request is refused.
+    pub body_timeout: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct GateConfig {
     /// Captures running at once over all targets.
@@ -130,6 +141,29 @@ pub(super) fn read_webhook(w: &mut Walker, entry: Option<(String, &Value)>) -> O
         w.integer(p, v, 1, 1_000_000).map(|n| n as usize)
     });
     Some(WebhookConfig { max_body_bytes: max_body_bytes?, max_alerts: max_alerts? })
+}
+
+pub(super) fn read_http(w: &mut Walker, entry: Option<(String, &Value)>) -> Option<HttpConfig> {
+    let default = HttpConfig {
+        max_connections: 512,
+        header_timeout: Duration::from_secs(10),
+        body_timeout: Duration::from_secs(30),
+    };
+    let Some((path, value)) = entry else {
+        return Some(default);
+    };
+    let object = w.object(&path, value, &["max_connections", "header_timeout", "body_timeout"])?;
+    let max_connections = optional(w, &object, "max_connections", default.max_connections, |w, p, v| {
+        w.integer(p, v, 1, 1_000_000).map(|n| n as usize)
+    });
+    let header_timeout =
+        optional(w, &object, "header_timeout", default.header_timeout, Walker::positive_duration);
+    let body_timeout = optional(w, &object, "body_timeout", default.body_timeout, Walker::positive_duration);
+    Some(HttpConfig {
+        max_connections: max_connections?,
+        header_timeout: header_timeout?,
+        body_timeout: body_timeout?,
+    })
 }
 
 pub(super) fn read_gate(w: &mut Walker, entry: Option<(String, &Value)>) -> Option<GateConfig> {

@@ -29,7 +29,7 @@ use crate::annotate::GrafanaClient;
 use crate::capture::PprofClient;
 use crate::config::{Config, ConfigError};
 use crate::gate::{Gate, GateError};
-use crate::metrics::Metrics;
+use crate::metrics::{Counted, Metrics};
 use crate::model::Decision;
 use crate::rules::Job;
 use crate::store::{LocalStore, ProfileStore, Staging, StoreError};
@@ -39,6 +39,8 @@ use crate::verify::Verifier;
 const DECISIONS_KEPT: usize = 1000;
 /// Analyses running at once: one per core here.
 const ANALYSES_AT_ONCE: usize = 2;
+/// Memory for webhook bodies being read at once.
+const BODY_MEMORY: u64 = 32 << 20;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +93,9 @@ pub struct App {
     /// for): each is bounded, and so is their number. A turn is held until the work
     /// itself has ended, not only until nobody waits for it.
     analysis: Arc<tokio::sync::Semaphore>,
+    /// Webhook bodies being read at once: each may be up to `webhook.max_body_size`, and
+    /// together they stay within `BODY_MEMORY`.
+    pub bodies: tokio::sync::Semaphore,
 }
 
 impl App {
@@ -119,6 +124,7 @@ impl App {
         let (queue_tx, queue_rx) = mpsc::channel(config.gate.queue_size);
         let metrics = Metrics::new();
         metrics.queue_capacity.set(config.gate.queue_size as i64);
+        let bodies = (BODY_MEMORY / config.webhook.max_body_bytes.max(1)).clamp(1, 1024) as usize;
         let app = App {
             client: PprofClient::new(config.capture.clone()),
             verifier: Verifier::new(config.history, stale_after(&config)),
@@ -136,6 +142,7 @@ impl App {
             abort: CancellationToken::new(),
             reloaded: tokio::sync::Notify::new(),
             analysis: Arc::new(tokio::sync::Semaphore::new(ANALYSES_AT_ONCE)),
+            bodies: tokio::sync::Semaphore::new(bodies),
         };
         Ok((Arc::new(app), queue_rx))
     }
@@ -207,6 +214,7 @@ impl App {
                 let old = self.config();
                 for (what, changed) in [
                     ("listen_address", old.listen_address != new.listen_address),
+                    ("http", old.http != new.http),
                     ("storage", format!("{:?}", old.storage) != format!("{:?}", new.storage)),
                     ("gate", format!("{:?}", old.gate) != format!("{:?}", new.gate)),
                     ("capture", format!("{:?}", old.capture) != format!("{:?}", new.capture)),
@@ -243,7 +251,7 @@ impl App {
         let cancel = self.abort.child_token();
         let _stop_if_dropped = cancel.clone().drop_guard();
         let budget = Budget::new(time).with_cancel(cancel);
-        let (store, running) = (self.store.clone(), Running::start(&self.metrics.analyses_running));
+        let (store, running) = (self.store.clone(), Counted::new(&self.metrics.analyses_running));
         tokio::task::spawn_blocking(move || {
             // Both are let go when the work ends, however it ends.
             let _held = (turn, running);
@@ -255,22 +263,6 @@ impl App {
     /// Logs, counts and keeps a decision.
     pub fn record(&self, decision: Decision) {
         self.decisions.record(decision, &self.metrics);
-    }
-}
-
-/// One more in a gauge for as long as it lives.
-struct Running(prometheus_client::metrics::gauge::Gauge);
-
-impl Running {
-    fn start(gauge: &prometheus_client::metrics::gauge::Gauge) -> Running {
-        gauge.inc();
-        Running(gauge.clone())
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 

@@ -4,8 +4,11 @@
 
 pub mod api;
 pub mod auth;
+mod listen;
 pub mod web;
 pub mod webhook;
+
+pub use listen::BodyTimeout;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +35,8 @@ pub enum ServeError {
     App(#[from] AppError),
     #[error("cannot listen on {address}: {source}")]
     Listen { address: SocketAddr, source: std::io::Error },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
 }
 
 /// The HTTP API and web page.
@@ -77,6 +82,9 @@ async fn reload(State(app): State<Arc<App>>) -> Response {
 
 /// Runs the service until Ctrl-C or SIGTERM; SIGHUP reloads the config.
 pub async fn serve(config_path: PathBuf) -> Result<(), ServeError> {
+    // Signals first: a SIGHUP while starting must not end the process (its default action);
+    // it is taken as a reload once the service runs.
+    let signals = Signals::install().map_err(ServeError::Signals)?;
     let config = Config::load(&config_path)?;
     let address = config.listen_address;
     let grace = config.capture.shutdown_grace;
@@ -87,33 +95,45 @@ pub async fn serve(config_path: PathBuf) -> Result<(), ServeError> {
     // The address bound, which differs from the configured one for port 0.
     let bound = listener.local_addr().map_err(|source| ServeError::Listen { address, source })?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(watch_signals(app.clone(), shutdown.clone()));
+    tokio::spawn(watch_signals(app.clone(), signals, shutdown.clone()));
     let sampling = tokio::spawn(run_sampling(app.clone(), shutdown.clone()));
     let workers = tokio::spawn(run_workers(app.clone(), queue_rx, shutdown.clone(), grace));
     tracing::info!(address = %bound, version = env!("CARGO_PKG_VERSION"), "alertprof listening.");
-    let server =
-        axum::serve(listener, router(app.clone())).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    if let Err(error) = server.await {
-        tracing::error!(error = %error, "HTTP server failed.");
-        shutdown.cancel();
-    }
+    serve_http(app.clone(), listener, shutdown.clone()).await;
     sampling.await.ok();
     workers.await.ok();
     tracing::info!("alertprof stopped.");
     Ok(())
 }
 
-async fn watch_signals(app: Arc<App>, shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
-        tracing::error!("Cannot install signal handlers.");
-        return;
-    };
+/// Serves the HTTP API and web page of `app` on `listener` until `shutdown`, within the
+/// config's bounds; connections still open `capture.shutdown_grace` after it are closed.
+pub async fn serve_http(app: Arc<App>, listener: tokio::net::TcpListener, shutdown: CancellationToken) {
+    let config = app.config();
+    let open = app.metrics.http_connections.clone();
+    listen::serve(listener, router(app), config.http.clone(), open, shutdown, config.capture.shutdown_grace)
+        .await
+}
+
+/// The signals the service acts on, registered as it starts.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals { term: signal(SignalKind::terminate())?, hup: signal(SignalKind::hangup())? })
+    }
+}
+
+async fn watch_signals(app: Arc<App>, mut signals: Signals, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-            _ = hup.recv() => {
+            _ = signals.term.recv() => break,
+            _ = signals.hup.recv() => {
                 let app = app.clone();
                 tokio::task::spawn_blocking(move || app.reload()).await.ok();
             }

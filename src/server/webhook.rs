@@ -12,8 +12,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::json;
 
+use super::BodyTimeout;
 use super::auth::{self, Area};
-use crate::config::Config;
+use crate::config::{Config, format_duration};
 use crate::intake::{IntakeError, intake, parse};
 use crate::pipeline::App;
 
@@ -34,12 +35,31 @@ fn refuse(status: StatusCode, error: impl std::fmt::Display) -> Response {
 }
 
 async fn receive(app: &App, config: &Arc<Config>, body: Body) -> Response {
+    // Bodies are read a few at a time, so that many clients sending large ones slowly cannot
+    // take the memory; one that waits too long for its turn is asked to come back.
+    let Ok(_turn) = tokio::time::timeout(config.http.body_timeout, app.bodies.acquire()).await else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many payloads being read; retry later");
+    };
     let body = match axum::body::to_bytes(body, config.webhook.max_body_bytes as usize).await {
         Ok(body) => body,
         Err(error) => {
-            return match error.into_inner().is::<http_body_util::LengthLimitError>() {
-                true => refuse(StatusCode::PAYLOAD_TOO_LARGE, "payload over webhook.max_body_size"),
-                false => refuse(StatusCode::BAD_REQUEST, "cannot read the payload"),
+            let error = error.into_inner();
+            let caused_by = |wanted: fn(&(dyn std::error::Error + 'static)) -> bool| {
+                std::iter::successors(Some(&*error as &(dyn std::error::Error + 'static)), |e| e.source())
+                    .any(wanted)
+            };
+            return if caused_by(|e| e.is::<http_body_util::LengthLimitError>()) {
+                refuse(StatusCode::PAYLOAD_TOO_LARGE, "payload over webhook.max_body_size")
+            } else if caused_by(|e| e.is::<BodyTimeout>()) {
+                refuse(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "payload not received within http.body_timeout ({})",
+                        format_duration(config.http.body_timeout)
+                    ),
+                )
+            } else {
+                refuse(StatusCode::BAD_REQUEST, "cannot read the payload")
             };
         }
     };

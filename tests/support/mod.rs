@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use alertprof::config::Config;
 use alertprof::pipeline::{App, run_sampling, run_workers};
-use alertprof::server::router;
 use alertprof::store::ProfileStore;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -74,16 +73,7 @@ impl Running {
     ) -> Running {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let server = {
-            let shutdown = shutdown.clone();
-            let router = router(app.clone());
-            tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(shutdown.cancelled_owned())
-                    .await
-                    .unwrap();
-            })
-        };
+        let server = tokio::spawn(alertprof::server::serve_http(app.clone(), listener, shutdown.clone()));
         let workers =
             tokio::spawn(run_workers(app.clone(), queue_rx, shutdown.clone(), Duration::from_secs(5)));
         let sampling = tokio::spawn(run_sampling(app.clone(), shutdown.clone()));
