@@ -183,3 +183,70 @@ async fn sigterm_during_a_grafana_outage() {
     assert_eq!(support::files_in(&dir.path().join("data/demo")).len(), 2, "the capture is kept");
     held.abort();
 }
+
+/// check-config refuses an empty file (one caught mid-write looks the same); `{}` is every
+/// default.
+#[test]
+fn check_config_refuses_an_empty_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.yaml"), "# to be written\n").unwrap();
+    let output = alertprof(&["check-config", "empty.yaml"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("the file is empty; write {} for every default")
+    );
+    std::fs::write(dir.path().join("defaults.yaml"), "{}\n").unwrap();
+    assert!(alertprof(&["check-config", "defaults.yaml"], dir.path()).status.success());
+}
+
+/// A SIGHUP while the service is still starting (rebuilding a large capture index) does
+/// not end it: the reload it asks for happens once the service runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_while_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("data/t");
+    std::fs::create_dir_all(&target).unwrap();
+    for n in 0..20_000 {
+        let id = format!("20261121T100000.000Z-r-heap-{n}");
+        let meta = serde_json::json!({"id": id, "target": "t", "rule": "r", "kind": "heap", "status": "failed",
+            "trigger": {"source": "manual"}, "url": "http://t", "started_at": "2026-11-21T10:00:00Z",
+            "finished_at": "2026-11-21T10:00:00Z", "bytes": 0});
+        std::fs::write(target.join(format!("{id}.json")), meta.to_string()).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("alertprof.yaml"),
+        "listen_address: 127.0.0.1:0\nstorage: {dir: data, retention: {}}\n",
+    )
+    .unwrap();
+    let log = dir.path().join("alertprof.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_alertprof"))
+        .args(["serve", "--config", "alertprof.yaml"])
+        .current_dir(dir.path())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = support::Killed(child);
+    let pid = child.0.id().to_string();
+    // Past the program's loading, then a hangup every 20 ms until it listens.
+    std::thread::sleep(Duration::from_millis(200));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut sent = 0;
+    while !std::fs::read_to_string(&log).unwrap().contains("alertprof listening.") {
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "alertprof ended: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        assert!(Instant::now() < deadline, "alertprof did not start");
+        Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(sent > 3, "the start was too quick to test: {sent} hangups");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).unwrap().contains("Config reloaded.") {
+        assert!(Instant::now() < deadline, "no reload: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(child.0.try_wait().unwrap().is_none(), "alertprof is running");
+}

@@ -185,8 +185,8 @@ async fn captures_not_found() {
     assert_eq!((status, list), (StatusCode::OK, json!([])));
 }
 
-/// Health endpoints answer; reload keeps the running config when the file is invalid and
-/// takes a valid one.
+/// Health endpoints answer; reload keeps the running config when the file is invalid or
+/// empty, and takes a valid one.
 #[tokio::test]
 async fn health_and_reload() {
     let dir = tempfile::tempdir().unwrap();
@@ -214,6 +214,15 @@ async fn health_and_reload() {
     let (status, _) = call(&app, Request::post("/-/reload").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&*app.config().rules[0].name, "x");
+
+    // A file caught empty (while being written) is refused, and the rules stay.
+    std::fs::write(&path, "").unwrap();
+    let (status, body) = call(&app, Request::post("/-/reload").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.as_str().unwrap().contains("the file is empty"), "{body}");
+    assert_eq!(&*app.config().rules[0].name, "x");
+    let (_, metrics) = call(&app, get("/metrics")).await;
+    assert!(metrics.as_str().unwrap().contains("alertprof_config_last_reload_successful 0"));
 }
 
 /// Deeply nested JSON is skipped or refused, never a stack overflow; 100k alerts in one

@@ -92,12 +92,18 @@ impl Config {
     }
 
     /// Validates config text; `base` resolves relative paths.
+    /// An empty file (or one of comments only) is refused: it is more often a file caught
+    /// while being written than a wish for every default, which `{}` says.
     pub fn parse(text: &str, base: &Path) -> Result<Config, ParseError> {
         let tree: Value = if text.trim().is_empty() {
-            Value::Object(Default::default())
+            Value::Null
         } else {
             serde_saphyr::from_str(text).map_err(|error| ParseError::Syntax(error.to_string()))?
         };
+        if tree.is_null() {
+            let message = "the file is empty; write {} for every default";
+            return Err(ParseError::Invalid(vec![Problem { path: String::new(), message: message.into() }]));
+        }
         let mut walker = Walker::default();
         let config = read_config(&mut walker, &tree, base);
         match config {
@@ -376,11 +382,14 @@ rules:
         problems.iter().map(ToString::to_string).collect()
     }
 
-    /// An empty file is a valid config of defaults; thresholds that can never trigger and
-    /// clashing options are problems.
+    /// An empty file is refused, `{}` is every default; thresholds that can never trigger
+    /// and clashing options are problems.
     #[test]
     fn defaults_and_impossible_thresholds() {
-        let config = Config::parse("", Path::new("/etc/alertprof")).unwrap();
+        for empty in ["", "\n  \n", "# nothing yet\n"] {
+            assert_eq!(problems(empty), ["the file is empty; write {} for every default"]);
+        }
+        let config = Config::parse("{}", Path::new("/etc/alertprof")).unwrap();
         assert_eq!(config.listen_address.to_string(), "127.0.0.1:9731");
         assert_eq!(config.external_url.as_str(), "http://127.0.0.1:9731/");
         assert_eq!(config.storage.dir, Path::new("/etc/alertprof/alertprof-data"));
