@@ -272,3 +272,37 @@ async fn auth_can_cover_metrics_and_health() {
         assert_eq!(call(&closed.app, request).await.0, StatusCode::OK, "{path}");
     }
 }
+
+/// Alerts with megabytes in their name and labels are remembered within bounds: each
+/// decision keeps the start of the name and a short account of the labels, so neither the
+/// decision list nor a log line grows with what a sender puts in.
+#[tokio::test]
+async fn huge_alert_texts_are_kept_short() {
+    support::logs();
+    let config = "storage: {dir: \"{data}\"}\nwebhook: {max_body_size: 4MiB}\n\
+                  rules: [{name: r, alert_labels: {alertname: Never}, capture: [heap]}]\n";
+    let f = Fixture::new(config, |_| {});
+    let huge = "x".repeat(1 << 20);
+    for n in 0..20 {
+        let labels = json!({"alertname": format!("{huge}{n}"), "note": huge, "instance": "a"});
+        let (status, _) = call(&f.app, post("/api/v1/alerts", payload(&[(labels, &huge)]).to_string())).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let answer = oneshot::call(&f.app, get("/api/v1/decisions?limit=1000")).await;
+    assert!(answer.body.len() < 40 * 1024, "{} bytes of decisions", answer.body.len());
+    let decisions = answer.json();
+    let decision = &decisions[0];
+    assert_eq!(decision["outcome"], "no_matching_rule");
+    assert_eq!(decision["alertname"].as_str().unwrap().len(), 256 + "…".len());
+    assert_eq!(decision["fingerprint"].as_str().unwrap().len(), 16);
+    let reason = decision["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("no rule's alert_labels match {alertname=\"xxxx") && reason.len() < 400,
+        "{reason}"
+    );
+    let logs = support::logs();
+    let logged: Vec<&str> = logs.lines().filter(|line| line.contains("no_matching_rule")).collect();
+    assert_eq!(logged.len(), 20, "every decision is logged");
+    let longest = logged.iter().map(|line| line.len()).max().unwrap();
+    assert!(longest < 4096, "a log line of {longest} bytes");
+}

@@ -58,7 +58,7 @@ pub fn intake(
     for alert in &payload.alerts {
         let mut taken = false;
         let decide = |rule, target, outcome: Outcome, reason: Reason| Decision {
-            alertname: alert.alertname().map(str::to_string),
+            alertname: alert.alertname().map(std::borrow::Cow::into_owned),
             fingerprint: Some(alert.fingerprint().into_owned()),
             rule,
             target,

@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::text::clip;
+
 /// A string of the payload, borrowed from the request body unless it had to be unescaped:
 /// a storm of alerts is read without copying its labels.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
@@ -35,6 +37,16 @@ impl std::fmt::Display for Str<'_> {
 
 /// An alert's labels as the payload has them.
 pub type Labels<'a> = BTreeMap<Str<'a>, Str<'a>>;
+
+/// Longest text of an alert that a decision, a log line or a reason keeps (its name,
+/// fingerprint, a label value): whoever reaches the webhook writes them.
+pub const MAX_SHOWN: usize = 256;
+/// Longest label value kept with a capture, and the most labels kept.
+pub const MAX_LABEL: usize = 1024;
+pub const MAX_LABELS: usize = 64;
+/// Labels and characters of each value that a reason names.
+const LABELS_NAMED: usize = 16;
+const VALUE_NAMED: usize = 64;
 
 /// What alertprof reads of a webhook payload. The other fields Alertmanager sends (group and
 /// common labels, annotations, URLs) are skipped unread; unknown fields are ignored.
@@ -96,28 +108,52 @@ impl Alert<'_> {
         }
     }
 
-    pub fn alertname(&self) -> Option<&str> {
-        self.labels.get("alertname").map(|name| &**name)
+    /// The alert's name, at most `MAX_SHOWN` bytes of it.
+    pub fn alertname(&self) -> Option<Cow<'_, str>> {
+        self.labels.get("alertname").map(|name| clip(name, MAX_SHOWN))
     }
 
-    /// Alertmanager's fingerprint, or one made from the labels for senders that give none.
+    /// Alertmanager's fingerprint, or one made from the labels for senders that give none
+    /// (or give one longer than any Alertmanager makes: it stands in a key kept for days).
     pub fn fingerprint(&self) -> Cow<'_, str> {
-        if let Some(fingerprint) = self.fingerprint.as_ref().filter(|f| !f.is_empty()) {
-            return Cow::Borrowed(fingerprint);
-        }
         let mut hasher = Sha256::new();
-        for (name, value) in &self.labels {
-            hasher.update(name.as_bytes());
-            hasher.update([0xff]);
-            hasher.update(value.as_bytes());
-            hasher.update([0xfe]);
+        match self.fingerprint.as_ref().filter(|f| !f.is_empty()) {
+            Some(fingerprint) if fingerprint.len() <= 64 => return Cow::Borrowed(fingerprint),
+            Some(fingerprint) => hasher.update(fingerprint.as_bytes()),
+            None => {
+                for (name, value) in &self.labels {
+                    hasher.update(name.as_bytes());
+                    hasher.update([0xff]);
+                    hasher.update(value.as_bytes());
+                    hasher.update([0xfe]);
+                }
+            }
         }
         Cow::Owned(hex::encode(&hasher.finalize()[..8]))
     }
 
-    /// The labels as owned strings, for what outlives the request (a job's trigger).
+    /// The labels as owned strings, for what outlives the request (a job's trigger, a
+    /// capture's metadata): at most `MAX_LABELS`, each value at most `MAX_LABEL` bytes.
     pub fn owned_labels(&self) -> BTreeMap<String, String> {
-        self.labels.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect()
+        let labels = self.labels.iter().take(MAX_LABELS);
+        labels
+            .map(|(name, value)| (clip(name, MAX_SHOWN).into_owned(), clip(value, MAX_LABEL).into_owned()))
+            .collect()
+    }
+
+    /// `{alertname="HighCPU", job="checkout"}`, for a reason: at most a few labels and the
+    /// start of each value.
+    pub fn describe_labels(&self) -> String {
+        let mut parts: Vec<String> = self
+            .labels
+            .iter()
+            .take(LABELS_NAMED)
+            .map(|(name, value)| format!("{}={:?}", clip(name, VALUE_NAMED), &*clip(value, VALUE_NAMED)))
+            .collect();
+        if self.labels.len() > LABELS_NAMED {
+            parts.push(format!("and {} more", self.labels.len() - LABELS_NAMED));
+        }
+        format!("{{{}}}", parts.join(", "))
     }
 }
 
@@ -137,7 +173,8 @@ mod tests {
         let alert = &payload.alerts[0];
         assert!(matches!(alert.labels.get("alertname").unwrap().0, Cow::Borrowed("HighCPU")));
         assert!(matches!(&alert.labels.get("job").unwrap().0, Cow::Owned(job) if job == "a\"bé"));
-        assert_eq!(alert.alertname(), Some("HighCPU"));
+        assert_eq!(alert.alertname().as_deref(), Some("HighCPU"));
+        assert_eq!(alert.describe_labels(), "{alertname=\"HighCPU\", job=\"a\\\"bé\"}");
         assert!(matches!(alert.fingerprint(), Cow::Borrowed("f1")));
         assert_eq!(alert.owned_labels()["job"], "a\"bé");
     }
@@ -154,5 +191,23 @@ mod tests {
         assert_eq!(fingerprint(&a), fingerprint(&b));
         assert_ne!(fingerprint(&a), fingerprint(&c));
         assert_eq!(fingerprint(&a).len(), 16);
+    }
+
+    /// What outlives a request is bounded whatever the sender wrote: at most 64 labels of at
+    /// most 1 KiB each, a reason naming 16 of them shortly, a fingerprint of 16 characters.
+    #[test]
+    fn kept_within_bounds() {
+        let labels: serde_json::Map<String, serde_json::Value> =
+            (0..100).map(|n| (format!("l{n:03}"), serde_json::Value::from("v".repeat(5000)))).collect();
+        let body = serde_json::json!({"alerts": [{"status": "firing", "labels": labels, "fingerprint": "f".repeat(10_000)}]});
+        let text = body.to_string();
+        let payload: WebhookPayload = serde_json::from_str(&text).unwrap();
+        let alert = &payload.alerts[0];
+        let owned = alert.owned_labels();
+        assert_eq!(owned.len(), MAX_LABELS);
+        assert!(owned.values().all(|value| value.len() <= MAX_LABEL + "…".len()));
+        let described = alert.describe_labels();
+        assert!(described.ends_with(", and 84 more}") && described.len() < 2000, "{described}");
+        assert_eq!(alert.fingerprint().len(), 16);
     }
 }

@@ -157,6 +157,7 @@ impl UrlTemplate {
                             .chars()
                             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
                     if !safe {
+                        let value = super::text::clip(value, 64);
                         return Err(format!("label {name}={value:?} is not a host[:port]"));
                     }
                     text.push_str(value);

@@ -6,6 +6,7 @@ mod job;
 
 pub use job::{Job, gate_rule};
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
@@ -34,11 +35,6 @@ pub enum Match {
 
 fn includes(labels: &Labels<'_>, wanted: &BTreeMap<String, String>) -> bool {
     wanted.iter().all(|(name, value)| labels.get(name.as_str()).is_some_and(|v| **v == **value))
-}
-
-fn describe(labels: &Labels<'_>) -> String {
-    let parts: Vec<_> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-    format!("{{{}}}", parts.join(", "))
 }
 
 thread_local! {
@@ -96,7 +92,7 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert<'_>, mut refused: impl Ga
                 outcome: Outcome::NoMatchingTarget,
                 reason: format!(
                     "no target of the rule matches the alert's labels {}",
-                    describe(&alert.labels)
+                    alert.describe_labels()
                 ),
             });
             continue;
@@ -145,7 +141,7 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert<'_>, mut refused: impl Ga
                 target,
                 trigger: Trigger {
                     source: TriggerSource::Alertmanager,
-                    alertname: alert.alertname().map(str::to_string),
+                    alertname: alert.alertname().map(Cow::into_owned),
                     fingerprint: Some(fingerprint.clone()),
                     starts_at: alert.starts_at,
                     labels: labels.clone(),
@@ -161,7 +157,7 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert<'_>, mut refused: impl Ga
             rule: None,
             target: None,
             outcome: Outcome::NoMatchingRule,
-            reason: format!("no rule's alert_labels match {}", describe(&alert.labels)),
+            reason: format!("no rule's alert_labels match {}", alert.describe_labels()),
         });
     }
     found
