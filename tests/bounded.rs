@@ -177,3 +177,26 @@ async fn a_trickled_body_is_cut_off() {
     assert_eq!(running.metric("alertprof_webhook_requests_total{code=\"408\"}").await, 1.0);
     running.stop().await;
 }
+
+/// Ten alerts in one payload for a queue of four all end in captures: the payload is taken
+/// at once and its jobs go in as the queue drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_larger_than_the_queue_gets_in() {
+    let target = target().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = format!(
+        "storage: {{dir: \"{{data}}\"}}\ngate: {{queue_size: 4}}\n\
+         targets: [{{name: small, pprof_url: \"{target}/small\", alert_labels: {{job: small}}}}]\n\
+         rules: [{{name: heap, alert_labels: {{alertname: Heap}}, capture: [heap], cooldown: 0s}}]\n"
+    );
+    let running = Running::start(&config, data.path()).await;
+    let alerts: Vec<(Value, String)> =
+        (0..10).map(|n| (json!({"alertname": "Heap", "job": "small"}), format!("fp{n}"))).collect();
+    let alerts: Vec<(Value, &str)> =
+        alerts.iter().map(|(labels, fp)| (labels.clone(), fp.as_str())).collect();
+    let (status, answer) = running.post_alerts(&payload(&alerts)).await;
+    assert_eq!((status, answer), (200, json!({"accepted": 10, "ignored": 0})));
+    let captured = "alertprof_decisions_total{outcome=\"captured\"}";
+    running.wait_metric(captured, Duration::from_secs(30), |n| n == 10.0).await;
+    running.stop().await;
+}

@@ -306,3 +306,25 @@ async fn huge_alert_texts_are_kept_short() {
     let longest = logged.iter().map(|line| line.len()).max().unwrap();
     assert!(longest < 4096, "a log line of {longest} bytes");
 }
+
+/// A payload with more jobs than the whole queue holds (three, for a queue of two) would
+/// be refused forever if it had to fit at once: it is taken, and goes in as places free up;
+/// a second such payload meanwhile gets 503 and changes nothing.
+#[tokio::test]
+async fn payload_larger_than_the_queue_is_taken() {
+    let f = fixture("");
+    let three = payload(&[high_cpu("a"), high_cpu("b"), high_cpu("c")]);
+    let (status, answer) = call(&f.app, post("/api/v1/alerts", three.to_string())).await;
+    assert_eq!((status, answer), (StatusCode::OK, json!({"accepted": 3, "ignored": 0})));
+    tokio::task::yield_now().await;
+    let (_, metrics) = call(&f.app, get("/metrics")).await;
+    assert!(metrics.as_str().unwrap().contains("alertprof_queue_depth 2"), "{metrics}");
+    let other = payload(&[high_cpu("d"), high_cpu("e"), high_cpu("f")]);
+    let (status, _) = call(&f.app, post("/api/v1/alerts", other.to_string())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (_, metrics) = call(&f.app, get("/metrics")).await;
+    assert!(
+        metrics.as_str().unwrap().contains("alertprof_alerts_received_total{status=\"firing\"} 3"),
+        "{metrics}"
+    );
+}

@@ -30,7 +30,7 @@ use crate::capture::PprofClient;
 use crate::config::{Config, ConfigError};
 use crate::gate::{Gate, GateError};
 use crate::metrics::{Counted, Metrics};
-use crate::model::Decision;
+use crate::model::{Decision, Outcome};
 use crate::rules::Job;
 use crate::store::{LocalStore, ProfileStore, Staging, StoreError};
 use crate::verify::Verifier;
@@ -93,6 +93,8 @@ pub struct App {
     /// for): each is bounded, and so is their number. A turn is held until the work
     /// itself has ended, not only until nobody waits for it.
     analysis: Arc<tokio::sync::Semaphore>,
+    /// Held while a payload larger than the whole queue goes in, so only one does at a time.
+    spilling: Arc<tokio::sync::Semaphore>,
     /// Webhook bodies being read at once: each may be up to `webhook.max_body_size`, and
     /// together they stay within `BODY_MEMORY`.
     pub bodies: tokio::sync::Semaphore,
@@ -143,6 +145,7 @@ impl App {
             reloaded: tokio::sync::Notify::new(),
             analysis: Arc::new(tokio::sync::Semaphore::new(ANALYSES_AT_ONCE)),
             bodies: tokio::sync::Semaphore::new(bodies),
+            spilling: Arc::new(tokio::sync::Semaphore::new(1)),
         };
         Ok((Arc::new(app), queue_rx))
     }
@@ -156,16 +159,46 @@ impl App {
     }
 
     /// Queues jobs all at once, or none: a payload is queued whole or answered 503 for
-    /// Alertmanager to retry.
-    pub fn enqueue(&self, jobs: Vec<Job>) -> Result<(), QueueError> {
-        let permits = self.queue_tx.try_reserve_many(jobs.len()).map_err(|error| match error {
-            mpsc::error::TrySendError::Closed(()) => QueueError::ShuttingDown,
-            mpsc::error::TrySendError::Full(()) => {
-                QueueError::Full { capacity: self.queue_tx.max_capacity() }
+    /// Alertmanager to retry. A payload with more jobs than the whole queue holds could never
+    /// be queued whole: it is taken, and its jobs go in as places free up (one such payload
+    /// at a time; another is answered 503 meanwhile).
+    pub fn enqueue(self: &Arc<Self>, jobs: Vec<Job>) -> Result<(), QueueError> {
+        let capacity = self.queue_tx.max_capacity();
+        match self.queue_tx.try_reserve_many(jobs.len()) {
+            Ok(permits) => {
+                for (permit, job) in permits.zip(jobs) {
+                    permit.send(job);
+                }
             }
-        })?;
-        for (permit, job) in permits.zip(jobs) {
-            permit.send(job);
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(QueueError::ShuttingDown),
+            Err(mpsc::error::TrySendError::Full(())) if jobs.len() <= capacity => {
+                return Err(QueueError::Full { capacity });
+            }
+            Err(mpsc::error::TrySendError::Full(())) => {
+                let turn =
+                    self.spilling.clone().try_acquire_owned().map_err(|_| QueueError::Full { capacity })?;
+                tracing::info!(
+                    jobs = jobs.len(),
+                    capacity,
+                    "A payload larger than the queue goes in as places free up."
+                );
+                let app = self.clone();
+                tokio::spawn(async move {
+                    let _turn = turn;
+                    let mut jobs = jobs.into_iter();
+                    while let Some(job) = jobs.next() {
+                        if let Err(mpsc::error::SendError(job)) = app.queue_tx.send(job).await {
+                            let reason = "alertprof shut down before the job ran";
+                            let dropped = std::iter::once(job)
+                                .chain(jobs)
+                                .map(|job| decision_for(&job, Outcome::Dropped, reason));
+                            app.decisions.record_all(dropped, &app.metrics);
+                            break;
+                        }
+                        app.sync_queue_depth();
+                    }
+                });
+            }
         }
         self.sync_queue_depth();
         Ok(())

@@ -34,7 +34,7 @@ fn refuse(status: StatusCode, error: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": error.to_string() }))).into_response()
 }
 
-async fn receive(app: &App, config: &Arc<Config>, body: Body) -> Response {
+async fn receive(app: &Arc<App>, config: &Arc<Config>, body: Body) -> Response {
     // Bodies are read a few at a time, so that many clients sending large ones slowly cannot
     // take the memory; one that waits too long for its turn is asked to come back.
     let Ok(_turn) = tokio::time::timeout(config.http.body_timeout, app.bodies.acquire()).await else {
