@@ -276,3 +276,62 @@ async fn large_bodies_are_read_a_few_at_a_time() {
     assert_eq!(client().get(format!("{}/-/ready", serve.base)).send().await.unwrap().status(), 200);
     senders.iter().for_each(|sender| sender.abort());
 }
+
+/// On a disk already full at start (a 256 KiB tmpfs filled up), alertprof starts, says so,
+/// and serves the captures it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_on_a_full_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    // A capture kept before the disk filled up, copied in once the tmpfs is mounted.
+    let seed = dir.path().join("seed/t");
+    std::fs::create_dir_all(&seed).unwrap();
+    let id = "20261121T100000.000Z-r-heap";
+    let meta = json!({"id": id, "target": "t", "rule": "r", "kind": "heap", "status": "failed", "error": "x",
+        "trigger": {"source": "manual"}, "url": "http://t", "started_at": "2026-11-21T10:00:00Z",
+        "finished_at": "2026-11-21T10:00:00Z", "bytes": 0});
+    std::fs::write(seed.join(format!("{id}.json")), meta.to_string()).unwrap();
+    std::fs::create_dir_all(dir.path().join("seed/.state")).unwrap();
+    std::fs::write(
+        dir.path().join("seed/.state/gate.jsonl"),
+        "{\"dedupe\": \"k\", \"at\": \"2026-11-21T10:00:00Z\"}\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let fill = "mount -t tmpfs -o size=256k tmpfs data && cp -r seed/. data/ \
+                && (dd if=/dev/zero of=data/filler bs=4k 2>/dev/null || true)";
+    let serve = Serve::start(dir.path(), "storage: {dir: data}\n", Some(fill.to_string())).await;
+    let captures = serve.get("/api/v1/captures").await;
+    assert_eq!(captures[0]["id"], id, "{captures}");
+    let log = serve.log();
+    assert!(log.contains("Cannot rewrite the gate state; it stays as it was."), "{log}");
+}
+
+/// The storage directory deleted while alertprof runs is made again: the next capture is
+/// kept, its dedupe key is written to a new state file, and after a restart the same alert
+/// is still known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_deleted_while_running() {
+    let demo = support::Demo::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "storage: {{dir: data}}\ntargets: [{{name: t, pprof_url: \"{}\"}}]\n\
+         rules: [{{name: r, alert_labels: {{alertname: Spike}}, capture: [goroutine], cooldown: 0s}}]\n",
+        demo.url()
+    );
+    let serve = Serve::start(dir.path(), &config, None).await;
+    assert_eq!(serve.post("first").await, 200);
+    assert_eq!(serve.wait_decision(1).await["outcome"], "captured");
+    std::fs::remove_dir_all(dir.path().join("data")).unwrap();
+    assert_eq!(serve.post("second").await, 200);
+    let decision = serve.wait_decision(2).await;
+    assert_eq!(decision["outcome"], "captured", "{decision}");
+    assert_eq!(files_in(&dir.path().join("data/t")).len(), 2, "the second capture and its metadata");
+    let state = std::fs::read_to_string(dir.path().join("data/.state/gate.jsonl")).unwrap();
+    assert!(state.contains("second@"), "{state}");
+    serve.signal("-TERM");
+    tokio::task::spawn_blocking(move || serve.wait()).await.unwrap();
+
+    let serve = Serve::start(dir.path(), &config, None).await;
+    assert_eq!(serve.post("second").await, 200);
+    assert_eq!(serve.wait_decision(1).await["outcome"], "duplicate");
+}

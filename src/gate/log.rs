@@ -3,7 +3,8 @@
 //! places to keep them.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -81,14 +82,29 @@ impl FileLog {
 }
 
 impl StateLog for FileLog {
+    /// Appends, unless the file was deleted (say, with the whole storage directory) or
+    /// replaced: appending to it would be appending to nothing, and the state would be lost
+    /// at the next start. Then the caller rewrites the state whole.
     fn append(&self, lines: &[u8]) -> std::io::Result<()> {
         let mut file = self.file.lock().unwrap();
+        let same = std::fs::metadata(&self.path).is_ok_and(|on_disk| {
+            file.metadata().is_ok_and(|open| (open.dev(), open.ino()) == (on_disk.dev(), on_disk.ino()))
+        });
+        if !same {
+            return Err(std::io::Error::new(
+                ErrorKind::NotFound,
+                format!("{} was removed", self.path.display()),
+            ));
+        }
         file.write_all(lines)?;
         file.sync_data()
     }
 
     fn rewrite(&self, snapshot: &mut dyn FnMut() -> Vec<u8>) -> std::io::Result<()> {
         let mut file = self.file.lock().unwrap();
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         write_atomic(&self.path, &snapshot())?;
         *file = OpenOptions::new().append(true).open(&self.path)?;
         Ok(())

@@ -191,7 +191,11 @@ impl Gate {
             source,
         })?;
         let gate = Gate::with_log(Arc::new(log), entries, dedupe_ttl, max_in_flight, Limits::default());
-        gate.compact(Utc::now()).map_err(|source| GateError::Io { action: "rewrite", path, source })?;
+        // A full disk must not keep alertprof from starting and serving what it has: the
+        // log stays as it was, and admissions say whether they can be recorded.
+        if let Err(error) = gate.compact(Utc::now()) {
+            tracing::error!(path = %path.display(), error = %error, "Cannot rewrite the gate state; it stays as it was.");
+        }
         let size = gate.size();
         tracing::info!(dedupe_keys = size.dedupe_keys, cooldowns = size.cooldowns, "Gate state loaded.");
         Ok(gate)
@@ -302,10 +306,17 @@ impl Gate {
         if lines.is_empty() {
             return Ok(None);
         }
-        let log = self.log.clone();
-        let written = tokio::task::spawn_blocking(move || log.append(&lines))
-            .await
-            .unwrap_or_else(|error| Err(std::io::Error::other(error)));
+        let gate = self.clone();
+        let written = tokio::task::spawn_blocking(move || match gate.log.append(&lines) {
+            // The log's file is gone: write the whole state (this admission in it) anew.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(error = %error, "Gate state file gone; writing it anew.");
+                gate.compact(now)
+            }
+            written => written,
+        })
+        .await
+        .unwrap_or_else(|error| Err(std::io::Error::other(error)));
         if let Err(error) = written {
             let mut state = self.state.lock().unwrap();
             if let Some(key) = dedupe

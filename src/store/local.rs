@@ -31,9 +31,16 @@ impl LocalStore {
     pub fn open(config: &StorageConfig) -> Result<LocalStore, StoreError> {
         let dir = config.dir.clone();
         fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
+        // A full disk must not keep alertprof from starting and serving what it has; the
+        // captures it cannot keep fail with the reason.
         let probe = dir.join(format!(".probe-{}", std::process::id()));
-        fs::write(&probe, b"").map_err(StoreError::io("write to", &dir))?;
-        fs::remove_file(&probe).ok();
+        match fs::write(&probe, b"x") {
+            Ok(()) => drop(fs::remove_file(&probe)),
+            Err(error) => {
+                fs::remove_file(&probe).ok();
+                tracing::error!(dir = %dir.display(), error = %error, "Storage cannot be written; captures will fail until it can.");
+            }
+        }
         let index = rebuild_index(&dir)?;
         tracing::info!(dir = %dir.display(), captures = index.len(), "Capture index rebuilt.");
         Ok(LocalStore {

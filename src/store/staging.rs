@@ -24,8 +24,12 @@ impl Staging {
         Ok(Staging { dir: dir.to_path_buf() })
     }
 
-    /// A place to download the body of capture `id` to.
+    /// A place to download the body of capture `id` to. The directory is made again if it
+    /// was deleted meanwhile (with the whole storage directory, say).
     pub fn file(&self, id: &str) -> StagedFile {
+        if let Err(error) = fs::create_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %error, "Cannot make the staging directory.");
+        }
         StagedFile { path: Some(self.dir.join(format!("{id}.part"))) }
     }
 }
