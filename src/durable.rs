@@ -5,13 +5,19 @@
 use std::fs;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Makes every temp file's name unique, within this process too: two writers of one path
+/// at once (two first requests for one flame graph) must not share a temp file.
+static TEMP: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename,
 /// fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let temp =
+        dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), TEMP.fetch_add(1, Ordering::Relaxed)));
     let write = || -> std::io::Result<()> {
         let mut file = fs::File::create(&temp)?;
         file.write_all(bytes)?;
@@ -69,5 +75,26 @@ mod tests {
         assert!(!path.exists());
         remove_if_present(&path).unwrap();
         assert!(write_atomic(&dir.path().join("absent/x"), b"x").is_err());
+    }
+
+    /// Many writers of one path at once: each write is whole, none fails, and what stays
+    /// is one of them, whole.
+    #[test]
+    fn writers_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("graph.svg");
+        let writers: Vec<_> = (0..40u8)
+            .map(|n| {
+                let path = path.clone();
+                std::thread::spawn(move || write_atomic(&path, &vec![n; 256 << 10]))
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap().unwrap();
+        }
+        let kept = fs::read(&path).unwrap();
+        assert_eq!(kept.len(), 256 << 10);
+        assert!(kept.iter().all(|byte| *byte == kept[0]), "a mix of writes");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
     }
 }

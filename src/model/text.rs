@@ -8,25 +8,35 @@ use chrono::{DateTime, Utc};
 
 /// Text made safe for HTML, attribute values included. Every string from an alert, a target
 /// or a profile goes through this: whoever can reach the webhook or serve a profile writes
-/// them.
+/// them. Control characters (but line breaks and tabs) and the characters that reorder
+/// text (bidi overrides, which can make a label read as something else) are shown as their
+/// code, `[U+202E]`.
 pub struct Esc<'a>(pub &'a str);
 
 impl Display for Esc<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut rest = self.0;
-        while let Some(at) = rest.find(['&', '<', '>', '"', '\'']) {
+        while let Some(at) = rest.find(|c: char| matches!(c, '&' | '<' | '>' | '"' | '\'') || is_hidden(c)) {
             f.write_str(&rest[..at])?;
-            f.write_str(match rest.as_bytes()[at] {
-                b'&' => "&amp;",
-                b'<' => "&lt;",
-                b'>' => "&gt;",
-                b'"' => "&quot;",
-                _ => "&#39;",
-            })?;
-            rest = &rest[at + 1..];
+            let c = rest[at..].chars().next().expect("found");
+            match c {
+                '&' => f.write_str("&amp;")?,
+                '<' => f.write_str("&lt;")?,
+                '>' => f.write_str("&gt;")?,
+                '"' => f.write_str("&quot;")?,
+                '\'' => f.write_str("&#39;")?,
+                hidden => write!(f, "[U+{:04X}]", hidden as u32)?,
+            }
+            rest = &rest[at + c.len_utf8()..];
         }
         f.write_str(rest)
     }
+}
+
+/// Whether a character changes how text shows without showing itself.
+fn is_hidden(c: char) -> bool {
+    (c.is_control() && !matches!(c, '\n' | '\t'))
+        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// The steps a unit is scaled by, smallest first.
@@ -106,6 +116,7 @@ mod tests {
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
         );
         assert_eq!(Esc("plain ü").to_string(), "plain ü");
+        assert_eq!(Esc("a\0b\u{202E}gpj.exe\nc\td\r").to_string(), "a[U+0000]b[U+202E]gpj.exe\nc\td[U+000D]");
     }
 
     /// Values read as `go tool pprof` scales them, in binary units for bytes, and a change

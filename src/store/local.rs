@@ -14,12 +14,26 @@ use crate::config::StorageConfig;
 use crate::durable::{move_into_place, remove_if_present, sync_dir, write_atomic};
 use crate::model::{CaptureMeta, ProfileKind, capture_id, is_valid_id};
 
+/// A capture in the index, with what its files take besides the profile.
+struct Indexed {
+    meta: CaptureMeta,
+    /// Bytes of its metadata file and renderings: a capture's labels can weigh more than
+    /// its profile, and retention counts them all.
+    other_bytes: u64,
+}
+
+impl Indexed {
+    fn bytes(&self) -> u64 {
+        self.meta.bytes.saturating_add(self.other_bytes)
+    }
+}
+
 pub struct LocalStore {
     dir: PathBuf,
     max_age: Option<Duration>,
     max_bytes: Option<u64>,
     /// Every capture on disk by id; ids start with their UTC time, so this is time order.
-    index: RwLock<BTreeMap<String, CaptureMeta>>,
+    index: RwLock<BTreeMap<String, Indexed>>,
     /// Ids handed out by `new_id` whose capture has not been kept, so two captures started
     /// in the same millisecond never share one.
     reserved: Mutex<HashSet<String>>,
@@ -78,7 +92,8 @@ impl LocalStore {
     }
 
     /// Writes a capture's files; on error nothing of it is left but what was there before.
-    fn write(&self, meta: &mut CaptureMeta, body: Option<StagedFile>) -> Result<(), StoreError> {
+    /// Returns the size of the metadata file.
+    fn write(&self, meta: &mut CaptureMeta, body: Option<StagedFile>) -> Result<u64, StoreError> {
         let target_dir = self.dir.join(&meta.target);
         fs::create_dir_all(&target_dir).map_err(StoreError::io("create", &target_dir))?;
         meta.file = None;
@@ -98,7 +113,7 @@ impl LocalStore {
             return Err(StoreError::Io { action: "write", path: meta_path, source: error });
         }
         sync_dir(&target_dir);
-        Ok(())
+        Ok(json.len() as u64)
     }
 }
 
@@ -118,13 +133,13 @@ impl ProfileStore for LocalStore {
     fn keep(&self, mut meta: CaptureMeta, body: Option<StagedFile>) -> Result<CaptureMeta, StoreError> {
         let result = self.write(&mut meta, body);
         self.reserved.lock().unwrap().remove(&meta.id);
-        result?;
-        self.index.write().unwrap().insert(meta.id.clone(), meta.clone());
+        let other_bytes = result?;
+        self.index.write().unwrap().insert(meta.id.clone(), Indexed { meta: meta.clone(), other_bytes });
         Ok(meta)
     }
 
     fn get(&self, id: &str) -> Option<CaptureMeta> {
-        self.index.read().unwrap().get(id).cloned()
+        self.index.read().unwrap().get(id).map(|indexed| indexed.meta.clone())
     }
 
     fn list(&self, filter: &CaptureFilter) -> Vec<CaptureMeta> {
@@ -132,6 +147,7 @@ impl ProfileStore for LocalStore {
         index
             .values()
             .rev()
+            .map(|indexed| &indexed.meta)
             .filter(|meta| filter.matches(meta))
             .take(filter.limit.unwrap_or(usize::MAX))
             .cloned()
@@ -160,9 +176,12 @@ impl ProfileStore for LocalStore {
         let path = self.derived_path(&meta, derived);
         write_atomic(&path, bytes).map_err(StoreError::io("write", &path))?;
         // Retention may have deleted the capture meanwhile: then the rendering goes too.
-        if self.get(id).is_none() {
-            fs::remove_file(&path).ok();
-            return Err(StoreError::NotFound(id.to_string()));
+        match self.index.write().unwrap().get_mut(id) {
+            Some(indexed) => indexed.other_bytes = indexed.other_bytes.saturating_add(bytes.len() as u64),
+            None => {
+                fs::remove_file(&path).ok();
+                return Err(StoreError::NotFound(id.to_string()));
+            }
         }
         Ok(())
     }
@@ -171,10 +190,11 @@ impl ProfileStore for LocalStore {
         let victims: Vec<CaptureMeta> = {
             let index = self.index.read().unwrap();
             let now = Utc::now();
-            let mut total: u64 = index.values().map(|m| m.bytes).sum();
+            let mut total: u64 = index.values().map(Indexed::bytes).sum();
             let newest = index.keys().next_back().cloned();
             let mut victims = Vec::new();
-            for meta in index.values() {
+            for indexed in index.values() {
+                let meta = &indexed.meta;
                 // The newest capture is always kept, even if it alone is over max_bytes.
                 if Some(&meta.id) == newest.as_ref() {
                     break;
@@ -186,7 +206,7 @@ impl ProfileStore for LocalStore {
                 if !(too_old || too_big) {
                     continue;
                 }
-                total -= meta.bytes;
+                total -= indexed.bytes();
                 victims.push(meta.clone());
             }
             victims
@@ -208,7 +228,7 @@ fn open(path: &Path, name: String) -> Result<StoredFile, StoreError> {
 
 /// Reads every `<target>/<id>.json`; drops metadata whose profile is gone and deletes
 /// profiles that have no metadata (a capture interrupted between the two writes).
-fn rebuild_index(dir: &Path) -> Result<BTreeMap<String, CaptureMeta>, StoreError> {
+fn rebuild_index(dir: &Path) -> Result<BTreeMap<String, Indexed>, StoreError> {
     let mut index = BTreeMap::new();
     let entries = fs::read_dir(dir).map_err(StoreError::io("read", dir))?;
     for entry in entries.flatten() {
@@ -231,11 +251,11 @@ fn rebuild_index(dir: &Path) -> Result<BTreeMap<String, CaptureMeta>, StoreError
         }
         let mut referenced = HashSet::new();
         for path in metas {
-            let meta: CaptureMeta = match fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
-            {
-                Ok(meta) => meta,
+            let read = fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
+                Ok((serde_json::from_slice::<CaptureMeta>(&bytes).map_err(|e| e.to_string())?, bytes.len()))
+            });
+            let (meta, meta_bytes) = match read {
+                Ok(read) => read,
                 Err(error) => {
                     tracing::warn!(path = %path.display(), error = %error, "Unreadable capture metadata skipped.");
                     continue;
@@ -253,7 +273,14 @@ fn rebuild_index(dir: &Path) -> Result<BTreeMap<String, CaptureMeta>, StoreError
                 referenced.insert(file.clone());
                 referenced.extend(Derived::ALL.map(|derived| format!("{}.{}", meta.id, derived.suffix())));
             }
-            index.insert(meta.id.clone(), meta);
+            let derived_bytes: u64 = Derived::ALL
+                .iter()
+                .filter_map(|derived| {
+                    fs::metadata(target_dir.join(format!("{}.{}", meta.id, derived.suffix()))).ok()
+                })
+                .map(|found| found.len())
+                .sum();
+            index.insert(meta.id.clone(), Indexed { meta, other_bytes: meta_bytes as u64 + derived_bytes });
         }
         for orphan in files.difference(&referenced) {
             tracing::warn!(file = %orphan, target = %name, "Profile without metadata deleted.");
@@ -343,12 +370,18 @@ mod tests {
         assert!(matches!(store.open_profile("nope"), Err(StoreError::NotFound(_))));
     }
 
-    /// Retention deletes by age and then by total size, oldest first, keeping the newest.
+    /// What a capture takes on disk: its profile and its metadata.
+    fn on_disk(dir: &Path, meta: &CaptureMeta) -> u64 {
+        let file = |name: String| fs::metadata(dir.join("t").join(name)).map_or(0, |m| m.len());
+        file(format!("{}.pb.gz", meta.id)) + file(format!("{}.json", meta.id))
+    }
+
+    /// Retention deletes by age and then by total size (profiles and metadata), oldest
+    /// first, keeping the newest.
     #[test]
     fn retention() {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            LocalStore::open(&config(dir.path(), Some(Duration::from_secs(3600)), Some(250))).unwrap();
+        let store = LocalStore::open(&config(dir.path(), None, None)).unwrap();
         let old = keep(&store, Utc::now() - chrono::Duration::hours(2), 10);
         std::thread::sleep(Duration::from_millis(2));
         let a = keep(&store, Utc::now(), 100);
@@ -356,6 +389,11 @@ mod tests {
         let b = keep(&store, Utc::now(), 100);
         std::thread::sleep(Duration::from_millis(2));
         let c = keep(&store, Utc::now(), 100);
+        drop(store);
+        // Room for b and c, not a as well.
+        let room = on_disk(dir.path(), &b) + on_disk(dir.path(), &c) + 1;
+        let store =
+            LocalStore::open(&config(dir.path(), Some(Duration::from_secs(3600)), Some(room))).unwrap();
         assert_eq!(store.enforce_retention().unwrap(), 2);
         let left: Vec<String> = store.list(&CaptureFilter::default()).into_iter().map(|m| m.id).collect();
         assert_eq!(left, vec![c.id.clone(), b.id.clone()]);
@@ -364,10 +402,38 @@ mod tests {
             assert!(!dir.path().join("t").join(format!("{}.json", gone.id)).exists());
         }
         // A single capture over the limit is still kept: it is the newest.
-        let big = keep(&store, Utc::now(), 1000);
+        let big = keep(&store, Utc::now(), 100_000);
         store.enforce_retention().unwrap();
         let left: Vec<String> = store.list(&CaptureFilter::default()).into_iter().map(|m| m.id).collect();
         assert_eq!(left, vec![big.id]);
+    }
+
+    /// Metadata counts: captures of tiny profiles with many long labels fill `max_bytes` by
+    /// their metadata, and retention deletes the oldest of them.
+    #[test]
+    fn fat_metadata_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&config(dir.path(), None, Some(200_000))).unwrap();
+        let labels: BTreeMap<String, String> = (0..64).map(|n| (format!("l{n}"), "v".repeat(1024))).collect();
+        let labels = std::sync::Arc::new(labels);
+        let mut kept = Vec::new();
+        for _ in 0..10 {
+            let id = store.new_id("r", ProfileKind::Heap);
+            let staged = staging(&store).file(&id);
+            fs::write(staged.path(), b"tiny").unwrap();
+            let mut capture = meta(&id, Utc::now(), CaptureStatus::Ok);
+            capture.bytes = 4;
+            capture.trigger.labels = labels.clone();
+            kept.push(store.keep(capture, Some(staged)).unwrap());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let fat = on_disk(dir.path(), &kept[0]);
+        assert!(fat > 60_000, "{fat} bytes");
+        let deleted = store.enforce_retention().unwrap();
+        assert_eq!(deleted, 10 - (200_000 / fat) as usize);
+        let on_disk_now: u64 =
+            store.list(&CaptureFilter::default()).iter().map(|m| on_disk(dir.path(), m)).sum();
+        assert!(on_disk_now <= 200_000, "{on_disk_now}");
     }
 
     /// A rendering is kept next to its capture, survives a restart, and is deleted with the
