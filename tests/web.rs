@@ -49,7 +49,7 @@ fn write_captures(data: &std::path::Path) {
             "trigger": {
                 "source": "alertmanager", "alertname": "HighCPU", "fingerprint": "fp-1",
                 "starts_at": "2026-11-21T09:59:30Z",
-                "labels": {"alertname": "HighCPU", "job": "checkout", "note": HOSTILE},
+                "labels": {"alertname": "HighCPU", "job": "checkout", "note": HOSTILE, "file": "a\u{0}b\u{202e}gpj.exe"},
             },
             "readings": {"cpu_percent": 87.5, "goroutines": 300.0},
             "url": "http://127.0.0.1:9/debug/pprof/profile?seconds=10", "seconds": 10,
@@ -213,6 +213,10 @@ async fn hostile_strings_are_escaped() {
             .contains(&format!("<tr><td>note</td><td>{escaped}</td></tr>"))
     );
     assert!(call(&f.app, get("/")).await.body.contains(&format!("alertmanager / {escaped}")));
+    // A label that hides characters shows them as their codes.
+    let page = call(&f.app, get(&format!("/captures/{CPU}"))).await.body;
+    assert!(page.contains("<tr><td>file</td><td>a[U+0000]b[U+202E]gpj.exe</td></tr>"), "{page}");
+    assert!(!page.contains('\u{202e}') && !page.contains('\u{0}'));
     let page = call(&f.app, get("/?target=%22%3E%3Cscript%3E")).await.body;
     assert!(page.contains("<option value=\"&quot;&gt;&lt;script&gt;\" selected>"), "{page}");
 }
