@@ -85,10 +85,14 @@ fn alertprof_binary() -> PathBuf {
 }
 
 fn start_alertprof(config: &str) -> Proc {
+    start_alertprof_with(config, Command::new(alertprof_binary()))
+}
+
+/// `alertprof serve` as `command` runs it (say, under `prlimit`).
+fn start_alertprof_with(config: &str, mut command: Command) -> Proc {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("alertprof.yaml"), format!("listen_address: 127.0.0.1:0\n{config}"))
         .unwrap();
-    let mut command = Command::new(alertprof_binary());
     command
         .args(["--log-level", "warn", "serve", "--config", "alertprof.yaml"])
         .current_dir(dir.path())
@@ -145,6 +149,8 @@ struct Fake {
     goroutines: AtomicU64,
     small: Bytes,
     heap20: Bytes,
+    /// Bodies a scenario serves by path prefix (`/bomb`, `/deep`).
+    extra: Mutex<Vec<(String, Bytes)>>,
 }
 
 fn profile_bytes(strings: usize) -> Bytes {
@@ -200,6 +206,16 @@ async fn fake_handler(State(fake): State<Arc<Fake>>, request: Request) -> Respon
     if path.starts_with("/big") {
         return fake.heap20.clone().into_response();
     }
+    let extra = fake
+        .extra
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+        .map(|(_, body)| body.clone());
+    if let Some(body) = extra {
+        return body.into_response();
+    }
     fake.small.clone().into_response()
 }
 
@@ -210,6 +226,7 @@ async fn start_fake() -> (Arc<Fake>, String) {
         goroutines: AtomicU64::new(10),
         small: profile_bytes(8),
         heap20: profile_bytes(20 * 1024 * 1024 / 64),
+        extra: Mutex::new(Vec::new()),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -607,6 +624,134 @@ async fn idle(target: &str) {
     );
 }
 
+/// Profiles that say too much, clients that never finish and bodies that hold: what each
+/// costs alertprof, with a 1,024-descriptor limit as systemd gives by default.
+async fn hostile(fake: &Arc<Fake>, target: &str) {
+    use alertprof::profile::fixtures::{deep_stacks, inlined_bomb};
+    fake.extra.lock().unwrap().extend([
+        ("/bomb".to_string(), Bytes::from(inlined_bomb(1000, 250_000))),
+        ("/deep".to_string(), Bytes::from(deep_stacks(10_000, 6_000))),
+    ]);
+    let config = format!(
+        "storage: {{dir: data}}\ntargets:\n  - {{name: bomb, pprof_url: \"{target}/bomb\", alert_labels: {{job: bomb}}}}\n  \
+         - {{name: deep, pprof_url: \"{target}/deep\", alert_labels: {{job: deep}}}}\n\
+         rules: [{{name: heap, alert_labels: {{alertname: Heap}}, capture: [heap], cooldown: 0s}}]\n"
+    );
+    let mut command = Command::new("prlimit");
+    command.arg("--nofile=1024:1024").arg("--").arg(alertprof_binary());
+    let alertprof = start_alertprof_with(&config, command);
+    let client = alertprof::http::client();
+    for (n, (job, what)) in [
+        ("bomb", "a 1 KB profile of 250 million frames"),
+        ("deep", "6,000 samples of 10,000-frame stacks (0.9 MB)"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let alert = json!({"version": "4", "status": "firing", "alerts": [{"status": "firing",
+            "labels": {"alertname": "Heap", "job": job}, "startsAt": "2026-11-21T10:00:00Z", "fingerprint": job}]});
+        let started = Instant::now();
+        client.post(format!("{}/api/v1/alerts", alertprof.base)).json(&alert).send().await.unwrap();
+        while metric_sum(&metrics_text(&alertprof.base).await, "alertprof_captures_total") < (n + 1) as f64 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let captured = started.elapsed();
+        let list: Value = client
+            .get(format!("{}/api/v1/captures?target={job}", alertprof.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = list[0]["id"].as_str().unwrap().to_string();
+        let started = Instant::now();
+        let graph = client
+            .get(format!("{}/api/v1/captures/{id}/flamegraph.svg", alertprof.base))
+            .send()
+            .await
+            .unwrap();
+        let bytes = graph.bytes().await.unwrap().len();
+        let drawn = started.elapsed();
+        let (_, peak) = memory_kib(alertprof.pid());
+        row(
+            &format!("hostile profile: {what}"),
+            format!(
+                "captured and summarized in {:.2} s; flame graph ({} KB) in {:.2} s; peak RSS so far {:.1} MiB; {}",
+                captured.as_secs_f64(),
+                bytes / 1000,
+                drawn.as_secs_f64(),
+                peak as f64 / 1024.0,
+                list[0]["summary"]["cut_short"].as_str().unwrap_or("not cut short")
+            ),
+            "bounded; cut short, and says so",
+        );
+    }
+
+    // 2,000 clients that never finish their headers.
+    let addr: std::net::SocketAddr = alertprof.base.trim_start_matches("http://").parse().unwrap();
+    let mut slow = Vec::new();
+    let opening = Instant::now();
+    for _ in 0..2000 {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await {
+            tokio::io::AsyncWriteExt::write_all(&mut stream, b"POST /api/v1/alerts HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .ok();
+            slow.push(stream);
+        }
+    }
+    let opened = opening.elapsed();
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", alertprof.pid())).unwrap().count();
+    let started = Instant::now();
+    let ready =
+        client.get(format!("{}/-/ready", alertprof.base)).timeout(Duration::from_secs(60)).send().await;
+    let answered = started.elapsed();
+    row(
+        "slowloris: 2,000 connections holding half-sent headers, 1,024-fd limit",
+        format!(
+            "{} of them open after {:.1} s (the backlog full, connects wait); alertprof then held {fds} fds; /-/ready answered {} after {:.2} s",
+            slow.len(),
+            opened.as_secs_f64(),
+            ready.map(|r| r.status().to_string()).unwrap_or_else(|e| e.to_string()),
+            answered.as_secs_f64()
+        ),
+        "answers within the header timeout (10 s); fds within the limit",
+    );
+    drop(slow);
+
+    // 400 clients each sending a body just under max_body_size (4 MiB) and holding.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (before, _) = memory_kib(alertprof.pid());
+    let size = 4 << 20;
+    let holders: Vec<_> = (0..400)
+        .map(|_| {
+            tokio::spawn(async move {
+                let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else { return };
+                let head =
+                    format!("POST /api/v1/alerts HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n");
+                tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes()).await.ok();
+                tokio::io::AsyncWriteExt::write_all(&mut stream, &vec![b' '; size - 1]).await.ok();
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            })
+        })
+        .collect();
+    let mut most = before;
+    for _ in 0..100 {
+        most = most.max(memory_kib(alertprof.pid()).0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    holders.iter().for_each(|holder| holder.abort());
+    row(
+        "400 connections each holding a body just under 4 MiB, 10 s",
+        format!(
+            "RSS {:.1} MiB before, at most {:.1} MiB while held",
+            before as f64 / 1024.0,
+            most as f64 / 1024.0
+        ),
+        "bounded (32 MiB of bodies read at once)",
+    );
+}
+
 fn main() {
     let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
@@ -631,6 +776,9 @@ fn main() {
         }
         if wanted("idle") {
             idle(&target).await;
+        }
+        if only.iter().any(|o| o == "hostile") {
+            hostile(&fake, &target).await;
         }
         std::io::stdout().flush().unwrap();
     });

@@ -200,3 +200,34 @@ async fn payload_larger_than_the_queue_gets_in() {
     running.wait_metric(captured, Duration::from_secs(30), |n| n == 10.0).await;
     running.stop().await;
 }
+
+/// Forty first requests at once for a flame graph not drawn yet all get the whole graph.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_flame_graph_requests_at_once() {
+    let target = target().await;
+    let data = tempfile::tempdir().unwrap();
+    let running = Running::start(&config(&target), data.path()).await;
+    alert(&running, "small").await;
+    let decision = captured(&running, "small", Duration::from_secs(10)).await;
+    let url = running
+        .url(&format!("/api/v1/captures/{}/flamegraph.svg", decision["captures"][0].as_str().unwrap()));
+    let asks: Vec<_> = (0..40)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let answer = client().get(url).send().await.unwrap();
+                (answer.status().as_u16(), answer.bytes().await.unwrap())
+            })
+        })
+        .collect();
+    let mut graphs = Vec::new();
+    for ask in asks {
+        graphs.push(ask.await.unwrap());
+    }
+    assert!(
+        graphs.iter().all(|(status, svg)| *status == 200 && svg.starts_with(b"<?xml")),
+        "an empty or failed graph"
+    );
+    assert!(graphs.windows(2).all(|pair| pair[0].1 == pair[1].1), "the same graph every time");
+    running.stop().await;
+}
