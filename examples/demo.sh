@@ -5,7 +5,8 @@
 # and annotates a Grafana API stand-in with a link to each. Shows the profiles' top
 # functions and the annotation, then stops everything it started, whatever happens.
 #
-# Needs: cargo, curl, python3, and from Debian: golang-go prometheus prometheus-alertmanager.
+# Needs cargo; installs what else it needs from Debian (Go, Prometheus, Alertmanager, curl,
+# python3) when run as root, or says the one command to run.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,12 +19,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for tool in cargo go curl python3 prometheus prometheus-alertmanager; do
-  command -v "$tool" >/dev/null || {
-    echo "demo: needs $tool (apt-get install golang-go prometheus prometheus-alertmanager curl python3)" >&2
-    exit 1
-  }
-done
+command -v cargo >/dev/null || { echo "demo: needs cargo (Rust 1.89 or newer, https://rustup.rs)" >&2; exit 1; }
+"$root/.ci/deps" demo
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_for() { # URL what [auth header]
   for _ in $(seq 1 300); do curl -fsS -o /dev/null ${3:+-H "$3"} "$1" 2>/dev/null && return 0; sleep 0.1; done
@@ -32,10 +29,13 @@ wait_for() { # URL what [auth header]
 }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
-echo "demo: building alertprof and the Go demo service"
-cargo build --quiet --manifest-path "$root/Cargo.toml"
+echo "demo: building alertprof (a few minutes the first time) and the Go demo service"
+cargo build --manifest-path "$root/Cargo.toml" --bin alertprof
 (cd "$root/examples/demo-target" && CGO_ENABLED=0 GOPROXY=off go build -o "$work/demo-target" .)
-alertprof="$root/target/debug/alertprof"
+# Where cargo put it: target/, or $CARGO_TARGET_DIR, or what a cargo config says.
+target_dir=$(cargo metadata --manifest-path "$root/Cargo.toml" --format-version 1 --no-deps |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+alertprof="$target_dir/debug/alertprof"
 
 demo_port=$(free_port); alertprof_port=$(free_port); am_port=$(free_port); prom_port=$(free_port); grafana_port=$(free_port)
 echo "am-demo-token" >"$work/alertprof-token"
@@ -168,7 +168,8 @@ echo
 echo "demo: what grew against the baseline, by kind (the decision's \"grew\"):"
 echo "$decision" | json '"\n".join("  %s: %s" % kv for kv in d.get("grew", {}).items())'
 diff_link=$(links | grep '/diff?base=')
-echo "demo: $diff_link, the top rows:"
+echo "demo: $diff_link, the top rows (a goroutine profile ranks by cum: flat is all in the scheduler):"
+echo "            cum     cum%           flat  function"
 curl -fsS -H "$auth" "$diff_link&limit=5" |
-  json '"\n".join("  %+14d %8.1f%%  %s" % (f["flat"], f["flat_percent"], f["function"]) for f in d["functions"])'
+  json '"\n".join("  %+12d %7.1f%% %+14d  %s" % (f["cum"], f["cum_percent"], f["flat"], f["function"]) for f in d["functions"])'
 

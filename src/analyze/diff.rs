@@ -3,32 +3,10 @@
 //! base's total (of the profile's when the base has none, as pprof falls back to), sorted
 //! by flat. What grew most comes first.
 
-use super::summary::{FunctionTable, sort_top};
+use super::summary::{FunctionTable, Measure, is_runtime};
 use crate::model::summary::unit_of;
 use crate::model::text::change;
-use crate::model::{Diff, ProfileKind, TopFunction};
-
-/// Which value says that a function grew.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Measure {
-    Flat,
-    /// For goroutine and threadcreate profiles: every stack ends where the runtime parks
-    /// or creates (flat is all `runtime.gopark`), so the user's functions show by cum.
-    Cum,
-}
-
-impl Measure {
-    pub fn for_kind(kind: ProfileKind) -> Measure {
-        if kind.grows_by_cum() { Measure::Cum } else { Measure::Flat }
-    }
-
-    fn of(self, row: &TopFunction) -> (i64, f64) {
-        match self {
-            Measure::Flat => (row.flat, row.flat_percent),
-            Measure::Cum => (row.cum, row.cum_percent),
-        }
-    }
-}
+use crate::model::{Diff, TopFunction};
 
 /// The functions of `diff` that grew, most first. By cum, the runtime's own functions are
 /// left out: they are on every stack.
@@ -37,7 +15,7 @@ pub fn grown(diff: &Diff, measure: Measure) -> Vec<&TopFunction> {
         .functions
         .iter()
         .filter(|row| measure.of(row).0 > 0)
-        .filter(|row| measure == Measure::Flat || !row.function.starts_with("runtime."))
+        .filter(|row| measure == Measure::Flat || !is_runtime(&row.function))
         .collect();
     grown.sort_by_key(|row| std::cmp::Reverse(measure.of(row).0));
     grown
@@ -58,12 +36,13 @@ pub struct Incompatible {
     pub base: String,
 }
 
-/// `profile - base` per function, the first `count` rows.
+/// `profile - base` per function, the first `count` rows by `measure`.
 pub fn diff(
     profile: &FunctionTable,
     base: &FunctionTable,
     base_id: &str,
     count: usize,
+    measure: Measure,
 ) -> Result<Diff, Incompatible> {
     if profile.sample_type != base.sample_type {
         return Err(Incompatible { profile: profile.sample_type.clone(), base: base.sample_type.clone() });
@@ -87,7 +66,7 @@ pub fn diff(
         })
         .filter(|f| f.flat != 0 || f.cum != 0)
         .collect();
-    sort_top(&mut functions);
+    measure.rank(&mut functions);
     functions.truncate(count);
     let cut_short = [("the profile", &profile.cut_short), ("the baseline", &base.cut_short)]
         .into_iter()
@@ -107,6 +86,7 @@ pub fn diff(
 mod tests {
     use super::*;
     use crate::analyze::stacks::tests::budget;
+    use crate::model::ProfileKind;
     use crate::profile::fixtures::profile;
 
     fn table(samples: &[(&[u64], [i64; 2])]) -> FunctionTable {
@@ -120,7 +100,7 @@ mod tests {
     fn grown_first_of_base_total() {
         let base = table(&[(&[2, 1], [1, 100])]);
         let spike = table(&[(&[2, 1], [1, 50]), (&[3, 1], [9, 900])]);
-        let diff = diff(&spike, &base, "b", 10).unwrap();
+        let diff = diff(&spike, &base, "b", 10, Measure::Flat).unwrap();
         assert_eq!(diff.base_total, 100);
         assert_eq!(diff.total, 950);
         let rows: Vec<(&str, i64, i64)> =
@@ -142,14 +122,14 @@ mod tests {
     fn gone_and_unchanged() {
         let base = table(&[(&[3, 1], [1, 70])]);
         let later = table(&[(&[2, 1], [1, 70])]);
-        let rows: Vec<(String, i64)> = diff(&later, &base, "b", 10)
+        let rows: Vec<(String, i64)> = diff(&later, &base, "b", 10, Measure::Flat)
             .unwrap()
             .functions
             .into_iter()
             .map(|f| (f.function, f.flat))
             .collect();
         assert_eq!(rows, [("main.serve".to_string(), 70), ("main.leak".to_string(), -70)]);
-        assert!(diff(&base, &base, "b", 10).unwrap().functions.is_empty());
+        assert!(diff(&base, &base, "b", 10, Measure::Flat).unwrap().functions.is_empty());
     }
 
     /// Against an empty base the percentages are of the profile's total.
@@ -157,7 +137,7 @@ mod tests {
     fn empty_base() {
         let empty = table(&[]);
         let spike = table(&[(&[3, 1], [1, 300]), (&[2, 1], [1, 100])]);
-        let diff = diff(&spike, &empty, "b", 10).unwrap();
+        let diff = diff(&spike, &empty, "b", 10, Measure::Flat).unwrap();
         assert_eq!(diff.functions[0].function, "main.leak");
         assert_eq!(diff.functions[0].flat_percent, 75.0);
     }
@@ -166,7 +146,7 @@ mod tests {
     fn described_in_units() {
         let base = table(&[(&[2, 1], [1, 100])]);
         let spike = table(&[(&[3, 1], [1, 4_000_000_000])]);
-        let diff = diff(&spike, &base, "b", 10).unwrap();
+        let diff = diff(&spike, &base, "b", 10, Measure::Flat).unwrap();
         assert_eq!(describe(&diff, &diff.functions[0], Measure::Flat), "main.leak +4.00s (+4000000000.0%)");
     }
 
@@ -182,7 +162,7 @@ mod tests {
         };
         let (base, spike) = (bytes(1), bytes(500));
         let read = |b: &Vec<u8>| FunctionTable::read(|| Ok(b.as_slice()), &budget()).unwrap();
-        let diff = diff(&read(&spike), &read(&base), "b", 10).unwrap();
+        let diff = diff(&read(&spike), &read(&base), "b", 10, Measure::Flat).unwrap();
         assert_eq!(grown(&diff, Measure::Flat)[0].function, "runtime.gopark");
         let named: Vec<&str> = grown(&diff, Measure::for_kind(ProfileKind::Goroutine))
             .iter()
@@ -196,7 +176,7 @@ mod tests {
         let base = table(&[(&[1], [1, 1])]);
         let other = FunctionTable { sample_type: "inuse_space/bytes".into(), ..base.clone() };
         assert_eq!(
-            diff(&other, &base, "b", 10).unwrap_err().to_string(),
+            diff(&other, &base, "b", 10, Measure::Flat).unwrap_err().to_string(),
             "cannot compare inuse_space/bytes with a baseline of cpu/nanoseconds"
         );
     }

@@ -9,9 +9,9 @@ pub mod flamegraph;
 pub mod stacks;
 pub mod summary;
 
-pub use diff::{Incompatible, Measure, describe, diff, grown};
+pub use diff::{Incompatible, describe, diff, grown};
 pub use stacks::Budget;
-pub use summary::{FunctionTable, summarize};
+pub use summary::{FunctionTable, Measure, is_runtime, summarize};
 
 use crate::model::{Diff, ProfileKind, Summary, TopFunction};
 
@@ -24,14 +24,21 @@ pub const TOP_KEPT: usize = 20;
 /// Rows kept in a capture's diff.
 pub const DIFF_KEPT: usize = 20;
 
-/// `main.spin 98.7%` (flat share).
-pub fn short(row: &TopFunction) -> String {
-    format!("{} {:.1}%", row.function, row.flat_percent)
+/// `main.spin 98.7%` (flat share), or `main.parkGoroutine 99.6% cum`.
+pub fn short(row: &TopFunction, measure: Measure) -> String {
+    let cum = if measure == Measure::Cum { " cum" } else { "" };
+    format!("{} {:.1}%{cum}", row.function, measure.of(row).1)
 }
 
-/// `main.spin 98.7%, main.work 1.0%`: the first functions by flat share.
-pub fn top_line(summary: &Summary) -> String {
-    summary.top.iter().take(TOP_SHOWN).map(short).collect::<Vec<_>>().join(", ")
+/// `main.spin 98.7%, main.work 1.0%`: the first functions of a `kind` capture, as its
+/// summary ranks them (by flat; by cum in goroutine and threadcreate profiles), or that
+/// there were no samples.
+pub fn top_line(summary: &Summary, kind: ProfileKind) -> String {
+    let measure = Measure::for_kind(kind);
+    if summary.total == 0 {
+        return "no samples".to_string();
+    }
+    summary.top.iter().take(TOP_SHOWN).map(|row| short(row, measure)).collect::<Vec<_>>().join(", ")
 }
 
 /// `main.leak +1.5s (+300.0%)`: the functions of a `kind` capture that grew most against
@@ -67,7 +74,7 @@ mod tests {
             cut_short: None,
         };
         assert_eq!(
-            top_line(&summary),
+            top_line(&summary, ProfileKind::Cpu),
             "main.f0 10.0%, main.f1 9.0%, main.f2 8.0%, main.f3 7.0%, main.f4 6.0%"
         );
         let diff = Diff {
@@ -154,5 +161,43 @@ mod tests {
         cancelled.cancel.cancel();
         let stopped = FunctionTable::read(|| Ok(profile.as_slice()), &cancelled).unwrap_err();
         assert_eq!(stopped.to_string(), "the analysis was cancelled");
+    }
+
+    /// A goroutine profile is summed up by the first code outside the runtime, by cum, in
+    /// its table and its line alike; the diff of two ranks the same way. A profile with no
+    /// samples says so.
+    #[test]
+    fn goroutines_name_code() {
+        let stacks = |parked: i64| {
+            crate::profile::fixtures::profile(
+                &[
+                    "runtime.goexit",
+                    "main.parkGoroutine",
+                    "runtime.gopark",
+                    "main.main",
+                    "runtime/pprof.writeGoroutine",
+                ],
+                &[(&[3, 2, 1], [parked, parked]), (&[3, 4, 1], [1, 1]), (&[5, 4, 1], [1, 1])],
+            )
+        };
+        let (base, spike) = (stacks(10), stacks(2000));
+        let table = |bytes: &Vec<u8>| FunctionTable::read(|| Ok(bytes.as_slice()), &budget()).unwrap();
+        let summary = table(&spike).summary(10, Measure::Cum);
+        let names: Vec<&str> = summary.top.iter().map(|row| row.function.as_str()).collect();
+        assert_eq!(names, ["main.parkGoroutine", "main.main"], "no runtime frame in the table");
+        assert_eq!(
+            top_line(&summary, ProfileKind::Goroutine),
+            "main.parkGoroutine 99.9% cum, main.main 0.1% cum"
+        );
+        let flat = table(&spike).summary(10, Measure::Flat);
+        assert_eq!(flat.top[0].function, "runtime.gopark", "a CPU-like ranking would name the scheduler");
+
+        let diff = diff(&table(&spike), &table(&base), "b", 10, Measure::Cum).unwrap();
+        assert_eq!(diff.functions[0].function, "main.parkGoroutine");
+        assert_eq!(diff.functions[0].cum, 1990);
+        assert_eq!(grew_line(&diff, ProfileKind::Goroutine), "main.parkGoroutine +1.99us cum (+16583.3%)");
+
+        let empty = crate::profile::fixtures::profile(&["main.main"], &[]);
+        assert_eq!(top_line(&table(&empty).summary(10, Measure::Flat), ProfileKind::Cpu), "no samples");
     }
 }

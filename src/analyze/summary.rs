@@ -7,7 +7,7 @@ use std::io::Read;
 
 use super::stacks::{Budget, add, walk_stacks};
 use crate::model::text::clip;
-use crate::model::{Summary, TopFunction};
+use crate::model::{ProfileKind, Summary, TopFunction};
 use crate::profile::InvalidBody;
 
 /// Longest function name kept, in bytes: names come from the profile, which the target
@@ -71,8 +71,9 @@ impl FunctionTable {
         Ok(FunctionTable { sample_type: walked.main_type(), total, functions, cut_short: walked.cut_short })
     }
 
-    /// The top `count` functions by flat, then cum, then name, as `pprof -top` sorts.
-    pub fn summary(&self, count: usize) -> Summary {
+    /// The top `count` functions by `measure`: by flat, then cum, then name, as
+    /// `pprof -top` sorts; or by cum, the runtime's own functions left out.
+    pub fn summary(&self, count: usize, measure: Measure) -> Summary {
         let percent = percent_of(self.total);
         let mut top: Vec<TopFunction> = self
             .functions
@@ -86,7 +87,7 @@ impl FunctionTable {
                 cum_percent: percent(cum),
             })
             .collect();
-        sort_top(&mut top);
+        measure.rank(&mut top);
         top.truncate(count);
         Summary {
             sample_type: self.sample_type.clone(),
@@ -102,9 +103,50 @@ fn percent_of(total: i64) -> impl Fn(i64) -> f64 {
     move |value| if total == 0 { 0.0 } else { value as f64 / total as f64 * 100.0 }
 }
 
-/// Flat descending, then cum descending, then name.
-pub(crate) fn sort_top(top: &mut [TopFunction]) {
-    top.sort_by(|a, b| b.flat.cmp(&a.flat).then(b.cum.cmp(&a.cum)).then(a.function.cmp(&b.function)));
+/// Which value ranks a profile's functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// What a function spends itself: cpu time, memory, delay.
+    Flat,
+    /// For goroutine and threadcreate profiles: every stack ends where the runtime parks
+    /// or creates (flat is all `runtime.gopark`), so the user's functions show by cum, and
+    /// the runtime's own functions, on every stack, are left out.
+    Cum,
+}
+
+impl Measure {
+    pub fn for_kind(kind: ProfileKind) -> Measure {
+        if kind.grows_by_cum() { Measure::Cum } else { Measure::Flat }
+    }
+
+    /// A row's value and share by this measure.
+    pub fn of(self, row: &TopFunction) -> (i64, f64) {
+        match self {
+            Measure::Flat => (row.flat, row.flat_percent),
+            Measure::Cum => (row.cum, row.cum_percent),
+        }
+    }
+
+    /// Orders rows by this measure, largest first: flat (then cum, then name), or cum
+    /// (then flat, then name) with the runtime's functions left out.
+    pub fn rank(self, rows: &mut Vec<TopFunction>) {
+        match self {
+            Measure::Flat => rows.sort_by(|a, b| {
+                b.flat.cmp(&a.flat).then(b.cum.cmp(&a.cum)).then(a.function.cmp(&b.function))
+            }),
+            Measure::Cum => {
+                rows.retain(|row| !is_runtime(&row.function));
+                rows.sort_by(|a, b| {
+                    b.cum.cmp(&a.cum).then(b.flat.cmp(&a.flat)).then(a.function.cmp(&b.function))
+                });
+            }
+        }
+    }
+}
+
+/// Whether a function is the Go runtime's own (the scheduler, the profiler's writers).
+pub fn is_runtime(function: &str) -> bool {
+    function.starts_with("runtime.") || function.starts_with("runtime/")
 }
 
 /// Summarizes the gzip'd profile that `open` reads (it is called once per pass).
@@ -112,8 +154,9 @@ pub fn summarize<R: Read>(
     open: impl FnMut() -> std::io::Result<R>,
     budget: &Budget,
     count: usize,
+    measure: Measure,
 ) -> Result<Summary, InvalidBody> {
-    Ok(FunctionTable::read(open, budget)?.summary(count))
+    Ok(FunctionTable::read(open, budget)?.summary(count, measure))
 }
 
 #[cfg(test)]
@@ -170,7 +213,7 @@ mod tests {
     #[test]
     fn flat_and_cum() {
         let bytes = profile();
-        let summary = summarize(|| Ok(bytes.as_slice()), &budget(), 10).unwrap();
+        let summary = summarize(|| Ok(bytes.as_slice()), &budget(), 10, Measure::Flat).unwrap();
         assert_eq!(summary.sample_type, "cpu/nanoseconds");
         assert_eq!(summary.total, 400);
         let rows: Vec<(&str, i64, i64)> =
@@ -178,7 +221,7 @@ mod tests {
         // main.a appears twice in the second stack (inlined and as caller): counted once.
         assert_eq!(rows, [("main.b", 300, 300), ("main.c", 100, 100), ("main.a", 0, 400)]);
         assert_eq!(summary.top[0].flat_percent, 75.0);
-        let two = summarize(|| Ok(bytes.as_slice()), &budget(), 2).unwrap();
+        let two = summarize(|| Ok(bytes.as_slice()), &budget(), 2, Measure::Flat).unwrap();
         assert_eq!(two.top.len(), 2);
     }
 }

@@ -115,12 +115,10 @@ impl GrafanaClient {
                 capture.readings.iter().map(|(k, v)| format!("{k}={}", reading(k, *v))).collect();
             text.push_str(&format!("<br>Readings: {}.", Esc(&readings.join(", "))));
         }
-        if let Some(summary) = capture.summary.as_ref().filter(|s| !s.top.is_empty()) {
-            text.push_str(&format!(
-                "<br>Top ({}, flat): {}.",
-                Esc(&summary.sample_type),
-                Esc(&top_line(summary))
-            ));
+        if let Some(summary) = &capture.summary {
+            let by = if capture.kind.grows_by_cum() { "by cum" } else { "flat" };
+            let top = top_line(summary, capture.kind);
+            text.push_str(&format!("<br>Top ({}, {by}): {}.", Esc(&summary.sample_type), Esc(&top)));
         }
         if let Some(diff) = &capture.diff {
             text.push_str(&format!(

@@ -9,7 +9,7 @@ use tokio::task::spawn_blocking;
 
 use super::App;
 use super::insight::{self, AnalysisError};
-use crate::analyze::{DIFF_KEPT, FunctionTable, TOP_KEPT, diff, top_line};
+use crate::analyze::{DIFF_KEPT, FunctionTable, Measure, TOP_KEPT, diff, top_line};
 use crate::capture::PprofClient;
 use crate::model::{CaptureMeta, CaptureStatus, Diff, ProfileKind, Readings, Summary};
 use crate::rules::Job;
@@ -121,7 +121,7 @@ pub(super) async fn keep(app: &App, fetched: Fetched) -> CaptureMeta {
     };
     app.metrics.capture(kind, meta.is_ok(), clock.elapsed().as_secs_f64(), meta.bytes);
     if meta.is_ok() {
-        let top = meta.summary.as_ref().map(top_line).unwrap_or_default();
+        let top = meta.summary.as_ref().map(|summary| top_line(summary, kind)).unwrap_or_default();
         tracing::info!(id = %meta.id, target = %meta.target, bytes = meta.bytes, top = %top, "Profile stored.");
     } else {
         tracing::warn!(id = %meta.id, target = %meta.target, error = meta.error.as_deref().unwrap_or(""), "Capture failed.");
@@ -150,13 +150,14 @@ async fn analyze_staged(
         if let Some(why) = &table.cut_short {
             tracing::warn!(id = %meta.id, why = %why, "Analysis cut short.");
         }
-        let summary = Some(table.summary(TOP_KEPT));
+        let measure = Measure::for_kind(meta.kind);
+        let summary = Some(table.summary(TOP_KEPT, measure));
         let Some(base) = insight::latest_baseline(store, &meta).filter(|_| !meta.baseline) else {
             return (summary, None);
         };
         let diff = insight::function_table(store, &base.id, budget)
             .and_then(|base_table| {
-                diff(&table, &base_table, &base.id, DIFF_KEPT)
+                diff(&table, &base_table, &base.id, DIFF_KEPT, measure)
                     .map_err(|error| AnalysisError::NotApplicable(error.to_string()))
             })
             .inspect_err(|error| {

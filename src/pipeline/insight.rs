@@ -5,7 +5,7 @@
 use std::io::Read;
 
 use crate::analyze::flamegraph::{self, Labels};
-use crate::analyze::{Budget, FunctionTable, diff};
+use crate::analyze::{Budget, FunctionTable, Measure, diff};
 use crate::model::{CaptureMeta, Diff};
 use crate::profile::InvalidBody;
 use crate::store::{CaptureFilter, Derived, ProfileStore, StoreError};
@@ -97,7 +97,7 @@ pub fn diff_captures(
         )));
     }
     let table = function_table(store, id, budget)?;
-    diff(&table, &function_table(store, base, budget)?, base, count)
+    diff(&table, &function_table(store, base, budget)?, base, count, Measure::for_kind(profile.kind))
         .map_err(|error| AnalysisError::NotApplicable(error.to_string()))
 }
 

@@ -155,7 +155,7 @@ async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Dec
     let annotations = annotate(app, &captures, &why).await;
     let top = captures
         .iter()
-        .filter_map(|meta| meta.summary.as_ref().map(|summary| (meta.kind, top_line(summary))))
+        .filter_map(|meta| meta.summary.as_ref().map(|summary| (meta.kind, top_line(summary, meta.kind))))
         .collect();
     let grew = captures
         .iter()

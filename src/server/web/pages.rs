@@ -79,12 +79,7 @@ pub(super) fn index(
                 kind = meta.kind,
                 source = meta.trigger.source.name(),
                 alertname = meta.trigger.alertname.as_deref().map(|a| format!(" / {}", Esc(a))).unwrap_or_default(),
-                top = meta
-                    .summary
-                    .as_ref()
-                    .and_then(|s| s.top.first())
-                    .map(|t| Esc(&short(t)).to_string())
-                    .unwrap_or_default(),
+                top = Esc(&top_cell(meta)),
             )
             .unwrap();
         }
@@ -96,6 +91,15 @@ pub(super) fn index(
     );
     render_decisions(&mut out, decisions, "No decisions since alertprof started.");
     out
+}
+
+/// The top function of a capture, as its summary ranks it, or that it had no samples.
+fn top_cell(meta: &CaptureMeta) -> String {
+    let Some(summary) = &meta.summary else { return String::new() };
+    match summary.top.first() {
+        Some(top) if summary.total != 0 => short(top, Measure::for_kind(meta.kind)),
+        _ => "no samples".to_string(),
+    }
 }
 
 /// Decisions newest first, each linking the captures it made.
