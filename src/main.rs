@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use alertprof::config::{CaptureConfig, Config};
 use alertprof::model::ProfileKind;
+use alertprof::model::text::quantity;
+use alertprof::pipeline::manual;
 
 /// Catches performance spikes of Go services in the act: pprof profiles on alerts,
 /// re-verified locally, kept safely, marked in Grafana.
@@ -46,8 +48,9 @@ enum Command {
     },
     /// Capture one profile by hand from a pprof base URL, e.g. http://127.0.0.1:6060.
     Capture {
-        /// Base URL of the service; /debug/pprof/... is appended.
-        url: reqwest::Url,
+        /// Base URL of the service, e.g. 127.0.0.1:6060; /debug/pprof/... is appended (a URL
+        /// that already ends in /debug/pprof is taken as the base above it).
+        url: String,
         /// Profile kind: cpu, heap, allocs, block, mutex, threadcreate, goroutine,
         /// goroutine_text, trace, fgprof.
         #[arg(long, value_parser = parse_kind)]
@@ -90,7 +93,9 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("alertprof: {error:#}");
+            // The error's causes, each said once (a message that names its cause is not
+            // followed by it again).
+            eprintln!("alertprof: {}", alertprof::http::error_chain(error.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -135,15 +140,35 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 max_profile_bytes: 1 << 30,
                 shutdown_grace: std::time::Duration::ZERO,
             };
-            let kept = runtime.block_on(alertprof::pipeline::manual::capture(
-                &url, profile, seconds, &out, settings, true,
-            ))?;
+            let (url, note) = manual::base_url(&url)?;
+            if let Some(note) = note {
+                eprintln!("alertprof: {note}");
+            }
+            let kept = runtime.block_on(manual::capture(&url, profile, seconds, &out, settings, true))?;
             println!(
                 "{} ({} bytes, sha256 {})",
                 kept.path.display(),
                 kept.fetched.bytes,
                 kept.fetched.sha256
             );
+            if let Some(summary) = &kept.summary {
+                println!("top functions ({}):", summary.sample_type);
+                let unit = alertprof::model::summary::unit_of(&summary.sample_type);
+                for row in &summary.top {
+                    let (flat, cum) = (quantity(row.flat, unit), quantity(row.cum, unit));
+                    println!(
+                        "  {flat:>12} {:>6.1}%  {cum:>12} {:>6.1}%  {}",
+                        row.flat_percent, row.cum_percent, row.function
+                    );
+                }
+                if summary.total == 0 {
+                    println!("  (no samples)");
+                }
+            }
+            for warning in kept.warnings(profile) {
+                eprintln!("alertprof: warning: {warning}");
+            }
+            println!("open it with: {}", profile.open_command(&kept.path.display().to_string()));
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -110,6 +110,11 @@ fn manual_capture() {
     assert!(files[0].ends_with("-manual-goroutine.pb.gz"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains(&files[0]) && stdout.contains("sha256"), "{stdout}");
+    assert!(stdout.contains("top functions (goroutine/count):\n"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("open it with: go tool pprof -http=: profiles/{}", files[0])),
+        "{stdout}"
+    );
 
     let output = alertprof(&["capture", &url, "--profile", "bogus"], dir.path());
     assert_eq!(output.status.code(), Some(2));
@@ -249,4 +254,54 @@ async fn sighup_while_starting() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(child.0.try_wait().unwrap().is_none(), "alertprof is running");
+}
+
+/// `alertprof capture` takes what users type: a base URL without `http://` (and says how
+/// it took it), one that already ends in `/debug/pprof`; it warns of an empty block profile
+/// the target never enabled, and says what a target without fgprof lacks.
+#[test]
+fn capture_helps_the_user() {
+    let demo = Demo::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bare = format!("{}/debug/pprof/", demo.addr);
+    let output = alertprof(&["capture", &bare, "--profile", "heap", "--out", "p"], dir.path());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("taking {bare} as http://{bare}")), "{stderr}");
+    assert_eq!(support::files_in(&dir.path().join("p")).len(), 1);
+
+    let output = alertprof(&["capture", &demo.url(), "--profile", "block", "--out", "p"], dir.path());
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("warning: the block profile is empty: the target records none unless it calls runtime.SetBlockProfileRate"), "{stderr}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("(no samples)"));
+
+    let output = alertprof(
+        &["capture", &demo.url(), "--profile", "fgprof", "--seconds", "1", "--out", "p"],
+        dir.path(),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("answered 404") && stderr.contains("the target must serve fgprof at /debug/fgprof"),
+        "{stderr}"
+    );
+    assert_eq!(support::files_in(&dir.path().join("p")).len(), 2, "nothing kept of the failure");
+
+    let output = alertprof(&["capture", "ftp://example", "--profile", "heap"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("give an http:// or https:// URL"));
+}
+
+/// An error that names its cause is not followed by the cause again.
+#[test]
+fn errors_say_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data"), "a file where the storage directory should be").unwrap();
+    std::fs::write(dir.path().join("alertprof.yaml"), "storage: {dir: data}\n").unwrap();
+    let output = alertprof(&["serve", "--config", "alertprof.yaml"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap();
+    assert_eq!(last, "alertprof: storage: cannot create data: File exists (os error 17)", "{stderr}");
 }

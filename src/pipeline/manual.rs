@@ -11,18 +11,26 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 
+use crate::analyze::{Budget, FunctionTable, Measure, TOP_SHOWN};
 use crate::capture::{CaptureError, Fetched, PprofClient};
 use crate::config::CaptureConfig;
 use crate::durable::move_into_place;
-use crate::model::{ProfileKind, capture_id};
+use crate::model::{ProfileKind, Summary, capture_id};
 use crate::store::StagedFile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManualError {
     #[error(transparent)]
     Capture(#[from] CaptureError),
+    #[error(
+        "{0}: the target must serve fgprof at /debug/fgprof (github.com/felixge/fgprof: \
+             http.DefaultServeMux.Handle(\"/debug/fgprof\", fgprof.Handler()))"
+    )]
+    NoFgprof(CaptureError),
     #[error("cannot {action} {path}: {source}")]
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{0:?} is not a pprof base URL: {1}")]
+    Url(String, String),
 }
 
 /// What a manual capture kept.
@@ -30,6 +38,45 @@ pub enum ManualError {
 pub struct Kept {
     pub path: PathBuf,
     pub fetched: Fetched,
+    /// The top functions, for profile.proto kinds that could be read.
+    pub summary: Option<Summary>,
+}
+
+impl Kept {
+    /// What the user should know of what was kept: an empty block or mutex profile is most
+    /// often one the target never enabled.
+    pub fn warnings(&self, kind: ProfileKind) -> Vec<String> {
+        let empty = self.summary.as_ref().is_some_and(|summary| summary.total == 0);
+        let call = match kind {
+            ProfileKind::Block => "runtime.SetBlockProfileRate",
+            ProfileKind::Mutex => "runtime.SetMutexProfileFraction",
+            _ => return Vec::new(),
+        };
+        match empty {
+            true => vec![format!(
+                "the {kind} profile is empty: the target records none unless it calls {call} (or nothing waited)"
+            )],
+            false => Vec::new(),
+        }
+    }
+}
+
+/// The pprof base URL a user means: `http://` added when no scheme is given (with a note
+/// saying so), and a path that already ends in `/debug/pprof` taken as the base above it.
+pub fn base_url(text: &str) -> Result<(Url, Option<String>), ManualError> {
+    let bad = |why: String| ManualError::Url(text.to_string(), why);
+    let (with_scheme, note) = match text.contains("://") {
+        true => (text.to_string(), None),
+        false => (format!("http://{text}"), Some(format!("taking {text} as http://{text}"))),
+    };
+    let mut url = Url::parse(&with_scheme).map_err(|error| bad(error.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(bad("give an http:// or https:// URL with a host, like http://127.0.0.1:6060".into()));
+    }
+    let path = url.path().trim_end_matches('/');
+    let base = path.strip_suffix("/debug/pprof").unwrap_or(path).to_string();
+    url.set_path(&base);
+    Ok((url, note))
 }
 
 /// Captures `kind` from the pprof base `url` into `out`. `progress` draws a bar on stderr
@@ -74,12 +121,34 @@ pub async fn capture(
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let fetched = result?;
+    let fetched = match result {
+        Ok(fetched) => fetched,
+        Err(error @ CaptureError::Status { status: 404, .. }) if kind == ProfileKind::Fgprof => {
+            return Err(ManualError::NoFgprof(error));
+        }
+        Err(error) => return Err(error.into()),
+    };
     // Moved, not copied: the profile may be up to `max_profile_bytes`.
     let path = out.join(format!("{id}{}", kind.extension()));
     move_into_place(staged.path(), &path).map_err(io("move into place", &path))?;
     staged.into_path();
-    Ok(Kept { path, fetched })
+    let summary = match kind.is_pprof() {
+        true => summarize_file(&path, kind).await,
+        false => None,
+    };
+    Ok(Kept { path, fetched, summary })
+}
+
+/// The top functions of a kept profile, within the usual budget; `None` if it cannot be
+/// read as such.
+async fn summarize_file(path: &Path, kind: ProfileKind) -> Option<Summary> {
+    let path = path.to_path_buf();
+    let summarized = tokio::task::spawn_blocking(move || {
+        let budget = Budget::new(Duration::from_secs(20));
+        FunctionTable::read(|| std::fs::File::open(&path), &budget)
+            .map(|table| table.summary(TOP_SHOWN, Measure::for_kind(kind)))
+    });
+    summarized.await.ok()?.ok()
 }
 
 fn progress_bar(kind: ProfileKind, seconds: u32, timeout: Duration) -> ProgressBar {
@@ -98,5 +167,25 @@ fn progress_bar(kind: ProfileKind, seconds: u32, timeout: Duration) -> ProgressB
         bar.set_prefix(format!("{kind} profile (timeout {}s)", timeout.as_secs()));
         bar.enable_steady_tick(Duration::from_millis(120));
         bar
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What users type reaches the right base URL, or says what is wrong.
+    #[test]
+    fn base_urls() {
+        let base = |text: &str| base_url(text).map(|(url, note)| (url.to_string(), note));
+        assert_eq!(base("http://127.0.0.1:6060").unwrap(), ("http://127.0.0.1:6060/".into(), None));
+        assert_eq!(base("http://h:6060/debug/pprof").unwrap().0, "http://h:6060/");
+        assert_eq!(base("http://h:6060/svc/debug/pprof/").unwrap().0, "http://h:6060/svc");
+        assert_eq!(base("https://h/prefix").unwrap().0, "https://h/prefix");
+        let (url, note) = base("127.0.0.1:6060").unwrap();
+        assert_eq!(url, "http://127.0.0.1:6060/");
+        assert_eq!(note.unwrap(), "taking 127.0.0.1:6060 as http://127.0.0.1:6060");
+        assert!(base("ftp://h").unwrap_err().to_string().contains("give an http:// or https:// URL"));
+        assert!(base("http://").is_err());
     }
 }
