@@ -50,7 +50,10 @@ fn intake(c: &mut Criterion) {
                 payload
                     .alerts
                     .iter()
-                    .map(|alert| match_alert(&config, alert, |_: &str, _: &str, _: &str| None).len())
+                    .map(|alert| {
+                        match_alert(&config, alert, chrono::Utc::now(), |_: &str, _: &str, _: &str| None)
+                            .len()
+                    })
                     .sum::<usize>()
             })
         });

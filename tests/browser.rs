@@ -20,8 +20,9 @@ const INSTALL: &str = "apt-get install chromium chromium-driver";
 const CONFIG: &str = r#"
 storage: {dir: "{data}/store"}
 auth: {bearer_token_file: token}
+sample_interval: 500ms
 targets:
-  - {name: demo, pprof_url: DEMO_URL, alert_labels: {job: demo}}
+  - {name: demo, pprof_url: DEMO_URL, metrics_url: DEMO_URL/metrics, process: {listen_port: DEMO_PORT}, alert_labels: {job: demo}}
 rules:
   - {name: cpu-spike, alert_labels: {alertname: HighCPU}, capture: [cpu], seconds: 2}
 "#;
@@ -262,8 +263,18 @@ async fn sign_in_list_and_open_a_capture() {
     demo.get("/burn?seconds=10&workers=1").await;
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("token"), format!("{TOKEN}\n")).unwrap();
-    let running = Running::start(&CONFIG.replace("DEMO_URL", &demo.url()), data.path()).await;
-    let alert = payload(&[(json!({"alertname": "HighCPU", "job": "demo"}), "fp-browser")]);
+    let config = CONFIG.replace("DEMO_URL", &demo.url()).replace("DEMO_PORT", &demo.addr.port().to_string());
+    let running = Running::start(&config, data.path()).await;
+    // A few readings of the burning demo (points at least 3 s apart), for the charts.
+    running.wait_signal("demo", "cpu_percent", Duration::from_secs(20), |v| v > 10.0).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running.app.verifier.series("demo").get("cpu_percent").is_none_or(|points| points.len() < 3) {
+        assert!(Instant::now() < deadline, "too few readings");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut alert = payload(&[(json!({"alertname": "HighCPU", "job": "demo"}), "fp-browser")]);
+    // Late, as alerts are: the burn began a few seconds before the alert says it did.
+    alert["alerts"][0]["startsAt"] = json!((chrono::Utc::now() - chrono::Duration::seconds(4)).to_rfc3339());
     let answer = support::client().post(running.url("/api/v1/alerts")).bearer_auth(TOKEN).json(&alert).send();
     assert_eq!(answer.await.unwrap().status(), 200);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -291,6 +302,12 @@ async fn sign_in_list_and_open_a_capture() {
     assert!(row.contains("cpu-spike") && row.contains("cpu") && row.contains(&top), "{row}");
     assert!(browser.text("#decisions + table").await.contains("captured"));
 
+    // The demo's recent readings, with its capture marked on them.
+    assert_eq!(browser.attribute("#timeline-demo", "aria-label").await, "cpu_percent");
+    assert_eq!(
+        browser.script("return document.querySelectorAll('#timeline-demo path.capture').length").await,
+        1
+    );
     let png = browser.screenshot().await;
     std::fs::write(dir.join("captures.png"), &png).unwrap();
     let (width, height) = png_size(&png);
@@ -330,6 +347,23 @@ async fn sign_in_list_and_open_a_capture() {
     assert!(loaded.as_u64().is_some_and(|width| width > 100), "flame graph not loaded: {loaded}");
     browser.script("document.getElementById('flamegraph').scrollIntoView()").await;
     std::fs::write(dir.join("capture.png"), browser.screenshot().await).unwrap();
+    // The signals around the capture, drawn: the readings' line, the trigger, the window.
+    let drawn = browser
+        .script(
+            "const c = document.getElementById('chart-cpu_percent'); \
+             return [c.getBoundingClientRect().width, c.querySelectorAll('polyline').length, \
+                     c.querySelectorAll('.window').length, c.querySelectorAll('.received').length]",
+        )
+        .await;
+    assert_eq!(drawn, json!([640, 1, 1, 1]), "the chart as drawn");
+    assert_eq!(
+        browser.script("return document.querySelectorAll('#chart-cpu_percent .trigger').length").await,
+        1
+    );
+    browser.script("document.getElementById('signals').scrollIntoView()").await;
+    let png = browser.screenshot().await;
+    std::fs::write(dir.join("signals.png"), &png).unwrap();
+    assert!(png.len() > 10_000, "{} bytes", png.len());
     let kept =
         std::fs::read_to_string(data.path().join("store/demo").join(format!("{id}.flamegraph.svg"))).unwrap();
     assert!(kept.contains("main.spin"));

@@ -48,10 +48,14 @@ fn write_captures(data: &std::path::Path) {
             "id": CPU, "target": "checkout", "rule": "cpu-spike", "kind": "cpu", "status": "ok",
             "trigger": {
                 "source": "alertmanager", "alertname": "HighCPU", "fingerprint": "fp-1",
-                "starts_at": "2026-11-21T09:59:30Z",
+                "starts_at": "2026-11-21T09:59:30Z", "received_at": "2026-11-21T09:59:55Z",
                 "labels": {"alertname": "HighCPU", "job": "checkout", "note": HOSTILE, "file": "a\u{0}b\u{202e}gpj.exe"},
             },
             "readings": {"cpu_percent": 87.5, "goroutines": 300.0},
+            "signals": {
+                "cpu_percent": [[1795254900000i64, 4.0], [1795254960000i64, 6.5], [1795254990000i64, 87.5]],
+                "goroutines": [[1795254900000i64, 20.0], [1795254990000i64, 300.0]],
+            },
             "url": "http://127.0.0.1:9/debug/pprof/profile?seconds=10", "seconds": 10,
             "started_at": "2026-11-21T10:00:00Z", "finished_at": "2026-11-21T10:00:10Z",
             "bytes": 2048, "sha256": "ab".repeat(32), "file": format!("{CPU}.pb.gz"),
@@ -369,4 +373,39 @@ async fn internal_failures_are_plain_500s_and_logged() {
         logs.lines().filter(|line| line.contains("ERROR") && line.contains(&wanted)).collect();
     assert!(lines.iter().any(|line| line.contains("Reading the store failed.")), "{logs}");
     assert!(lines.iter().any(|line| line.contains("Analysis failed.")), "{logs}");
+}
+
+/// A capture's page draws its target's signals around it: the readings, the trigger's
+/// start, when the alert arrived and what the profile covers, as inline SVG; the list
+/// draws each target's recent readings with its captures on them.
+#[tokio::test]
+async fn charts() {
+    let f = fixture("");
+    let page = call(&f.app, get(&format!("/captures/{CPU}"))).await.body;
+    for wanted in [
+        "<h2 id=\"signals\">Signals",
+        "id=\"chart-cpu_percent\"",
+        "id=\"chart-goroutines\"",
+        "class=\"trigger\"",
+        "class=\"received\"",
+        "class=\"window\"",
+        "<polyline points=",
+        ">09:55:00</text>",
+        ">10:00:10</text>",
+    ] {
+        assert!(page.contains(wanted), "{wanted} not in:\n{page}");
+    }
+    let heap = call(&f.app, get(&format!("/captures/{HEAP}"))).await.body;
+    assert!(!heap.contains("id=\"signals\""), "no readings kept, no chart");
+
+    let list = call(&f.app, get("/")).await.body;
+    assert!(!list.contains("id=\"timelines\""), "nothing sampled yet");
+    let now = chrono::Utc::now();
+    for (seconds, value) in [(-20, 5.0), (-10, 60.0), (0, 12.0)] {
+        let sample = std::collections::BTreeMap::from([("cpu_percent".to_string(), Ok(value))]);
+        f.app.verifier.record("checkout", now + chrono::Duration::seconds(seconds), sample);
+    }
+    let list = call(&f.app, get("/")).await.body;
+    assert!(list.contains("id=\"timeline-checkout\""), "{list}");
+    assert!(!list.contains("id=\"timeline-billing\""), "billing is not sampled");
 }

@@ -64,7 +64,7 @@ pub fn intake(
             target,
             ..Decision::new(now, TriggerSource::Alertmanager, outcome, reason)
         };
-        for found in match_alert(config, alert, &mut refused) {
+        for found in match_alert(config, alert, now, &mut refused) {
             match found {
                 Match::Job(job) => {
                     taken = true;

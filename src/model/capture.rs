@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::kind::ProfileKind;
 use super::name::is_safe_name;
-use super::signal::Readings;
+use super::signal::{Readings, Series};
 use super::summary::{Diff, Summary};
 use super::trigger::Trigger;
 
@@ -32,6 +32,9 @@ pub struct CaptureMeta {
     /// Signal readings at decision time, `{signal: value}`.
     #[serde(default)]
     pub readings: Readings,
+    /// The target's readings over the minutes before the capture, for its chart.
+    #[serde(default, skip_serializing_if = "Series::is_empty")]
+    pub signals: Series,
     /// The URL the profile was fetched from.
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -21,6 +21,6 @@ pub use endpoint::{AllowedTarget, Endpoint, UrlSpec, UrlTemplate};
 pub use kind::{BodyFormat, ProfileKind};
 pub use links::CaptureLinks;
 pub use name::{Name, Secret};
-pub use signal::{Readings, Signal, SignalCheck, Threshold};
+pub use signal::{Readings, Series, Signal, SignalCheck, Threshold};
 pub use summary::{Diff, Summary, TopFunction};
 pub use trigger::{Trigger, TriggerSource};

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 /// Latest reading of each signal, by key (`cpu_percent`, `go_foo{code="500"}`).
 pub type Readings = BTreeMap<String, f64>;
 
+/// Recent readings of each signal, by key: (epoch milliseconds, value), oldest first.
+pub type Series = BTreeMap<String, Vec<(i64, f64)>>;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Signal {
     CpuPercent,

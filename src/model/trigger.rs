@@ -37,6 +37,10 @@ pub struct Trigger {
     pub fingerprint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starts_at: Option<DateTime<Utc>>,
+    /// When alertprof got it: the alert's arrival, the watch tick. Alerts arrive late
+    /// (scrape, evaluation, `for`, group wait): this minus `starts_at` is how late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<DateTime<Utc>>,
     /// Shared by every job and capture of one alert.
     #[serde(default)]
     pub labels: Arc<BTreeMap<String, String>>,
@@ -45,6 +49,13 @@ pub struct Trigger {
 impl Trigger {
     /// A trigger of no alert (a watch rule, a baseline, a person) at `at`.
     pub fn local(source: TriggerSource, at: Option<DateTime<Utc>>) -> Trigger {
-        Trigger { source, alertname: None, fingerprint: None, starts_at: at, labels: Default::default() }
+        Trigger {
+            source,
+            alertname: None,
+            fingerprint: None,
+            starts_at: at,
+            received_at: at,
+            labels: Default::default(),
+        }
     }
 }

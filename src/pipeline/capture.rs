@@ -60,6 +60,8 @@ pub(super) async fn fetch(
         error: None,
         trigger: job.trigger.clone(),
         readings: readings.clone(),
+        // A templated target is not sampled: it has no readings over time.
+        signals: if job.endpoint.templated { Default::default() } else { app.verifier.series(&target.name) },
         url: url.to_string(),
         seconds: kind.is_timed().then_some(rule.seconds),
         started_at,

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use crate::config::Config;
 use crate::model::{Alert, AlertStatus, Labels, Name, Outcome, Refusal, Trigger, TriggerSource};
 
@@ -54,7 +56,13 @@ impl<F: FnMut(&str, &str, &str) -> Option<Refusal>> GateCheck for F {}
 
 /// Matches one alert against every rule. What `refused` refuses becomes
 /// `Match::Refused` before any job is built: most of an alert storm is repeats.
-pub fn match_alert(config: &Arc<Config>, alert: &Alert<'_>, mut refused: impl GateCheck) -> Vec<Match> {
+/// `now` is when the alert arrived.
+pub fn match_alert(
+    config: &Arc<Config>,
+    alert: &Alert<'_>,
+    now: DateTime<Utc>,
+    mut refused: impl GateCheck,
+) -> Vec<Match> {
     let status = alert.status().unwrap_or(AlertStatus::Firing);
     let baseline = status == AlertStatus::Resolved;
     let mut found = Vec::new();
@@ -144,6 +152,7 @@ pub fn match_alert(config: &Arc<Config>, alert: &Alert<'_>, mut refused: impl Ga
                     alertname: alert.alertname().map(Cow::into_owned),
                     fingerprint: Some(fingerprint.clone()),
                     starts_at: alert.starts_at,
+                    received_at: Some(now),
                     labels: labels.clone(),
                 },
                 dedupe: Some(dedupe),

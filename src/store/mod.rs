@@ -126,6 +126,7 @@ pub(crate) mod tests {
             error: None,
             trigger: Trigger::local(TriggerSource::Manual, None),
             readings: Readings::new(),
+            signals: Default::default(),
             url: format!("http://t/debug/pprof/{kind}"),
             seconds: None,
             started_at: finished_at,

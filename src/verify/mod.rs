@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{Readings, SignalCheck};
+use crate::model::{Readings, Series, SignalCheck};
 
 /// Whether a rule's condition holds now, with the readings it was judged on.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +41,15 @@ struct Signals {
     missing: BTreeMap<String, String>,
     /// The last `history + 1` values of each signal, the newest last.
     history: HashMap<String, VecDeque<f64>>,
+    /// Readings for charts: at most `CHART_POINTS` of each signal, at least `CHART_STEP`
+    /// apart, the newest last.
+    chart: HashMap<String, VecDeque<(DateTime<Utc>, f64)>>,
 }
+
+/// Points of each signal kept for charts, and the least time between two: about five
+/// minutes at a watch rule's 1 s, eight at the default 5 s sampling.
+const CHART_POINTS: usize = 100;
+const CHART_STEP: chrono::TimeDelta = chrono::TimeDelta::seconds(3);
 
 /// Holds every target's readings for the verify stage, the API and `/metrics`.
 pub struct Verifier {
@@ -72,6 +80,13 @@ impl Verifier {
                         ring.pop_front();
                     }
                     ring.push_back(value);
+                    let chart = signals.chart.entry(key.clone()).or_default();
+                    if chart.back().is_none_or(|(last, _)| at - *last >= CHART_STEP) {
+                        if chart.len() == CHART_POINTS {
+                            chart.pop_front();
+                        }
+                        chart.push_back((at, value));
+                    }
                     signals.latest.insert(key, value);
                 }
                 Err(why) => {
@@ -86,6 +101,16 @@ impl Verifier {
     /// Forgets targets no longer configured.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         self.targets.lock().unwrap().retain(|name, _| keep(name));
+    }
+
+    /// A target's recent readings, for charts.
+    pub fn series(&self, target: &str) -> Series {
+        let targets = self.targets.lock().unwrap();
+        let Some(signals) = targets.get(target) else { return Series::new() };
+        let points = |ring: &VecDeque<(DateTime<Utc>, f64)>| {
+            ring.iter().map(|(at, v)| (at.timestamp_millis(), *v)).collect()
+        };
+        signals.chart.iter().map(|(key, ring)| (key.clone(), points(ring))).collect()
     }
 
     /// The latest readings of a target.

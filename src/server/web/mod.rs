@@ -2,6 +2,7 @@
 //! readings, top functions, flame graph, download) and the decision log. Server-rendered
 //! HTML with no external resources, behind the same auth as the API.
 
+mod chart;
 mod html;
 mod pages;
 pub mod sign_in;
@@ -96,7 +97,8 @@ pub async fn index(State(app): State<Arc<App>>, Query(query): Query<ListQuery>) 
             Err(response) => return response,
         };
     let decisions = app.decisions.recent(DECISIONS_SHOWN);
-    let body = pages::index(&config, &filter, &captures, &decisions);
+    let recent = config.targets.iter().map(|t| (t.name.to_string(), app.verifier.series(&t.name))).collect();
+    let body = pages::index(&config, &filter, &captures, &decisions, &recent);
     html::respond(StatusCode::OK, html::page("Captures", logout, &body))
 }
 

@@ -1,14 +1,15 @@
 //! The pages' HTML: the captures list with its filter, a capture's page, and the decision
 //! tables. Every string from an alert, a target or a profile is escaped.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::{DEFAULT_LIMIT, MAX_LIMIT};
+use super::{DEFAULT_LIMIT, MAX_LIMIT, chart};
 use crate::analyze::{Measure, grown, short};
 use crate::config::{Config, Credentials};
 use crate::model::summary::unit_of;
 use crate::model::text::{Esc, change, quantity, reading, time};
-use crate::model::{CaptureLinks, CaptureMeta, Decision, Diff, ProfileKind, is_valid_id};
+use crate::model::{CaptureLinks, CaptureMeta, Decision, Diff, ProfileKind, Series, Signal, is_valid_id};
 use crate::store::CaptureFilter;
 
 /// The mark of a baseline capture.
@@ -37,6 +38,7 @@ pub(super) fn index(
     filter: &CaptureFilter,
     captures: &[CaptureMeta],
     decisions: &[Decision],
+    recent: &BTreeMap<String, Series>,
 ) -> String {
     let mut out = String::new();
     out.push_str("<form class=\"filter\" method=\"get\" action=\"/\">");
@@ -55,6 +57,8 @@ pub(super) fn index(
         filter.limit.unwrap_or(DEFAULT_LIMIT)
     )
     .unwrap();
+
+    render_timelines(&mut out, recent, captures);
 
     writeln!(out, "<h2>Captures <span class=\"muted\">({} shown)</span></h2>", captures.len()).unwrap();
     if captures.is_empty() {
@@ -91,6 +95,90 @@ pub(super) fn index(
     );
     render_decisions(&mut out, decisions, "No decisions since alertprof started.");
     out
+}
+
+/// The signal a target's timeline shows: CPU if it is read, else the first that is.
+fn headline(series: &Series) -> Option<(&String, &Vec<(i64, f64)>)> {
+    let order = [Signal::CpuPercent, Signal::MemoryPercent, Signal::Goroutines].map(|s| s.key());
+    order
+        .iter()
+        .find_map(|key| series.get_key_value(key))
+        .or_else(|| series.iter().next())
+        .filter(|(_, p)| !p.is_empty())
+}
+
+/// One small timeline per target: its recent readings of its headline signal, and the
+/// captures listed here that fall in them, so a spike and its captures are seen together.
+fn render_timelines(out: &mut String, recent: &BTreeMap<String, Series>, captures: &[CaptureMeta]) {
+    let lines: Vec<_> =
+        recent.iter().filter_map(|(target, series)| headline(series).map(|line| (target, line))).collect();
+    if lines.is_empty() {
+        return;
+    }
+    out.push_str("<h2 id=\"timelines\">Recent readings <span class=\"muted\">(▼ a capture)</span></h2>\n");
+    for (target, (signal, points)) in lines {
+        let marks = chart::Marks {
+            captures: captures
+                .iter()
+                .filter(|meta| meta.target == **target)
+                .map(|meta| (meta.started_at.timestamp_millis(), meta.id.as_str()))
+                .collect(),
+            ..Default::default()
+        };
+        let range = (points[0].0, points[points.len() - 1].0);
+        write!(
+            out,
+            "<div class=\"timeline\"><span class=\"mono\">{} {}</span><br>",
+            Esc(target),
+            Esc(signal)
+        )
+        .unwrap();
+        chart::draw(out, &format!("timeline-{target}"), signal, points, range, 56.0, &marks);
+        out.push_str("</div>\n");
+    }
+}
+
+/// The target's signals over the minutes before the capture (as its metadata keeps them),
+/// with when the condition began, when alertprof got it, and what the profile covers.
+fn render_signals(out: &mut String, meta: &CaptureMeta) {
+    let Some(first) = meta.signals.values().filter_map(|points| points.first()).map(|(at, _)| *at).min()
+    else {
+        return;
+    };
+    let trigger = &meta.trigger;
+    let starts = trigger.starts_at.map(|at| at.timestamp_millis());
+    let window = (meta.started_at.timestamp_millis(), meta.finished_at.timestamp_millis());
+    let last =
+        meta.signals.values().filter_map(|points| points.last()).map(|(at, _)| *at).max().unwrap_or(first);
+    let to = window.1.max(last);
+    // The chart reaches back to the trigger's start, but not so far that the readings
+    // shrink to a sliver: at most as far again as they go. An older start is said.
+    let from = starts.map_or(first, |starts| starts.max(first - (to - first)).min(first));
+    out.push_str(
+        "<h2 id=\"signals\">Signals <span class=\"muted\">(blue: readings; dashed: the trigger's start; \
+         red: when alertprof got it; shaded: what the profile covers)</span></h2>\n",
+    );
+    if let Some(starts) = trigger.starts_at.filter(|at| at.timestamp_millis() < from) {
+        writeln!(
+            out,
+            "<p class=\"muted\" id=\"trigger-before\">The trigger started at {}, before these readings.</p>",
+            time(&starts)
+        )
+        .unwrap();
+    }
+    let marks = chart::Marks {
+        trigger_start: starts,
+        received: trigger.received_at.map(|at| at.timestamp_millis()),
+        window: Some(window),
+        captures: Vec::new(),
+    };
+    for (signal, points) in meta.signals.iter().filter(|(_, points)| !points.is_empty()) {
+        let latest = points.last().map(|(_, value)| reading(signal, *value)).unwrap_or_default();
+        write!(out, "<div class=\"signal\"><span class=\"mono\">{} {latest}</span><br>", Esc(signal))
+            .unwrap();
+        chart::draw(out, &format!("chart-{signal}"), signal, points, (from, to), 80.0, &marks);
+        out.push_str("</div>\n");
+    }
 }
 
 /// The top function of a capture, as its summary ranks it, or that it had no samples.
@@ -173,6 +261,8 @@ pub(super) fn capture(config: &Config, meta: &CaptureMeta, decisions: &[Decision
     if meta.is_ok() {
         render_download(&mut out, config, meta);
     }
+
+    render_signals(&mut out, meta);
 
     if let Some(summary) = &meta.summary {
         let unit = unit_of(&summary.sample_type);
