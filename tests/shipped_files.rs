@@ -129,13 +129,11 @@ fn grafana_files_agree_with_annotations() {
         status: CaptureStatus::Ok,
         error: None,
         trigger: Trigger {
-            source: TriggerSource::Alertmanager,
             alertname: Some("ProcessCPUHigh".into()),
-            fingerprint: None,
-            starts_at: None,
-            labels: Default::default(),
+            ..Trigger::local(TriggerSource::Alertmanager, None)
         },
         readings: Default::default(),
+        signals: Default::default(),
         url: String::new(),
         seconds: Some(10),
         started_at: now,
