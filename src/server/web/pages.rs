@@ -125,7 +125,9 @@ fn render_timelines(out: &mut String, recent: &BTreeMap<String, Series>, capture
                 .collect(),
             ..Default::default()
         };
-        let range = (points[0].0, points[points.len() - 1].0);
+        // Up to the last reading, or to a capture made since.
+        let last = marks.captures.iter().map(|(at, _)| *at).fold(points[points.len() - 1].0, i64::max);
+        let range = (points[0].0, last);
         write!(
             out,
             "<div class=\"timeline\"><span class=\"mono\">{} {}</span><br>",
