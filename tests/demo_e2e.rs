@@ -63,6 +63,40 @@ fn agrees_with_pprof_top(capture: &Value, pprof: &str) {
     }
 }
 
+/// A goroutine profile's summary ranks by cum without the runtime's frames: its rows are
+/// `go tool pprof -top -cum`'s once those are left out, with the same cum shares.
+fn agrees_with_pprof_top_cum(capture: &Value, pprof: &str) {
+    let rows: Vec<(String, f64)> = pprof
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("flat"))
+        .skip(1)
+        .filter_map(|line| {
+            let columns: Vec<&str> = line.split_whitespace().collect();
+            let percent: f64 = columns.get(4)?.trim_end_matches('%').parse().ok()?;
+            let name = columns.iter().skip(5).copied().collect::<Vec<_>>().join(" ");
+            let name = name.trim_end_matches(" (inline)").to_string();
+            Some((name, percent))
+        })
+        .filter(|(name, _)| !name.starts_with("runtime.") && !name.starts_with("runtime/"))
+        .collect();
+    let summary = &capture["summary"];
+    let top = summary["top"].as_array().unwrap();
+    assert_eq!(
+        top[0]["function"].as_str(),
+        rows.first().map(|(name, _)| name.as_str()),
+        "pprof -top -cum:\n{pprof}\nsummary: {summary}"
+    );
+    for row in top {
+        let name = row["function"].as_str().unwrap();
+        let theirs = rows.iter().find(|(function, _)| function == name).map(|(_, cum)| *cum);
+        let mine = row["cum_percent"].as_f64().unwrap();
+        assert!(
+            theirs.is_some_and(|theirs| (theirs - mine).abs() < 0.01 + 0.005 * theirs),
+            "{name}: {theirs:?}% vs {mine}%\n{pprof}"
+        );
+    }
+}
+
 fn alert(fingerprint: &str) -> Value {
     payload(&[(json!({"alertname": "HighCPU", "job": "demo", "instance": "demo:6060"}), fingerprint)])
 }
@@ -125,7 +159,13 @@ async fn alert_captures_profiles_and_gate_survives_restart() {
             file.display()
         );
         let top = Command::new("go").args(["tool", "pprof", "-top"]).arg(&file).output().unwrap();
-        agrees_with_pprof_top(capture, &String::from_utf8_lossy(&top.stdout));
+        if capture["kind"] == "goroutine" {
+            let by_cum =
+                Command::new("go").args(["tool", "pprof", "-top", "-cum"]).arg(&file).output().unwrap();
+            agrees_with_pprof_top_cum(capture, &String::from_utf8_lossy(&by_cum.stdout));
+        } else {
+            agrees_with_pprof_top(capture, &String::from_utf8_lossy(&top.stdout));
+        }
         assert!(top.status.success(), "go tool pprof failed: {}", String::from_utf8_lossy(&top.stderr));
         assert!(String::from_utf8_lossy(&top.stdout).contains(wanted));
 
