@@ -62,7 +62,8 @@ fn intake(c: &mut Criterion) {
 }
 
 fn trigger(c: &mut Criterion) {
-    let threshold = Threshold { min: Some(20.0), abs: Some(70.0), diff: Some(25.0), max: Some(400.0) };
+    let threshold =
+        Threshold { min: Some(20.0), abs: Some(70.0), diff: Some(25.0), max: Some(400.0), zscore: None };
     let history = [30.0, 31.0, 29.0, 30.0, 32.0, 28.0, 30.0, 31.0, 29.0, 30.0];
     c.bench_function("trigger/evaluate_diff", |b| {
         b.iter(|| evaluate("cpu_percent", &threshold, 45.0, &history, 10))

@@ -10,7 +10,8 @@
 //!   [`intake`] (a payload into jobs and decisions), [`rules`] (which rules and targets; the
 //!   `Job`), [`verify`] (local readings), [`gate`] (dedupe, cooldown, concurrency),
 //!   [`capture`] (fetch and validate), [`store`] (keep, index, retention), [`analyze`]
-//!   (top functions, diffs, flame graphs), [`annotate`] (Grafana), [`metrics`].
+//!   (top functions, diffs, flame graphs), [`annotate`] (Grafana), [`metrics`], [`recorder`]
+//!   (each recorded target's recent profiles, and the end of its process).
 //! - [`pipeline`] — the `App` state, workers, one job end to end, watch, reload.
 //! - [`server`] — the router, auth, webhook, API, web page, and `serve`.
 
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod profile;
+pub mod recorder;
 pub mod rules;
 pub mod server;
 pub mod store;

@@ -59,6 +59,46 @@ pub struct Metrics {
     pub http_connections: Gauge,
     pub config_reload_success: Gauge,
     pub signal: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub recorder: RecorderMetrics,
+}
+
+/// The recorder's state, per target (and kind).
+#[derive(Default)]
+pub struct RecorderMetrics {
+    pub segments: Family<Labels, Gauge>,
+    pub bytes: Family<Labels, Gauge>,
+    pub reach: Family<Labels, Gauge>,
+    fetches: Family<Labels, Counter>,
+    pub backing_off: Family<Labels, Gauge>,
+    exits: Family<Labels, Counter>,
+}
+
+impl RecorderMetrics {
+    /// A recorder's fetch of `kind` from `target`: `ok`, `failed`, or `in_use` (someone
+    /// else held the CPU profiler).
+    pub fn fetch(&self, target: &str, kind: ProfileKind, result: &str) {
+        let labels = vec![
+            ("target", target.to_string()),
+            ("kind", kind.name().to_string()),
+            ("result", result.to_string()),
+        ];
+        self.fetches.get_or_create(&labels).inc();
+    }
+
+    pub fn exit(&self, target: &str) {
+        self.exits.get_or_create(&vec![("target", target.to_string())]).inc();
+    }
+
+    /// Forgets a target no longer recorded.
+    pub fn forget(&self, target: &str, kinds: &[ProfileKind]) {
+        let by_target = vec![("target", target.to_string())];
+        for family in [&self.bytes, &self.reach, &self.backing_off] {
+            family.remove(&by_target);
+        }
+        for kind in kinds {
+            self.segments.remove(&vec![("target", target.to_string()), ("kind", kind.name().to_string())]);
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -86,6 +126,7 @@ impl Metrics {
             http_connections: Gauge::default(),
             config_reload_success: Gauge::default(),
             signal: Family::default(),
+            recorder: RecorderMetrics::default(),
             registry: Registry::default(),
             hot: Hot { alerts: Default::default(), codes: Vec::new(), outcomes: Vec::new() },
         };
@@ -147,6 +188,33 @@ impl Metrics {
             metrics.config_reload_success.clone(),
         );
         registry.register("signal", "Latest reading of each signal of each target.", metrics.signal.clone());
+        let recorder = &metrics.recorder;
+        registry.register(
+            "recorder_segments",
+            "Profiles the recorder keeps, by target and kind.",
+            recorder.segments.clone(),
+        );
+        registry.register("recorder_bytes", "Bytes the recorder keeps, by target.", recorder.bytes.clone());
+        registry.register(
+            "recorder_reach_seconds",
+            "How far back the recorder's oldest profile of a target reaches.",
+            recorder.reach.clone(),
+        );
+        registry.register(
+            "recorder_fetches",
+            "The recorder's requests, by target, kind and result (ok, failed, in_use: someone else held the CPU profiler).",
+            recorder.fetches.clone(),
+        );
+        registry.register(
+            "recorder_backing_off",
+            "1 while the recorder leaves a target's CPU profiler to someone else who holds it.",
+            recorder.backing_off.clone(),
+        );
+        registry.register(
+            "process_exits",
+            "Ends of a recorded target's process (exit, kill, restart), by target.",
+            recorder.exits.clone(),
+        );
         metrics.config_reload_success.set(1);
         Metrics { registry, hot, ..metrics }
     }

@@ -121,30 +121,23 @@ fn grafana_files_agree_with_annotations() {
         Config::parse("grafana: {url: \"http://127.0.0.1:3000\", token_file: t}\n", dir.path()).unwrap();
     let client = GrafanaClient::new(config.grafana.as_ref().unwrap(), &config.external_url);
     let now = chrono::Utc::now();
-    let capture = CaptureMeta {
-        id: "20261121T232525.702Z-cpu-spike-cpu".into(),
-        target: "checkout".into(),
-        rule: "cpu-spike".into(),
-        kind: alertprof::model::ProfileKind::Cpu,
-        status: CaptureStatus::Ok,
-        error: None,
-        trigger: Trigger {
-            alertname: Some("ProcessCPUHigh".into()),
-            ..Trigger::local(TriggerSource::Alertmanager, None)
-        },
-        readings: Default::default(),
-        signals: Default::default(),
-        url: String::new(),
-        seconds: Some(10),
-        started_at: now,
-        finished_at: now,
-        bytes: 1,
-        sha256: None,
-        file: Some("x.pb.gz".into()),
-        summary: None,
-        baseline: false,
-        diff: None,
+    let trigger = Trigger {
+        alertname: Some("ProcessCPUHigh".into()),
+        ..Trigger::local(TriggerSource::Alertmanager, None)
     };
+    let mut capture = CaptureMeta::pending(
+        "checkout",
+        "cpu-spike",
+        alertprof::model::ProfileKind::Cpu,
+        trigger,
+        String::new(),
+        now,
+    );
+    capture.id = "20261121T232525.702Z-cpu-spike-cpu".into();
+    capture.status = CaptureStatus::Ok;
+    capture.seconds = Some(10);
+    capture.bytes = 1;
+    capture.file = Some("x.pb.gz".into());
     let sent = client.annotation(&capture, &[]).tags;
     for tag in wanted {
         assert!(sent.iter().any(|t| t == tag), "the dashboard asks for {tag:?}, alertprof sends {sent:?}");

@@ -79,6 +79,7 @@ pub fn diff(
         total: profile.total,
         functions,
         cut_short: (!cut_short.is_empty()).then(|| cut_short.join("; ")),
+        before_window: false,
     })
 }
 

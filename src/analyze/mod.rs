@@ -84,6 +84,7 @@ mod tests {
             total: 2010,
             functions: vec![row("runtime.gopark", 2000, 2000), row("main.leak", 0, 2000)],
             cut_short: None,
+            before_window: false,
         };
         assert_eq!(grew_line(&diff, ProfileKind::Goroutine), "main.leak +2000 cum (+2000.0%)");
         assert_eq!(grew_line(&diff, ProfileKind::Heap), "runtime.gopark +2000 (+2000.0%)");

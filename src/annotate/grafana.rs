@@ -121,8 +121,15 @@ impl GrafanaClient {
             text.push_str(&format!("<br>Top ({}, {by}): {}.", Esc(&summary.sample_type), Esc(&top)));
         }
         if let Some(diff) = &capture.diff {
+            let against = match (diff.before_window, &capture.window) {
+                (true, Some(window)) => {
+                    format!("since {} (the recorder's, before the spike)", window.from.format("%H:%M:%S"))
+                }
+                _ => "vs baseline".to_string(),
+            };
             text.push_str(&format!(
-                "<br>Grew vs baseline ({}): {}.",
+                "<br>Grew {} ({}): {}.",
+                Esc(&against),
                 Esc(&diff.sample_type),
                 Esc(&grew_line(diff, capture.kind))
             ));
@@ -138,7 +145,12 @@ impl GrafanaClient {
             text.push_str(&format!(" · {}", link(self.links.flamegraph(&capture.id), "Flame graph")));
         }
         if let Some(diff) = &capture.diff {
-            let diff_link = link(self.links.diff(&capture.id, &diff.base), "Diff against the baseline");
+            let label = if diff.before_window {
+                "Diff against before the spike"
+            } else {
+                "Diff against the baseline"
+            };
+            let diff_link = link(self.links.diff(&capture.id, &diff.base), label);
             text.push_str(&format!(" · {diff_link}"));
         }
         text.push_str(&format!(" · {}", link(self.links.page(&capture.id), "Open in alertprof")));
@@ -149,6 +161,49 @@ impl GrafanaClient {
             tags,
             text,
         }
+    }
+
+    /// One annotation for a recorded process that ended (`why`), over its last profiles:
+    /// what held its memory just before the end first, then the rest, each linked. `None`
+    /// with nothing kept.
+    pub fn exit_annotation(&self, captures: &[&CaptureMeta], why: &str) -> Option<Annotation> {
+        let first = captures.first()?;
+        let mut tags = self.tags.clone();
+        let mut extra = vec![first.target.clone(), "exit".to_string()];
+        extra.extend(captures.iter().map(|c| c.kind.to_string()));
+        for tag in extra {
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        let mut text =
+            format!("alertprof: the process of <b>{}</b> ended: {}.", Esc(&first.target), Esc(why));
+        let mut ordered: Vec<&&CaptureMeta> = captures.iter().collect();
+        ordered.sort_by_key(|c| (c.kind != crate::model::ProfileKind::Heap, c.kind));
+        let link = |href: String, label: &str| format!("<a href=\"{}\">{label}</a>", Esc(&href));
+        for capture in &ordered {
+            let lead = match capture.kind {
+                crate::model::ProfileKind::Heap => "What held the memory just before the end".to_string(),
+                crate::model::ProfileKind::Cpu => {
+                    format!("CPU over its last {}s", capture.seconds.unwrap_or(0))
+                }
+                kind => format!("Its last {kind} profile"),
+            };
+            let top = match &capture.summary {
+                Some(summary) => {
+                    format!(" ({}): {}", Esc(&summary.sample_type), Esc(&top_line(summary, capture.kind)))
+                }
+                None => String::new(),
+            };
+            text.push_str(&format!(
+                "<br>{lead}{top}. {} · {}",
+                link(self.links.profile(&capture.id), &format!("Download {}", Esc(capture.file_name()))),
+                link(self.links.page(&capture.id), "Open in alertprof")
+            ));
+        }
+        let time = captures.iter().map(|c| c.started_at.timestamp_millis()).min()?;
+        let time_end = captures.iter().map(|c| c.finished_at.timestamp_millis()).max()?.max(time);
+        Some(Annotation { dashboard_uid: self.dashboard_uid.clone(), time, time_end, tags, text })
     }
 
     /// Posts an annotation, retrying 5xx, timeouts and connection errors with backoff

@@ -30,7 +30,7 @@ const MAX_UNZIP_RATIO: u64 = 16;
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     #[error("cannot reach {url}: {message}")]
-    Connect { url: String, message: String },
+    Connect { url: String, message: String, refused: bool },
     #[error("no complete answer from {url} within {after}")]
     Timeout { url: String, after: String },
     #[error("{url} answered {status}: {body}")]
@@ -47,6 +47,26 @@ pub enum CaptureError {
     Cancelled,
 }
 
+impl CaptureError {
+    /// Go's answer while someone else holds its CPU profiler (or tracer).
+    pub fn is_in_use(&self) -> bool {
+        matches!(self, CaptureError::Status { status: 500, body, .. } if body.contains("already in use"))
+    }
+
+    /// Nothing listens where the target was.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, CaptureError::Connect { refused: true, .. })
+    }
+
+    /// Whether the target's server answered at all.
+    pub fn answered(&self) -> bool {
+        matches!(
+            self,
+            CaptureError::Status { .. } | CaptureError::TooLarge { .. } | CaptureError::Invalid { .. }
+        )
+    }
+}
+
 /// What a successful download was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
@@ -59,6 +79,8 @@ pub struct Fetched {
 pub struct PprofClient {
     http: reqwest::Client,
     settings: CaptureConfig,
+    /// Whether to wait and try again while Go says its profiler is in use.
+    retry_in_use: bool,
 }
 
 /// Backoff between tries while Go says the CPU profiler (or tracer) is in use.
@@ -67,7 +89,13 @@ const IN_USE_BACKOFF: [Duration; 4] =
 
 impl PprofClient {
     pub fn new(settings: CaptureConfig) -> PprofClient {
-        PprofClient { http: crate::http::client(), settings }
+        PprofClient { http: crate::http::client(), settings, retry_in_use: true }
+    }
+
+    /// The same client, but failing at once when the profiler is in use: for the recorder,
+    /// which backs off for longer than a capture could wait.
+    pub fn failing_when_in_use(&self) -> PprofClient {
+        PprofClient { retry_in_use: false, ..self.clone() }
     }
 
     /// The underlying HTTP client, shared with metric scrapes: one connection pool and
@@ -81,7 +109,7 @@ impl PprofClient {
     pub fn pinned(&self, host: &str, addresses: &[std::net::SocketAddr]) -> PprofClient {
         let http =
             crate::http::builder().resolve_to_addrs(host, addresses).build().expect("the HTTP client builds");
-        PprofClient { http, settings: self.settings.clone() }
+        PprofClient { http, ..self.clone() }
     }
 
     /// The full URL of `kind` under a pprof base URL (a path prefix in the base is kept).
@@ -142,9 +170,12 @@ impl PprofClient {
         let started = tokio::time::Instant::now();
         let mut backoff = IN_USE_BACKOFF.iter();
         let response = loop {
-            let response = self.http.get(url.clone()).send().await.map_err(|error| {
-                CaptureError::Connect { url: url.to_string(), message: crate::http::error_chain(&error) }
-            })?;
+            let response =
+                self.http.get(url.clone()).send().await.map_err(|error| CaptureError::Connect {
+                    url: url.to_string(),
+                    message: crate::http::error_chain(&error),
+                    refused: crate::http::is_refused(&error),
+                })?;
             if response.status().is_success() {
                 break response;
             }
@@ -159,7 +190,7 @@ impl PprofClient {
                 Duration::ZERO
             };
             match backoff.next() {
-                Some(wait) if in_use && started.elapsed() + *wait + needed < timeout => {
+                Some(wait) if in_use && self.retry_in_use && started.elapsed() + *wait + needed < timeout => {
                     tracing::info!(url = %url, wait_ms = wait.as_millis() as u64, "Profiler in use on the target; retrying.");
                     tokio::time::sleep(*wait).await;
                 }

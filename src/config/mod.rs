@@ -2,6 +2,7 @@
 //! values, reporting every problem with its place before anything runs. One file a
 //! section: the service's own settings, targets, rules; the walker and units below them.
 
+mod recorder;
 mod rules;
 mod service;
 mod targets;
@@ -16,8 +17,9 @@ use std::time::Duration;
 use reqwest::Url;
 use serde_json::Value;
 
+pub use recorder::RecorderConfig;
 use rules::read_rules;
-pub use rules::{Baseline, Rule};
+pub use rules::{Baseline, EXIT_RULE, Rule};
 pub use service::{
     Auth, CaptureConfig, Credentials, GateConfig, GrafanaConfig, HttpConfig, StorageConfig, WebhookConfig,
 };
@@ -189,6 +191,9 @@ fn read_config(w: &mut Walker, tree: &Value, base: &Path) -> Option<Config> {
     };
     let targets = read_targets(w, top.get("targets"));
     let rules = read_rules(w, top.get("rules"), &declared_targets(top.get("targets")));
+    if let (Some(targets), Some(rules)) = (&targets, &rules) {
+        recorder::check_lookback(w, targets, rules);
+    }
     Some(Config {
         listen_address: listen_address?,
         external_url: external_url?,
@@ -368,7 +373,13 @@ rules:
             rule.verify[0],
             SignalCheck {
                 signal: Signal::CpuPercent,
-                threshold: Threshold { min: Some(20.0), abs: Some(70.0), diff: Some(25.0), max: Some(400.0) }
+                threshold: Threshold {
+                    min: Some(20.0),
+                    abs: Some(70.0),
+                    diff: Some(25.0),
+                    max: Some(400.0),
+                    zscore: None
+                }
             }
         );
         assert!(matches!(&rule.verify[1].signal, Signal::Metric { name, .. } if name == "go_foo"));

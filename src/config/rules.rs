@@ -26,7 +26,13 @@ pub struct Rule {
     pub cooldown: Duration,
     /// When to capture baselines, the normal-times profiles spikes are compared with.
     pub baseline: Baseline,
+    /// How far before the trigger's start its captures reach, through the targets'
+    /// recorders.
+    pub lookback: Option<Duration>,
 }
+
+/// The rule name of the captures kept when a recorded process ends; no rule may have it.
+pub const EXIT_RULE: &str = "exit";
 
 /// `baseline:` of a rule. A baseline captures the rule's kinds while the rule's signals
 /// are quiet; spikes captured later name what grew against it.
@@ -82,9 +88,16 @@ fn read_rule(
             "cooldown",
             "baseline",
             "on_resolved",
+            "lookback",
         ],
     )?;
     let name = read_name(w, &object, seen, "rule");
+    if name.as_deref() == Some(EXIT_RULE) {
+        w.report(
+            &field(path, "name"),
+            "\"exit\" names the captures of a process's last profiles; give the rule another name",
+        );
+    }
     let alert_labels = optional(w, &object, "alert_labels", None, |w, p, v| w.labels(p, v).map(Some));
     let rule_targets = optional(w, &object, "targets", (0..targets.len()).collect(), |w, p, v| {
         let items = w.list(p, v)?;
@@ -121,6 +134,7 @@ fn read_rule(
     let seconds = optional(w, &object, "seconds", 10, |w, p, v| w.integer(p, v, 1, 300).map(|n| n as u32));
     let cooldown = optional(w, &object, "cooldown", Duration::from_secs(300), Walker::duration);
     let baseline = optional(w, &object, "baseline", Baseline::default(), read_baseline);
+    let lookback = optional(w, &object, "lookback", None, |w, p, v| w.positive_duration(p, v).map(Some));
     if object.get("on_resolved").is_some() {
         w.report(&field(path, "on_resolved"), "moved: write baseline: {on_resolved: true}");
     }
@@ -162,6 +176,7 @@ fn read_rule(
         seconds: seconds?,
         cooldown: cooldown?,
         baseline: baseline?,
+        lookback: lookback?,
     })
 }
 
@@ -227,7 +242,7 @@ fn read_verify(w: &mut Walker, path: &str, value: &Value) -> Option<Vec<SignalCh
         let check = match Signal::builtin(key) {
             None => read_metric_check(w, &p, v),
             Some(signal) => w
-                .object(&p, v, &["min", "abs", "diff", "max"])
+                .object(&p, v, &["min", "abs", "diff", "zscore", "max"])
                 .and_then(|fields| read_threshold(w, &fields))
                 .map(|threshold| SignalCheck { signal, threshold }),
         };
@@ -244,7 +259,7 @@ fn read_verify(w: &mut Walker, path: &str, value: &Value) -> Option<Vec<SignalCh
 }
 
 fn read_metric_check(w: &mut Walker, path: &str, value: &Value) -> Option<SignalCheck> {
-    let object = w.object(path, value, &["name", "labels", "min", "abs", "diff", "max"])?;
+    let object = w.object(path, value, &["name", "labels", "min", "abs", "diff", "zscore", "max"])?;
     let name = match object.get("name") {
         Some((p, v)) => w.string(&p, v).and_then(|name| {
             let valid = is_label_name(&name.replace(':', "_"));
@@ -267,10 +282,21 @@ fn read_metric_check(w: &mut Walker, path: &str, value: &Value) -> Option<Signal
 
 fn read_threshold(w: &mut Walker, object: &Object<'_>) -> Option<Threshold> {
     let mut read = |key: &str| optional(w, object, key, None, |w, p, v| w.number(p, v).map(Some));
-    let threshold =
-        Threshold { min: read("min")?, abs: read("abs")?, diff: read("diff")?, max: read("max")? };
-    if threshold.abs.is_none() && threshold.diff.is_none() && threshold.min.is_none() {
-        w.report(&object.path, "needs at least one of min, abs, diff");
+    let threshold = Threshold {
+        min: read("min")?,
+        abs: read("abs")?,
+        diff: read("diff")?,
+        zscore: read("zscore")?,
+        max: read("max")?,
+    };
+    if [threshold.abs, threshold.diff, threshold.min, threshold.zscore].iter().all(Option::is_none) {
+        w.report(&object.path, "needs at least one of min, abs, diff, zscore");
+        return None;
+    }
+    if let Some(z) = threshold.zscore
+        && z <= 0.0
+    {
+        w.report(&field(&object.path, "zscore"), "must be above 0: standard deviations above the mean");
         return None;
     }
     if let Some(diff) = threshold.diff

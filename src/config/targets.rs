@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::recorder::{RecorderConfig, read_recorder};
 use super::walk::{Walker, field, index};
 use super::{optional, read_name, read_url_spec};
 use crate::model::{AllowedTarget, Endpoint, Name, UrlSpec};
@@ -24,6 +25,9 @@ pub struct Target {
     pub process: Option<ProcessRef>,
     /// An alert whose labels include all of these is for this target.
     pub alert_labels: BTreeMap<String, String>,
+    /// What of its recent past is kept, for lookback and for its last profiles when its
+    /// process ends.
+    pub recorder: Option<RecorderConfig>,
 }
 
 /// How to find a target's local process for cgroup and /proc readings.
@@ -83,7 +87,7 @@ fn read_target(w: &mut Walker, path: &str, value: &Value, seen: &mut HashSet<Str
     let object = w.object(
         path,
         value,
-        &["name", "pprof_url", "metrics_url", "process", "alert_labels", "allowed_targets"],
+        &["name", "pprof_url", "metrics_url", "process", "alert_labels", "allowed_targets", "recorder"],
     )?;
     let name = read_name(w, &object, seen, "target");
     let pprof_url = match object.get("pprof_url") {
@@ -126,6 +130,10 @@ fn read_target(w: &mut Walker, path: &str, value: &Value, seen: &mut HashSet<Str
     if templated && matches!(process, Some(Some(_))) {
         w.report(&field(path, "process"), "a templated target has no one local process");
     }
+    let recorder = optional(w, &object, "recorder", None, |w, p, v| read_recorder(w, p, v).map(Some));
+    if templated && matches!(recorder, Some(Some(_))) {
+        w.report(&field(path, "recorder"), "a templated target has no one instance to record");
+    }
     let pprof_url = pprof_url?;
     let metrics_url = metrics_url?;
     Some(Target {
@@ -136,6 +144,7 @@ fn read_target(w: &mut Walker, path: &str, value: &Value, seen: &mut HashSet<Str
         allowed_targets: allowed_targets?,
         process: process?,
         alert_labels: alert_labels?,
+        recorder: recorder?,
     })
 }
 

@@ -55,12 +55,76 @@ pub struct CaptureMeta {
     /// periodically while the target was quiet).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub baseline: bool,
-    /// What grew against the latest baseline of the same target and kind, if there was one.
+    /// What grew against the latest baseline of the same target and kind (or, for a
+    /// recorded kind, against the recorder's snapshot from before the window), if there was
+    /// one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<Diff>,
+    /// For a capture of a recorded kind: the time it reaches over, from the trigger's start
+    /// minus the rule's lookback to the trigger plus its seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+    /// The recorder's segments it was made of, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentRef>,
+    /// The recorder's snapshot from just before the window, which the newest of its kind
+    /// is compared with.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub before_window: bool,
+}
+
+/// A span of time a capture covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// One of the recorder's profiles: a CPU segment from `from` to `to`, or a snapshot
+/// taken at `to` (= `from`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentRef {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub bytes: u64,
 }
 
 impl CaptureMeta {
+    /// A capture about to be made: failed until it is kept, and nothing else known yet.
+    pub fn pending(
+        target: &str,
+        rule: &str,
+        kind: ProfileKind,
+        trigger: Trigger,
+        url: String,
+        at: DateTime<Utc>,
+    ) -> CaptureMeta {
+        CaptureMeta {
+            id: String::new(),
+            target: target.to_string(),
+            rule: rule.to_string(),
+            kind,
+            status: CaptureStatus::Failed,
+            error: None,
+            trigger,
+            readings: Readings::new(),
+            signals: Series::new(),
+            url,
+            seconds: None,
+            started_at: at,
+            finished_at: at,
+            bytes: 0,
+            sha256: None,
+            file: None,
+            summary: None,
+            baseline: false,
+            diff: None,
+            window: None,
+            segments: Vec::new(),
+            before_window: false,
+        }
+    }
+
     pub fn is_ok(&self) -> bool {
         self.status == CaptureStatus::Ok
     }

@@ -15,7 +15,7 @@ pub mod text;
 pub mod trigger;
 
 pub use alert::{Alert, AlertStatus, Labels, WebhookPayload};
-pub use capture::{CaptureMeta, CaptureStatus, capture_id, is_valid_id};
+pub use capture::{CaptureMeta, CaptureStatus, SegmentRef, Window, capture_id, is_valid_id};
 pub use decision::{AnnotationOutcome, Decision, Outcome, Reason, Refusal};
 pub use endpoint::{AllowedTarget, Endpoint, UrlSpec, UrlTemplate};
 pub use kind::{BodyFormat, ProfileKind};

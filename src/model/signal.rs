@@ -60,12 +60,15 @@ pub struct SignalCheck {
 }
 
 /// holmes' trigger: `cur >= min` and not `cur >= max`, and `cur >= abs` or
-/// `cur >= avg(history) * (1 + diff/100)`.
+/// `cur >= avg(history) * (1 + diff/100)` or `cur >= avg(history) + zscore × stddev(history)`.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Threshold {
     pub min: Option<f64>,
     pub abs: Option<f64>,
     pub diff: Option<f64>,
+    /// For signals that always move: how many standard deviations above the mean of the
+    /// history a spike is.
+    pub zscore: Option<f64>,
     pub max: Option<f64>,
 }
 

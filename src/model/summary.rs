@@ -45,6 +45,9 @@ pub struct Diff {
     /// Why either profile's figures cover less than all of it, if they do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cut_short: Option<String>,
+    /// The base is the recorder's snapshot from before the capture's window, not a baseline.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub before_window: bool,
 }
 
 /// The unit of a `type/unit` sample type.

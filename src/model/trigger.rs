@@ -15,6 +15,8 @@ pub enum TriggerSource {
     Manual,
     /// A periodic baseline while the target was quiet.
     Baseline,
+    /// A recorded target's process ended: its last profiles, from the recorder.
+    Exit,
 }
 
 impl TriggerSource {
@@ -24,6 +26,7 @@ impl TriggerSource {
             TriggerSource::Watch => "watch",
             TriggerSource::Manual => "manual",
             TriggerSource::Baseline => "baseline",
+            TriggerSource::Exit => "exit",
         }
     }
 }

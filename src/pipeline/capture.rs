@@ -21,11 +21,73 @@ const ANALYSIS_TIME: Duration = Duration::from_secs(20);
 
 /// A capture downloaded (or failed), not yet analyzed and kept.
 pub(super) struct Fetched {
-    meta: CaptureMeta,
+    pub(super) meta: CaptureMeta,
     /// The validated body, for a capture that is ok.
-    staged: Option<StagedFile>,
+    pub(super) staged: Option<StagedFile>,
     /// Since the first request, for `alertprof_capture_duration_seconds`.
-    clock: Instant,
+    pub(super) clock: Instant,
+    /// The capture to compare with instead of the latest baseline: the recorder's snapshot
+    /// from before the window.
+    pub(super) compare_with: Option<String>,
+}
+
+impl Fetched {
+    /// A capture that failed before anything was kept.
+    pub(super) fn failed(mut meta: CaptureMeta, error: String, clock: Instant) -> Fetched {
+        meta.error = Some(error);
+        Fetched { meta, staged: None, clock, compare_with: None }
+    }
+}
+
+/// The metadata of a capture of `kind` for `job`, named by the store: failed until kept.
+pub(super) async fn pending(
+    app: &App,
+    job: &Job,
+    kind: ProfileKind,
+    readings: &Readings,
+    url: String,
+    id_rule: String,
+) -> Result<CaptureMeta, CaptureMeta> {
+    let (rule, target) = (job.rule(), job.target());
+    let mut meta = CaptureMeta::pending(&target.name, &rule.name, kind, job.trigger.clone(), url, Utc::now());
+    meta.readings = readings.clone();
+    // A templated target is not sampled: it has no readings over time.
+    if !job.endpoint.templated {
+        meta.signals = app.verifier.series(&target.name);
+    }
+    meta.seconds = kind.is_timed().then_some(rule.seconds);
+    meta.baseline = job.baseline;
+    name(app, meta, id_rule).await
+}
+
+/// Gives `meta` an id from the store; without one there is nothing to keep.
+pub(super) async fn name(
+    app: &App,
+    mut meta: CaptureMeta,
+    id_rule: String,
+) -> Result<CaptureMeta, CaptureMeta> {
+    let (store, kind) = (app.store.clone(), meta.kind);
+    match spawn_blocking(move || store.new_id(&id_rule, kind)).await {
+        Ok(id) => {
+            meta.id = id;
+            Ok(meta)
+        }
+        Err(error) => {
+            meta.error = Some(format!("cannot name the capture: {error}"));
+            Err(meta)
+        }
+    }
+}
+
+/// The name a job's captures take in their ids: the rule's, `<rule>-baseline` for
+/// baselines (`…-cpu-spike-baseline-cpu`), `<rule>-before` for the recorder's snapshot
+/// from before the window.
+pub(super) fn id_rule(job: &Job, before_window: bool) -> String {
+    match (job.baseline, before_window) {
+        (true, _) => format!("{}-baseline", job.rule().name),
+        (false, true) => format!("{}-before", job.rule().name),
+        (false, false) => job.rule().name.to_string(),
+    }
 }
 
 /// Downloads `kind` for `job` while holding its places: one among the captures in flight,
@@ -43,45 +105,15 @@ pub(super) async fn fetch(
         false => None,
     };
     let _permit = app.gate.in_flight().await;
-    app.metrics.captures_in_flight.inc();
     let url = PprofClient::profile_url(&job.endpoint.pprof_url, kind, rule.seconds);
-    // Baselines are told apart in their ids too: `…-cpu-spike-baseline-cpu`.
-    let id_rule = if job.baseline { format!("{}-baseline", rule.name) } else { rule.name.to_string() };
-    let store = app.store.clone();
-    let named = spawn_blocking(move || store.new_id(&id_rule, kind)).await;
-    let started_at = Utc::now();
     let clock = Instant::now();
-    let mut meta = CaptureMeta {
-        id: String::new(),
-        target: target.name.to_string(),
-        rule: rule.name.to_string(),
-        kind,
-        status: CaptureStatus::Failed,
-        error: None,
-        trigger: job.trigger.clone(),
-        readings: readings.clone(),
-        // A templated target is not sampled: it has no readings over time.
-        signals: if job.endpoint.templated { Default::default() } else { app.verifier.series(&target.name) },
-        url: url.to_string(),
-        seconds: kind.is_timed().then_some(rule.seconds),
-        started_at,
-        finished_at: started_at,
-        bytes: 0,
-        sha256: None,
-        file: None,
-        summary: None,
-        baseline: job.baseline,
-        diff: None,
+    let mut meta = match pending(app, job, kind, readings, url.to_string(), id_rule(job, false)).await {
+        Ok(meta) => meta,
+        // Nothing was requested; without an id there is nothing to keep either.
+        Err(meta) => return Fetched { meta, staged: None, clock, compare_with: None },
     };
-    meta.id = match named {
-        Ok(id) => id,
-        Err(error) => {
-            // Nothing was requested; without an id there is nothing to keep either.
-            app.metrics.captures_in_flight.dec();
-            meta.error = Some(format!("cannot name the capture: {error}"));
-            return Fetched { meta, staged: None, clock };
-        }
-    };
+    app.metrics.captures_in_flight.inc();
+    meta.started_at = Utc::now();
     tracing::info!(id = %meta.id, url = %url, "Capture started.");
     let staged = app.staging.file(&meta.id);
     let fetched =
@@ -93,21 +125,18 @@ pub(super) async fn fetch(
             meta.status = CaptureStatus::Ok;
             meta.bytes = fetched.bytes;
             meta.sha256 = Some(fetched.sha256);
-            Fetched { meta, staged: Some(staged), clock }
+            Fetched { meta, staged: Some(staged), clock, compare_with: None }
         }
-        Err(error) => {
-            meta.error = Some(error.to_string());
-            Fetched { meta, staged: None, clock }
-        }
+        Err(error) => Fetched::failed(meta, error.to_string(), clock),
     }
 }
 
 /// Analyzes a fetched profile (profile.proto kinds) and keeps the capture. Always returns
 /// its metadata, kept or failed.
 pub(super) async fn keep(app: &App, fetched: Fetched) -> CaptureMeta {
-    let Fetched { mut meta, staged, clock } = fetched;
+    let Fetched { mut meta, staged, clock, compare_with } = fetched;
     if let Some(staged) = staged.as_ref().filter(|_| meta.has_pprof()) {
-        (meta.summary, meta.diff) = analyze_staged(app, &meta, staged).await;
+        (meta.summary, meta.diff) = analyze_staged(app, &meta, staged, compare_with).await;
     }
     let kind = meta.kind;
     let meta = if meta.id.is_empty() {
@@ -132,13 +161,14 @@ pub(super) async fn keep(app: &App, fetched: Fetched) -> CaptureMeta {
 }
 
 /// The top functions of a validated, staged profile and, for a spike, what grew against
-/// the latest baseline of its target and kind: at most a few at a time, each within its
-/// budget, stopped by shutdown. `None`s (and a log line) if that fails: the capture is kept
-/// regardless.
+/// `compare_with` or else the latest baseline of its target and kind: at most a few at a
+/// time, each within its budget, stopped by shutdown. `None`s (and a log line) if that
+/// fails: the capture is kept regardless.
 async fn analyze_staged(
     app: &App,
     meta: &CaptureMeta,
     staged: &StagedFile,
+    compare_with: Option<String>,
 ) -> (Option<Summary>, Option<Diff>) {
     let (meta, path) = (meta.clone(), staged.path().to_path_buf());
     let analyzed = app.analyze(ANALYSIS_TIME, move |store, budget| {
@@ -154,16 +184,22 @@ async fn analyze_staged(
         }
         let measure = Measure::for_kind(meta.kind);
         let summary = Some(table.summary(TOP_KEPT, measure));
-        let Some(base) = insight::latest_baseline(store, &meta).filter(|_| !meta.baseline) else {
-            return (summary, None);
+        let before_window = compare_with.is_some();
+        let base = match compare_with {
+            Some(base) => base,
+            None => match insight::latest_baseline(store, &meta).filter(|_| !meta.baseline && !meta.before_window) {
+                Some(base) => base.id,
+                None => return (summary, None),
+            },
         };
-        let diff = insight::function_table(store, &base.id, budget)
+        let diff = insight::function_table(store, &base, budget)
             .and_then(|base_table| {
-                diff(&table, &base_table, &base.id, DIFF_KEPT, measure)
+                diff(&table, &base_table, &base, DIFF_KEPT, measure)
+                    .map(|diff| Diff { before_window, ..diff })
                     .map_err(|error| AnalysisError::NotApplicable(error.to_string()))
             })
             .inspect_err(|error| {
-                tracing::warn!(id = %meta.id, base = %base.id, error = %error, "Cannot compare with the baseline.")
+                tracing::warn!(id = %meta.id, base = %base, error = %error, "Cannot compare with the earlier profile.")
             })
             .ok();
         (summary, diff)

@@ -8,13 +8,15 @@ use futures_util::future::join_all;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::App;
-use super::capture::{fetch, keep};
+use super::capture::{Fetched, fetch, keep};
+use super::recorded;
 use super::workers::enforce_retention;
 use crate::analyze::{grew_line, top_line};
 use crate::capture::PprofClient;
 use crate::model::endpoint::check_resolved;
 use crate::model::{
-    AnnotationOutcome, CaptureMeta, Decision, Outcome, Readings, Reason, Refusal, TriggerSource,
+    AnnotationOutcome, CaptureMeta, Decision, Outcome, ProfileKind, Readings, Reason, Refusal, TriggerSource,
+    Window,
 };
 use crate::rules::Job;
 use crate::verify::Verdict;
@@ -127,48 +129,104 @@ async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Dec
             return Decision { readings, ..decision_for(job, Outcome::Refused, error.to_string()) };
         }
     }
-    let fetched = join_all(rule.capture.iter().map(|&kind| fetch(app, job, kind, &readings, &client))).await;
-    // The job's place goes back once the profiles are downloaded: analyzing them and
-    // telling Grafana never hold up other captures.
+    let captures = capture_all(app, job, &readings, &client, slot).await;
+    let what = if job.baseline { "baseline " } else { "" };
+    let (outcome, mut reason) = outcome_of(&captures, what);
+    if !why.is_empty() {
+        reason = format!("{reason} (verified: {})", why.join("; "));
+    }
+    if captures.iter().any(CaptureMeta::is_ok) {
+        enforce_retention(app).await;
+    }
+    let annotations = annotate(app, &captures, &why).await;
+    Decision { readings, annotations, ..with_captures(decision_for(job, outcome, reason), captures) }
+}
+
+/// Captures every kind the rule asks for: a recorded target's CPU from its recorder,
+/// merged over the window; its heap and goroutine fresh, with the recorder's snapshot from
+/// before the window to compare with; everything else fetched. The job's place (`slot`)
+/// is given back once the downloads are done, before the profiles are analyzed and kept.
+async fn capture_all(
+    app: &App,
+    job: &Job,
+    readings: &Readings,
+    client: &PprofClient,
+    slot: Option<OwnedSemaphorePermit>,
+) -> Vec<CaptureMeta> {
+    let now = Utc::now();
+    let window = recorded::window(job, now);
+    let recording = app.recorder.get(&job.target().name).filter(|_| !job.endpoint.templated);
+    let recorded = |kind| recording.as_ref().filter(|r| r.config().records(kind));
+    let fetches = job.rule().capture.iter().map(|&kind| async move {
+        match recorded(kind) {
+            Some(recording) if kind == ProfileKind::Cpu => {
+                vec![recorded::merged_cpu(app, job, recording, window, readings).await]
+            }
+            Some(recording) if !job.baseline => {
+                let before = recorded::before_window(app, job, recording, kind, window, readings, now).await;
+                let mut newest = fetch(app, job, kind, readings, client).await;
+                newest.meta.window = Some(Window { from: window.from, to: newest.meta.finished_at });
+                newest.compare_with = before.as_ref().filter(|b| b.meta.is_ok()).map(|b| b.meta.id.clone());
+                before.into_iter().chain([newest]).collect()
+            }
+            _ => vec![fetch(app, job, kind, readings, client).await],
+        }
+    });
+    let fetched: Vec<Fetched> = join_all(fetches).await.into_iter().flatten().collect();
     drop(slot);
-    let captures = join_all(fetched.into_iter().map(|fetched| keep(app, fetched))).await;
+    // What the newest are compared with is kept first.
+    let (before, rest): (Vec<Fetched>, Vec<Fetched>) =
+        fetched.into_iter().partition(|f| f.meta.before_window);
+    let mut captures = Vec::new();
+    for fetched in before {
+        captures.push(keep(app, fetched).await);
+    }
+    captures.extend(join_all(rest.into_iter().map(|fetched| keep(app, fetched))).await);
+    captures
+}
+
+/// The outcome of a set of captures and its reason: what was kept and what failed. The
+/// snapshots from before a window are kept for comparison, not named.
+pub(super) fn outcome_of(captures: &[CaptureMeta], what: &str) -> (Outcome, String) {
     let failures: Vec<String> = captures
         .iter()
         .filter(|meta| !meta.is_ok())
         .map(|meta| format!("{}: {}", meta.kind, meta.error.as_deref().unwrap_or("failed")))
         .collect();
-    let kept: Vec<&str> = captures.iter().filter(|meta| meta.is_ok()).map(|meta| meta.kind.name()).collect();
-    let what = if job.baseline { "baseline " } else { "" };
-    let (outcome, mut reason) = if failures.is_empty() {
+    let kept: Vec<String> = captures
+        .iter()
+        .filter(|meta| meta.is_ok() && !meta.before_window)
+        .map(|meta| match &meta.window {
+            Some(window) if !meta.segments.is_empty() && meta.kind == ProfileKind::Cpu => format!(
+                "{} (merged from {} recorded segments, {}–{})",
+                meta.kind,
+                meta.segments.len(),
+                meta.started_at.format("%H:%M:%S"),
+                window.to.min(meta.finished_at).format("%H:%M:%S")
+            ),
+            _ => meta.kind.name().to_string(),
+        })
+        .collect();
+    if failures.is_empty() {
         (Outcome::Captured, format!("captured {what}{}", kept.join(", ")))
     } else if kept.is_empty() {
         (Outcome::CaptureFailed, format!("capture failed: {}", failures.join("; ")))
     } else {
         (Outcome::PartiallyCaptured, format!("captured {}; failed {}", kept.join(", "), failures.join("; ")))
-    };
-    if !why.is_empty() {
-        reason = format!("{reason} (verified: {})", why.join("; "));
     }
-    if !kept.is_empty() {
-        enforce_retention(app).await;
-    }
-    let annotations = annotate(app, &captures, &why).await;
-    let top = captures
-        .iter()
+}
+
+/// A decision with its captures: their ids, and the top functions and what grew of each
+/// (not of the snapshots kept to compare with).
+pub(super) fn with_captures(decision: Decision, captures: Vec<CaptureMeta>) -> Decision {
+    let shown = || captures.iter().filter(|meta| !meta.before_window);
+    let top = shown()
         .filter_map(|meta| meta.summary.as_ref().map(|summary| (meta.kind, top_line(summary, meta.kind))))
         .collect();
-    let grew = captures
-        .iter()
+    let grew = shown()
         .filter_map(|meta| meta.diff.as_ref().map(|diff| (meta.kind, grew_line(diff, meta.kind))))
         .collect();
-    Decision {
-        captures: captures.into_iter().map(|meta| meta.id).collect(),
-        readings,
-        annotations,
-        top,
-        grew,
-        ..decision_for(job, outcome, reason)
-    }
+    Decision { captures: captures.into_iter().map(|meta| meta.id).collect(), top, grew, ..decision }
 }
 
 /// One Grafana annotation per kept capture, if Grafana is configured. Stops when the
@@ -176,7 +234,7 @@ async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Dec
 async fn annotate(app: &App, captures: &[CaptureMeta], why: &[String]) -> Vec<AnnotationOutcome> {
     let Some(grafana) = app.grafana() else { return Vec::new() };
     let mut outcomes = Vec::new();
-    for capture in captures.iter().filter(|capture| capture.is_ok()) {
+    for capture in captures.iter().filter(|capture| capture.is_ok() && !capture.before_window) {
         let annotation = grafana.annotation(capture, why);
         let outcome = match grafana.annotate(&annotation, &app.abort).await {
             Ok(id) => {

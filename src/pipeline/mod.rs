@@ -7,11 +7,14 @@ mod decisions;
 pub mod insight;
 mod job;
 pub mod manual;
+mod record;
+mod recorded;
 mod watch;
 mod workers;
 
 pub use decisions::DecisionLog;
 pub use job::{decision_for, quiet, refusal_decision, run_job};
+pub use record::{run_exits, run_recording};
 pub use watch::{run_sampling, sampling_interval};
 pub use workers::run_workers;
 
@@ -31,6 +34,7 @@ use crate::config::{Config, ConfigError};
 use crate::gate::{Gate, GateError};
 use crate::metrics::{Counted, Metrics};
 use crate::model::{Decision, Outcome};
+use crate::recorder::Recorder;
 use crate::rules::Job;
 use crate::store::{LocalStore, ProfileStore, Staging, StoreError};
 use crate::verify::Verifier;
@@ -51,6 +55,8 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("storage: {0}")]
     Gate(#[from] GateError),
+    #[error("storage: cannot open the recorder's directory {0}: {1}")]
+    Recorder(PathBuf, std::io::Error),
 }
 
 /// Why jobs were not queued. None of them was.
@@ -87,8 +93,10 @@ pub struct App {
     spawning: Mutex<()>,
     /// Cancels captures and annotations still running when the shutdown grace has passed.
     pub abort: CancellationToken,
-    /// Told when the config was reloaded, so sampling starts over with it.
-    pub reloaded: tokio::sync::Notify,
+    /// Counts reloads: sampling starts over with the new config, the recorder follows it.
+    pub reloads: tokio::sync::watch::Sender<u64>,
+    /// Each recorded target's recent profiles.
+    pub recorder: Recorder,
     /// Analyses of profiles running at once (new captures, flame graphs and diffs asked
     /// for): each is bounded, and so is their number. A turn is held until the work
     /// itself has ended, not only until nobody waits for it.
@@ -123,6 +131,9 @@ impl App {
             config.gate.dedupe_ttl,
             config.gate.max_in_flight,
         )?;
+        let recorder_dir = config.storage.dir.join(".recorder");
+        let recorder =
+            Recorder::open(&recorder_dir).map_err(|error| AppError::Recorder(recorder_dir, error))?;
         let (queue_tx, queue_rx) = mpsc::channel(config.gate.queue_size);
         let metrics = Metrics::new();
         metrics.queue_capacity.set(config.gate.queue_size as i64);
@@ -142,7 +153,8 @@ impl App {
             jobs: TaskTracker::new(),
             spawning: Mutex::new(()),
             abort: CancellationToken::new(),
-            reloaded: tokio::sync::Notify::new(),
+            reloads: tokio::sync::watch::channel(0).0,
+            recorder,
             analysis: Arc::new(tokio::sync::Semaphore::new(ANALYSES_AT_ONCE)),
             bodies: tokio::sync::Semaphore::new(bodies),
             spilling: Arc::new(tokio::sync::Semaphore::new(1)),
@@ -259,7 +271,7 @@ impl App {
                 }
                 *self.grafana.write().unwrap() = grafana_client(&new);
                 *self.config.write().unwrap() = Arc::new(new);
-                self.reloaded.notify_one();
+                self.reloads.send_modify(|count| *count += 1);
                 self.metrics.config_reload_success.set(1);
                 tracing::info!(path = %path.display(), "Config reloaded.");
                 Ok(())
@@ -296,6 +308,26 @@ impl App {
     /// Logs, counts and keeps a decision.
     pub fn record(&self, decision: Decision) {
         self.decisions.record(decision, &self.metrics);
+    }
+}
+
+/// Runs everything but the HTTP server until `shutdown`: the workers, sampling and watch
+/// rules, the recorder, and the keeping of recorded processes' last profiles. Returns once
+/// all have wound up (running jobs get `grace`).
+pub async fn run_background(
+    app: Arc<App>,
+    queue_rx: mpsc::Receiver<Job>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let tasks = [
+        tokio::spawn(run_sampling(app.clone(), shutdown.clone())),
+        tokio::spawn(run_recording(app.clone(), shutdown.clone())),
+        tokio::spawn(run_exits(app.clone(), shutdown.clone())),
+        tokio::spawn(run_workers(app, queue_rx, shutdown, grace)),
+    ];
+    for task in tasks {
+        task.await.ok();
     }
 }
 

@@ -16,6 +16,7 @@ use super::App;
 use super::job::{decision_for, quiet, refusal_decision, run_job};
 use crate::config::Config;
 use crate::model::{Decision, Outcome, Trigger, TriggerSource};
+use crate::recorder::Seen;
 use crate::rules::Job;
 use crate::verify::Verdict;
 use crate::verify::sampler::{Probe, sample};
@@ -29,6 +30,7 @@ const BASELINE_RETRY: Duration = Duration::from_secs(60);
 
 /// Samples every target until `shutdown`; starts over with the new config on reload.
 pub async fn run_sampling(app: Arc<App>, shutdown: CancellationToken) {
+    let mut reloads = app.reloads.subscribe();
     loop {
         let config = app.config();
         app.verifier.retain(|name| config.target(name).is_some());
@@ -40,7 +42,7 @@ pub async fn run_sampling(app: Arc<App>, shutdown: CancellationToken) {
         }
         tasks.close();
         let reload = tokio::select! {
-            () = app.reloaded.notified() => true,
+            changed = reloads.changed() => changed.is_ok(),
             () = shutdown.cancelled() => false,
         };
         round.cancel();
@@ -80,6 +82,9 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
     let mut last_run: HashMap<(usize, bool), Instant> = HashMap::new();
     let mut last_outcome: HashMap<(usize, bool), Outcome> = HashMap::new();
     let running: Arc<Mutex<HashSet<(usize, bool)>>> = Default::default();
+    // The first tick of each watch rule's current run of verified ticks: the trigger's
+    // start, which a lookback reaches back from.
+    let mut verified_since: HashMap<usize, chrono::DateTime<Utc>> = HashMap::new();
     let mut samples: u64 = 0;
     loop {
         tokio::select! {
@@ -103,6 +108,14 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
             }
         };
         samples += 1;
+        let now = Utc::now();
+        // What the recorder tells a process's end by.
+        if let Some(found) = probe.found() {
+            app.recorder.observe(&target.name, Seen::Process(found), now);
+        }
+        if let Some(started) = probe.start_time() {
+            app.recorder.observe(&target.name, Seen::StartTime(started), now);
+        }
         for (signal, value) in &readings {
             let labels = vec![("target", target.name.to_string()), ("signal", signal.clone())];
             match value {
@@ -114,16 +127,15 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
                 }
             }
         }
-        let now = Utc::now();
         app.verifier.record(&target.name, now, readings);
 
         for (rule_index, rule) in &rules {
             let rule_index = *rule_index;
-            let job = |source: TriggerSource, baseline: bool| Job {
+            let job = |source: TriggerSource, baseline: bool, since: Option<chrono::DateTime<Utc>>| Job {
                 config: config.clone(),
                 rule: rule_index,
                 target: index,
-                trigger: Trigger::local(source, Some(now)),
+                trigger: Trigger { starts_at: since.or(Some(now)), ..Trigger::local(source, Some(now)) },
                 dedupe: None,
                 endpoint: endpoint.clone(),
                 baseline,
@@ -134,8 +146,13 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
             };
             // A watch rule: does its condition hold, and does the gate let it through?
             let watch = rule.watch.filter(|&every| due((rule_index, false), every)).map(|_| {
-                let job = job(TriggerSource::Watch, false);
-                let go = match app.verifier.verify(&target.name, &rule.verify, now) {
+                let verdict = app.verifier.verify(&target.name, &rule.verify, now);
+                let since = match &verdict {
+                    Verdict::Holds { .. } => Some(*verified_since.entry(rule_index).or_insert(now)),
+                    Verdict::NotVerified { .. } => verified_since.remove(&rule_index).and(None),
+                };
+                let job = job(TriggerSource::Watch, false, since);
+                let go = match verdict {
                     Verdict::NotVerified { reason, readings } => {
                         Err(Decision { readings, ..decision_for(&job, Outcome::NotVerified, reason) })
                     }
@@ -157,7 +174,7 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
                 .baseline
                 .every
                 .filter(|_| samples >= 2 && due((rule_index, true), BASELINE_RETRY))
-                .map(|_| job(TriggerSource::Baseline, true))
+                .map(|_| job(TriggerSource::Baseline, true, None))
                 .filter(|job| app.gate.check(None, &job.gate_rule(), &target.name, now).is_none())
                 .map(|job| {
                     let go = quiet(&app, &job, now).map(|_| ()).map_err(|decision| *decision);

@@ -5,6 +5,7 @@
 
 #[doc(hidden)]
 pub mod fixtures;
+mod merge;
 #[allow(clippy::all)]
 pub mod proto;
 mod shape;
@@ -15,6 +16,7 @@ use std::io::Read;
 use flate2::read::GzDecoder;
 use prost::Message;
 
+pub use merge::{MergeError, Merger, write_gzipped};
 pub use shape::{Shape, scan_profile};
 pub use walk::{TopField, walk_fields};
 

@@ -23,7 +23,7 @@ use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
-use crate::pipeline::{App, AppError, run_sampling, run_workers};
+use crate::pipeline::{App, AppError, run_background};
 use auth::Area;
 
 /// Why the service could not start.
@@ -96,12 +96,10 @@ pub async fn serve(config_path: PathBuf) -> Result<(), ServeError> {
     let bound = listener.local_addr().map_err(|source| ServeError::Listen { address, source })?;
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(app.clone(), signals, shutdown.clone()));
-    let sampling = tokio::spawn(run_sampling(app.clone(), shutdown.clone()));
-    let workers = tokio::spawn(run_workers(app.clone(), queue_rx, shutdown.clone(), grace));
+    let background = tokio::spawn(run_background(app.clone(), queue_rx, shutdown.clone(), grace));
     tracing::info!(address = %bound, version = env!("CARGO_PKG_VERSION"), "alertprof listening.");
     serve_http(app.clone(), listener, shutdown.clone()).await;
-    sampling.await.ok();
-    workers.await.ok();
+    background.await.ok();
     tracing::info!("alertprof stopped.");
     Ok(())
 }

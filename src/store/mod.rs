@@ -106,7 +106,7 @@ pub trait ProfileStore: Send + Sync + 'static {
 pub(crate) mod tests {
     use chrono::{DateTime, Utc};
 
-    use crate::model::{CaptureStatus, Readings, Trigger, TriggerSource};
+    use crate::model::{CaptureStatus, Trigger, TriggerSource};
 
     use super::*;
 
@@ -117,26 +117,16 @@ pub(crate) mod tests {
         finished_at: DateTime<Utc>,
         status: CaptureStatus,
     ) -> CaptureMeta {
-        CaptureMeta {
-            id: id.to_string(),
-            target: "t".into(),
-            rule: "r".into(),
+        let mut meta = CaptureMeta::pending(
+            "t",
+            "r",
             kind,
-            status,
-            error: None,
-            trigger: Trigger::local(TriggerSource::Manual, None),
-            readings: Readings::new(),
-            signals: Default::default(),
-            url: format!("http://t/debug/pprof/{kind}"),
-            seconds: None,
-            started_at: finished_at,
+            Trigger::local(TriggerSource::Manual, None),
+            format!("http://t/debug/pprof/{kind}"),
             finished_at,
-            bytes: 0,
-            sha256: None,
-            file: None,
-            summary: None,
-            baseline: false,
-            diff: None,
-        }
+        );
+        meta.id = id.to_string();
+        meta.status = status;
+        meta
     }
 }

@@ -34,6 +34,11 @@ pub struct Probe {
     last_cpu: Option<CpuMark>,
     /// Host memory and CPUs, read once: they are the fallbacks of every sample.
     host: Option<(Option<u64>, Option<usize>)>,
+    /// What the last sample found of the process: (PID, start ticks) or nothing there;
+    /// `None` when there is no process to look for.
+    found: Option<Option<(u32, u64)>>,
+    /// `process_start_time_seconds` in the last scrape of the target's /metrics.
+    start_time: Option<f64>,
     /// Tests make reading fail as a bug would.
     #[cfg(test)]
     fault: bool,
@@ -81,6 +86,8 @@ impl Probe {
             dirs: None,
             last_cpu: None,
             host: None,
+            found: None,
+            start_time: None,
             #[cfg(test)]
             fault: false,
         }
@@ -90,8 +97,27 @@ impl Probe {
         &self.target
     }
 
+    /// What the last sample found of the target's process: (PID, start ticks), or `None`
+    /// inside when it was not there; `None` when there is no process to look for.
+    pub fn found(&self) -> Option<Option<(u32, u64)>> {
+        self.found
+    }
+
+    /// The process's start time as its last /metrics said.
+    pub fn start_time(&self) -> Option<f64> {
+        self.start_time
+    }
+
     /// The target's process now, found again if it went away or its PID was reused.
     fn process(&mut self) -> Result<Option<ProcessSample>, String> {
+        let found = self.find_process();
+        if matches!(self.target.process, Some(ProcessRef::Pid(_) | ProcessRef::ListenPort(_))) {
+            self.found = Some(found.as_ref().ok().and(self.process));
+        }
+        found
+    }
+
+    fn find_process(&mut self) -> Result<Option<ProcessSample>, String> {
         let pid = match &self.target.process {
             None | Some(ProcessRef::Cgroup(_)) => return Ok(None),
             Some(ProcessRef::Pid(pid)) => *pid,
@@ -204,8 +230,9 @@ impl Probe {
     }
 
     /// Adds what the target's `/metrics` says to a local sample.
-    pub fn add_metrics(&self, local: &mut Local, scraped: Result<&TargetMetrics, &str>) {
+    pub fn add_metrics(&mut self, local: &mut Local, scraped: Result<&TargetMetrics, &str>) {
         let sample = &mut local.sample;
+        self.start_time = scraped.ok().and_then(TargetMetrics::start_time);
         let Ok(metrics) = scraped else {
             let why = scraped.err().unwrap_or_default().to_string();
             for key in [Signal::Goroutines.key(), Signal::HeapPercent.key()]
@@ -253,7 +280,7 @@ pub async fn sample(
     wall: Duration,
     timeout: Duration,
 ) -> Result<(Probe, Sample), SampleError> {
-    let (probe, mut local) = tokio::task::spawn_blocking(move || {
+    let (mut probe, mut local) = tokio::task::spawn_blocking(move || {
         let local = probe.sample_local(wall);
         (probe, local)
     })
@@ -278,7 +305,7 @@ pub async fn sample_metrics_now(
     client: &reqwest::Client,
     timeout: Duration,
 ) -> Sample {
-    let probe =
+    let mut probe =
         Probe::new(target, rules, std::path::Path::new("/nonexistent"), std::path::Path::new("/nonexistent"));
     let why = "a templated target has no local process or cgroup".to_string();
     let sample =

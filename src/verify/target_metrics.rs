@@ -61,6 +61,11 @@ impl TargetMetrics {
     pub fn heap_inuse_bytes(&self) -> Option<f64> {
         self.value("go_memstats_heap_inuse_bytes", &BTreeMap::new())
     }
+
+    /// When the process started, epoch seconds (client_golang's process collector).
+    pub fn start_time(&self) -> Option<f64> {
+        self.value("process_start_time_seconds", &BTreeMap::new())
+    }
 }
 
 /// Scrapes `url` with a timeout and a size bound.

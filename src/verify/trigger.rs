@@ -1,7 +1,9 @@
 //! holmes' trigger rule, with a reason for every answer: a signal triggers when
 //! `cur >= min`, and not `cur >= max` (at that size the profile itself is dangerous), and
-//! `cur >= abs` or `cur >= avg(history) * (1 + diff/100)`. `diff` needs a full history;
-//! until then only `abs` can trigger. With neither `abs` nor `diff`, `min` alone decides.
+//! `cur >= abs` or `cur >= avg(history) * (1 + diff/100)`; and, for signals that always
+//! move, `cur >= avg(history) + zscore × stddev(history)` with stddev > 0. `diff` and
+//! `zscore` need a full history; until then only `abs` can trigger. With none of `abs`,
+//! `diff` and `zscore`, `min` alone decides.
 
 use crate::model::Threshold;
 use crate::model::text::reading as show;
@@ -50,6 +52,31 @@ pub fn evaluate(
             missed.push(format!("< {shown}"));
         }
     }
+    if let Some(z) = threshold.zscore {
+        if previous.len() < full {
+            missed.push(format!("zscore needs {full} samples, has {}", previous.len()));
+        } else {
+            let window = &previous[previous.len() - full..];
+            let mean = window.iter().sum::<f64>() / window.len() as f64;
+            let variance = window.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / window.len() as f64;
+            let sd = variance.sqrt();
+            if sd > 0.0 {
+                let bar = mean + z * sd;
+                let shown = format!(
+                    "avg {} + {z} × sd {} = {}",
+                    show(signal, mean),
+                    show(signal, sd),
+                    show(signal, bar)
+                );
+                if current >= bar {
+                    return Ok(format!("{signal} {cur} >= {shown}"));
+                }
+                missed.push(format!("< {shown}"));
+            } else {
+                missed.push(format!("zscore: the last {full} samples are all {}", show(signal, mean)));
+            }
+        }
+    }
     match (threshold.min, missed.is_empty()) {
         (Some(min), true) => Ok(format!("{signal} {cur} >= min {min}")),
         _ => Err(format!("{signal} {cur} {}", missed.join(" and "))),
@@ -61,7 +88,45 @@ mod tests {
     use super::*;
 
     fn t(min: Option<f64>, abs: Option<f64>, diff: Option<f64>, max: Option<f64>) -> Threshold {
-        Threshold { min, abs, diff, max }
+        Threshold { min, abs, diff, max, zscore: None }
+    }
+
+    fn z(zscore: f64) -> Threshold {
+        Threshold { zscore: Some(zscore), ..Default::default() }
+    }
+
+    /// A noisy signal: `diff` at 50% either fires on every wobble or misses the spike, while
+    /// a z-score of 3 stays quiet on the wobble and fires on the spike; a flat history has
+    /// no deviation to measure; the reasons name the numbers.
+    #[test]
+    fn zscore_on_a_noisy_signal() {
+        // Swings between 20 and 40 (mean 30, sd 10).
+        let noisy = [20.0, 40.0, 20.0, 40.0, 20.0, 40.0];
+        assert_eq!(
+            evaluate("cpu_percent", &z(3.0), 60.0, &noisy, 6),
+            Ok("cpu_percent 60.0 >= avg 30.0 + 3 × sd 10.0 = 60.0".to_string())
+        );
+        assert_eq!(
+            evaluate("cpu_percent", &z(3.0), 45.0, &noisy, 6),
+            Err("cpu_percent 45.0 < avg 30.0 + 3 × sd 10.0 = 60.0".to_string())
+        );
+        // diff 50% fires at 45 already, on a wobble the signal makes every few samples.
+        assert!(evaluate("cpu_percent", &t(None, None, Some(50.0), None), 45.0, &noisy, 6).is_ok());
+        assert_eq!(
+            evaluate("cpu_percent", &z(3.0), 90.0, &[30.0; 6], 6),
+            Err("cpu_percent 90.0 zscore: the last 6 samples are all 30.0".to_string())
+        );
+        assert_eq!(
+            evaluate("cpu_percent", &z(3.0), 90.0, &noisy[..4], 6),
+            Err("cpu_percent 90.0 zscore needs 6 samples, has 4".to_string())
+        );
+        // min still guards, and abs still triggers alone.
+        let guarded = Threshold { min: Some(70.0), abs: Some(95.0), zscore: Some(3.0), ..Default::default() };
+        assert_eq!(
+            evaluate("cpu_percent", &guarded, 65.0, &noisy, 6),
+            Err("cpu_percent 65.0 < min 70".to_string())
+        );
+        assert!(evaluate("cpu_percent", &guarded, 96.0, &[], 6).is_ok());
     }
 
     /// The boundaries of min, abs, diff and max, warm-up, and the reasons, as a table.

@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use alertprof::config::Config;
-use alertprof::pipeline::{App, run_sampling, run_workers};
+use alertprof::pipeline::{App, run_background};
 use alertprof::store::ProfileStore;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -31,8 +31,7 @@ pub struct Running {
     pub app: Arc<App>,
     pub shutdown: CancellationToken,
     server: JoinHandle<()>,
-    workers: JoinHandle<()>,
-    sampling: JoinHandle<()>,
+    background: JoinHandle<()>,
 }
 
 impl Running {
@@ -74,10 +73,9 @@ impl Running {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(alertprof::server::serve_http(app.clone(), listener, shutdown.clone()));
-        let workers =
-            tokio::spawn(run_workers(app.clone(), queue_rx, shutdown.clone(), Duration::from_secs(5)));
-        let sampling = tokio::spawn(run_sampling(app.clone(), shutdown.clone()));
-        Running { addr, app, shutdown, server, workers, sampling }
+        let background =
+            tokio::spawn(run_background(app.clone(), queue_rx, shutdown.clone(), Duration::from_secs(5)));
+        Running { addr, app, shutdown, server, background }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -88,8 +86,7 @@ impl Running {
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.server.await.unwrap();
-        self.sampling.await.unwrap();
-        self.workers.await.unwrap();
+        self.background.await.unwrap();
     }
 
     pub async fn post_alerts(&self, payload: &Value) -> (u16, Value) {

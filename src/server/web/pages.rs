@@ -553,6 +553,7 @@ mod tests {
                 cum_percent: 240.0,
             }],
             cut_short: None,
+            before_window: false,
         });
         let page = capture(&config, &meta, &[]);
         let annotation = grafana.annotation(&meta, &[]).text;

@@ -1,0 +1,443 @@
+//! The recorder: each recorded target's recent profiles, kept on disk continuously and
+//! cheaply so that a capture can reach back before its trigger (alerts are minutes late)
+//! and a process's last profiles survive it. Back-to-back CPU segments (the CPU profiler
+//! serves one client at a time, so a recorded target's CPU captures come from here),
+//! heap and goroutine snapshots at intervals, each validated as captures are; pruned to
+//! `keep` and `max_bytes`; and the end of each process told once.
+
+mod lifetime;
+mod merge;
+mod tape;
+
+pub use lifetime::{Ended, Seen};
+pub use merge::{Merged, merge_segments};
+pub use tape::{Held, Opened, Segment, Tape};
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::Url;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::capture::{CaptureError, PprofClient};
+use crate::config::{RecorderConfig, format_duration};
+use crate::metrics::Metrics;
+use crate::model::ProfileKind;
+use crate::store::Staging;
+use lifetime::Lifetime;
+
+/// The longest the recorder leaves a CPU profiler held by someone else before it asks
+/// again.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// A recorded target's process ended.
+#[derive(Debug, Clone)]
+pub struct Exit {
+    pub target: String,
+    pub ended: Ended,
+    /// When it was told.
+    pub at: DateTime<Utc>,
+}
+
+/// Every recorded target, under `<storage.dir>/.recorder`.
+pub struct Recorder {
+    dir: PathBuf,
+    recordings: Mutex<HashMap<String, Arc<Recording>>>,
+    exits: mpsc::UnboundedSender<Exit>,
+    /// Taken once, by whoever keeps the last profiles of processes that ended.
+    exits_rx: Mutex<Option<mpsc::UnboundedReceiver<Exit>>>,
+}
+
+impl Recorder {
+    pub fn open(dir: &Path) -> std::io::Result<Recorder> {
+        std::fs::create_dir_all(dir)?;
+        let (exits, exits_rx) = mpsc::unbounded_channel();
+        Ok(Recorder {
+            dir: dir.to_path_buf(),
+            recordings: Mutex::new(HashMap::new()),
+            exits,
+            exits_rx: Mutex::new(Some(exits_rx)),
+        })
+    }
+
+    /// The ends of processes, as they are told; `None` after the first call.
+    pub fn take_exits(&self) -> Option<mpsc::UnboundedReceiver<Exit>> {
+        self.exits_rx.lock().unwrap().take()
+    }
+
+    /// Makes the recordings what `recorded` (target name, recorder) says: new ones opened
+    /// (with what an earlier run left), settings updated, and the tapes of targets no
+    /// longer recorded deleted. Returns the recordings, in the order given.
+    pub fn sync(&self, recorded: &[(String, RecorderConfig)], metrics: &Metrics) -> Vec<Arc<Recording>> {
+        let mut recordings = self.recordings.lock().unwrap();
+        let mut kept = Vec::new();
+        for (name, config) in recorded {
+            let recording = match recordings.get(name) {
+                Some(recording) => recording.clone(),
+                None => {
+                    let dir = self.dir.join(name);
+                    let tape = Tape::open(&dir).unwrap_or_else(|error| {
+                        tracing::error!(dir = %dir.display(), error = %error, "Cannot read the recorder's directory; starting it empty.");
+                        std::fs::remove_dir_all(&dir).ok();
+                        Tape::open(&dir).expect("an empty directory opens")
+                    });
+                    let recording = Arc::new(Recording {
+                        target: name.clone(),
+                        tape,
+                        config: Mutex::new(config.clone()),
+                        kinds: Mutex::new(BTreeMap::new()),
+                        lifetime: Mutex::new(Lifetime::default()),
+                        exits: self.exits.clone(),
+                    });
+                    recordings.insert(name.clone(), recording.clone());
+                    recording
+                }
+            };
+            *recording.config.lock().unwrap() = config.clone();
+            kept.push(recording);
+        }
+        recordings.retain(|name, recording| {
+            let keep = recorded.iter().any(|(kept, _)| kept == name);
+            if !keep {
+                tracing::info!(target = %name, "Target no longer recorded; its recorded profiles are deleted.");
+                recording.tape.clear();
+                metrics.recorder.forget(name, &RecorderConfig::KINDS);
+            }
+            keep
+        });
+        // What an earlier run recorded of targets no longer recorded.
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !recordings.contains_key(&name) {
+                    std::fs::remove_dir_all(entry.path()).ok();
+                }
+            }
+        }
+        kept
+    }
+
+    pub fn get(&self, target: &str) -> Option<Arc<Recording>> {
+        self.recordings.lock().unwrap().get(target).cloned()
+    }
+
+    /// Takes in what was seen of a target's process, if it is recorded.
+    pub fn observe(&self, target: &str, seen: Seen, at: DateTime<Utc>) {
+        if let Some(recording) = self.get(target) {
+            recording.observe(seen, at);
+        }
+    }
+
+    /// Every recording's state, by target name.
+    pub fn statuses(&self) -> Vec<Status> {
+        let mut statuses: Vec<Status> =
+            self.recordings.lock().unwrap().values().map(|recording| recording.status()).collect();
+        statuses.sort_by(|a, b| a.target.cmp(&b.target));
+        statuses
+    }
+}
+
+/// How one kind's recording fares.
+#[derive(Debug, Clone, Default)]
+struct KindState {
+    /// Why the last request failed, and since when they have been failing.
+    error: Option<(String, DateTime<Utc>)>,
+    /// Someone else holds the CPU profiler; the recorder asks again then.
+    backing_off_until: Option<DateTime<Utc>>,
+}
+
+/// One target's recording: its tape, how each kind fares, and its process's lifetime.
+pub struct Recording {
+    pub target: String,
+    pub tape: Tape,
+    config: Mutex<RecorderConfig>,
+    kinds: Mutex<BTreeMap<ProfileKind, KindState>>,
+    lifetime: Mutex<Lifetime>,
+    exits: mpsc::UnboundedSender<Exit>,
+}
+
+/// A recording's state, for the web page and the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub target: String,
+    /// What it records, e.g. `cpu 10s, heap 15s, goroutine 15s; keeps 5m, 64 MiB`.
+    pub records: String,
+    pub bytes: u64,
+    pub kinds: Vec<KindStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KindStatus {
+    pub kind: ProfileKind,
+    pub every: String,
+    pub segments: usize,
+    pub bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub newest: Option<DateTime<Utc>>,
+    /// Why its requests fail, since when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backing_off_until: Option<DateTime<Utc>>,
+}
+
+impl Recording {
+    pub fn config(&self) -> RecorderConfig {
+        self.config.lock().unwrap().clone()
+    }
+
+    /// Takes in what was seen of the process; tells its end once.
+    pub fn observe(&self, seen: Seen, at: DateTime<Utc>) {
+        let ended = self.lifetime.lock().unwrap().observe(seen, at);
+        if let Some(ended) = ended {
+            tracing::warn!(target = %self.target, why = %ended.why, "The recorded process ended.");
+            self.exits.send(Exit { target: self.target.clone(), ended, at }).ok();
+        }
+    }
+
+    /// Why `kind` is not being recorded now, if it is not: its last error, or the CPU
+    /// profiler held by someone else.
+    pub fn trouble(&self, kind: ProfileKind) -> Option<String> {
+        let kinds = self.kinds.lock().unwrap();
+        let state = kinds.get(&kind)?;
+        match (&state.backing_off_until, &state.error) {
+            (Some(until), _) => Some(format!(
+                "someone else holds the CPU profiler; the recorder asks again at {}",
+                until.format("%H:%M:%S")
+            )),
+            (None, Some((error, since))) => {
+                Some(format!("failing since {}: {error}", since.format("%H:%M:%S")))
+            }
+            (None, None) => None,
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let config = self.config();
+        let kinds = self.kinds.lock().unwrap().clone();
+        Status {
+            target: self.target.clone(),
+            records: config.describe(),
+            bytes: self.tape.bytes(),
+            kinds: config
+                .kinds()
+                .into_iter()
+                .map(|kind| {
+                    let held = self.tape.held(kind);
+                    let state = kinds.get(&kind).cloned().unwrap_or_default();
+                    KindStatus {
+                        kind,
+                        every: format_duration(config.interval(kind).unwrap_or_default()),
+                        segments: held.segments,
+                        bytes: held.bytes,
+                        oldest: held.oldest,
+                        newest: held.newest,
+                        failing_since: state.error.as_ref().map(|(_, since)| *since),
+                        error: state.error.map(|(error, _)| error),
+                        backing_off_until: state.backing_off_until,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn update(&self, kind: ProfileKind, change: impl FnOnce(&mut KindState)) {
+        change(self.kinds.lock().unwrap().entry(kind).or_default());
+    }
+}
+
+/// What the recording loops use of the service.
+#[derive(Clone, Copy)]
+pub struct Tools<'a> {
+    /// Fails at once when the profiler is in use (`failing_when_in_use`).
+    pub client: &'a PprofClient,
+    pub staging: &'a Staging,
+    pub metrics: &'a Metrics,
+}
+
+/// Records one target until `stop`: its CPU segments back to back (or for `cpu_duty` of
+/// each period), and each snapshot kind at its interval.
+pub async fn record(recording: Arc<Recording>, base: Url, tools: Tools<'_>, stop: CancellationToken) {
+    let config = recording.config();
+    tracing::info!(target = %recording.target, records = %config.describe(), "Recording.");
+    let snapshots = [ProfileKind::Heap, ProfileKind::Goroutine]
+        .into_iter()
+        .filter_map(|kind| config.interval(kind).map(|every| (kind, every)))
+        .map(|(kind, every)| snapshot_loop(&recording, &base, tools, kind, every, &config));
+    let cpu = config.cpu.map(|period| cpu_loop(&recording, &base, tools, period, &config));
+    let all = futures_util::future::join(futures_util::future::join_all(snapshots), async {
+        if let Some(cpu) = cpu {
+            cpu.await;
+        }
+    });
+    tokio::select! {
+        _ = all => {}
+        () = stop.cancelled() => {}
+    }
+}
+
+async fn snapshot_loop(
+    recording: &Recording,
+    base: &Url,
+    tools: Tools<'_>,
+    kind: ProfileKind,
+    every: Duration,
+    config: &RecorderConfig,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let started = Utc::now();
+        fetch(recording, base, tools, kind, 0, started, config).await.ok();
+    }
+}
+
+async fn cpu_loop(
+    recording: &Recording,
+    base: &Url,
+    tools: Tools<'_>,
+    period: Duration,
+    config: &RecorderConfig,
+) {
+    let seconds = config.cpu_seconds();
+    let mut backoff = period;
+    loop {
+        let next = tokio::time::Instant::now() + period;
+        let started = Utc::now();
+        match fetch(recording, base, tools, ProfileKind::Cpu, seconds, started, config).await {
+            Err(error) if error.is_in_use() => {
+                let until = Utc::now() + chrono::Duration::from_std(backoff).unwrap_or_default();
+                let first = recording
+                    .kinds
+                    .lock()
+                    .unwrap()
+                    .get(&ProfileKind::Cpu)
+                    .is_none_or(|s| s.backing_off_until.is_none());
+                if first {
+                    tracing::warn!(
+                        target = %recording.target,
+                        wait_s = backoff.as_secs(),
+                        "Someone else holds the target's CPU profiler (a continuous profiler, a person with go tool pprof); the recorder backs off."
+                    );
+                }
+                recording.update(ProfileKind::Cpu, |state| state.backing_off_until = Some(until));
+                tools.metrics.recorder.backing_off.get_or_create(&target_label(&recording.target)).set(1);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            result => {
+                if backoff != period {
+                    tracing::info!(target = %recording.target, "The target's CPU profiler is free again; recording CPU.");
+                    backoff = period;
+                    recording.update(ProfileKind::Cpu, |state| state.backing_off_until = None);
+                    tools.metrics.recorder.backing_off.get_or_create(&target_label(&recording.target)).set(0);
+                }
+                // After a failure, wait out the period rather than asking again at once.
+                if result.is_err() || seconds < period.as_secs() as u32 {
+                    tokio::time::sleep_until(next).await;
+                }
+            }
+        }
+    }
+}
+
+fn target_label(target: &str) -> Vec<(&'static str, String)> {
+    vec![("target", target.to_string())]
+}
+
+/// Fetches one profile into the tape: validated, then renamed into place, then the tape
+/// pruned. What happened is logged (once per change), counted, and told to the lifetime.
+async fn fetch(
+    recording: &Recording,
+    base: &Url,
+    tools: Tools<'_>,
+    kind: ProfileKind,
+    seconds: u32,
+    started: DateTime<Utc>,
+    config: &RecorderConfig,
+) -> Result<(), CaptureError> {
+    let target = &recording.target;
+    let staged = tools.staging.file(&format!("recorder-{target}-{kind}-{}", started.timestamp_millis()));
+    let never = CancellationToken::new();
+    let fetched = tools.client.fetch(base, kind, seconds, staged.path(), None, &never).await;
+    let finished = Utc::now();
+    let result = match fetched {
+        Ok(_) => {
+            let from = if kind == ProfileKind::Cpu { started } else { finished };
+            recording.tape.add(kind, from, finished, staged.path()).map(drop).map_err(|error| {
+                CaptureError::Write { path: staged.path().display().to_string(), message: error.to_string() }
+            })
+        }
+        Err(error) => Err(error),
+    };
+    match &result {
+        Ok(()) => {
+            recording.observe(Seen::Answered, finished);
+            tools.metrics.recorder.fetch(target, kind, "ok");
+            let recovered = recording.kinds.lock().unwrap().get_mut(&kind).and_then(|s| s.error.take());
+            if let Some((error, since)) = recovered {
+                tracing::info!(target = %target, kind = %kind, since = %since, was = %error, "Recording again.");
+            }
+        }
+        Err(error) => {
+            if error.is_refused() {
+                recording.observe(Seen::Refused, finished);
+            } else if error.answered() {
+                recording.observe(Seen::Answered, finished);
+            }
+            let result = if error.is_in_use() { "in_use" } else { "failed" };
+            tools.metrics.recorder.fetch(target, kind, result);
+            if !error.is_in_use() {
+                let text = error.to_string();
+                let changed = recording
+                    .kinds
+                    .lock()
+                    .unwrap()
+                    .get(&kind)
+                    .and_then(|s| s.error.as_ref())
+                    .is_none_or(|(last, _)| *last != text);
+                if changed {
+                    tracing::warn!(target = %target, kind = %kind, error = %text, "Recording failed; trying again each period.");
+                }
+                recording.update(kind, |state| {
+                    let since = state.error.as_ref().map_or(finished, |(_, since)| *since);
+                    state.error = Some((text, since));
+                });
+            }
+        }
+    }
+    let pruned = recording.tape.prune(finished, config.keep, config.max_bytes);
+    if pruned > 0 {
+        tracing::debug!(target = %target, pruned, "Recorder pruned.");
+    }
+    export(recording, tools.metrics, finished);
+    result
+}
+
+/// The tape's size and reach, to /metrics.
+fn export(recording: &Recording, metrics: &Metrics, now: DateTime<Utc>) {
+    let mut oldest: Option<DateTime<Utc>> = None;
+    for kind in RecorderConfig::KINDS {
+        let held = recording.tape.held(kind);
+        let labels = vec![("target", recording.target.clone()), ("kind", kind.name().to_string())];
+        metrics.recorder.segments.get_or_create(&labels).set(held.segments as i64);
+        oldest = match (oldest, held.oldest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    let labels = target_label(&recording.target);
+    metrics.recorder.bytes.get_or_create(&labels).set(recording.tape.bytes() as i64);
+    let reach = oldest.map_or(0, |oldest| (now - oldest).num_seconds().max(0));
+    metrics.recorder.reach.get_or_create(&labels).set(reach);
+}
