@@ -147,72 +147,72 @@ impl Metrics {
         };
         registry.register(
             "alerts_received",
-            "Alerts received on the webhook, by status.",
+            "Alerts received on the webhook, by status",
             metrics.alerts_received.clone(),
         );
         registry.register(
             "webhook_requests",
-            "Webhook requests, by HTTP status code.",
+            "Webhook requests, by HTTP status code",
             metrics.webhook_requests.clone(),
         );
-        registry.register("decisions", "Decisions, by outcome.", metrics.decisions.clone());
-        registry.register("captures", "Captures, by kind and result (ok, failed).", metrics.captures.clone());
+        registry.register("decisions", "Decisions, by outcome", metrics.decisions.clone());
+        registry.register("captures", "Captures, by kind and result (ok, failed)", metrics.captures.clone());
         registry.register(
             "capture_duration_seconds",
-            "Time from a capture's first request to its stored profile, by kind.",
+            "Time from a capture's first request to its stored profile, by kind",
             metrics.capture_duration.clone(),
         );
-        registry.register("capture_bytes", "Bytes of profiles kept, by kind.", metrics.capture_bytes.clone());
+        registry.register("capture_bytes", "Bytes of profiles kept, by kind", metrics.capture_bytes.clone());
         registry.register(
             "retention_deleted",
-            "Captures deleted by retention.",
+            "Captures deleted by retention",
             metrics.retention_deleted.clone(),
         );
         registry.register(
             "annotations",
-            "Grafana annotations, by result (ok, rejected, failed).",
+            "Grafana annotations, by result (ok, rejected, failed)",
             metrics.annotations.clone(),
         );
-        registry.register("queue_depth", "Jobs waiting in the queue.", metrics.queue_depth.clone());
-        registry.register("queue_capacity", "Size of the job queue.", metrics.queue_capacity.clone());
-        registry.register("captures_in_flight", "Captures running now.", metrics.captures_in_flight.clone());
-        registry.register("http_connections", "HTTP connections open now.", metrics.http_connections.clone());
+        registry.register("queue_depth", "Jobs waiting in the queue", metrics.queue_depth.clone());
+        registry.register("queue_capacity", "Size of the job queue", metrics.queue_capacity.clone());
+        registry.register("captures_in_flight", "Captures running now", metrics.captures_in_flight.clone());
+        registry.register("http_connections", "HTTP connections open now", metrics.http_connections.clone());
         registry.register(
             "analyses_running",
-            "Analyses of profiles (summaries, diffs, flame graphs) running now.",
+            "Analyses of profiles (summaries, diffs, flame graphs) running now",
             metrics.analyses_running.clone(),
         );
         registry.register(
             "config_last_reload_successful",
-            "Whether the last config reload succeeded (1) or kept the old config (0).",
+            "Whether the last config reload succeeded (1) or kept the old config (0)",
             metrics.config_reload_success.clone(),
         );
-        registry.register("signal", "Latest reading of each signal of each target.", metrics.signal.clone());
+        registry.register("signal", "Latest reading of each signal of each target", metrics.signal.clone());
         let recorder = &metrics.recorder;
         registry.register(
             "recorder_segments",
-            "Profiles the recorder keeps, by target and kind.",
+            "Profiles the recorder keeps, by target and kind",
             recorder.segments.clone(),
         );
-        registry.register("recorder_bytes", "Bytes the recorder keeps, by target.", recorder.bytes.clone());
+        registry.register("recorder_bytes", "Bytes the recorder keeps, by target", recorder.bytes.clone());
         registry.register(
             "recorder_reach_seconds",
-            "How far back the recorder's oldest profile of a target reaches.",
+            "How far back the recorder's oldest profile of a target reaches",
             recorder.reach.clone(),
         );
         registry.register(
             "recorder_fetches",
-            "The recorder's requests, by target, kind and result (ok, failed, in_use: someone else held the CPU profiler).",
+            "The recorder's requests, by target, kind and result (ok, failed, in_use: someone else held the CPU profiler)",
             recorder.fetches.clone(),
         );
         registry.register(
             "recorder_backing_off",
-            "1 while the recorder leaves a target's CPU profiler to someone else who holds it.",
+            "1 while the recorder leaves a target's CPU profiler to someone else who holds it",
             recorder.backing_off.clone(),
         );
         registry.register(
             "process_exits",
-            "Ends of a recorded target's process (exit, kill, restart), by target.",
+            "Ends of a recorded target's process (exit, kill, restart), by target",
             recorder.exits.clone(),
         );
         metrics.config_reload_success.set(1);

@@ -43,6 +43,9 @@ const (
 )
 
 var (
+	// startTime is when the process started, for process_start_time_seconds.
+	startTime = time.Now()
+
 	// sink receives spin results so the compiler cannot drop the work.
 	sink uint64
 
@@ -275,6 +278,7 @@ func handleMetrics(w http.ResponseWriter, r *http.Request) {
 	writeMetric(&b, "go_threads", "gauge", "Number of OS threads created.", float64(pprof.Lookup("threadcreate").Count()))
 	writeMetric(&b, "go_memstats_heap_inuse_bytes", "gauge", "Number of heap bytes that are in use.", float64(ms.HeapInuse))
 	writeMetric(&b, "go_memstats_heap_alloc_bytes", "gauge", "Number of heap bytes allocated and still in use.", float64(ms.HeapAlloc))
+	writeMetric(&b, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", float64(startTime.UnixNano())/1e9)
 	writeMetric(&b, "go_memstats_sys_bytes", "gauge", "Number of bytes obtained from system.", float64(ms.Sys))
 	if v, ok := procCPUSeconds(); ok {
 		writeMetric(&b, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", v)

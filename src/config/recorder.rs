@@ -101,7 +101,8 @@ pub(super) fn read_recorder(w: &mut Walker, path: &str, value: &Value) -> Option
     let default = RecorderConfig::default();
     let every = |w: &mut Walker, key: &str, default: Option<Duration>| {
         optional(w, &object, key, default, |w, p, v| {
-            if v.as_str() == Some("off") {
+            // `off` is `false` to YAML 1.1.
+            if v.as_str() == Some("off") || v.as_bool() == Some(false) {
                 return Some(None);
             }
             w.positive_duration(p, v).map(Some)

@@ -275,6 +275,11 @@ pub async fn list_decisions(State(app): State<Arc<App>>, Query(query): Query<Lim
     Json(app.decisions.recent(query.limit.unwrap_or(100).min(MAX_LIMIT))).into_response()
 }
 
+/// `GET /api/v1/recorder`: each recorded target's recording, by target name.
+pub async fn recorder(State(app): State<Arc<App>>) -> Response {
+    Json(app.recorder.statuses()).into_response()
+}
+
 /// `GET /metrics`.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     app.sync_queue_depth();

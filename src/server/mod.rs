@@ -52,6 +52,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/captures/{id}/flamegraph.svg", get(api::get_flamegraph))
         .route("/api/v1/captures/{id}/diff", get(api::get_diff))
         .route("/api/v1/decisions", get(api::list_decisions))
+        .route("/api/v1/recorder", get(api::recorder))
         .route("/-/reload", post(reload))
         .route_layer(guard(Area::Api));
     let metrics = Router::new().route("/metrics", get(api::metrics)).route_layer(guard(Area::Metrics));

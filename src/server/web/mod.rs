@@ -5,6 +5,7 @@
 mod chart;
 mod html;
 mod pages;
+mod recorded;
 pub mod sign_in;
 
 use std::sync::Arc;
@@ -98,7 +99,7 @@ pub async fn index(State(app): State<Arc<App>>, Query(query): Query<ListQuery>) 
         };
     let decisions = app.decisions.recent(DECISIONS_SHOWN);
     let recent = config.targets.iter().map(|t| (t.name.to_string(), app.verifier.series(&t.name))).collect();
-    let body = pages::index(&config, &filter, &captures, &decisions, &recent);
+    let body = pages::index(&config, &filter, &captures, &decisions, &recent, &app.recorder.statuses());
     html::respond(StatusCode::OK, html::page("Captures", logout, &body))
 }
 

@@ -39,6 +39,7 @@ pub(super) fn index(
     captures: &[CaptureMeta],
     decisions: &[Decision],
     recent: &BTreeMap<String, Series>,
+    recorder: &[crate::recorder::Status],
 ) -> String {
     let mut out = String::new();
     out.push_str("<form class=\"filter\" method=\"get\" action=\"/\">");
@@ -59,6 +60,7 @@ pub(super) fn index(
     .unwrap();
 
     render_timelines(&mut out, recent, captures);
+    super::recorded::render_recorder(&mut out, recorder);
 
     writeln!(out, "<h2>Captures <span class=\"muted\">({} shown)</span></h2>", captures.len()).unwrap();
     if captures.is_empty() {
@@ -149,7 +151,10 @@ fn render_signals(out: &mut String, meta: &CaptureMeta) {
     };
     let trigger = &meta.trigger;
     let starts = trigger.starts_at.map(|at| at.timestamp_millis());
-    let window = (meta.started_at.timestamp_millis(), meta.finished_at.timestamp_millis());
+    let window = match &meta.window {
+        Some(window) => (window.from.timestamp_millis(), window.to.timestamp_millis()),
+        None => (meta.started_at.timestamp_millis(), meta.finished_at.timestamp_millis()),
+    };
     let last =
         meta.signals.values().filter_map(|points| points.last()).map(|(at, _)| *at).max().unwrap_or(first);
     let to = window.1.max(last);
@@ -265,6 +270,7 @@ pub(super) fn capture(config: &Config, meta: &CaptureMeta, decisions: &[Decision
     }
 
     render_signals(&mut out, meta);
+    super::recorded::render_window(&mut out, meta);
 
     if let Some(summary) = &meta.summary {
         let unit = unit_of(&summary.sample_type);
@@ -422,9 +428,10 @@ fn render_diff(out: &mut String, meta: &CaptureMeta, diff: &Diff) {
     }
     let unit = unit_of(&diff.sample_type);
     let links = CaptureLinks::relative();
+    let against = if diff.before_window { "since before the window," } else { "vs baseline" };
     writeln!(
         out,
-        "<h2 id=\"diff\">Grew vs baseline <a href=\"{page}\">{base}</a> \
+        "<h2 id=\"diff\">Grew {against} <a href=\"{page}\">{base}</a> \
          <span class=\"muted\">({sample_type}; total {then} then, {now} now; \
          <a href=\"{full}\" id=\"diff-link\">full diff</a>)</span></h2>",
         page = Esc(&links.page(&diff.base)),
