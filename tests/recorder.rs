@@ -73,7 +73,10 @@ fn stored(data: &Path, capture: &Value) -> PathBuf {
 async fn a_late_alert_reaches_back_to_the_burst() {
     let demo = Demo::start();
     let data = tempfile::tempdir().unwrap();
-    let rule = "  - {name: cpu-spike, alert_labels: {alertname: HighCPU}, capture: [cpu, heap], seconds: 1, lookback: 5s}";
+    // Verified on local readings too: the burst is over when the alert comes, but it is
+    // in the readings since the window's start.
+    let rule = "  - {name: cpu-spike, alert_labels: {alertname: HighCPU}, capture: [cpu, heap], seconds: 1, \
+                lookback: 5s, verify: {cpu_percent: {abs: 30}}}";
     let yaml = config(&demo, "{cpu: 2s, heap: 1s, goroutine: 2s, keep: 2m}", rule);
     let running = Running::start(&yaml, data.path()).await;
     running
@@ -85,7 +88,7 @@ async fn a_late_alert_reaches_back_to_the_burst() {
         )
         .await;
     let burst_at = Utc::now();
-    demo.get("/burn?seconds=2&workers=1").await;
+    demo.get("/burn?seconds=2&workers=2").await;
     tokio::time::sleep(Duration::from_secs(15)).await;
     let mut alert = payload(&[(json!({"alertname": "HighCPU", "job": "demo"}), "f1")]);
     alert["alerts"][0]["startsAt"] = json!(burst_at.to_rfc3339_opts(SecondsFormat::Millis, true));
@@ -93,6 +96,7 @@ async fn a_late_alert_reaches_back_to_the_burst() {
     let decision = running.wait_outcome("captured", Duration::from_secs(30)).await;
     let reason = decision["reason"].as_str().unwrap();
     assert!(reason.contains("cpu (merged from"), "{reason}");
+    assert!(reason.contains("(verified: cpu_percent") && reason.contains(" >= abs 30 at "), "{reason}");
 
     let captures = running.get_json("/api/v1/captures").await;
     let list = captures.as_array().unwrap();

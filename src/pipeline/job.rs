@@ -103,10 +103,13 @@ async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Dec
             Err(decision) => return *decision,
         }
     } else {
+        let now = Utc::now();
         let verdict = if job.endpoint.templated && !rule.verify.is_empty() {
             verify_on_arrival(app, job).await
+        } else if rule.lookback.is_some() {
+            app.verifier.verify_since(&target.name, &rule.verify, recorded::window(job, now).from, now)
         } else {
-            app.verifier.verify(&target.name, &rule.verify, Utc::now())
+            app.verifier.verify(&target.name, &rule.verify, now)
         };
         match verdict {
             Verdict::Holds { readings, why } => (readings, why),

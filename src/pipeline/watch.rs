@@ -71,6 +71,13 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
         config.rules.iter().enumerate().filter(|(_, rule)| rule.targets.contains(&index)).collect();
     let rule_refs: Vec<_> = rules.iter().map(|(_, rule)| *rule).collect();
     let interval = sampling_interval(&config, index);
+    // A rule that reaches back verifies on readings as old as the recorder's (an alert may
+    // come any time after its start).
+    let reach = match rule_refs.iter().any(|rule| rule.lookback.is_some()) {
+        true => target.recorder.as_ref().map(|recorder| recorder.keep).unwrap_or_default(),
+        false => Duration::ZERO,
+    };
+    app.verifier.set_reach(&target.name, reach);
     let new_probe = || Probe::new(target, &rule_refs, &config.cgroup_root, &config.proc_root);
     let mut probe = new_probe();
     let client = app.client.http().clone();

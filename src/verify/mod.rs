@@ -39,8 +39,11 @@ struct Signals {
     at: Option<DateTime<Utc>>,
     latest: Readings,
     missing: BTreeMap<String, String>,
-    /// The last `history + 1` values of each signal, the newest last.
-    history: HashMap<String, VecDeque<f64>>,
+    /// Each signal's values, the newest last: the last `history + 1`, and all of those
+    /// within `reach` when a rule reaches back that far.
+    history: HashMap<String, VecDeque<(DateTime<Utc>, f64)>>,
+    /// How far back a rule on the target verifies (its lookback).
+    reach: chrono::TimeDelta,
     /// Readings for charts: at most `CHART_POINTS` of each signal, at least `CHART_STEP`
     /// apart, the newest last.
     chart: HashMap<String, VecDeque<(DateTime<Utc>, f64)>>,
@@ -50,6 +53,8 @@ struct Signals {
 /// minutes at a watch rule's 1 s, eight at the default 5 s sampling.
 const CHART_POINTS: usize = 100;
 const CHART_STEP: chrono::TimeDelta = chrono::TimeDelta::seconds(3);
+/// The most values of a signal kept for a lookback, whatever its reach.
+const MAX_REACH_POINTS: usize = 3600;
 
 /// Holds every target's readings for the verify stage, the API and `/metrics`.
 pub struct Verifier {
@@ -76,10 +81,13 @@ impl Verifier {
             match value {
                 Ok(value) => {
                     let ring = signals.history.entry(key.clone()).or_default();
-                    if ring.len() > self.history {
+                    ring.push_back((at, value));
+                    while ring.len() > self.history + 1
+                        && (ring.len() > MAX_REACH_POINTS
+                            || ring.front().is_some_and(|(t, _)| *t < at - signals.reach))
+                    {
                         ring.pop_front();
                     }
-                    ring.push_back(value);
                     let chart = signals.chart.entry(key.clone()).or_default();
                     if chart.back().is_none_or(|(last, _)| at - *last >= CHART_STEP) {
                         if chart.len() == CHART_POINTS {
@@ -96,6 +104,14 @@ impl Verifier {
                 }
             }
         }
+    }
+
+    /// Keeps each of `target`'s readings for `reach` at least, for rules that verify back
+    /// that far.
+    pub fn set_reach(&self, target: &str, reach: Duration) {
+        let mut targets = self.targets.lock().unwrap();
+        targets.entry(target.to_string()).or_default().reach =
+            chrono::TimeDelta::from_std(reach).unwrap_or(chrono::TimeDelta::MAX);
     }
 
     /// Forgets targets no longer configured.
@@ -143,10 +159,51 @@ impl Verifier {
                 let cause = signals.missing.get(key).map(String::as_str).unwrap_or("not sampled");
                 return Err(format!("no reading of {key}: {cause}"));
             };
-            let values: Vec<f64> = ring.iter().copied().collect();
+            let values: Vec<f64> = ring.iter().map(|(_, v)| *v).collect();
             let (last, rest) = values.split_last().expect("a reading is in the history");
             Ok((*last, rest.to_vec()))
         })
+    }
+
+    /// Like `verify`, but for a rule that reaches back to `since`: the condition holds if
+    /// it holds now or held at any sample since then (all of its signals in one sample,
+    /// each judged on the history before it). An alert is late; the burst it is about may
+    /// be over when it arrives.
+    pub fn verify_since(
+        &self,
+        target: &str,
+        checks: &[SignalCheck],
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Verdict {
+        let current = self.verify(target, checks, now);
+        let Verdict::NotVerified { reason, readings } = current else { return current };
+        let targets = self.targets.lock().unwrap();
+        let Some(signals) = targets.get(target).filter(|_| !checks.is_empty()) else {
+            return Verdict::NotVerified { reason, readings };
+        };
+        // The samples since `since`: those of the first signal (the others, judged at the
+        // same times, are in the same samples).
+        let times: Vec<DateTime<Utc>> = signals
+            .history
+            .get(&checks[0].signal.key())
+            .map(|ring| ring.iter().map(|(t, _)| *t).filter(|t| *t >= since).collect())
+            .unwrap_or_default();
+        for &at in times.iter().rev() {
+            let judged = judge(checks, self.history, Readings::new(), |key| {
+                let ring = signals.history.get(key).ok_or_else(String::new)?;
+                let index = ring.iter().position(|(t, _)| *t == at).ok_or_else(String::new)?;
+                let previous = ring.iter().take(index).map(|(_, v)| *v).collect();
+                Ok((ring[index].1, previous))
+            });
+            if let Verdict::Holds { why, .. } = judged {
+                let when = at.format("%H:%M:%S");
+                let why = why.into_iter().map(|why| format!("{why} at {when}")).collect();
+                return Verdict::Holds { readings, why };
+            }
+        }
+        let reason = format!("{reason}, nor at any reading since {}", since.format("%H:%M:%S"));
+        Verdict::NotVerified { reason, readings }
     }
 
     /// Judges `checks` on a single sample taken just now, with no history (so `diff`
@@ -243,5 +300,42 @@ mod tests {
             Verdict::NotVerified { reason, .. } if reason == "readings of t are 11s old"
         ));
         assert!(matches!(verifier.verify("t", &[], later), Verdict::Holds { .. }));
+    }
+
+    /// A rule that reaches back verifies on any sample since the window's start: a burst
+    /// that is over still counts, with its time in the reason; one before the window, or
+    /// beyond what is kept, does not.
+    #[test]
+    fn verify_back_to_the_window() {
+        let verifier = Verifier::new(2, Duration::from_secs(10));
+        verifier.set_reach("t", Duration::from_secs(30));
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        for (s, value) in [(0, 10.0), (5, 10.0), (10, 900.0), (15, 10.0), (20, 10.0)] {
+            verifier.record("t", at(s), sample(value));
+        }
+        let checks = goroutines(500.0, None);
+        assert!(matches!(verifier.verify("t", &checks, at(21)), Verdict::NotVerified { .. }));
+        match verifier.verify_since("t", &checks, at(8), at(21)) {
+            Verdict::Holds { readings, why } => {
+                assert_eq!(why, [format!("goroutines 900 >= abs 500 at {}", at(10).format("%H:%M:%S"))]);
+                assert_eq!(readings["goroutines"], 10.0, "the readings are today's");
+            }
+            other => panic!("{other:?}"),
+        }
+        match verifier.verify_since("t", &checks, at(12), at(21)) {
+            Verdict::NotVerified { reason, .. } => {
+                assert!(
+                    reason.ends_with(&format!("nor at any reading since {}", at(12).format("%H:%M:%S"))),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // Past the reach (30 s, more than history's 3 samples), the burst is forgotten.
+        for s in [25, 30, 35, 40, 45] {
+            verifier.record("t", at(s), sample(10.0));
+        }
+        assert!(matches!(verifier.verify_since("t", &checks, at(0), at(46)), Verdict::NotVerified { .. }));
     }
 }
