@@ -3,7 +3,9 @@
 # and fires the shipped GoroutineSpike rule; Alertmanager posts it to alertprof with a
 # bearer token; alertprof re-verifies, captures goroutine and CPU profiles, stores them,
 # and annotates a Grafana API stand-in with a link to each. Shows the profiles' top
-# functions and the annotation, then stops everything it started, whatever happens.
+# functions and the annotation. Then a late alert: a 2-second burst, alerted 15 s after it
+# was over, gets the burst's CPU profile from alertprof's recorder. Stops everything it
+# started, whatever happens.
 #
 # Needs cargo; installs what else it needs from Debian (Go, Prometheus, Alertmanager, curl,
 # python3) when run as root, or says the one command to run.
@@ -63,7 +65,17 @@ targets:
     metrics_url: http://127.0.0.1:$demo_port/metrics
     process: {listen_port: $demo_port}
     alert_labels: {job: demo}
+    # Records the service all the time: CPU in back-to-back 2 s segments, heap and
+    # goroutines every 5 s, the last 2 minutes kept. Its CPU captures come from here.
+    recorder: {cpu: 2s, heap: 5s, goroutine: 5s, keep: 2m}
 rules:
+  - name: late-burst        # an alert that comes after the burst is over
+    alert_labels: {alertname: CPUBurst}
+    verify:
+      cpu_percent: {abs: 30}  # on the readings since the window's start
+    capture: [cpu, heap]
+    seconds: 1
+    lookback: 5s            # the window starts 5 s before the alert's startsAt
   - name: goroutine-spike
     alert_labels: {alertname: GoroutineSpike}
     verify:
@@ -122,6 +134,7 @@ done
 echo "demo: the service spikes: 2000 goroutines parked, a core busy in main.burnCPU"
 curl -fsS "http://127.0.0.1:$demo_port/goroutines?n=2000" >/dev/null
 curl -fsS "http://127.0.0.1:$demo_port/burn?seconds=20&workers=1" >/dev/null
+burn_started=$(date +%s)
 
 echo "demo: Prometheus fires GoroutineSpike, Alertmanager posts it to alertprof..."
 auth="Authorization: Bearer am-demo-token"
@@ -152,7 +165,7 @@ curl -fsS -H "Authorization: Bearer glsa_demo" "http://127.0.0.1:$grafana_port/a
   json '"\n".join("  tags %s\n  time %s..%s\n  text %s" % (a["tags"], a["time"], a["timeEnd"], a["text"]) for a in d)'
 links() { # the annotation text's links of the spike's goroutine capture
   curl -fsS -H "Authorization: Bearer glsa_demo" "http://127.0.0.1:$grafana_port/api/annotations?tags=goroutine" |
-    json '"\n".join(p.split("\"")[0] for a in d if "Grew vs" in a["text"] for p in a["text"].split("href=\"")[1:])'
+    json '"\n".join(p.split("\"")[0] for a in d if " on alert " in a["text"] for p in a["text"].split("href=\"")[1:])'
 }
 link=$(links | grep '/profile$')
 curl -fsS -H "$auth" -o "$work/downloaded.pb.gz" "$link"
@@ -165,7 +178,8 @@ flame=$(links | grep '/flamegraph.svg$')
 curl -fsS -H "$auth" -o "$work/flamegraph.svg" "$flame"
 echo "demo: its flame graph $flame: $(wc -c <"$work/flamegraph.svg") bytes of SVG, kept as $(ls "$work"/data/demo/*.flamegraph.svg)"
 echo
-echo "demo: what grew against the baseline, by kind (the decision's \"grew\"):"
+echo "demo: what grew during the spike, by kind (the decision's \"grew\"): the goroutine profile"
+echo "demo: is compared with the recorder's snapshot from before the alert, the cpu with the baseline"
 echo "$decision" | json '"\n".join("  %s: %s" % kv for kv in d.get("grew", {}).items())'
 diff_link=$(links | grep '/diff?base=')
 echo "demo: $diff_link, the top rows (a goroutine profile ranks by cum: flat is all in the scheduler):"
@@ -173,3 +187,38 @@ echo "            cum     cum%           flat  function"
 curl -fsS -H "$auth" "$diff_link&limit=5" |
   json '"\n".join("  %+12d %7.1f%% %+14d  %s" % (f["cum"], f["cum_percent"], f["flat"], f["function"]) for f in d["functions"])'
 
+
+echo
+echo "demo: now an alert that comes late. Real rules alert minutes after a spike starts;"
+echo "demo: a 2-second burst is long over by then. alertprof's recorder has kept the last"
+echo "demo: 2 minutes of the service's profiles:"
+curl -fsS -H "$auth" "http://127.0.0.1:$alertprof_port/api/v1/recorder" |
+  json '"\n".join("  %s %s every %s: %d kept, %d bytes, since %s" % (r["target"], k["kind"], k["every"], k["segments"], k["bytes"], k.get("oldest")) for r in d for k in r["kinds"])'
+# The first burst's 20 s must be over, and 5 s more (the lookback) before the next.
+sleep $(( burn_started + 26 - $(date +%s) > 0 ? burn_started + 26 - $(date +%s) : 0 ))
+burst_at=$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)
+echo "demo: $burst_at a 2-second burst in main.burnCPU, then 15 s of quiet"
+curl -fsS "http://127.0.0.1:$demo_port/burn?seconds=2&workers=1" >/dev/null
+sleep 15
+echo "demo: the alert, with startsAt at the burst, as Prometheus would send it (POST /api/v2/alerts)"
+curl -fsS -X POST -H 'Content-Type: application/json' "http://127.0.0.1:$am_port/api/v2/alerts" \
+  -d '[{"labels": {"alertname": "CPUBurst", "job": "demo", "alertprof": "true"}, "startsAt": "'"$burst_at"'"}]'
+late=""
+for _ in $(seq 1 600); do
+  late=$(curl -fsS -H "$auth" "http://127.0.0.1:$alertprof_port/api/v1/decisions" |
+    json 'json.dumps(next((x for x in d if x.get("alertname") == "CPUBurst"), ""))')
+  [ "$late" != '""' ] && [ -n "$late" ] && break
+  sleep 0.1
+done
+echo "demo: alertprof's decision:"
+echo "$late" | json '"  %s: %s" % (d["outcome"], d["reason"])'
+echo "$late" | grep -q '"outcome": "captured"' || { echo "demo: the late alert captured nothing; see $work/alertprof.log" >&2; exit 1; }
+cpu_meta=$(ls "$work"/data/demo/*-late-burst-cpu.json)
+echo "demo: its CPU profile covers the window from 5 s before the burst, merged from the recorder:"
+json '"  window %s .. %s, %d segments" % (d["window"]["from"], d["window"]["to"], len(d["segments"]))' <"$cpu_meta"
+echo "demo: go tool pprof -top ${cpu_meta%.json}.pb.gz"
+go tool pprof -top "${cpu_meta%.json}.pb.gz" 2>/dev/null | head -n 8
+go tool pprof -top "${cpu_meta%.json}.pb.gz" 2>/dev/null | grep -q 'main.burnCPU' ||
+  { echo "demo: main.burnCPU is not in the late alert's profile" >&2; exit 1; }
+echo "demo: the heap, newest against the recorder's snapshot from before the window:"
+echo "$late" | json '"  heap: %s" % d.get("grew", {}).get("heap", "nothing grew")'

@@ -123,7 +123,10 @@ impl GrafanaClient {
         if let Some(diff) = &capture.diff {
             let against = match (diff.before_window, &capture.window) {
                 (true, Some(window)) => {
-                    format!("since {} (the recorder's, before the spike)", window.from.format("%H:%M:%S"))
+                    format!(
+                        "during the spike (vs the recorder's snapshot from before {})",
+                        window.from.format("%H:%M:%S")
+                    )
                 }
                 _ => "vs baseline".to_string(),
             };
@@ -291,6 +294,58 @@ mod tests {
         assert!(retry_waits(Duration::from_secs(1), 1).is_empty(), "one try, no wait");
     }
 
+    /// A capture diffed against the recorder's snapshot from before its window says so, with
+    /// the window's start, and links that diff; one diffed against a baseline says that.
+    #[test]
+    fn the_diff_says_what_it_is_against() {
+        use crate::model::{Diff, ProfileKind, Trigger, TriggerSource, Window};
+        let client = GrafanaClient::new(&config(), &Url::parse("http://alertprof:9731").unwrap());
+        let at = "2026-11-23T18:47:31Z".parse().unwrap();
+        let mut capture = CaptureMeta::pending(
+            "demo",
+            "late-burst",
+            ProfileKind::Heap,
+            Trigger::local(TriggerSource::Watch, Some(at)),
+            String::new(),
+            at,
+        );
+        capture.id = "newest".into();
+        capture.window = Some(Window { from: at, to: at + chrono::Duration::seconds(20) });
+        let diff = Diff {
+            base: "before".into(),
+            sample_type: "inuse_space/bytes".into(),
+            base_total: 1 << 20,
+            total: 2 << 20,
+            functions: vec![],
+            cut_short: None,
+            before_window: true,
+        };
+        capture.diff = Some(diff.clone());
+        let text = client.annotation(&capture, &[]).text;
+        assert!(
+            text.contains("Grew during the spike (vs the recorder&#39;s snapshot from before 18:47:31)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("/api/v1/captures/newest/diff?base=before\">Diff against before the spike<"),
+            "{text}"
+        );
+        capture.diff = Some(Diff { before_window: false, ..diff });
+        let text = client.annotation(&capture, &[]).text;
+        assert!(text.contains("Grew vs baseline") && text.contains("Diff against the baseline"), "{text}");
+    }
+
+    fn config() -> GrafanaConfig {
+        GrafanaConfig {
+            url: Url::parse("http://grafana:3000").unwrap(),
+            token: None,
+            dashboard_uid: None,
+            tags: vec!["alertprof".into()],
+            max_attempts: 20,
+            retry_backoff: Duration::from_secs(1),
+        }
+    }
+
     /// A Grafana that takes connections and never answers holds an annotation only until
     /// shutdown says stop, not for its request timeouts and retries.
     #[tokio::test]
@@ -303,14 +358,7 @@ mod tests {
                 connections.push(connection);
             }
         });
-        let config = GrafanaConfig {
-            url,
-            token: None,
-            dashboard_uid: None,
-            tags: vec!["alertprof".into()],
-            max_attempts: 20,
-            retry_backoff: Duration::from_secs(1),
-        };
+        let config = GrafanaConfig { url, ..config() };
         let client = GrafanaClient::new(&config, &Url::parse("http://127.0.0.1:9731").unwrap());
         let annotation =
             Annotation { dashboard_uid: None, time: 0, time_end: 0, tags: vec![], text: "x".into() };
