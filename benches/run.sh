@@ -3,10 +3,12 @@
 # whole-service scenarios against the release binary on loopback. Prints Markdown that
 # BENCHMARKS.md records. Give scenario names to run only those:
 #   benches/run.sh intake reaction watch_reaction memory watch_scale idle
-# Needs wrk (apt-get install wrk). Run on a quiet machine: figures move with load.
+#   benches/run.sh overhead merge scale late        (the recorder: benches/recorder.rs)
+# Needs wrk and Go (.ci/deps bench installs them). Run on a quiet machine: figures move
+# with load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v wrk >/dev/null || { echo "benches: needs wrk (apt-get install wrk)" >&2; exit 1; }
+.ci/deps bench
 cargo build --release --quiet --bin alertprof --example minimal_receiver
 echo "## $(date -u +%Y-%m-%d) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
 echo
@@ -15,3 +17,4 @@ if [ $# -eq 0 ]; then
   echo
 fi
 cargo bench --quiet --bench service -- "$@"
+cargo bench --quiet --bench recorder -- "$@"

@@ -188,6 +188,20 @@ func handleBurn(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "burning %d worker(s) for %ds\n", workers, secs)
 }
 
+// handleWork does n rounds of main.spin (about 0.1 ms each) and answers with the result:
+// a request's worth of CPU, for load tests that measure what profiling costs.
+func handleWork(w http.ResponseWriter, r *http.Request) {
+	n, ok := intParam(w, r, "n", 10, 10000)
+	if !ok {
+		return
+	}
+	var acc uint64
+	for i := 0; i < n; i++ {
+		acc ^= spin(acc + uint64(i))
+	}
+	fmt.Fprintf(w, "%d\n", acc)
+}
+
 func handleHold(w http.ResponseWriter, r *http.Request) {
 	mib, ok := intParam(w, r, "mb", defaultHoldMiB, maxHoldMiB)
 	if !ok {
@@ -297,6 +311,7 @@ const helpText = `demo-target: a Go service for alertprof to profile
 
   GET /                              this help
   GET /burn?seconds=N&workers=K      spin K goroutines in main.burnCPU for N s (default 5 s, 1; caps 600, 64); answers 202
+  GET /work?n=N                      N rounds of main.spin (about 0.1 ms each), answered (default 10)
   GET /hold?mb=N                     allocate and keep N MiB in main.holdMemory (default 64)
   GET /release                       drop held memory, runtime.GC, debug.FreeOSMemory
   GET /goroutines?n=N                park N goroutines in main.parkGoroutine (default 1000, cap 1000000)
@@ -328,6 +343,7 @@ func main() {
 	mux := http.DefaultServeMux
 	mux.HandleFunc("/", handleIndex)
 	mux.HandleFunc("/burn", handleBurn)
+	mux.HandleFunc("/work", handleWork)
 	mux.HandleFunc("/hold", handleHold)
 	mux.HandleFunc("/release", handleRelease)
 	mux.HandleFunc("/goroutines", handleGoroutines)
