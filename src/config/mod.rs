@@ -423,6 +423,27 @@ rules:
         );
     }
 
+    /// `gate.dedupe_ignore_labels`: label names, each once; every mistake named.
+    #[test]
+    fn dedupe_ignore_labels() {
+        let config =
+            Config::parse("gate: {dedupe_ignore_labels: [replica, prometheus_replica]}", Path::new("/"));
+        assert_eq!(config.unwrap().gate.dedupe_ignore_labels, ["replica", "prometheus_replica"]);
+        assert!(Config::parse("{}", Path::new("/")).unwrap().gate.dedupe_ignore_labels.is_empty());
+        assert_eq!(
+            problems("gate: {dedupe_ignore_labels: [replica, 1x, replica, 7]}"),
+            [
+                "gate.dedupe_ignore_labels[1]: \"1x\" is not a valid label name",
+                "gate.dedupe_ignore_labels[2]: \"replica\" is listed twice",
+                "gate.dedupe_ignore_labels[3]: must be a string, not a number",
+            ]
+        );
+        assert_eq!(
+            problems("gate: {dedupe_ignore_labels: replica}"),
+            ["gate.dedupe_ignore_labels: must be a list, not a string"]
+        );
+    }
+
     /// Baselines: on resolve or periodic, each mistake named; the old `on_resolved` key
     /// says where it went.
     #[test]

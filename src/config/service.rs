@@ -54,6 +54,10 @@ pub struct GateConfig {
     /// How long a (fingerprint, startsAt, rule) key is remembered. Alertmanager resends a
     /// firing alert with the same startsAt for as long as it fires.
     pub dedupe_ttl: Duration,
+    /// Labels left out of an alert's identity, so that the copies HA Prometheus replicas
+    /// send (differing only in, say, `replica`) are one alert. Alertmanager does not merge
+    /// them.
+    pub dedupe_ignore_labels: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -167,12 +171,17 @@ pub(super) fn read_http(w: &mut Walker, entry: Option<(String, &Value)>) -> Opti
 }
 
 pub(super) fn read_gate(w: &mut Walker, entry: Option<(String, &Value)>) -> Option<GateConfig> {
-    let default =
-        GateConfig { max_in_flight: 4, queue_size: 1024, dedupe_ttl: Duration::from_secs(7 * 86400) };
+    let default = GateConfig {
+        max_in_flight: 4,
+        queue_size: 1024,
+        dedupe_ttl: Duration::from_secs(7 * 86400),
+        dedupe_ignore_labels: Vec::new(),
+    };
     let Some((path, value)) = entry else {
         return Some(default);
     };
-    let object = w.object(&path, value, &["max_in_flight", "queue_size", "dedupe_ttl"])?;
+    let object =
+        w.object(&path, value, &["max_in_flight", "queue_size", "dedupe_ttl", "dedupe_ignore_labels"])?;
     let max_in_flight = optional(w, &object, "max_in_flight", default.max_in_flight, |w, p, v| {
         w.integer(p, v, 1, 256).map(|n| n as usize)
     });
@@ -180,7 +189,13 @@ pub(super) fn read_gate(w: &mut Walker, entry: Option<(String, &Value)>) -> Opti
         w.integer(p, v, 1, 1_000_000).map(|n| n as usize)
     });
     let dedupe_ttl = optional(w, &object, "dedupe_ttl", default.dedupe_ttl, Walker::positive_duration);
-    Some(GateConfig { max_in_flight: max_in_flight?, queue_size: queue_size?, dedupe_ttl: dedupe_ttl? })
+    let dedupe_ignore_labels = optional(w, &object, "dedupe_ignore_labels", Vec::new(), Walker::label_names);
+    Some(GateConfig {
+        max_in_flight: max_in_flight?,
+        queue_size: queue_size?,
+        dedupe_ttl: dedupe_ttl?,
+        dedupe_ignore_labels: dedupe_ignore_labels?,
+    })
 }
 
 pub(super) fn read_capture(w: &mut Walker, entry: Option<(String, &Value)>) -> Option<CaptureConfig> {

@@ -167,6 +167,30 @@ impl Walker {
         }
     }
 
+    /// A list of distinct label names.
+    pub fn label_names(&mut self, path: &str, value: &Value) -> Option<Vec<String>> {
+        let items = self.list(path, value)?;
+        let mut names: Vec<String> = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let item_path = index(path, i);
+            let Some(name) = self.string(&item_path, item) else {
+                ok = false;
+                continue;
+            };
+            if !is_label_name(name) {
+                self.report(&item_path, format!("{name:?} is not a valid label name"));
+                ok = false;
+            } else if names.iter().any(|n| n == name) {
+                self.report(&item_path, format!("{name:?} is listed twice"));
+                ok = false;
+            } else {
+                names.push(name.to_string());
+            }
+        }
+        ok.then_some(names)
+    }
+
     /// A mapping of label names to string values (numbers and booleans are taken as text,
     /// as Prometheus labels always are).
     pub fn labels(&mut self, path: &str, value: &Value) -> Option<BTreeMap<String, String>> {

@@ -132,6 +132,23 @@ impl Alert<'_> {
         Cow::Owned(hex::encode(&hasher.finalize()[..8]))
     }
 
+    /// The alert's identity for dedupe: its fingerprint, or with `ignored` labels (those
+    /// HA Prometheus replicas add) one made from the rest of its labels, so that replicas'
+    /// copies of one alert are one.
+    pub fn fingerprint_ignoring(&self, ignored: &[String]) -> Cow<'_, str> {
+        if ignored.is_empty() {
+            return self.fingerprint();
+        }
+        let mut hasher = Sha256::new();
+        for (name, value) in self.labels.iter().filter(|(name, _)| !ignored.iter().any(|i| **i == ***name)) {
+            hasher.update(name.as_bytes());
+            hasher.update([0xff]);
+            hasher.update(value.as_bytes());
+            hasher.update([0xfe]);
+        }
+        Cow::Owned(hex::encode(&hasher.finalize()[..8]))
+    }
+
     /// The labels as owned strings, for what outlives the request (a job's trigger, a
     /// capture's metadata): at most `MAX_LABELS`, each value at most `MAX_LABEL` bytes.
     pub fn owned_labels(&self) -> BTreeMap<String, String> {
@@ -191,6 +208,22 @@ mod tests {
         assert_eq!(fingerprint(&a), fingerprint(&b));
         assert_ne!(fingerprint(&a), fingerprint(&c));
         assert_eq!(fingerprint(&a).len(), 16);
+    }
+
+    /// With ignored labels, copies of an alert that differ only in them are one; without,
+    /// Alertmanager's fingerprint stands.
+    #[test]
+    fn replicas_are_one_alert() {
+        let parse = |body: &'static [u8]| serde_json::from_slice::<WebhookPayload>(body).unwrap();
+        let a = parse(br#"{"alerts": [{"status": "firing", "fingerprint": "aaaa", "labels": {"alertname": "X", "replica": "a"}}]}"#);
+        let b = parse(br#"{"alerts": [{"status": "firing", "fingerprint": "bbbb", "labels": {"alertname": "X", "replica": "b"}}]}"#);
+        let c = parse(br#"{"alerts": [{"status": "firing", "fingerprint": "cccc", "labels": {"alertname": "Y", "replica": "a"}}]}"#);
+        let ignored = ["replica".to_string(), "prometheus_replica".to_string()];
+        let key =
+            |p: &WebhookPayload, ignored: &[String]| p.alerts[0].fingerprint_ignoring(ignored).into_owned();
+        assert_eq!(key(&a, &ignored), key(&b, &ignored));
+        assert_ne!(key(&a, &ignored), key(&c, &ignored));
+        assert_eq!((key(&a, &[]), key(&b, &[])), ("aaaa".to_string(), "bbbb".to_string()));
     }
 
     /// What outlives a request is bounded whatever the sender wrote: at most 64 labels of at

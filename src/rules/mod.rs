@@ -68,7 +68,7 @@ pub fn match_alert(
     let mut found = Vec::new();
     // Made once per alert, on its first job, and shared by the rest.
     let mut shared: Option<PerAlert> = None;
-    let fingerprint = alert.fingerprint();
+    let fingerprint = alert.fingerprint_ignoring(&config.gate.dedupe_ignore_labels);
     // startsAt in nanoseconds, for the dedupe key.
     let starts_at = alert.starts_at.and_then(|t| t.timestamp_nanos_opt()).unwrap_or_default();
     for (rule_index, rule) in config.rules.iter().enumerate() {
