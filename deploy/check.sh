@@ -7,10 +7,8 @@
 #   - deploy/systemd/alertprof.service with `systemd-analyze verify`, where it exists.
 # Exits non-zero when any file is invalid.
 #
-# kubernetes-validate (PyPI) goes into a venv under ${XDG_CACHE_HOME:-~/.cache}/alertprof,
-# made when missing or of another version, and anew every time with CI=true. Making a
-# venv may need Debian's python3-venv: as root with apt-get this installs it, saying so;
-# otherwise it prints the command to run and exits 1.
+# kubernetes-validate (PyPI) goes into a venv that .ci/pyvenv makes (and remakes every
+# time with CI=true).
 #
 #   deploy/check.sh
 #   KUBERNETES_VERSIONS="1.29.0 1.33.0" deploy/check.sh
@@ -21,33 +19,10 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 validate_version=${KUBERNETES_VALIDATE_VERSION:-1.37.0}
 # The oldest Kubernetes we mean to support and the newest this kubernetes-validate knows.
 read -r -a kubernetes_versions <<<"${KUBERNETES_VERSIONS:-1.30.0 1.37.0}"
-venv=${XDG_CACHE_HOME:-$HOME/.cache}/alertprof/venv
 failed=0
 
 # --- kubernetes-validate in its venv -------------------------------------------------
-if ! command -v python3 >/dev/null; then
-  echo "check: needs python3:  sudo apt-get install python3 python3-venv" >&2
-  exit 1
-fi
-installed=$("$venv/bin/kubernetes-validate" --version 2>/dev/null || true)
-if [ "${CI:-}" = true ] || [ "$installed" != "$validate_version" ]; then
-  if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
-    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
-      echo "check: python3 cannot make a venv; install Debian's python3-venv:" >&2
-      echo "  sudo apt-get install python3-venv" >&2
-      exit 1
-    fi
-    echo "check: installing python3-venv (apt-get install), to make a venv"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
-  fi
-  echo "check: installing kubernetes-validate $validate_version into $venv"
-  mkdir -p "$(dirname "$venv")"
-  python3 -m venv --clear "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "kubernetes-validate==$validate_version"
-fi
+venv=$("$here/../.ci/pyvenv" kubernetes-validate "kubernetes-validate==$validate_version")
 
 shopt -s nullglob
 manifests=("$here"/kubernetes/*.yaml)

@@ -2,6 +2,7 @@
 //! values, reporting every problem with its place before anything runs. One file a
 //! section: the service's own settings, targets, rules; the walker and units below them.
 
+mod fleet;
 mod recorder;
 mod rules;
 mod service;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use reqwest::Url;
 use serde_json::Value;
 
+pub use fleet::ObjectStoreConfig;
 pub use recorder::RecorderConfig;
 use rules::read_rules;
 pub use rules::{Baseline, EXIT_RULE, Rule};
@@ -441,6 +443,48 @@ rules:
         assert_eq!(
             problems("gate: {dedupe_ignore_labels: replica}"),
             ["gate.dedupe_ignore_labels: must be a list, not a string"]
+        );
+    }
+
+    /// `storage.object_store`: an s3:// URL with a real bucket name and a safe prefix, an
+    /// http(s) endpoint, both key files or neither; every mistake named.
+    #[test]
+    fn object_store() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("id"), "AKIA\n").unwrap();
+        std::fs::write(dir.path().join("secret"), "s3cr3t\n").unwrap();
+        let text = "storage: {object_store: {url: s3://profiles/fleet/eu/, endpoint: http://minio:9000, \
+                    region: eu-west-1, access_key_id_file: id, secret_access_key_file: secret}}";
+        let config = Config::parse(text, dir.path()).unwrap();
+        let store = config.storage.object_store.unwrap();
+        assert_eq!((store.bucket.as_str(), store.prefix.as_str()), ("profiles", "fleet/eu"));
+        assert_eq!(store.url(), "s3://profiles/fleet/eu");
+        assert_eq!(store.access_key_id.unwrap().expose(), "AKIA");
+        let bare = Config::parse("storage: {object_store: {url: s3://profiles}}", dir.path()).unwrap();
+        let bare = bare.storage.object_store.unwrap();
+        assert!(bare.prefix.is_empty() && bare.access_key_id.is_none() && bare.endpoint.is_none());
+        assert_eq!(
+            problems(
+                "storage: {object_store: {url: gs://b/p, endpoint: minio:9000, region: \"eu west\", access_key_id_file: /nonexistent}}"
+            ),
+            [
+                "storage.object_store.url: \"gs://b/p\" must be s3://BUCKET/PREFIX (S3 and S3-compatible stores)",
+                "storage.object_store.endpoint: \"minio:9000\" must be an http:// or https:// URL with a host",
+                "storage.object_store.region: \"eu west\" is not a region name (like us-east-1)",
+                "storage.object_store.access_key_id_file: cannot read /nonexistent: No such file or directory (os error 2)",
+            ]
+        );
+        assert_eq!(
+            problems("storage: {object_store: {url: s3://Bad_Bucket/../x}}"),
+            ["storage.object_store.url: \"Bad_Bucket\" is not a bucket name: 3-63 of a-z 0-9 . -"]
+        );
+        assert_eq!(
+            problems("storage: {object_store: {url: s3://ok-bucket/../x}}"),
+            ["storage.object_store.url: \"../x\": a prefix is parts of a-z A-Z 0-9 - _ . between slashes"]
+        );
+        assert_eq!(
+            problems("storage: {object_store: {endpoint: http://minio:9000}}"),
+            ["storage.object_store: needs url: s3://BUCKET/PREFIX"]
         );
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::Url;
 use serde_json::Value;
 
+use super::fleet::{ObjectStoreConfig, read_object_store};
 use super::walk::{Object, Walker, index};
 use super::{optional, read_secret, read_url};
 use crate::model::Secret;
@@ -72,9 +73,12 @@ pub struct CaptureConfig {
 
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
+    /// Local: the captures (without an object store), staging, gate state, the recorder.
     pub dir: PathBuf,
     pub max_age: Option<Duration>,
     pub max_bytes: Option<u64>,
+    /// Where captures are kept instead of `dir`, shared by every instance.
+    pub object_store: Option<ObjectStoreConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -228,11 +232,12 @@ pub(super) fn read_storage(
         dir: base.join("alertprof-data"),
         max_age: Some(Duration::from_secs(7 * 86400)),
         max_bytes: Some(1 << 30),
+        object_store: None,
     };
     let Some((path, value)) = entry else {
         return Some(default);
     };
-    let object = w.object(&path, value, &["dir", "retention"])?;
+    let object = w.object(&path, value, &["dir", "retention", "object_store"])?;
     let dir =
         optional(w, &object, "dir", default.dir.clone(), |w, p, v| w.string(p, v).map(|s| base.join(s)));
     let (max_age, max_bytes) = match object.get("retention") {
@@ -245,7 +250,9 @@ pub(super) fn read_storage(
             ),
         },
     };
-    Some(StorageConfig { dir: dir?, max_age: max_age?, max_bytes: max_bytes? })
+    let object_store =
+        optional(w, &object, "object_store", None, |w, p, v| read_object_store(w, p, v, base).map(Some));
+    Some(StorageConfig { dir: dir?, max_age: max_age?, max_bytes: max_bytes?, object_store: object_store? })
 }
 
 pub(super) fn read_grafana(w: &mut Walker, path: &str, value: &Value, base: &Path) -> Option<GrafanaConfig> {

@@ -164,9 +164,13 @@ mod tests {
     #[test]
     fn refusals_and_baselines() {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            LocalStore::open(&StorageConfig { dir: dir.path().into(), max_age: None, max_bytes: None })
-                .unwrap();
+        let store = LocalStore::open(&StorageConfig {
+            dir: dir.path().into(),
+            max_age: None,
+            max_bytes: None,
+            object_store: None,
+        })
+        .unwrap();
         let store = (store, Staging::open(&dir.path().join(".tmp")).unwrap());
         let body = profile(&["main.main", "main.spin"], &[(&[2, 1], [1, 100])]);
         let old_base = keep(&store, ProfileKind::Cpu, &body, true, true);

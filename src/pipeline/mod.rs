@@ -36,7 +36,7 @@ use crate::metrics::{Counted, Metrics};
 use crate::model::{Decision, Outcome};
 use crate::recorder::Recorder;
 use crate::rules::Job;
-use crate::store::{LocalStore, ProfileStore, Staging, StoreError};
+use crate::store::{LocalStore, ObjectStoreBackend, ProfileStore, Staging, StoreError};
 use crate::verify::Verifier;
 
 /// Decisions kept for the API.
@@ -109,14 +109,18 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the local store, staging and gate state under `storage.dir`, and makes the job
-    /// queue; the receiver goes to `run_workers`.
+    /// Opens the store (the local one, or the bucket of `storage.object_store`), staging
+    /// and gate state under `storage.dir`, and makes the job queue; the receiver goes to
+    /// `run_workers`.
     pub fn new(
         config: Config,
         config_path: Option<PathBuf>,
     ) -> Result<(Arc<App>, mpsc::Receiver<Job>), AppError> {
-        let store = LocalStore::open(&config.storage)?;
-        App::with_store(config, config_path, Arc::new(store))
+        let store: Arc<dyn ProfileStore> = match &config.storage.object_store {
+            Some(_) => Arc::new(ObjectStoreBackend::open(&config.storage)?),
+            None => Arc::new(LocalStore::open(&config.storage)?),
+        };
+        App::with_store(config, config_path, store)
     }
 
     /// The same, keeping profiles in `store`.

@@ -17,6 +17,8 @@ use crate::rules::Job;
 const BATCH: usize = 64;
 /// How often retention and gate maintenance run besides after each capture.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
+/// How often a shared store is listed for what other instances kept or deleted.
+const REFRESH_EVERY: Duration = Duration::from_secs(10);
 
 /// Takes jobs off the queue and runs each as a task, at most `max_in_flight` jobs at a
 /// time, until `shutdown`; then records queued jobs as dropped, waits up to `grace` for
@@ -33,12 +35,15 @@ pub async fn run_workers(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(MAINTAIN_EVERY);
+            let mut refreshes = tokio::time::interval(REFRESH_EVERY);
+            refreshes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = ticks.tick() => {
                         enforce_retention(&app).await;
                         app.gate.maintain(Utc::now()).await;
                     }
+                    _ = refreshes.tick() => refresh(&app).await,
                     () = shutdown.cancelled() => break,
                 }
             }
@@ -93,5 +98,16 @@ pub async fn enforce_retention(app: &App) {
         Ok(Ok(deleted)) => app.metrics.retention_deleted(deleted),
         Ok(Err(error)) => tracing::error!(error = %error, "Retention failed."),
         Err(error) => tracing::error!(error = %error, "Retention task failed."),
+    }
+}
+
+/// Takes in what other instances kept in a shared store, off the async threads.
+async fn refresh(app: &App) {
+    let store = app.store.clone();
+    match tokio::task::spawn_blocking(move || store.refresh()).await {
+        Ok(Ok(_)) => {}
+        // The store says when its trouble starts and ends.
+        Ok(Err(error)) => tracing::debug!(error = %error, "Cannot refresh the capture index from the store."),
+        Err(error) => tracing::error!(error = %error, "Store refresh task failed."),
     }
 }

@@ -301,7 +301,7 @@ mod tests {
     const STAGING: &str = ".tmp";
 
     fn config(dir: &Path, max_age: Option<Duration>, max_bytes: Option<u64>) -> StorageConfig {
-        StorageConfig { dir: dir.to_path_buf(), max_age, max_bytes }
+        StorageConfig { dir: dir.to_path_buf(), max_age, max_bytes, object_store: None }
     }
 
     fn meta(id: &str, finished_at: DateTime<Utc>, status: CaptureStatus) -> CaptureMeta {

@@ -4,13 +4,17 @@
 //! one. Bodies are downloaded to `Staging`, which is always local, before a store keeps
 //! them.
 
+mod bucket;
 mod local;
+mod object;
 mod staging;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+pub use bucket::{Bucket, BucketError};
 pub use local::LocalStore;
+pub use object::ObjectStoreBackend;
 pub use staging::{StagedFile, Staging};
 
 use crate::model::{CaptureMeta, ProfileKind};
@@ -24,6 +28,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("capture {0} has no profile (it failed)")]
     NoProfile(String),
+    /// The object store said no, or could not be reached.
+    #[error("object store: {0}")]
+    Remote(String),
 }
 
 impl StoreError {
@@ -100,6 +107,11 @@ pub trait ProfileStore: Send + Sync + 'static {
     fn put_derived(&self, id: &str, derived: Derived, bytes: &[u8]) -> Result<(), StoreError>;
     /// Deletes captures past the retention limits, oldest first; returns how many.
     fn enforce_retention(&self) -> Result<usize, StoreError>;
+    /// Takes in what other instances kept and forgets what they deleted, for stores that
+    /// are shared; returns how many captures came in.
+    fn refresh(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
 
 #[cfg(test)]

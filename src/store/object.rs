@@ -1,0 +1,319 @@
+//! The object-storage store: the local layout (`<target>/<id>.<ext>`, `<id>.json`,
+//! `<id>.flamegraph.svg`) under an S3-compatible bucket's prefix, shared by every instance.
+//! The profile goes first and the metadata last, so a listing never shows a capture whose
+//! profile is not there yet. The index is rebuilt from a listing at start and refreshed
+//! while running, which is how an instance learns of the captures of the others.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+
+use super::bucket::{Bucket, BucketError, Object};
+use super::{CaptureFilter, Derived, ProfileStore, StagedFile, StoreError, StoredFile};
+use crate::config::StorageConfig;
+use crate::model::{CaptureMeta, ProfileKind, capture_id, is_valid_id};
+
+struct Indexed {
+    meta: CaptureMeta,
+    /// Bytes of its metadata and renderings, which retention counts too.
+    other_bytes: u64,
+}
+
+impl Indexed {
+    fn bytes(&self) -> u64 {
+        self.meta.bytes.saturating_add(self.other_bytes)
+    }
+}
+
+pub struct ObjectStoreBackend {
+    bucket: Bucket,
+    max_age: Option<Duration>,
+    max_bytes: Option<u64>,
+    index: RwLock<BTreeMap<String, Indexed>>,
+    reserved: Mutex<HashSet<String>>,
+    /// Why the last listing failed, while it does.
+    trouble: Mutex<Option<String>>,
+    /// Four hex digits that tell this instance's ids from the others'.
+    instance: String,
+}
+
+impl From<BucketError> for StoreError {
+    fn from(error: BucketError) -> StoreError {
+        match error {
+            BucketError::NotFound(key) => StoreError::Remote(format!("{key} is not in the bucket")),
+            other => StoreError::Remote(other.to_string()),
+        }
+    }
+}
+
+impl ObjectStoreBackend {
+    /// Opens the bucket of `storage.object_store` and lists it. A bucket that cannot be
+    /// reached does not stop the start: the index is empty until a refresh can list it,
+    /// and captures fail with the reason until it can be written.
+    pub fn open(config: &StorageConfig) -> Result<ObjectStoreBackend, StoreError> {
+        let object_store = config.object_store.as_ref().expect("called with an object store configured");
+        let bucket = Bucket::open(object_store)
+            .map_err(|error| StoreError::Remote(format!("cannot use {}: {error}", object_store.url())))?;
+        let store = ObjectStoreBackend {
+            bucket,
+            max_age: config.max_age,
+            max_bytes: config.max_bytes,
+            index: RwLock::new(BTreeMap::new()),
+            reserved: Mutex::new(HashSet::new()),
+            trouble: Mutex::new(None),
+            instance: instance_tag(),
+        };
+        match store.refresh() {
+            Ok(_) => {
+                let captures = store.index.read().unwrap().len();
+                tracing::info!(bucket = %store.bucket.url(), captures, "Capture index read from the bucket.");
+            }
+            Err(error) => {
+                tracing::error!(bucket = %store.bucket.url(), error = %error, "Cannot list the bucket; captures will fail until it can be reached.");
+            }
+        }
+        Ok(store)
+    }
+
+    fn profile_key(meta: &CaptureMeta) -> Option<String> {
+        meta.file.as_ref().map(|file| format!("{}/{file}", meta.target))
+    }
+
+    fn meta_key(meta: &CaptureMeta) -> String {
+        format!("{}/{}.json", meta.target, meta.id)
+    }
+
+    fn derived_key(meta: &CaptureMeta, derived: Derived) -> String {
+        format!("{}/{}.{}", meta.target, meta.id, derived.suffix())
+    }
+
+    fn write(&self, meta: &mut CaptureMeta, body: Option<StagedFile>) -> Result<u64, StoreError> {
+        meta.file = None;
+        if let Some(body) = body.filter(|_| meta.is_ok()) {
+            let file = format!("{}{}", meta.id, meta.kind.extension());
+            self.bucket.upload(&format!("{}/{file}", meta.target), body.path())?;
+            meta.file = Some(file);
+        }
+        let json = serde_json::to_vec_pretty(&meta).expect("metadata serializes");
+        let size = json.len() as u64;
+        if let Err(error) = self.bucket.put(&Self::meta_key(meta), Bytes::from(json)) {
+            if let Some(key) = Self::profile_key(meta) {
+                self.bucket.delete(&key).ok();
+            }
+            return Err(error.into());
+        }
+        Ok(size)
+    }
+
+    fn delete(&self, meta: &CaptureMeta) -> Result<(), StoreError> {
+        for derived in Derived::ALL {
+            self.bucket.delete(&Self::derived_key(meta, derived))?;
+        }
+        if let Some(key) = Self::profile_key(meta) {
+            self.bucket.delete(&key)?;
+        }
+        // Last, as on disk: a profile is never left that no listing finds.
+        Ok(self.bucket.delete(&Self::meta_key(meta))?)
+    }
+
+    /// Why the bucket cannot be listed, if it cannot.
+    pub fn trouble(&self) -> Option<String> {
+        self.trouble.lock().unwrap().clone()
+    }
+}
+
+impl ProfileStore for ObjectStoreBackend {
+    fn new_id(&self, rule: &str, kind: ProfileKind) -> String {
+        // Instances share the bucket: the id ends in this one's tag, so two instances
+        // capturing by one rule in the same millisecond do not collide.
+        let base = format!("{}-{}", capture_id(Utc::now(), rule, kind), self.instance);
+        let index = self.index.read().unwrap();
+        let mut reserved = self.reserved.lock().unwrap();
+        let id = (1..)
+            .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
+            .find(|id| !index.contains_key(id) && !reserved.contains(id))
+            .expect("an unused id");
+        reserved.insert(id.clone());
+        id
+    }
+
+    fn keep(&self, mut meta: CaptureMeta, body: Option<StagedFile>) -> Result<CaptureMeta, StoreError> {
+        let result = self.write(&mut meta, body);
+        self.reserved.lock().unwrap().remove(&meta.id);
+        let other_bytes = result?;
+        self.index.write().unwrap().insert(meta.id.clone(), Indexed { meta: meta.clone(), other_bytes });
+        Ok(meta)
+    }
+
+    fn get(&self, id: &str) -> Option<CaptureMeta> {
+        self.index.read().unwrap().get(id).map(|indexed| indexed.meta.clone())
+    }
+
+    fn list(&self, filter: &CaptureFilter) -> Vec<CaptureMeta> {
+        let index = self.index.read().unwrap();
+        index
+            .values()
+            .rev()
+            .map(|indexed| &indexed.meta)
+            .filter(|meta| filter.matches(meta))
+            .take(filter.limit.unwrap_or(usize::MAX))
+            .cloned()
+            .collect()
+    }
+
+    fn open_profile(&self, id: &str) -> Result<StoredFile, StoreError> {
+        let meta = self.get(id).ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let key = Self::profile_key(&meta).ok_or_else(|| StoreError::NoProfile(id.to_string()))?;
+        let (reader, len) = self.bucket.reader(&key)?;
+        Ok(StoredFile { reader, len, name: meta.file.clone().unwrap_or_default() })
+    }
+
+    fn open_derived(&self, id: &str, derived: Derived) -> Result<Option<StoredFile>, StoreError> {
+        let meta = self.get(id).ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        match self.bucket.reader(&Self::derived_key(&meta, derived)) {
+            Ok((reader, len)) => {
+                Ok(Some(StoredFile { reader, len, name: format!("{id}.{}", derived.suffix()) }))
+            }
+            Err(BucketError::NotFound(_)) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    fn put_derived(&self, id: &str, derived: Derived, bytes: &[u8]) -> Result<(), StoreError> {
+        let meta = self.get(id).ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let key = Self::derived_key(&meta, derived);
+        self.bucket.put(&key, Bytes::copy_from_slice(bytes))?;
+        match self.index.write().unwrap().get_mut(id) {
+            Some(indexed) => indexed.other_bytes = indexed.other_bytes.saturating_add(bytes.len() as u64),
+            None => {
+                self.bucket.delete(&key).ok();
+                return Err(StoreError::NotFound(id.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    fn enforce_retention(&self) -> Result<usize, StoreError> {
+        // Every instance enforces it on the same listing; deleting what another has
+        // deleted already is no error.
+        let victims: Vec<CaptureMeta> = {
+            let index = self.index.read().unwrap();
+            let now = Utc::now();
+            let mut total: u64 = index.values().map(Indexed::bytes).sum();
+            let newest = index.keys().next_back().cloned();
+            let mut victims = Vec::new();
+            for indexed in index.values() {
+                let meta = &indexed.meta;
+                if Some(&meta.id) == newest.as_ref() {
+                    break;
+                }
+                let too_old = self.max_age.is_some_and(|age| {
+                    now.signed_duration_since(meta.finished_at).to_std().is_ok_and(|elapsed| elapsed > age)
+                });
+                let too_big = self.max_bytes.is_some_and(|max| total > max);
+                if !(too_old || too_big) {
+                    continue;
+                }
+                total -= indexed.bytes();
+                victims.push(meta.clone());
+            }
+            victims
+        };
+        for meta in &victims {
+            self.delete(meta)?;
+            self.index.write().unwrap().remove(&meta.id);
+            tracing::info!(id = %meta.id, target = %meta.target, bytes = meta.bytes, "Capture deleted by retention.");
+        }
+        Ok(victims.len())
+    }
+
+    /// Lists the bucket: captures written by other instances come in, those deleted
+    /// elsewhere go. Metadata already known is not read again.
+    fn refresh(&self) -> Result<usize, StoreError> {
+        // Taken before the listing: what this instance keeps meanwhile is not in either.
+        let known: HashSet<String> = self.index.read().unwrap().keys().cloned().collect();
+        let objects = match self.bucket.list("") {
+            Ok(objects) => {
+                if let Some(was) = self.trouble.lock().unwrap().take() {
+                    tracing::info!(bucket = %self.bucket.url(), was = %was, "The bucket can be listed again.");
+                }
+                objects
+            }
+            Err(error) => {
+                let message = error.to_string();
+                let before = self.trouble.lock().unwrap().replace(message.clone());
+                if before.as_ref() != Some(&message) {
+                    tracing::error!(bucket = %self.bucket.url(), error = %message, "Cannot list the bucket: captures of other instances are not seen, and captures may fail.");
+                }
+                return Err(error.into());
+            }
+        };
+        let mut sizes: HashMap<&str, u64> = HashMap::new();
+        for object in &objects {
+            sizes.insert(object.key.as_str(), object.size);
+        }
+        let mut listed = HashSet::new();
+        let mut added = 0;
+        for Object { key, size, .. } in &objects {
+            let Some((target, name)) = key.split_once('/') else { continue };
+            let Some(id) = name.strip_suffix(".json") else { continue };
+            if target.starts_with('.') || name.contains('/') || !is_valid_id(id) {
+                continue;
+            }
+            listed.insert(id.to_string());
+            if known.contains(id) {
+                continue;
+            }
+            let meta = match self.bucket.get(key).map_err(StoreError::from).and_then(|(bytes, _)| {
+                serde_json::from_slice::<CaptureMeta>(&bytes)
+                    .map_err(|error| StoreError::Remote(format!("{key}: {error}")))
+            }) {
+                Ok(meta) if meta.target == target && meta.id == id => meta,
+                Ok(_) => {
+                    tracing::warn!(key = %key, "Capture metadata does not match its place; skipped.");
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(key = %key, error = %error, "Unreadable capture metadata skipped.");
+                    continue;
+                }
+            };
+            // A capture whose profile is not (yet, or any more) listed is left for the next
+            // refresh: its writer puts the profile first.
+            if let Some(file) = &meta.file
+                && !sizes.contains_key(format!("{target}/{file}").as_str())
+            {
+                continue;
+            }
+            let derived: u64 = Derived::ALL
+                .iter()
+                .filter_map(|derived| sizes.get(format!("{target}/{id}.{}", derived.suffix()).as_str()))
+                .sum();
+            let indexed = Indexed { meta, other_bytes: size + derived };
+            self.index.write().unwrap().insert(id.to_string(), indexed);
+            added += 1;
+        }
+        // Deleted elsewhere (retention of another instance): gone here too.
+        let mut index = self.index.write().unwrap();
+        let gone: Vec<String> =
+            known.iter().filter(|id| !listed.contains(*id) && index.contains_key(*id)).cloned().collect();
+        for id in &gone {
+            index.remove(id);
+        }
+        if added > 0 || !gone.is_empty() {
+            tracing::debug!(added, gone = gone.len(), "Capture index refreshed from the bucket.");
+        }
+        Ok(added)
+    }
+}
+
+/// Four hex digits from this host, process and moment.
+fn instance_tag() -> String {
+    use sha2::{Digest, Sha256};
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let seed = format!("{host}/{}/{:?}", std::process::id(), std::time::SystemTime::now());
+    hex::encode(&Sha256::digest(seed.as_bytes())[..2])
+}
