@@ -1,7 +1,9 @@
-//! The object-storage backend against moto's S3 server (`pip install "moto[server]"`;
-//! tests/run.sh installs it): two instances share one bucket, each lists and serves what
-//! the other kept, retention deletes from the bucket, and a bucket that cannot be reached
-//! fails captures with the reason while the service goes on serving.
+//! The object-storage backend and the claims of several instances against moto's S3
+//! server (`pip install "moto[server]"`; tests/run.sh installs it): two instances share one
+//! bucket, each lists and serves what the other kept, retention deletes from the bucket,
+//! a bucket that cannot be reached fails captures with the reason while the service goes
+//! on serving, and an alert (or a cooldown) is claimed by one instance only, with claims
+//! of a dead holder expiring.
 
 mod support;
 
@@ -9,6 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use alertprof::config::ObjectStoreConfig;
+use alertprof::gate::Claims;
+use alertprof::model::{Refusal, Secret};
+use alertprof::store::Bucket;
+use chrono::Utc;
 use serde_json::{Value, json};
 use support::{Demo, Killed, Running, client, closed_port, payload};
 
@@ -88,7 +97,12 @@ rules:
 
 async fn alert(running: &Running, fingerprint: &str) -> Value {
     let body = payload(&[(json!({"alertname": "HeapHigh", "job": "demo"}), fingerprint)]);
-    assert_eq!(running.post_alerts(&body).await.0, 200);
+    alert_with(running, &body, fingerprint).await
+}
+
+/// Posts `body` and waits for the decision on the alert with `fingerprint`.
+async fn alert_with(running: &Running, body: &Value, fingerprint: &str) -> Value {
+    assert_eq!(running.post_alerts(body).await.0, 200);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let decisions = running.get_json("/api/v1/decisions").await;
@@ -165,7 +179,8 @@ async fn two_instances_share_one_bucket() {
 }
 
 /// A bucket that cannot be reached: alertprof starts, is ready, serves its API, and a
-/// capture fails with a reason that says the object store could not be written.
+/// capture fails, before any request to the target, with a reason that says the bucket
+/// could not be written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_bucket_fails_captures_and_serves() {
     let demo = Demo::start();
@@ -179,8 +194,132 @@ async fn an_unreachable_bucket_fails_captures_and_serves() {
     let decision = alert(&running, "down").await;
     assert_eq!(decision["outcome"], "capture_failed", "{decision}");
     let reason = decision["reason"].as_str().unwrap();
-    assert!(reason.contains("object store") && reason.contains("fleet/demo/"), "{reason}");
+    assert!(
+        reason.starts_with("cannot claim the alert in the shared bucket, so nothing was requested: "),
+        "{reason}"
+    );
+    assert!(reason.contains("Connection refused"), "{reason}");
     assert!(started.elapsed() < Duration::from_secs(60), "failed within the bucket's retry bound");
     assert_eq!(running.get_json("/api/v1/captures").await, json!([]));
     running.stop().await;
+}
+
+/// Two instances get the same alert at once, as HA Alertmanagers (or HA Prometheus pairs,
+/// whose copies differ only in `replica`) deliver it: one captures, the other records a
+/// duplicate naming the instance that claimed it. Then the rule's cooldown, started by one
+/// instance, holds on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_capture_an_alert_once() {
+    let moto = Moto::start().await;
+    moto.create_bucket("profiles").await;
+    let demo = Demo::start();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let extra = "  - {name: cool, alert_labels: {alertname: CoolHigh}, capture: [goroutine], cooldown: 1h}\n\
+                 gate: {dedupe_ignore_labels: [replica]}\n";
+    let config = |dir: &Path| config(&demo, &moto.url, dir, "{max_age: 7d}") + extra;
+    let a = Running::start(&config(dir_a.path()), dir_a.path()).await;
+    let b = Running::start(&config(dir_b.path()), dir_b.path()).await;
+
+    let copy = |replica: &str, fingerprint: &str| {
+        payload(&[(json!({"alertname": "HeapHigh", "job": "demo", "replica": replica}), fingerprint)])
+    };
+    let (copy_a, copy_b) = (copy("a", "f-a"), copy("b", "f-b"));
+    let (to_a, to_b) = tokio::join!(a.post_alerts(&copy_a), b.post_alerts(&copy_b));
+    assert_eq!((to_a.0, to_b.0), (200, 200));
+    let (one, other) = (
+        a.wait_decisions(1, Duration::from_secs(30)).await.remove(0),
+        b.wait_decisions(1, Duration::from_secs(30)).await.remove(0),
+    );
+    let mut outcomes = [one["outcome"].as_str().unwrap(), other["outcome"].as_str().unwrap()];
+    outcomes.sort();
+    assert_eq!(outcomes, ["captured", "duplicate"], "{one}\n{other}");
+    let loser = if one["outcome"] == "duplicate" { &one } else { &other };
+    let reason = loser["reason"].as_str().unwrap();
+    assert!(reason.starts_with("another instance (") && reason.contains(" pid "), "{reason}");
+    let heaps = moto.keys("profiles", "fleet/demo/").await;
+    assert_eq!(
+        heaps
+            .iter()
+            .filter(|key| key.ends_with("-heap.pb.gz") || key.contains("-heap-"))
+            .filter(|key| key.ends_with(".pb.gz"))
+            .count(),
+        1,
+        "{heaps:?}"
+    );
+
+    // Fingerprints are made from the labels here (replica aside): the alerts differ in one.
+    let cool = |n: &str| payload(&[(json!({"alertname": "CoolHigh", "job": "demo", "n": n}), n)]);
+    let cool_decision = |running: &'static str, decisions: Vec<Value>| {
+        decisions
+            .into_iter()
+            .find(|d| d["alertname"] == "CoolHigh")
+            .unwrap_or_else(|| panic!("{running}: no decision"))
+    };
+    assert_eq!(a.post_alerts(&cool("1")).await.0, 200);
+    let captured = cool_decision("a", a.wait_decisions(2, Duration::from_secs(30)).await);
+    assert_eq!(captured["outcome"], "captured", "{captured}");
+    assert_eq!(b.post_alerts(&cool("2")).await.0, 200);
+    let refused = cool_decision("b", b.wait_decisions(2, Duration::from_secs(30)).await);
+    assert_eq!(refused["outcome"], "cooldown", "{refused}");
+    let reason = refused["reason"].as_str().unwrap();
+    assert!(reason.starts_with("in cooldown until ") && reason.contains("another instance ("), "{reason}");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Claims on the bucket itself: a dedupe claim holds while its capture may run and names
+/// its holder; once that time is over with no capture done (the holder died), another
+/// instance takes it over on its ETag; once done, it holds for `dedupe_ttl`. A cooldown
+/// claimed by one holds for the other until it ends, and is then taken over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_holders_claim_expires() {
+    let moto = Moto::start().await;
+    moto.create_bucket("claims").await;
+    let config = ObjectStoreConfig {
+        bucket: "claims".into(),
+        prefix: "fleet".into(),
+        endpoint: Some(moto.url.parse().unwrap()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some(Secret::new("testing")),
+        secret_access_key: Some(Secret::new("testing")),
+    };
+    let bucket = Arc::new(Bucket::open(&config).unwrap());
+    let week = Duration::from_secs(7 * 86400);
+    let (dead, alive) =
+        (Claims::new(bucket.clone(), "dead".into(), week), Claims::new(bucket.clone(), "alive".into(), week));
+    let (now, hold, none) = (Utc::now(), Duration::from_secs(30), Duration::ZERO);
+    let later = |seconds| now + chrono::Duration::seconds(seconds);
+    let claim = |claims: &Claims, at| {
+        claims.claim(Some("fp@1/rule/target"), "rule", "target", none, hold, at).unwrap()
+    };
+
+    assert!(claim(&dead, now).is_ok());
+    match claim(&alive, later(10)) {
+        Err(Refusal::DuplicateElsewhere { by, first_seen }) => {
+            assert_eq!((by.as_str(), first_seen), ("dead", now))
+        }
+        other => panic!("{other:?}"),
+    }
+    let held = claim(&alive, later(31)).expect("the dead holder's claim expired");
+    alive.done(&held, later(32));
+    match claim(&dead, later(3600)) {
+        Err(Refusal::DuplicateElsewhere { by, .. }) => assert_eq!(by, "alive"),
+        other => panic!("{other:?}"),
+    }
+    assert!(claim(&dead, later(8 * 86400)).is_ok(), "past dedupe_ttl it may be captured again");
+
+    let cooldown = |claims: &Claims, at| {
+        claims.claim(None, "rule", "target", Duration::from_secs(300), hold, at).unwrap()
+    };
+    assert!(cooldown(&dead, now).is_ok());
+    assert!(
+        matches!(cooldown(&alive, later(60)), Err(Refusal::CooldownElsewhere { ref by, .. }) if by == "dead")
+    );
+    assert!(cooldown(&alive, later(301)).is_ok(), "the cooldown ended");
+    assert!(
+        matches!(cooldown(&dead, later(302)), Err(Refusal::CooldownElsewhere { ref by, .. }) if by == "alive")
+    );
+    let keys = moto.keys("claims", "fleet/.claims/").await;
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.contains(&"fleet/.claims/cooldown/rule/target.json".to_string()), "{keys:?}");
 }

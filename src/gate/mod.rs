@@ -3,8 +3,10 @@
 //! a cap on captures in flight. Dedupe and cooldown survive restarts in a state log written
 //! before any request; what has expired is pruned and the log compacted while running.
 
+mod claims;
 mod log;
 
+pub use claims::{Claims, Held, holder_name};
 pub use log::{Entry, FileLog, StateLog, state_file};
 
 use std::collections::{HashMap, VecDeque};

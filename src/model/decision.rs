@@ -18,14 +18,18 @@ pub enum Refusal {
     Duplicate { first_seen: DateTime<Utc> },
     /// The rule captured this target recently.
     Cooldown { until: DateTime<Utc> },
+    /// Another instance sharing the bucket claimed this alert first.
+    DuplicateElsewhere { first_seen: DateTime<Utc>, by: String },
+    /// Another instance sharing the bucket started the rule's cooldown on the target.
+    CooldownElsewhere { until: DateTime<Utc>, by: String },
 }
 
 impl Refusal {
     /// The outcome a refusal comes to.
     pub fn outcome(&self) -> Outcome {
         match self {
-            Refusal::Duplicate { .. } => Outcome::Duplicate,
-            Refusal::Cooldown { .. } => Outcome::Cooldown,
+            Refusal::Duplicate { .. } | Refusal::DuplicateElsewhere { .. } => Outcome::Duplicate,
+            Refusal::Cooldown { .. } | Refusal::CooldownElsewhere { .. } => Outcome::Cooldown,
         }
     }
 }
@@ -157,6 +161,18 @@ impl std::fmt::Display for Reason {
                 write!(f, "alert already handled for this rule and target at {first_seen}")
             }
             Reason::Refused(Refusal::Cooldown { until }) => write!(f, "in cooldown until {until}"),
+            Reason::Refused(Refusal::DuplicateElsewhere { first_seen, by }) => {
+                write!(
+                    f,
+                    "another instance ({by}) claimed this alert for this rule and target at {first_seen}"
+                )
+            }
+            Reason::Refused(Refusal::CooldownElsewhere { until, by }) => {
+                write!(
+                    f,
+                    "in cooldown until {until}: another instance ({by}) captured this target by this rule"
+                )
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! quiet), admit, capture every kind, annotate, and one decision.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
@@ -13,6 +14,7 @@ use super::recorded;
 use super::workers::enforce_retention;
 use crate::analyze::{grew_line, top_line};
 use crate::capture::PprofClient;
+use crate::gate::{Claims, Held};
 use crate::model::endpoint::check_resolved;
 use crate::model::{
     AnnotationOutcome, CaptureMeta, Decision, Outcome, ProfileKind, Readings, Reason, Refusal, TriggerSource,
@@ -125,6 +127,12 @@ async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Dec
             return Decision { readings, ..decision_for(job, Outcome::Refused, reason) };
         }
     };
+    // With a shared bucket, the other instances are asked first: a bucket that cannot
+    // be reached leaves the local gate as it was, so a later delivery may still capture.
+    let claimed = match claim(app, job).await {
+        Ok(claimed) => claimed,
+        Err(decision) => return Decision { readings, ..*decision },
+    };
     match app.gate.admit(job.dedupe.as_deref(), &gate_rule, &target.name, job.cooldown(), Utc::now()).await {
         Ok(None) => {}
         Ok(Some(refusal)) => return refusal_decision(job, refusal, readings),
@@ -133,6 +141,9 @@ async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Dec
         }
     }
     let captures = capture_all(app, job, &readings, &client, slot).await;
+    if let Some((claims, held)) = claimed {
+        tokio::task::spawn_blocking(move || claims.done(&held, Utc::now())).await.ok();
+    }
     let what = if job.baseline { "baseline " } else { "" };
     let (outcome, mut reason) = outcome_of(&captures, what);
     if !why.is_empty() {
@@ -143,6 +154,34 @@ async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Dec
     }
     let annotations = annotate(app, &captures, &why).await;
     Decision { readings, annotations, ..with_captures(decision_for(job, outcome, reason), captures) }
+}
+
+/// Claims the alert and the cooldown in the shared bucket, if there is one, off the async
+/// threads. Held for as long as the slowest of the rule's captures may take.
+async fn claim(app: &App, job: &Job) -> Result<Option<(Arc<Claims>, Held)>, Box<Decision>> {
+    let Some(claims) = app.claims.clone() else { return Ok(None) };
+    let rule = job.rule();
+    let recorded = app.recorder.get(&job.target().name).and_then(|r| r.config().cpu).unwrap_or_default();
+    let hold =
+        rule.capture.iter().map(|&kind| app.client.timeout(kind, rule.seconds)).max().unwrap_or_default()
+            + recorded;
+    let (dedupe, gate_rule, target, cooldown) =
+        (job.dedupe.clone(), job.gate_rule().into_owned(), job.target().name.clone(), job.cooldown());
+    let worker = claims.clone();
+    let claimed = tokio::task::spawn_blocking(move || {
+        worker.claim(dedupe.as_deref(), &gate_rule, &target, cooldown, hold, Utc::now())
+    })
+    .await
+    .unwrap_or_else(|error| Err(error.to_string()));
+    match claimed {
+        Ok(Ok(held)) => Ok(Some((claims, held))),
+        Ok(Err(refusal)) => Err(Box::new(refusal_decision(job, refusal, Readings::new()))),
+        Err(why) => {
+            let reason =
+                format!("cannot claim the alert in the shared bucket, so nothing was requested: {why}");
+            Err(Box::new(decision_for(job, Outcome::CaptureFailed, reason)))
+        }
+    }
 }
 
 /// Captures every kind the rule asks for: a recorded target's CPU from its recorder,

@@ -31,12 +31,12 @@ use crate::analyze::Budget;
 use crate::annotate::GrafanaClient;
 use crate::capture::PprofClient;
 use crate::config::{Config, ConfigError};
-use crate::gate::{Gate, GateError};
+use crate::gate::{Claims, Gate, GateError, holder_name};
 use crate::metrics::{Counted, Metrics};
 use crate::model::{Decision, Outcome};
 use crate::recorder::Recorder;
 use crate::rules::Job;
-use crate::store::{LocalStore, ObjectStoreBackend, ProfileStore, Staging, StoreError};
+use crate::store::{Bucket, LocalStore, ObjectStoreBackend, ProfileStore, Staging, StoreError};
 use crate::verify::Verifier;
 
 /// Decisions kept for the API.
@@ -97,6 +97,8 @@ pub struct App {
     pub reloads: tokio::sync::watch::Sender<u64>,
     /// Each recorded target's recent profiles.
     pub recorder: Recorder,
+    /// With a shared bucket: claims that make every instance capture an alert once.
+    pub claims: Option<Arc<Claims>>,
     /// Analyses of profiles running at once (new captures, flame graphs and diffs asked
     /// for): each is bounded, and so is their number. A turn is held until the work
     /// itself has ended, not only until nobody waits for it.
@@ -138,6 +140,13 @@ impl App {
         let recorder_dir = config.storage.dir.join(".recorder");
         let recorder =
             Recorder::open(&recorder_dir).map_err(|error| AppError::Recorder(recorder_dir, error))?;
+        let claims = match &config.storage.object_store {
+            Some(bucket) => {
+                let bucket = Bucket::open(bucket).map_err(|error| StoreError::Remote(error.to_string()))?;
+                Some(Arc::new(Claims::new(Arc::new(bucket), holder_name(), config.gate.dedupe_ttl)))
+            }
+            None => None,
+        };
         let (queue_tx, queue_rx) = mpsc::channel(config.gate.queue_size);
         let metrics = Metrics::new();
         metrics.queue_capacity.set(config.gate.queue_size as i64);
@@ -159,6 +168,7 @@ impl App {
             abort: CancellationToken::new(),
             reloads: tokio::sync::watch::channel(0).0,
             recorder,
+            claims,
             analysis: Arc::new(tokio::sync::Semaphore::new(ANALYSES_AT_ONCE)),
             bodies: tokio::sync::Semaphore::new(bodies),
             spilling: Arc::new(tokio::sync::Semaphore::new(1)),

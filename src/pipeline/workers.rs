@@ -42,6 +42,7 @@ pub async fn run_workers(
                     _ = ticks.tick() => {
                         enforce_retention(&app).await;
                         app.gate.maintain(Utc::now()).await;
+                        prune_claims(&app).await;
                     }
                     _ = refreshes.tick() => refresh(&app).await,
                     () = shutdown.cancelled() => break,
@@ -109,5 +110,16 @@ async fn refresh(app: &App) {
         // The store says when its trouble starts and ends.
         Ok(Err(error)) => tracing::debug!(error = %error, "Cannot refresh the capture index from the store."),
         Err(error) => tracing::error!(error = %error, "Store refresh task failed."),
+    }
+}
+
+/// Deletes claims in a shared bucket that are over, off the async threads.
+async fn prune_claims(app: &App) {
+    let Some(claims) = app.claims.clone() else { return };
+    match tokio::task::spawn_blocking(move || claims.prune(Utc::now())).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(pruned)) => tracing::debug!(pruned, "Claims that are over deleted from the bucket."),
+        Ok(Err(error)) => tracing::warn!(error = %error, "Cannot prune the bucket's claims."),
+        Err(error) => tracing::error!(error = %error, "Claim pruning task failed."),
     }
 }

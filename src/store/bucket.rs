@@ -42,6 +42,8 @@ pub struct Object {
     pub key: String,
     pub size: u64,
     pub e_tag: Option<String>,
+    /// When it was last written, as the bucket's listing says (`None` from writes).
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub struct Bucket {
@@ -127,7 +129,7 @@ impl Bucket {
         self.run(async move {
             let options = PutOptions { mode, ..PutOptions::default() };
             match store.put_opts(&path, PutPayload::from_bytes(bytes), options).await {
-                Ok(put) => Ok(Object { key: name, size, e_tag: put.e_tag }),
+                Ok(put) => Ok(Object { key: name, size, e_tag: put.e_tag, modified: None }),
                 Err(error) => Err(failed(&name, "write", error)),
             }
         })
@@ -174,7 +176,7 @@ impl Bucket {
                 write.write(&buffer[..n]);
             }
             let put = write.finish().await.map_err(|error| failed(&name, "upload", error))?;
-            Ok(Object { key: name, size, e_tag: put.e_tag })
+            Ok(Object { key: name, size, e_tag: put.e_tag, modified: None })
         })
     }
 
@@ -183,7 +185,12 @@ impl Bucket {
         let (store, path, name) = (self.store.clone(), self.key(key), key.to_string());
         self.run(async move {
             let got = store.get(&path).await.map_err(|error| failed(&name, "read", error))?;
-            let object = Object { key: name.clone(), size: got.meta.size, e_tag: got.meta.e_tag.clone() };
+            let object = Object {
+                key: name.clone(),
+                size: got.meta.size,
+                e_tag: got.meta.e_tag.clone(),
+                modified: Some(got.meta.last_modified),
+            };
             let bytes = got.bytes().await.map_err(|error| failed(&name, "read", error))?;
             Ok((bytes, object))
         })
@@ -241,10 +248,10 @@ impl Bucket {
             let mut listing = store.list(root.as_ref());
             let mut objects = Vec::new();
             while let Some(item) = listing.next().await {
-                let ObjectMeta { location, size, e_tag, .. } =
+                let ObjectMeta { location, size, e_tag, last_modified, .. } =
                     item.map_err(|error| failed(&url, "list", error))?;
                 let key = location.as_ref().strip_prefix(strip.as_str()).unwrap_or(location.as_ref());
-                objects.push(Object { key: key.to_string(), size, e_tag });
+                objects.push(Object { key: key.to_string(), size, e_tag, modified: Some(last_modified) });
             }
             Ok(objects)
         })

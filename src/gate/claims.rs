@@ -1,0 +1,214 @@
+//! Capture once across instances: before any request to a target, an instance claims the
+//! alert's dedupe key and the rule's cooldown on the target in the shared bucket, with
+//! conditional writes (`If-None-Match: *` to create a claim, `If-Match` on its ETag to take
+//! over an expired one). Whoever writes first holds it; the others are refused, and say
+//! who holds it. A dedupe claim is held for the capture's timeout until its capture is
+//! done, so a claim whose holder died mid-capture expires and another instance may take
+//! the alert.
+//!
+//! `.claims/dedupe/<sha256 of the key>.json` and `.claims/cooldown/<rule>/<target>.json`
+//! under the bucket's prefix; the local gate stays in front of them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::model::Refusal;
+use crate::store::{Bucket, BucketError};
+
+/// A claim as kept in the bucket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Claim {
+    holder: String,
+    at: DateTime<Utc>,
+    /// A dedupe claim: until when it holds while its capture runs; a cooldown: its end.
+    until: DateTime<Utc>,
+    /// A dedupe claim whose capture is over: it holds for `dedupe_ttl` from `at`.
+    #[serde(default)]
+    done: bool,
+}
+
+/// What an instance claimed, to mark done or give back.
+#[derive(Debug, Clone)]
+pub struct Held {
+    dedupe: Option<String>,
+}
+
+pub struct Claims {
+    bucket: Arc<Bucket>,
+    /// Who this instance is, as other instances' reasons name it.
+    holder: String,
+    dedupe_ttl: Duration,
+}
+
+impl Claims {
+    pub fn new(bucket: Arc<Bucket>, holder: String, dedupe_ttl: Duration) -> Claims {
+        Claims { bucket, holder, dedupe_ttl }
+    }
+
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    fn dedupe_key(key: &str) -> String {
+        format!(".claims/dedupe/{}.json", hex::encode(&Sha256::digest(key.as_bytes())[..16]))
+    }
+
+    fn cooldown_key(rule: &str, target: &str) -> String {
+        format!(".claims/cooldown/{rule}/{target}.json")
+    }
+
+    /// Claims the alert and the cooldown before a capture that may take `hold`. Blocks.
+    /// `Ok(Err(refusal))`: another instance holds one of them (nothing is left claimed).
+    /// `Err`: the bucket could not say; nothing may be requested of the target.
+    pub fn claim(
+        &self,
+        dedupe: Option<&str>,
+        rule: &str,
+        target: &str,
+        cooldown: Duration,
+        hold: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Result<Held, Refusal>, String> {
+        let held = match dedupe {
+            None => None,
+            Some(key) => {
+                let until = now + chrono::Duration::from_std(hold).unwrap_or_default();
+                let claim = Claim { holder: self.holder.clone(), at: now, until, done: false };
+                match self.take(&Self::dedupe_key(key), &claim, |held| self.dedupe_holds(held, now))? {
+                    Ok(()) => Some(Self::dedupe_key(key)),
+                    Err(other) => {
+                        return Ok(Err(Refusal::DuplicateElsewhere {
+                            first_seen: other.at,
+                            by: other.holder,
+                        }));
+                    }
+                }
+            }
+        };
+        if !cooldown.is_zero() {
+            let until = now + chrono::Duration::from_std(cooldown).unwrap_or_default();
+            let claim = Claim { holder: self.holder.clone(), at: now, until, done: true };
+            let taken = self.take(&Self::cooldown_key(rule, target), &claim, |held| held.until > now);
+            let refused = match taken {
+                Ok(Ok(())) => None,
+                Ok(Err(other)) => {
+                    Some(Ok(Err(Refusal::CooldownElsewhere { until: other.until, by: other.holder })))
+                }
+                Err(error) => Some(Err(error)),
+            };
+            if let Some(result) = refused {
+                // The alert was not captured: a later delivery may be, once the cooldown ends.
+                if let Some(key) = &held {
+                    self.bucket.delete(key).ok();
+                }
+                return result;
+            }
+        }
+        Ok(Ok(Held { dedupe: held }))
+    }
+
+    /// A dedupe claim holds while its capture may still run, and once done for `dedupe_ttl`.
+    fn dedupe_holds(&self, claim: &Claim, now: DateTime<Utc>) -> bool {
+        match claim.done {
+            true => claim.at + chrono::Duration::from_std(self.dedupe_ttl).unwrap_or_default() > now,
+            false => claim.until > now,
+        }
+    }
+
+    /// Writes `claim` at `key` if nobody holds it: creates it, or takes over one that no
+    /// longer `holds`, on its ETag. `Ok(Err(other))`: `other` holds it.
+    fn take(
+        &self,
+        key: &str,
+        claim: &Claim,
+        holds: impl Fn(&Claim) -> bool,
+    ) -> Result<Result<(), Claim>, String> {
+        let body = Bytes::from(serde_json::to_vec(claim).expect("a claim serializes"));
+        // Two rounds: a claim deleted or taken over between our read and our write.
+        for _ in 0..2 {
+            match self.bucket.create(key, body.clone()) {
+                Ok(_) => return Ok(Ok(())),
+                Err(BucketError::Conflict(_)) => {}
+                Err(error) => return Err(error.to_string()),
+            }
+            let (bytes, object) = match self.bucket.get(key) {
+                Ok(found) => found,
+                Err(BucketError::NotFound(_)) => continue,
+                Err(error) => return Err(error.to_string()),
+            };
+            let current: Claim = match serde_json::from_slice(&bytes) {
+                Ok(current) => current,
+                // Not a claim this version wrote: taken over like an expired one.
+                Err(_) => Claim {
+                    holder: "unknown".into(),
+                    at: DateTime::<Utc>::MIN_UTC,
+                    until: DateTime::<Utc>::MIN_UTC,
+                    done: false,
+                },
+            };
+            if holds(&current) {
+                return Ok(Err(current));
+            }
+            let Some(e_tag) = object.e_tag else {
+                return Err(format!("the bucket gave no ETag for {key}; claims need conditional writes"));
+            };
+            tracing::info!(key = %key, holder = %current.holder, "Taking over an expired claim.");
+            match self.bucket.update(key, body.clone(), &e_tag) {
+                Ok(_) => return Ok(Ok(())),
+                Err(BucketError::Conflict(_) | BucketError::NotFound(_)) => {}
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+        match self.bucket.get(key) {
+            Ok((bytes, _)) => match serde_json::from_slice::<Claim>(&bytes) {
+                Ok(current) => Ok(Err(current)),
+                Err(error) => Err(format!("{key}: {error}")),
+            },
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// The capture is over: its dedupe claim now holds for `dedupe_ttl`. Blocks; a failure
+    /// is logged (the claim then expires after the capture's timeout).
+    pub fn done(&self, held: &Held, now: DateTime<Utc>) {
+        let Some(key) = &held.dedupe else { return };
+        let claim = Claim { holder: self.holder.clone(), at: now, until: now, done: true };
+        let body = Bytes::from(serde_json::to_vec(&claim).expect("a claim serializes"));
+        if let Err(error) = self.bucket.put(key, body) {
+            tracing::warn!(key = %key, error = %error, "Cannot mark a claim done; it expires after the capture's timeout.");
+        }
+    }
+
+    /// Deletes dedupe claims written longer than `dedupe_ttl` ago (by then every one is
+    /// over, done or expired) and cooldowns that have ended. Blocks.
+    pub fn prune(&self, now: DateTime<Utc>) -> Result<usize, String> {
+        let ttl = chrono::Duration::from_std(self.dedupe_ttl).unwrap_or_default();
+        let objects = self.bucket.list(".claims").map_err(|error| error.to_string())?;
+        let mut pruned = 0;
+        for object in objects {
+            let over = if object.key.starts_with(".claims/dedupe/") {
+                object.modified.is_some_and(|modified| modified + ttl < now)
+            } else {
+                // One per rule and target: few, and each says when it ends.
+                let Ok((bytes, _)) = self.bucket.get(&object.key) else { continue };
+                serde_json::from_slice::<Claim>(&bytes).is_ok_and(|claim| claim.until <= now)
+            };
+            if over && self.bucket.delete(&object.key).is_ok() {
+                pruned += 1;
+            }
+        }
+        Ok(pruned)
+    }
+}
+
+/// This instance's name in claims: its host and process.
+pub fn holder_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    format!("{} pid {}", if host.is_empty() { "unknown host" } else { host }, std::process::id())
+}
