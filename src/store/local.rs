@@ -4,39 +4,22 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::Utc;
 
+use super::index::{Index, Indexed};
 use super::{CaptureFilter, Derived, ProfileStore, StagedFile, StoreError, StoredFile};
 use crate::config::StorageConfig;
 use crate::durable::{move_into_place, remove_if_present, sync_dir, write_atomic};
 use crate::model::{CaptureMeta, ProfileKind, capture_id, is_valid_id};
 
-/// A capture in the index, with what its files take besides the profile.
-struct Indexed {
-    meta: CaptureMeta,
-    /// Bytes of its metadata file and renderings: a capture's labels can weigh more than
-    /// its profile, and retention counts them all.
-    other_bytes: u64,
-}
-
-impl Indexed {
-    fn bytes(&self) -> u64 {
-        self.meta.bytes.saturating_add(self.other_bytes)
-    }
-}
-
 pub struct LocalStore {
     dir: PathBuf,
     max_age: Option<Duration>,
     max_bytes: Option<u64>,
-    /// Every capture on disk by id; ids start with their UTC time, so this is time order.
-    index: RwLock<BTreeMap<String, Indexed>>,
-    /// Ids handed out by `new_id` whose capture has not been kept, so two captures started
-    /// in the same millisecond never share one.
-    reserved: Mutex<HashSet<String>>,
+    /// Every capture on disk.
+    index: Index,
 }
 
 impl LocalStore {
@@ -57,13 +40,7 @@ impl LocalStore {
         }
         let index = rebuild_index(&dir)?;
         tracing::info!(dir = %dir.display(), captures = index.len(), "Capture index rebuilt.");
-        Ok(LocalStore {
-            dir,
-            max_age: config.max_age,
-            max_bytes: config.max_bytes,
-            index: RwLock::new(index),
-            reserved: Mutex::new(HashSet::new()),
-        })
+        Ok(LocalStore { dir, max_age: config.max_age, max_bytes: config.max_bytes, index: Index::new(index) })
     }
 
     fn profile_path(&self, meta: &CaptureMeta) -> Option<PathBuf> {
@@ -119,39 +96,22 @@ impl LocalStore {
 
 impl ProfileStore for LocalStore {
     fn new_id(&self, rule: &str, kind: ProfileKind) -> String {
-        let base = capture_id(Utc::now(), rule, kind);
-        let index = self.index.read().unwrap();
-        let mut reserved = self.reserved.lock().unwrap();
-        let id = (1..)
-            .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
-            .find(|id| !index.contains_key(id) && !reserved.contains(id))
-            .expect("an unused id");
-        reserved.insert(id.clone());
-        id
+        self.index.new_id(capture_id(Utc::now(), rule, kind))
     }
 
     fn keep(&self, mut meta: CaptureMeta, body: Option<StagedFile>) -> Result<CaptureMeta, StoreError> {
         let result = self.write(&mut meta, body);
-        self.reserved.lock().unwrap().remove(&meta.id);
-        let other_bytes = result?;
-        self.index.write().unwrap().insert(meta.id.clone(), Indexed { meta: meta.clone(), other_bytes });
+        self.index.release(&meta.id);
+        self.index.insert(meta.clone(), result?);
         Ok(meta)
     }
 
     fn get(&self, id: &str) -> Option<CaptureMeta> {
-        self.index.read().unwrap().get(id).map(|indexed| indexed.meta.clone())
+        self.index.get(id)
     }
 
     fn list(&self, filter: &CaptureFilter) -> Vec<CaptureMeta> {
-        let index = self.index.read().unwrap();
-        index
-            .values()
-            .rev()
-            .map(|indexed| &indexed.meta)
-            .filter(|meta| filter.matches(meta))
-            .take(filter.limit.unwrap_or(usize::MAX))
-            .cloned()
-            .collect()
+        self.index.list(filter)
     }
 
     fn open_profile(&self, id: &str) -> Result<StoredFile, StoreError> {
@@ -176,44 +136,18 @@ impl ProfileStore for LocalStore {
         let path = self.derived_path(&meta, derived);
         write_atomic(&path, bytes).map_err(StoreError::io("write", &path))?;
         // Retention may have deleted the capture meanwhile: then the rendering goes too.
-        match self.index.write().unwrap().get_mut(id) {
-            Some(indexed) => indexed.other_bytes = indexed.other_bytes.saturating_add(bytes.len() as u64),
-            None => {
-                fs::remove_file(&path).ok();
-                return Err(StoreError::NotFound(id.to_string()));
-            }
+        if !self.index.add_other_bytes(id, bytes.len() as u64) {
+            fs::remove_file(&path).ok();
+            return Err(StoreError::NotFound(id.to_string()));
         }
         Ok(())
     }
 
     fn enforce_retention(&self) -> Result<usize, StoreError> {
-        let victims: Vec<CaptureMeta> = {
-            let index = self.index.read().unwrap();
-            let now = Utc::now();
-            let mut total: u64 = index.values().map(Indexed::bytes).sum();
-            let newest = index.keys().next_back().cloned();
-            let mut victims = Vec::new();
-            for indexed in index.values() {
-                let meta = &indexed.meta;
-                // The newest capture is always kept, even if it alone is over max_bytes.
-                if Some(&meta.id) == newest.as_ref() {
-                    break;
-                }
-                let too_old = self.max_age.is_some_and(|age| {
-                    now.signed_duration_since(meta.finished_at).to_std().is_ok_and(|elapsed| elapsed > age)
-                });
-                let too_big = self.max_bytes.is_some_and(|max| total > max);
-                if !(too_old || too_big) {
-                    continue;
-                }
-                total -= indexed.bytes();
-                victims.push(meta.clone());
-            }
-            victims
-        };
+        let victims = self.index.past_retention(Utc::now(), self.max_age, self.max_bytes);
         for meta in &victims {
             self.delete(meta)?;
-            self.index.write().unwrap().remove(&meta.id);
+            self.index.remove(&meta.id);
             tracing::info!(id = %meta.id, target = %meta.target, bytes = meta.bytes, "Capture deleted by retention.");
         }
         Ok(victims.len())

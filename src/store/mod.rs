@@ -5,6 +5,7 @@
 //! them.
 
 mod bucket;
+mod index;
 mod local;
 mod object;
 mod staging;

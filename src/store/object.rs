@@ -4,36 +4,24 @@
 //! profile is not there yet. The index is rebuilt from a listing at start and refreshed
 //! while running, which is how an instance learns of the captures of the others.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Mutex, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
 
 use super::bucket::{Bucket, BucketError, Object};
+use super::index::Index;
 use super::{CaptureFilter, Derived, ProfileStore, StagedFile, StoreError, StoredFile};
 use crate::config::StorageConfig;
 use crate::model::{CaptureMeta, ProfileKind, capture_id, is_valid_id};
-
-struct Indexed {
-    meta: CaptureMeta,
-    /// Bytes of its metadata and renderings, which retention counts too.
-    other_bytes: u64,
-}
-
-impl Indexed {
-    fn bytes(&self) -> u64 {
-        self.meta.bytes.saturating_add(self.other_bytes)
-    }
-}
 
 pub struct ObjectStoreBackend {
     bucket: Bucket,
     max_age: Option<Duration>,
     max_bytes: Option<u64>,
-    index: RwLock<BTreeMap<String, Indexed>>,
-    reserved: Mutex<HashSet<String>>,
+    index: Index,
     /// Why the last listing failed, while it does.
     trouble: Mutex<Option<String>>,
     /// Four hex digits that tell this instance's ids from the others'.
@@ -61,14 +49,13 @@ impl ObjectStoreBackend {
             bucket,
             max_age: config.max_age,
             max_bytes: config.max_bytes,
-            index: RwLock::new(BTreeMap::new()),
-            reserved: Mutex::new(HashSet::new()),
+            index: Index::default(),
             trouble: Mutex::new(None),
             instance: instance_tag(),
         };
         match store.refresh() {
             Ok(_) => {
-                let captures = store.index.read().unwrap().len();
+                let captures = store.index.len();
                 tracing::info!(bucket = %store.bucket.url(), captures, "Capture index read from the bucket.");
             }
             Err(error) => {
@@ -129,39 +116,22 @@ impl ProfileStore for ObjectStoreBackend {
     fn new_id(&self, rule: &str, kind: ProfileKind) -> String {
         // Instances share the bucket: the id ends in this one's tag, so two instances
         // capturing by one rule in the same millisecond do not collide.
-        let base = format!("{}-{}", capture_id(Utc::now(), rule, kind), self.instance);
-        let index = self.index.read().unwrap();
-        let mut reserved = self.reserved.lock().unwrap();
-        let id = (1..)
-            .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
-            .find(|id| !index.contains_key(id) && !reserved.contains(id))
-            .expect("an unused id");
-        reserved.insert(id.clone());
-        id
+        self.index.new_id(format!("{}-{}", capture_id(Utc::now(), rule, kind), self.instance))
     }
 
     fn keep(&self, mut meta: CaptureMeta, body: Option<StagedFile>) -> Result<CaptureMeta, StoreError> {
         let result = self.write(&mut meta, body);
-        self.reserved.lock().unwrap().remove(&meta.id);
-        let other_bytes = result?;
-        self.index.write().unwrap().insert(meta.id.clone(), Indexed { meta: meta.clone(), other_bytes });
+        self.index.release(&meta.id);
+        self.index.insert(meta.clone(), result?);
         Ok(meta)
     }
 
     fn get(&self, id: &str) -> Option<CaptureMeta> {
-        self.index.read().unwrap().get(id).map(|indexed| indexed.meta.clone())
+        self.index.get(id)
     }
 
     fn list(&self, filter: &CaptureFilter) -> Vec<CaptureMeta> {
-        let index = self.index.read().unwrap();
-        index
-            .values()
-            .rev()
-            .map(|indexed| &indexed.meta)
-            .filter(|meta| filter.matches(meta))
-            .take(filter.limit.unwrap_or(usize::MAX))
-            .cloned()
-            .collect()
+        self.index.list(filter)
     }
 
     fn open_profile(&self, id: &str) -> Result<StoredFile, StoreError> {
@@ -186,12 +156,9 @@ impl ProfileStore for ObjectStoreBackend {
         let meta = self.get(id).ok_or_else(|| StoreError::NotFound(id.to_string()))?;
         let key = Self::derived_key(&meta, derived);
         self.bucket.put(&key, Bytes::copy_from_slice(bytes))?;
-        match self.index.write().unwrap().get_mut(id) {
-            Some(indexed) => indexed.other_bytes = indexed.other_bytes.saturating_add(bytes.len() as u64),
-            None => {
-                self.bucket.delete(&key).ok();
-                return Err(StoreError::NotFound(id.to_string()));
-            }
+        if !self.index.add_other_bytes(id, bytes.len() as u64) {
+            self.bucket.delete(&key).ok();
+            return Err(StoreError::NotFound(id.to_string()));
         }
         Ok(())
     }
@@ -199,32 +166,10 @@ impl ProfileStore for ObjectStoreBackend {
     fn enforce_retention(&self) -> Result<usize, StoreError> {
         // Every instance enforces it on the same listing; deleting what another has
         // deleted already is no error.
-        let victims: Vec<CaptureMeta> = {
-            let index = self.index.read().unwrap();
-            let now = Utc::now();
-            let mut total: u64 = index.values().map(Indexed::bytes).sum();
-            let newest = index.keys().next_back().cloned();
-            let mut victims = Vec::new();
-            for indexed in index.values() {
-                let meta = &indexed.meta;
-                if Some(&meta.id) == newest.as_ref() {
-                    break;
-                }
-                let too_old = self.max_age.is_some_and(|age| {
-                    now.signed_duration_since(meta.finished_at).to_std().is_ok_and(|elapsed| elapsed > age)
-                });
-                let too_big = self.max_bytes.is_some_and(|max| total > max);
-                if !(too_old || too_big) {
-                    continue;
-                }
-                total -= indexed.bytes();
-                victims.push(meta.clone());
-            }
-            victims
-        };
+        let victims = self.index.past_retention(Utc::now(), self.max_age, self.max_bytes);
         for meta in &victims {
             self.delete(meta)?;
-            self.index.write().unwrap().remove(&meta.id);
+            self.index.remove(&meta.id);
             tracing::info!(id = %meta.id, target = %meta.target, bytes = meta.bytes, "Capture deleted by retention.");
         }
         Ok(victims.len())
@@ -234,7 +179,7 @@ impl ProfileStore for ObjectStoreBackend {
     /// elsewhere go. Metadata already known is not read again.
     fn refresh(&self) -> Result<usize, StoreError> {
         // Taken before the listing: what this instance keeps meanwhile is not in either.
-        let known: HashSet<String> = self.index.read().unwrap().keys().cloned().collect();
+        let known = self.index.ids();
         let objects = match self.bucket.list("") {
             Ok(objects) => {
                 if let Some(was) = self.trouble.lock().unwrap().take() {
@@ -292,16 +237,13 @@ impl ProfileStore for ObjectStoreBackend {
                 .iter()
                 .filter_map(|derived| sizes.get(format!("{target}/{id}.{}", derived.suffix()).as_str()))
                 .sum();
-            let indexed = Indexed { meta, other_bytes: size + derived };
-            self.index.write().unwrap().insert(id.to_string(), indexed);
+            self.index.insert(meta, size + derived);
             added += 1;
         }
         // Deleted elsewhere (retention of another instance): gone here too.
-        let mut index = self.index.write().unwrap();
-        let gone: Vec<String> =
-            known.iter().filter(|id| !listed.contains(*id) && index.contains_key(*id)).cloned().collect();
+        let gone: Vec<&String> = known.iter().filter(|id| !listed.contains(*id)).collect();
         for id in &gone {
-            index.remove(id);
+            self.index.remove(id);
         }
         if added > 0 || !gone.is_empty() {
             tracing::debug!(added, gone = gone.len(), "Capture index refreshed from the bucket.");

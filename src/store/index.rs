@@ -1,0 +1,131 @@
+//! The in-memory index of kept captures that every store keeps: ids in time order, ids
+//! handed out but not yet kept, and what retention deletes first.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::CaptureFilter;
+use crate::model::CaptureMeta;
+
+/// A capture in the index, with what its files take besides the profile.
+pub(super) struct Indexed {
+    pub meta: CaptureMeta,
+    /// Bytes of its metadata and renderings: a capture's labels can weigh more than its
+    /// profile, and retention counts them all.
+    pub other_bytes: u64,
+}
+
+impl Indexed {
+    fn bytes(&self) -> u64 {
+        self.meta.bytes.saturating_add(self.other_bytes)
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Index {
+    /// By id; ids start with their UTC time, so this is time order.
+    captures: RwLock<BTreeMap<String, Indexed>>,
+    /// Ids handed out whose capture has not been kept, so two captures started in the
+    /// same millisecond never share one.
+    reserved: Mutex<HashSet<String>>,
+}
+
+impl Index {
+    pub fn new(captures: BTreeMap<String, Indexed>) -> Index {
+        Index { captures: RwLock::new(captures), reserved: Mutex::default() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.captures.read().unwrap().len()
+    }
+
+    pub fn ids(&self) -> HashSet<String> {
+        self.captures.read().unwrap().keys().cloned().collect()
+    }
+
+    /// `base`, or `base-2`, `base-3`…: the first id neither kept nor handed out.
+    pub fn new_id(&self, base: String) -> String {
+        let captures = self.captures.read().unwrap();
+        let mut reserved = self.reserved.lock().unwrap();
+        let id = (1..)
+            .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
+            .find(|id| !captures.contains_key(id) && !reserved.contains(id))
+            .expect("an unused id");
+        reserved.insert(id.clone());
+        id
+    }
+
+    /// Ends the reservation of `id`, kept or not.
+    pub fn release(&self, id: &str) {
+        self.reserved.lock().unwrap().remove(id);
+    }
+
+    pub fn insert(&self, meta: CaptureMeta, other_bytes: u64) {
+        self.captures.write().unwrap().insert(meta.id.clone(), Indexed { meta, other_bytes });
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.captures.write().unwrap().remove(id);
+    }
+
+    /// Counts a rendering kept for `id`; false if the capture is gone meanwhile.
+    pub fn add_other_bytes(&self, id: &str, bytes: u64) -> bool {
+        match self.captures.write().unwrap().get_mut(id) {
+            Some(indexed) => {
+                indexed.other_bytes = indexed.other_bytes.saturating_add(bytes);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<CaptureMeta> {
+        self.captures.read().unwrap().get(id).map(|indexed| indexed.meta.clone())
+    }
+
+    /// Newest first.
+    pub fn list(&self, filter: &CaptureFilter) -> Vec<CaptureMeta> {
+        let captures = self.captures.read().unwrap();
+        captures
+            .values()
+            .rev()
+            .map(|indexed| &indexed.meta)
+            .filter(|meta| filter.matches(meta))
+            .take(filter.limit.unwrap_or(usize::MAX))
+            .cloned()
+            .collect()
+    }
+
+    /// What retention deletes, oldest first: past `max_age`, then while the total is over
+    /// `max_bytes`. The newest capture is always kept, even if it alone is over.
+    pub fn past_retention(
+        &self,
+        now: DateTime<Utc>,
+        max_age: Option<Duration>,
+        max_bytes: Option<u64>,
+    ) -> Vec<CaptureMeta> {
+        let captures = self.captures.read().unwrap();
+        let mut total: u64 = captures.values().map(Indexed::bytes).sum();
+        let newest = captures.keys().next_back().cloned();
+        let mut victims = Vec::new();
+        for indexed in captures.values() {
+            let meta = &indexed.meta;
+            if Some(&meta.id) == newest.as_ref() {
+                break;
+            }
+            let too_old = max_age.is_some_and(|age| {
+                now.signed_duration_since(meta.finished_at).to_std().is_ok_and(|elapsed| elapsed > age)
+            });
+            let too_big = max_bytes.is_some_and(|max| total > max);
+            if !(too_old || too_big) {
+                continue;
+            }
+            total -= indexed.bytes();
+            victims.push(meta.clone());
+        }
+        victims
+    }
+}
