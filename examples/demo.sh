@@ -30,6 +30,16 @@ wait_for() { # URL what [auth header]
   exit 1
 }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+decision_on() { # ALERTNAME: alertprof's decision on it, as JSON, once there is one (60 s at most)
+  local found=""
+  for _ in $(seq 1 600); do
+    found=$(curl -fsS -H "Authorization: Bearer am-demo-token" "http://127.0.0.1:$alertprof_port/api/v1/decisions" |
+      json "json.dumps(next((x for x in d if x.get('alertname') == '$1'), ''))")
+    [ "$found" != '""' ] && [ -n "$found" ] && break
+    sleep 0.1
+  done
+  echo "$found"
+}
 
 echo "demo: building alertprof (a few minutes the first time) and the Go demo service"
 cargo build --manifest-path "$root/Cargo.toml" --bin alertprof
@@ -138,13 +148,7 @@ burn_started=$(date +%s)
 
 echo "demo: Prometheus fires GoroutineSpike, Alertmanager posts it to alertprof..."
 auth="Authorization: Bearer am-demo-token"
-decision=""
-for _ in $(seq 1 600); do
-  decision=$(curl -fsS -H "$auth" "http://127.0.0.1:$alertprof_port/api/v1/decisions" |
-    json 'json.dumps(next((x for x in d if x.get("alertname") == "GoroutineSpike"), ""))')
-  [ "$decision" != '""' ] && [ -n "$decision" ] && break
-  sleep 0.1
-done
+decision=$(decision_on GoroutineSpike)
 echo "demo: alertprof's decision:"
 echo "$decision" | python3 -m json.tool
 echo "$decision" | grep -q '"outcome": "captured"' || { echo "demo: nothing captured; see $work/*.log" >&2; exit 1; }
@@ -203,13 +207,7 @@ sleep 15
 echo "demo: the alert, with startsAt at the burst, as Prometheus would send it (POST /api/v2/alerts)"
 curl -fsS -X POST -H 'Content-Type: application/json' "http://127.0.0.1:$am_port/api/v2/alerts" \
   -d '[{"labels": {"alertname": "CPUBurst", "job": "demo", "alertprof": "true"}, "startsAt": "'"$burst_at"'"}]'
-late=""
-for _ in $(seq 1 600); do
-  late=$(curl -fsS -H "$auth" "http://127.0.0.1:$alertprof_port/api/v1/decisions" |
-    json 'json.dumps(next((x for x in d if x.get("alertname") == "CPUBurst"), ""))')
-  [ "$late" != '""' ] && [ -n "$late" ] && break
-  sleep 0.1
-done
+late=$(decision_on CPUBurst)
 echo "demo: alertprof's decision:"
 echo "$late" | json '"  %s: %s" % (d["outcome"], d["reason"])'
 echo "$late" | grep -q '"outcome": "captured"' || { echo "demo: the late alert captured nothing; see $work/alertprof.log" >&2; exit 1; }
