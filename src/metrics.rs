@@ -52,6 +52,8 @@ pub struct Metrics {
     capture_bytes: Family<Labels, Counter>,
     retention_deleted: Counter,
     annotations: Family<Labels, Counter>,
+    alertmanager_polls: Family<Labels, Counter>,
+    alertmanager_alerts: Gauge,
     pub queue_depth: Gauge,
     pub queue_capacity: Gauge,
     pub captures_in_flight: Gauge,
@@ -119,6 +121,8 @@ impl Metrics {
             capture_bytes: Family::default(),
             retention_deleted: Counter::default(),
             annotations: Family::default(),
+            alertmanager_polls: Family::default(),
+            alertmanager_alerts: Gauge::default(),
             queue_depth: Gauge::default(),
             queue_capacity: Gauge::default(),
             captures_in_flight: Gauge::default(),
@@ -156,6 +160,16 @@ impl Metrics {
             metrics.webhook_requests.clone(),
         );
         registry.register("decisions", "Decisions, by outcome", metrics.decisions.clone());
+        registry.register(
+            "alertmanager_polls",
+            "Polls of Alertmanager's API (alertmanager_api), by result (ok, failed)",
+            metrics.alertmanager_polls.clone(),
+        );
+        registry.register(
+            "alertmanager_alerts",
+            "Alerts that matched in the last successful poll of Alertmanager's API",
+            metrics.alertmanager_alerts.clone(),
+        );
         registry.register("captures", "Captures, by kind and result (ok, failed)", metrics.captures.clone());
         registry.register(
             "capture_duration_seconds",
@@ -226,6 +240,14 @@ impl Metrics {
             _ => 2,
         };
         self.hot.alerts[index].inc();
+    }
+
+    /// A poll of Alertmanager's API: `ok` with the alerts that matched, or `failed`.
+    pub fn alertmanager_poll(&self, result: &str, alerts: usize) {
+        self.alertmanager_polls.get_or_create(&vec![("result", result.to_string())]).inc();
+        if result == "ok" {
+            self.alertmanager_alerts.set(alerts as i64);
+        }
     }
 
     pub fn webhook_request(&self, code: u16) {

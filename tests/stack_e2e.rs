@@ -5,71 +5,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::grafana::Grafana;
-use support::{Demo, Killed, Running};
-
-/// A Prometheus or Alertmanager on a port it picks itself, killed on drop; its log is kept
-/// for failure messages and tells the port.
-struct Server {
-    _child: Killed,
-    log: PathBuf,
-    /// `127.0.0.1:PORT`, as it logged it.
-    address: String,
-}
-
-impl Server {
-    async fn start(program: &str, args: &[String], log: PathBuf) -> Server {
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(program)
-            .args(args)
-            .arg("--web.listen-address=127.0.0.1:0")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("{program} starts (apt-get install prometheus prometheus-alertmanager): {e}")
-            });
-        let mut server = Server { _child: Killed(child), log, address: String::new() };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        server.address = loop {
-            let text = std::fs::read_to_string(&server.log).unwrap_or_default();
-            let listening = text.lines().filter(|line| line.contains("msg=\"Listening on\""));
-            if let Some(address) = listening.filter_map(|line| line.split("address=").nth(1)).next() {
-                break address.trim().to_string();
-            }
-            assert!(Instant::now() < deadline, "{program} does not listen:\n{}", server.log_tail());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        server
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-    }
-}
-
-async fn wait_ready(url: &str, server: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(response) = support::client().get(url).send().await
-            && response.status().is_success()
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{url} not ready:\n{}", server.log_tail());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use support::servers::{Server, wait_ready};
+use support::{Demo, Running};
 
 fn shipped_yaml(path: &str) -> Value {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap();

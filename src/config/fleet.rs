@@ -1,12 +1,16 @@
 //! The fleet's sections: `storage.object_store:`, a bucket that every instance keeps its
-//! captures in and claims its alerts on.
+//! captures in and claims its alerts on, and `alertmanager_api:`, Alertmanager's API
+//! polled for alerts instead of (or besides) its webhook.
+
+use std::time::Duration;
 
 use reqwest::Url;
 use serde_json::Value;
 
-use super::walk::{Walker, field};
+use super::walk::{Walker, field, index};
 use super::{optional, read_secret, read_url};
 use crate::model::Secret;
+use crate::model::name::is_label_name;
 
 /// An S3-compatible bucket: `url` is `s3://BUCKET/PREFIX`. Without key files, the usual
 /// AWS environment variables and instance credentials apply.
@@ -112,4 +116,88 @@ fn read_bucket_url(w: &mut Walker, path: &str, value: &Value) -> Option<(String,
         return None;
     }
     Some((bucket.to_string(), prefix.to_string()))
+}
+
+/// Alertmanager's `GET /api/v2/alerts`, polled every `interval` for the alerts that match
+/// every one of `matchers`, from the first of `urls` that answers.
+#[derive(Debug, Clone)]
+pub struct AlertmanagerApiConfig {
+    pub urls: Vec<Url>,
+    pub interval: Duration,
+    /// Alertmanager's matcher syntax: `name="value"`, `!=`, `=~`, `!~`.
+    pub matchers: Vec<String>,
+}
+
+pub(super) fn read_alertmanager_api(
+    w: &mut Walker,
+    path: &str,
+    value: &Value,
+) -> Option<AlertmanagerApiConfig> {
+    let object = w.object(path, value, &["urls", "interval", "matchers"])?;
+    let urls = match object.get("urls") {
+        Some((p, v)) => w.list(&p, v).and_then(|items| {
+            if items.is_empty() {
+                w.report(&p, "lists no Alertmanager; give at least one URL");
+                return None;
+            }
+            let urls: Vec<Option<Url>> =
+                items.iter().enumerate().map(|(i, item)| read_url(w, &index(&p, i), item)).collect();
+            urls.into_iter().collect()
+        }),
+        None => {
+            w.report(path, "needs urls: the Alertmanagers to poll, e.g. [http://alertmanager:9093]");
+            None
+        }
+    };
+    let interval = optional(w, &object, "interval", Duration::from_secs(5), |w, p, v| {
+        let interval = w.duration(p, v)?;
+        if interval < Duration::from_secs(1) {
+            w.report(p, "must be at least 1s: every poll lists every matching alert");
+            return None;
+        }
+        Some(interval)
+    });
+    let matchers = optional(w, &object, "matchers", Vec::new(), |w, p, v| {
+        let items = w.list(p, v)?;
+        let mut ok = true;
+        let mut matchers = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let item_path = index(p, i);
+            let Some(text) = w.string(&item_path, item) else {
+                ok = false;
+                continue;
+            };
+            match check_matcher(text) {
+                Ok(()) => matchers.push(text.to_string()),
+                Err(why) => {
+                    w.report(&item_path, why);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(matchers)
+    });
+    Some(AlertmanagerApiConfig { urls: urls?, interval: interval?, matchers: matchers? })
+}
+
+/// `name="value"` (or `!=`, `=~`, `!~`; the value may be bare), as Alertmanager's API
+/// takes in `filter`.
+fn check_matcher(text: &str) -> Result<(), String> {
+    let at =
+        text.find(['=', '!']).ok_or_else(|| format!("{text:?} is not a matcher like alertprof=\"true\""))?;
+    let name = text[..at].trim();
+    let rest = &text[at..];
+    let value = ["=~", "!~", "!=", "="].iter().find_map(|op| rest.strip_prefix(op));
+    let Some(value) = value else {
+        return Err(format!("{text:?}: the operator must be =, !=, =~ or !~"));
+    };
+    if !is_label_name(name) {
+        return Err(format!("{text:?}: {name:?} is not a label name"));
+    }
+    let value = value.trim();
+    let quoted = value.len() >= 2 && value.starts_with('"') && value.ends_with('"');
+    if value.starts_with('"') && !quoted {
+        return Err(format!("{text:?}: the value's quotes are not closed"));
+    }
+    Ok(())
 }

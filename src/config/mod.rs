@@ -18,7 +18,7 @@ use std::time::Duration;
 use reqwest::Url;
 use serde_json::Value;
 
-pub use fleet::ObjectStoreConfig;
+pub use fleet::{AlertmanagerApiConfig, ObjectStoreConfig};
 pub use recorder::RecorderConfig;
 use rules::read_rules;
 pub use rules::{Baseline, EXIT_RULE, Rule};
@@ -55,6 +55,8 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub storage: StorageConfig,
     pub grafana: Option<GrafanaConfig>,
+    /// Alertmanager's API, polled for alerts.
+    pub alertmanager_api: Option<AlertmanagerApiConfig>,
     pub targets: Vec<Target>,
     pub rules: Vec<Rule>,
 }
@@ -151,6 +153,7 @@ fn read_config(w: &mut Walker, tree: &Value, base: &Path) -> Option<Config> {
             "capture",
             "storage",
             "grafana",
+            "alertmanager_api",
             "targets",
             "rules",
         ],
@@ -191,6 +194,10 @@ fn read_config(w: &mut Walker, tree: &Value, base: &Path) -> Option<Config> {
         Some((path, value)) => read_grafana(w, &path, value, base).map(Some),
         None => Some(None),
     };
+    let alertmanager_api = match top.get("alertmanager_api") {
+        Some((path, value)) => fleet::read_alertmanager_api(w, &path, value).map(Some),
+        None => Some(None),
+    };
     let targets = read_targets(w, top.get("targets"));
     let rules = read_rules(w, top.get("rules"), &declared_targets(top.get("targets")));
     if let (Some(targets), Some(rules)) = (&targets, &rules) {
@@ -210,6 +217,7 @@ fn read_config(w: &mut Walker, tree: &Value, base: &Path) -> Option<Config> {
         capture: capture?,
         storage: storage?,
         grafana: grafana?,
+        alertmanager_api: alertmanager_api?,
         targets: targets?,
         rules: rules?,
     })
@@ -313,6 +321,8 @@ pub(super) fn read_name(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
     use crate::model::{ProfileKind, Signal, SignalCheck, Threshold};
 
     /// The config of DESIGN.md reads into the values it states, defaults filled in.
@@ -485,6 +495,55 @@ rules:
         assert_eq!(
             problems("storage: {object_store: {endpoint: http://minio:9000}}"),
             ["storage.object_store: needs url: s3://BUCKET/PREFIX"]
+        );
+    }
+
+    /// `alertmanager_api` and a templated target's cgroup: what an agent polling
+    /// Alertmanager needs, each mistake named.
+    #[test]
+    fn alertmanager_api_and_templated_cgroups() {
+        let text = r#"
+alertmanager_api: {urls: [http://am-0:9093, http://am-1:9093], matchers: ['alertprof="true"', 'severity!=info']}
+targets:
+  - {name: pods, pprof_url: "http://{{ labels.instance }}", allowed_targets: ["10.0.0.0/8:6060"],
+     process: {cgroup: "{{ labels.id }}"}}
+"#;
+        let config = Config::parse(text, Path::new("/")).unwrap();
+        let api = config.alertmanager_api.unwrap();
+        assert_eq!((api.urls.len(), api.interval, api.matchers.len()), (2, Duration::from_secs(5), 2));
+        let labels = |id: &str| {
+            BTreeMap::from([
+                ("instance".to_string(), "10.1.2.3:6060".to_string()),
+                ("id".to_string(), id.to_string()),
+            ])
+        };
+        let endpoint =
+            config.targets[0].endpoint_for(&labels("/kubepods.slice/pod_1.slice/cri-a1.scope")).unwrap();
+        assert_eq!(endpoint.cgroup.as_deref(), Some(Path::new("kubepods.slice/pod_1.slice/cri-a1.scope")));
+        for bad in ["/kubepods/../../etc", "/a b", "/"] {
+            let error = config.targets[0].endpoint_for(&labels(bad)).unwrap_err();
+            assert!(error.contains("cgroup path"), "{bad}: {error}");
+        }
+        assert_eq!(
+            problems(
+                "alertmanager_api: {urls: [], interval: 100ms, matchers: [alertprof, '1x=\"y\"', 'a=\"b']}\n\
+                 targets:\n\
+                 - {name: a, pprof_url: \"http://{{ labels.instance }}\", allowed_targets: [\"h:1\"], process: {pid: 1}}\n\
+                 - {name: b, pprof_url: \"http://h:1\", process: {cgroup: \"{{ labels.id }}\"}}\n"
+            ),
+            [
+                "alertmanager_api.urls: lists no Alertmanager; give at least one URL",
+                "alertmanager_api.interval: must be at least 1s: every poll lists every matching alert",
+                "alertmanager_api.matchers[0]: \"alertprof\" is not a matcher like alertprof=\"true\"",
+                "alertmanager_api.matchers[1]: \"1x=\\\"y\\\"\": \"1x\" is not a label name",
+                "alertmanager_api.matchers[2]: \"a=\\\"b\": the value's quotes are not closed",
+                "targets[0].process: a templated target has no one local process; give its cgroup from the alert's labels, as {cgroup: \"{{ labels.id }}\"}",
+                "targets[1].process.cgroup: templates need a templated pprof_url: the process is the alert's",
+            ]
+        );
+        assert_eq!(
+            problems("alertmanager_api: {interval: 5s}"),
+            ["alertmanager_api: needs urls: the Alertmanagers to poll, e.g. [http://alertmanager:9093]"]
         );
     }
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::recorder::{RecorderConfig, read_recorder};
 use super::walk::{Walker, field, index};
 use super::{optional, read_name, read_url_spec};
-use crate::model::{AllowedTarget, Endpoint, Name, UrlSpec};
+use crate::model::{AllowedTarget, Endpoint, Name, UrlSpec, UrlTemplate};
 
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -31,12 +31,15 @@ pub struct Target {
 }
 
 /// How to find a target's local process for cgroup and /proc readings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ProcessRef {
     ListenPort(u16),
     Pid(u32),
     /// Relative to `cgroup_root`.
     Cgroup(PathBuf),
+    /// A templated target's: the alert's cgroup, rendered from its labels
+    /// (`{{ labels.id }}`, cAdvisor's cgroup path), relative to `cgroup_root`.
+    CgroupTemplate(UrlTemplate),
 }
 
 impl Target {
@@ -46,7 +49,19 @@ impl Target {
         match &self.endpoint {
             Some(fixed) => Ok(fixed.clone()),
             None => {
-                Endpoint::render(&self.pprof_url, self.metrics_url.as_ref(), &self.allowed_targets, labels)
+                let endpoint = Endpoint::render(
+                    &self.pprof_url,
+                    self.metrics_url.as_ref(),
+                    &self.allowed_targets,
+                    labels,
+                )?;
+                match &self.process {
+                    Some(ProcessRef::CgroupTemplate(template)) => {
+                        let cgroup = Some(template.render_cgroup(labels)?);
+                        Ok(Arc::new(Endpoint { cgroup, ..Arc::unwrap_or_clone(endpoint) }))
+                    }
+                    _ => Ok(endpoint),
+                }
             }
         }
     }
@@ -127,8 +142,16 @@ fn read_target(w: &mut Walker, path: &str, value: &Value, seen: &mut HashSet<Str
         }
         _ => {}
     }
-    if templated && matches!(process, Some(Some(_))) {
-        w.report(&field(path, "process"), "a templated target has no one local process");
+    match (templated, &process) {
+        (true, Some(Some(ProcessRef::CgroupTemplate(_)))) | (_, None | Some(None)) => {}
+        (true, Some(Some(_))) => w.report(
+            &field(path, "process"),
+            "a templated target has no one local process; give its cgroup from the alert's labels, as {cgroup: \"{{ labels.id }}\"}",
+        ),
+        (false, Some(Some(ProcessRef::CgroupTemplate(_)))) => {
+            w.report(&field(path, "process.cgroup"), "templates need a templated pprof_url: the process is the alert's")
+        }
+        (false, Some(Some(_))) => {}
     }
     let recorder = optional(w, &object, "recorder", None, |w, p, v| read_recorder(w, p, v).map(Some));
     if templated && matches!(recorder, Some(Some(_))) {
@@ -161,6 +184,15 @@ fn read_process(w: &mut Walker, path: &str, value: &Value) -> Option<ProcessRef>
         "pid" => w.integer(&p, v, 1, u32::MAX as u64).map(|pid| ProcessRef::Pid(pid as u32)),
         _ => {
             let cgroup = w.string(&p, v)?;
+            if cgroup.contains("{{") || cgroup.contains("}}") {
+                return match UrlTemplate::parse(cgroup) {
+                    Ok(template) => Some(ProcessRef::CgroupTemplate(template)),
+                    Err(why) => {
+                        w.report(&p, why);
+                        None
+                    }
+                };
+            }
             let relative = cgroup.trim_start_matches('/');
             if Path::new(relative).components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
                 w.report(&p, format!("{cgroup:?} must be a cgroup path without `..`"));

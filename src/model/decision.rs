@@ -54,11 +54,14 @@ pub enum Outcome {
     Refused,
     /// Queued but dropped because alertprof shut down first.
     Dropped,
+    /// The alert's process is not on this instance's node: another instance's to take.
+    /// Counted, not listed.
+    Elsewhere,
 }
 
 impl Outcome {
     /// Every outcome, in declaration order (`outcome as usize` indexes it).
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::Captured,
         Outcome::PartiallyCaptured,
         Outcome::CaptureFailed,
@@ -70,6 +73,7 @@ impl Outcome {
         Outcome::Resolved,
         Outcome::Refused,
         Outcome::Dropped,
+        Outcome::Elsewhere,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +89,7 @@ impl Outcome {
             Outcome::Resolved => "resolved",
             Outcome::Refused => "refused",
             Outcome::Dropped => "dropped",
+            Outcome::Elsewhere => "elsewhere",
         }
     }
 }

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -22,6 +23,9 @@ pub struct Endpoint {
     /// Whether the URLs came from alert labels (and so were checked against
     /// `allowed_targets`, and their host names must be checked once resolved).
     pub templated: bool,
+    /// The alert's cgroup (relative to `cgroup_root`), for a templated target whose
+    /// process is `{cgroup: "{{ labels.id }}"}`: where its readings are, if on this node.
+    pub cgroup: Option<PathBuf>,
 }
 
 impl Endpoint {
@@ -48,6 +52,7 @@ impl Endpoint {
             metrics_url: metrics_url.map(render).transpose()?,
             templated: matches!(pprof_url, UrlSpec::Template(_))
                 || matches!(metrics_url, Some(UrlSpec::Template(_))),
+            cgroup: None,
         }))
     }
 
@@ -60,6 +65,7 @@ impl Endpoint {
                 None => None,
             },
             templated: false,
+            cgroup: None,
         }))
     }
 
@@ -141,29 +147,37 @@ impl UrlTemplate {
         self.parts.iter().any(|part| matches!(part, Part::Label(_)))
     }
 
-    /// Renders with alert labels. A value may hold only what a host and port hold
-    /// (`A-Z a-z 0-9 . - : [ ]`), so no label can add a path, a query, credentials or
-    /// another host.
-    pub fn render(&self, labels: &BTreeMap<String, String>) -> Result<Url, String> {
+    /// The text with each placeholder replaced by its label's value, which must be
+    /// 1-255 characters that `safe` allows.
+    fn fill(
+        &self,
+        labels: &BTreeMap<String, String>,
+        safe: fn(char) -> bool,
+        what: &str,
+    ) -> Result<String, String> {
         let mut text = String::new();
         for part in &self.parts {
             match part {
                 Part::Text(piece) => text.push_str(piece),
                 Part::Label(name) => {
                     let value = labels.get(name).ok_or_else(|| format!("the alert has no label {name:?}"))?;
-                    let safe = !value.is_empty()
-                        && value.len() <= 255
-                        && value
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
-                    if !safe {
+                    if value.is_empty() || value.len() > 255 || !value.chars().all(safe) {
                         let value = super::text::clip(value, 64);
-                        return Err(format!("label {name}={value:?} is not a host[:port]"));
+                        return Err(format!("label {name}={value:?} is not {what}"));
                     }
                     text.push_str(value);
                 }
             }
         }
+        Ok(text)
+    }
+
+    /// Renders with alert labels. A value may hold only what a host and port hold
+    /// (`A-Z a-z 0-9 . - : [ ]`), so no label can add a path, a query, credentials or
+    /// another host.
+    pub fn render(&self, labels: &BTreeMap<String, String>) -> Result<Url, String> {
+        let host_port = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']');
+        let text = self.fill(labels, host_port, "a host[:port]")?;
         let url = Url::parse(&text).map_err(|error| format!("{text:?} is not a URL: {error}"))?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
             return Err(format!("{text:?} is not an http(s) URL with a host"));
@@ -172,6 +186,20 @@ impl UrlTemplate {
             return Err(format!("{text:?} carries credentials"));
         }
         Ok(url)
+    }
+
+    /// Renders a cgroup path with alert labels (cAdvisor's `id` is one): relative to the
+    /// cgroup root, of `A-Z a-z 0-9 . - _ : /` and never climbing out of it with `..`.
+    pub fn render_cgroup(&self, labels: &BTreeMap<String, String>) -> Result<PathBuf, String> {
+        let path_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '/');
+        let text = self.fill(labels, path_char, "a cgroup path")?;
+        let relative = Path::new(text.trim_start_matches('/'));
+        if relative.as_os_str().is_empty()
+            || relative.components().any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(format!("{text:?} is not a cgroup path below the cgroup root"));
+        }
+        Ok(relative.to_path_buf())
     }
 
     /// The template with every placeholder as `placeholder.invalid`, to check its shape.

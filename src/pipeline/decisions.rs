@@ -46,9 +46,15 @@ impl DecisionLog {
     /// Logs, counts and keeps decisions, taking the list's lock once for all of them (a
     /// webhook payload's alerts).
     pub fn record_all(&self, decisions: impl IntoIterator<Item = Decision>, metrics: &Metrics) {
-        let decisions = decisions.into_iter().inspect(|decision| {
+        // An alert for another node's process is that node's to list; here it is counted.
+        let decisions = decisions.into_iter().filter(|decision| {
+            if decision.outcome == Outcome::Elsewhere {
+                self.record_repeat(decision, metrics);
+                return false;
+            }
             log(decision);
             metrics.decision(decision.outcome);
+            true
         });
         let mut recent = self.recent.lock().unwrap();
         for decision in decisions {
@@ -59,9 +65,9 @@ impl DecisionLog {
         }
     }
 
-    /// Counts and debug-logs a decision that repeats the previous one of the same watch
-    /// rule and target (same outcome), without keeping it: a watch rule decides every
-    /// interval, and the list would hold nothing else.
+    /// Counts and debug-logs a decision without keeping it: one that repeats the previous
+    /// one of the same watch rule and target (a watch rule decides every interval, and the
+    /// list would hold nothing else), or one about another node's process.
     pub fn record_repeat(&self, decision: &Decision, metrics: &Metrics) {
         tracing::debug!(
             outcome = decision.outcome.name(),

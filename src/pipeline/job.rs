@@ -22,7 +22,8 @@ use crate::model::{
 };
 use crate::rules::Job;
 use crate::verify::Verdict;
-use crate::verify::sampler::sample_metrics_now;
+use crate::verify::cgroup::CgroupReader;
+use crate::verify::sampler::{CgroupNow, sample_now};
 
 /// How long a templated target's /metrics may take when verified on arrival.
 const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -98,6 +99,9 @@ async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Dec
     let gate_rule = job.gate_rule();
     if let Some(refusal) = app.gate.check(job.dedupe.as_deref(), &gate_rule, &target.name, Utc::now()) {
         return refusal_decision(job, refusal, Readings::new());
+    }
+    if let Some(decision) = elsewhere(job).await {
+        return decision;
     }
     let (readings, why) = if job.baseline {
         match quiet(app, job, Utc::now()) {
@@ -321,7 +325,21 @@ async fn pinned_client(app: &App, job: &Job) -> Result<PprofClient, String> {
     })
 }
 
-/// Verifies a templated target on its instance's /metrics, read now.
+/// An alert whose cgroup (from its labels) is not on this node is another instance's.
+async fn elsewhere(job: &Job) -> Option<Decision> {
+    let cgroup = job.endpoint.cgroup.clone()?;
+    let reader = CgroupReader::new(&job.config.cgroup_root, &job.config.proc_root);
+    let path = cgroup.clone();
+    let dirs = tokio::task::spawn_blocking(move || reader.dirs_of_path(&path)).await.unwrap_or_default();
+    if dirs.cpu.is_some() || dirs.cpuacct.is_some() || dirs.memory.is_some() {
+        return None;
+    }
+    let reason = format!("cgroup /{} is not on this node", cgroup.display());
+    Some(decision_for(job, Outcome::Elsewhere, reason))
+}
+
+/// Verifies a templated target on its instance's /metrics and, with the alert's cgroup on
+/// this node, on the cgroup's readings, read now.
 async fn verify_on_arrival(app: &App, job: &Job) -> Verdict {
     let (rule, target) = (job.rule(), job.target());
     let url = job.endpoint.metrics_url.as_ref();
@@ -339,6 +357,12 @@ async fn verify_on_arrival(app: &App, job: &Job) -> Verdict {
         },
         None => app.client.http().clone(),
     };
-    let sample = sample_metrics_now(target, &[rule], url, &http, SCRAPE_TIMEOUT).await;
+    let config = &job.config;
+    let cgroup = job.endpoint.cgroup.as_deref().map(|cgroup| CgroupNow {
+        cgroup,
+        cgroup_root: &config.cgroup_root,
+        proc_root: &config.proc_root,
+    });
+    let sample = sample_now(target, &[rule], url, &http, SCRAPE_TIMEOUT, cgroup).await;
     app.verifier.judge_sample(&rule.verify, sample)
 }

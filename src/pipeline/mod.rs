@@ -7,6 +7,7 @@ mod decisions;
 pub mod insight;
 mod job;
 pub mod manual;
+mod poll;
 mod record;
 mod recorded;
 mod watch;
@@ -338,6 +339,7 @@ pub async fn run_background(
         tokio::spawn(run_sampling(app.clone(), shutdown.clone())),
         tokio::spawn(run_recording(app.clone(), shutdown.clone())),
         tokio::spawn(run_exits(app.clone(), shutdown.clone())),
+        tokio::spawn(poll::run_polling(app.clone(), shutdown.clone())),
         tokio::spawn(run_workers(app, queue_rx, shutdown, grace)),
     ];
     for task in tasks {

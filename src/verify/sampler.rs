@@ -2,7 +2,8 @@
 //! Go runtime numbers and named metrics from its `/metrics`.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::Sample;
 use super::cgroup::{CgroupDirs, CgroupReader};
@@ -119,7 +120,7 @@ impl Probe {
 
     fn find_process(&mut self) -> Result<Option<ProcessSample>, String> {
         let pid = match &self.target.process {
-            None | Some(ProcessRef::Cgroup(_)) => return Ok(None),
+            None | Some(ProcessRef::Cgroup(_) | ProcessRef::CgroupTemplate(_)) => return Ok(None),
             Some(ProcessRef::Pid(pid)) => *pid,
             Some(ProcessRef::ListenPort(port)) => {
                 let cached = self.process.and_then(|(pid, start)| {
@@ -296,21 +297,60 @@ pub async fn sample(
     Ok((probe, local.sample))
 }
 
-/// A sample from a target's `/metrics` alone, taken now: for targets that are not sampled
-/// (templated ones), verified on what their instance says at the moment.
-pub async fn sample_metrics_now(
+/// Where to read a templated target's alert cgroup: the cgroup and the roots.
+pub struct CgroupNow<'a> {
+    pub cgroup: &'a Path,
+    pub cgroup_root: &'a Path,
+    pub proc_root: &'a Path,
+}
+
+/// How long CPU use is measured over when it is read on the alert's arrival.
+pub const CPU_NOW_OVER: Duration = Duration::from_secs(1);
+
+/// A sample taken now, for targets that are not sampled (templated ones): what their
+/// instance's `/metrics` says, and with the alert's cgroup on this node, its CPU (over
+/// `CPU_NOW_OVER`) and memory.
+pub async fn sample_now(
     target: &Target,
     rules: &[&Rule],
     url: Option<&reqwest::Url>,
     client: &reqwest::Client,
     timeout: Duration,
+    cgroup: Option<CgroupNow<'_>>,
 ) -> Sample {
-    let mut probe =
-        Probe::new(target, rules, std::path::Path::new("/nonexistent"), std::path::Path::new("/nonexistent"));
-    let why = "a templated target has no local process or cgroup".to_string();
-    let sample =
-        Sample::from([(Signal::CpuPercent.key(), Err(why.clone())), (Signal::MemoryPercent.key(), Err(why))]);
-    let mut local = Local { sample, memory_limit: None };
+    let mut local = match cgroup {
+        Some(at) => {
+            let local_target =
+                Target { process: Some(ProcessRef::Cgroup(at.cgroup.to_path_buf())), ..target.clone() };
+            let mut probe = Probe::new(&local_target, rules, at.cgroup_root, at.proc_root);
+            let wants_cpu =
+                rules.iter().flat_map(|rule| &rule.verify).any(|check| check.signal == Signal::CpuPercent);
+            let start = Instant::now();
+            let (mut probe, first) = tokio::task::spawn_blocking(move || {
+                let local = probe.sample_local(start.elapsed());
+                (probe, local)
+            })
+            .await
+            .expect("reading a cgroup does not panic");
+            if wants_cpu {
+                tokio::time::sleep(CPU_NOW_OVER).await;
+                tokio::task::spawn_blocking(move || probe.sample_local(start.elapsed()))
+                    .await
+                    .expect("reading a cgroup does not panic")
+            } else {
+                first
+            }
+        }
+        None => {
+            let why = "a templated target has no local process or cgroup".to_string();
+            let sample = Sample::from([
+                (Signal::CpuPercent.key(), Err(why.clone())),
+                (Signal::MemoryPercent.key(), Err(why)),
+            ]);
+            Local { sample, memory_limit: None }
+        }
+    };
+    let mut probe = Probe::new(target, rules, Path::new("/nonexistent"), Path::new("/nonexistent"));
     match url {
         Some(url) => match scrape(client, url, timeout).await {
             Ok(metrics) => probe.add_metrics(&mut local, Ok(&metrics)),

@@ -6,6 +6,7 @@ mod child;
 pub mod grafana;
 pub mod oneshot;
 mod serve;
+pub mod servers;
 
 pub use child::Killed;
 #[allow(unused_imports)]

@@ -1,0 +1,199 @@
+//! The "scrape" half of intake: Alertmanager's `GET /api/v2/alerts`, polled every
+//! `alertmanager_api.interval` with its matchers, failing over across its URLs. Alerts new
+//! since the last poll go through the same intake, rules, verify and gate as the webhook's;
+//! an alert still firing is not taken again. This is how a per-node agent gets its node's
+//! alerts with no webhook routing: it takes every matching alert, and answers `elsewhere`
+//! for those whose process is on another node.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::App;
+use crate::config::AlertmanagerApiConfig;
+use crate::intake::{intake, parse};
+
+/// The most a poll's answer may be: every matching alert, with its labels and annotations.
+const MAX_ANSWER: usize = 32 << 20;
+/// How long one request may take, at most: a poll never overlaps the next by much.
+const MAX_REQUEST: Duration = Duration::from_secs(10);
+
+/// An alert as `GET /api/v2/alerts` gives it (`gettableAlert`), the fields intake uses.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ApiAlert {
+    labels: serde_json::Map<String, Value>,
+    #[serde(default)]
+    annotations: serde_json::Map<String, Value>,
+    starts_at: Option<String>,
+    ends_at: Option<String>,
+    #[serde(default)]
+    fingerprint: String,
+    #[serde(rename = "generatorURL", default)]
+    generator_url: Option<String>,
+}
+
+impl ApiAlert {
+    /// Whether it was taken already: the same alert, firing since the same moment.
+    fn key(&self) -> String {
+        format!("{}@{}", self.fingerprint, self.starts_at.as_deref().unwrap_or(""))
+    }
+
+    /// As the webhook's payload has it.
+    fn webhook(&self) -> Value {
+        json!({
+            "status": "firing",
+            "labels": self.labels,
+            "annotations": self.annotations,
+            "startsAt": self.starts_at,
+            "endsAt": self.ends_at,
+            "generatorURL": self.generator_url,
+            "fingerprint": self.fingerprint,
+        })
+    }
+}
+
+/// Polls while `alertmanager_api` is configured, following reloads, until `shutdown`.
+pub async fn run_polling(app: Arc<App>, shutdown: CancellationToken) {
+    let mut reloads = app.reloads.subscribe();
+    let mut poller = Poller::default();
+    loop {
+        let wait = match app.config().alertmanager_api.clone() {
+            Some(api) => {
+                poller.poll(&app, &api).await;
+                api.interval
+            }
+            None => Duration::MAX,
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            changed = reloads.changed() => if changed.is_err() { break },
+            () = shutdown.cancelled() => break,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Poller {
+    /// The alerts of the last poll that were taken (or decided at once).
+    seen: HashSet<String>,
+    /// The URL that answered last, tried first.
+    current: usize,
+    /// Why the last poll failed, while polls fail: said once, and again when it changes.
+    trouble: Option<String>,
+}
+
+impl Poller {
+    async fn poll(&mut self, app: &Arc<App>, api: &AlertmanagerApiConfig) {
+        let alerts = match self.fetch(api).await {
+            Ok(alerts) => {
+                app.metrics.alertmanager_poll("ok", alerts.len());
+                if let Some(was) = self.trouble.take() {
+                    tracing::info!(was = %was, "Alertmanager's API answers again.");
+                }
+                alerts
+            }
+            Err(why) => {
+                app.metrics.alertmanager_poll("failed", 0);
+                if self.trouble.as_ref() != Some(&why) {
+                    tracing::error!(error = %why, "Cannot poll Alertmanager's API; alerts wait until it answers.");
+                    self.trouble = Some(why);
+                }
+                return;
+            }
+        };
+        let keys: HashSet<String> = alerts.iter().map(ApiAlert::key).collect();
+        let new: Vec<&ApiAlert> = alerts.iter().filter(|alert| !self.seen.contains(&alert.key())).collect();
+        // Alerts that resolved are gone from the next answer, and forgotten here.
+        self.seen.retain(|key| keys.contains(key));
+        let config = app.config();
+        for batch in new.chunks(config.webhook.max_alerts.max(1)) {
+            let body = json!({"version": "4", "status": "firing", "receiver": "alertmanager_api",
+                              "alerts": batch.iter().map(|alert| alert.webhook()).collect::<Vec<_>>()});
+            let body = serde_json::to_vec(&body).expect("JSON serializes");
+            let taken = parse(&body).and_then(|payload| {
+                let now = Utc::now();
+                let refused =
+                    |dedupe: &str, rule: &str, target: &str| app.gate.check(Some(dedupe), rule, target, now);
+                intake(&config, &payload, refused).map(|taken| (payload.alerts.len(), taken))
+            });
+            let (count, taken) = match taken {
+                Ok(taken) => taken,
+                Err(error) => {
+                    tracing::warn!(error = %error, "Alerts from Alertmanager's API not taken.");
+                    continue;
+                }
+            };
+            // A full queue: these alerts are not seen, so the next poll offers them again.
+            if let Err(error) = app.enqueue(taken.jobs) {
+                tracing::warn!(error = %error, alerts = count, "Alerts from Alertmanager's API wait for the next poll.");
+                continue;
+            }
+            for _ in 0..count {
+                app.metrics.alert_received("firing");
+            }
+            app.decisions.record_all(taken.decisions, &app.metrics);
+            self.seen.extend(batch.iter().map(|alert| alert.key()));
+        }
+    }
+
+    /// The active, unsilenced, uninhibited alerts that match, from the first URL that
+    /// answers (the one that answered last tried first).
+    async fn fetch(&mut self, api: &AlertmanagerApiConfig) -> Result<Vec<ApiAlert>, String> {
+        let client = crate::http::client();
+        let timeout = api.interval.min(MAX_REQUEST);
+        let mut errors = Vec::new();
+        for step in 0..api.urls.len() {
+            let at = (self.current + step) % api.urls.len();
+            let url = api.urls[at].join("api/v2/alerts").map_err(|error| error.to_string())?;
+            let mut query: Vec<(&str, &str)> = vec![
+                ("active", "true"),
+                ("silenced", "false"),
+                ("inhibited", "false"),
+                ("unprocessed", "true"),
+            ];
+            query.extend(api.matchers.iter().map(|matcher| ("filter", matcher.as_str())));
+            match get_alerts(&client, url.clone(), &query, timeout).await {
+                Ok(alerts) => {
+                    if at != self.current {
+                        tracing::info!(url = %api.urls[at], "Polling this Alertmanager now.");
+                        self.current = at;
+                    }
+                    return Ok(alerts);
+                }
+                Err(why) => errors.push(format!("{}: {why}", api.urls[at])),
+            }
+        }
+        Err(errors.join("; "))
+    }
+}
+
+async fn get_alerts(
+    client: &reqwest::Client,
+    url: reqwest::Url,
+    query: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Vec<ApiAlert>, String> {
+    let mut url = url;
+    url.query_pairs_mut().extend_pairs(query);
+    let mut response =
+        client.get(url).timeout(timeout).send().await.map_err(|error| crate::http::error_chain(&error))?;
+    let status = response.status();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|error| crate::http::error_chain(&error))? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(format!("answer over {} MiB", MAX_ANSWER >> 20));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string();
+        return Err(format!("HTTP {status}: {text}"));
+    }
+    serde_json::from_slice(&body).map_err(|error| format!("not a list of alerts: {error}"))
+}

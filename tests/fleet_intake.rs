@@ -1,0 +1,126 @@
+//! Intake from Alertmanager's API, as a per-node agent has it: real Alertmanager 0.25
+//! holds the alerts (posted to its `POST /api/v2/alerts`), alertprof polls
+//! `GET /api/v2/alerts` with its matchers, failing over from an Alertmanager that is down,
+//! takes each firing alert once, verifies it on the alert's cgroup (cAdvisor's `id` label)
+//! under a fixture `cgroup_root`, captures from the real Go demo target, and answers
+//! `elsewhere`, counted and not listed, for an alert whose cgroup is not on this node.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::servers::{Server, wait_ready};
+use support::{Demo, Running, closed_port};
+
+const MIB: u64 = 1 << 20;
+
+/// A cgroup v2 host with one container, `/kubepods/pod1/ctr`, using 600 of its 1000 MiB.
+fn node(root: &Path) {
+    let write = |path: &str, text: &str| {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write("proc/self/mountinfo", "30 25 0:26 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw\n");
+    write("proc/meminfo", "MemTotal: 16777216 kB\n");
+    let ctr = "cgroup/kubepods/pod1/ctr";
+    write(&format!("{ctr}/cpu.stat"), "usage_usec 1000\n");
+    write(&format!("{ctr}/memory.current"), &format!("{}\n", 700 * MIB));
+    write(&format!("{ctr}/memory.max"), &format!("{}\n", 1000 * MIB));
+    write(&format!("{ctr}/memory.stat"), &format!("inactive_file {}\n", 100 * MIB));
+}
+
+async fn post_to_alertmanager(am: &Server, alerts: Value) {
+    let answer = support::client().post(am.url("/api/v2/alerts")).json(&alerts).send().await.unwrap();
+    assert!(answer.status().is_success(), "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_agent_takes_its_alerts_from_alertmanagers_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    std::fs::write(path("alertmanager.yml"), "route: {receiver: none}\nreceivers: [{name: none}]\n").unwrap();
+    let am = Server::start(
+        "prometheus-alertmanager",
+        &[
+            format!("--config.file={}", path("alertmanager.yml").display()),
+            format!("--storage.path={}", path("am-data").display()),
+            "--cluster.listen-address=".into(),
+        ],
+        path("alertmanager.log"),
+    )
+    .await;
+    wait_ready(&am.url("/-/ready"), &am).await;
+    node(dir.path());
+    let demo = Demo::start();
+    let down = closed_port();
+    let yaml = format!(
+        r#"
+storage: {{dir: "{{data}}/data"}}
+cgroup_root: "{{data}}/cgroup"
+proc_root: "{{data}}/proc"
+alertmanager_api:
+  urls: ["{down}", "http://{am}"]
+  interval: 1s
+  matchers: ['alertprof="true"', 'alertname=~"Container.*"']
+targets:
+  - name: pods
+    pprof_url: "http://{{{{ labels.instance }}}}"
+    allowed_targets: ["127.0.0.1:*"]
+    process: {{cgroup: "{{{{ labels.id }}}}"}}
+rules:
+  - {{name: memory, alert_labels: {{alertname: ContainerMemoryHigh}}, capture: [heap],
+     verify: {{memory_percent: {{abs: 50}}}}}}
+"#,
+        down = down.url(),
+        am = am.address,
+    );
+    let running = Running::start(&yaml, dir.path()).await;
+    let alert = |id: &str, alertprof: &str| {
+        json!({"labels": {"alertname": "ContainerMemoryHigh", "alertprof": alertprof, "id": id,
+                          "instance": demo.addr.to_string(), "pod": id}})
+    };
+    post_to_alertmanager(
+        &am,
+        json!([
+            alert("/kubepods/pod1/ctr", "true"),
+            alert("/kubepods/pod9/ctr", "true"),
+            alert("/kubepods/pod1/ctr2", "false")
+        ]),
+    )
+    .await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let decision = loop {
+        let decisions = running.get_json("/api/v1/decisions").await;
+        if let Some(decision) = decisions.as_array().unwrap().first() {
+            break decision.clone();
+        }
+        assert!(Instant::now() < deadline, "no decision from the polled alerts");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(decision["outcome"], "captured", "{decision}");
+    let reason = decision["reason"].as_str().unwrap();
+    assert!(reason.contains("memory_percent 60.0 >= abs 50"), "verified on the alert's cgroup: {reason}");
+    running
+        .wait_metric("alertprof_decisions_total{outcome=\"elsewhere\"}", Duration::from_secs(10), |n| {
+            n == 1.0
+        })
+        .await;
+
+    // Polled again and again, the same firing alerts are not taken again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let decisions = running.get_json("/api/v1/decisions").await;
+    assert_eq!(decisions.as_array().unwrap().len(), 1, "the elsewhere decision is not listed: {decisions}");
+    assert_eq!(running.metric("alertprof_decisions_total{outcome=\"elsewhere\"}").await, 1.0);
+    assert_eq!(running.metric("alertprof_alertmanager_alerts").await, 2.0, "the matchers leave one out");
+    assert!(running.metric("alertprof_alertmanager_polls_total{result=\"ok\"}").await >= 3.0);
+    let captures = running.get_json("/api/v1/captures").await;
+    let captures = captures.as_array().unwrap();
+    assert_eq!(captures.len(), 1);
+    assert_eq!(captures[0]["trigger"]["labels"]["id"], "/kubepods/pod1/ctr");
+    assert_eq!(captures[0]["target"], "pods");
+    running.stop().await;
+}
