@@ -60,6 +60,9 @@ pub struct Metrics {
     pub analyses_running: Gauge,
     pub http_connections: Gauge,
     pub config_reload_success: Gauge,
+    /// 1 while the store answers (always, for the local one), 0 while a shared one cannot
+    /// be listed.
+    pub store_up: Gauge,
     pub signal: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub recorder: RecorderMetrics,
 }
@@ -129,6 +132,7 @@ impl Metrics {
             analyses_running: Gauge::default(),
             http_connections: Gauge::default(),
             config_reload_success: Gauge::default(),
+            store_up: Gauge::default(),
             signal: Family::default(),
             recorder: RecorderMetrics::default(),
             registry: Registry::default(),
@@ -229,7 +233,13 @@ impl Metrics {
             "Ends of a recorded target's process (exit, kill, restart), by target",
             recorder.exits.clone(),
         );
+        registry.register(
+            "store_up",
+            "1 while the store answers; 0 while a shared store (storage.object_store) cannot be listed",
+            metrics.store_up.clone(),
+        );
         metrics.config_reload_success.set(1);
+        metrics.store_up.set(1);
         Metrics { registry, hot, ..metrics }
     }
 

@@ -168,6 +168,8 @@ async fn two_instances_share_one_bucket() {
     assert!(moto.keys("profiles", "fleet/").await.contains(&format!("fleet/demo/{first}.flamegraph.svg")));
     let page = b.get_text("/").await;
     assert!(page.contains(&first), "B's web page lists A's capture");
+    assert!(!page.contains("store-trouble"));
+    assert_eq!(b.metric("alertprof_store_up").await, 1.0);
 
     assert_eq!(alert(&a, "second").await["outcome"], "captured");
     let keys = moto.keys("profiles", "fleet/").await;
@@ -180,7 +182,7 @@ async fn two_instances_share_one_bucket() {
 
 /// A bucket that cannot be reached: alertprof starts, is ready, serves its API, and a
 /// capture fails, before any request to the target, with a reason that says the bucket
-/// could not be written.
+/// could not be written; `/metrics` and the web page say the store is down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_bucket_fails_captures_and_serves() {
     let demo = Demo::start();
@@ -201,6 +203,9 @@ async fn an_unreachable_bucket_fails_captures_and_serves() {
     assert!(reason.contains("Connection refused"), "{reason}");
     assert!(started.elapsed() < Duration::from_secs(60), "failed within the bucket's retry bound");
     assert_eq!(running.get_json("/api/v1/captures").await, json!([]));
+    running.wait_metric("alertprof_store_up", Duration::from_secs(15), |up| up == 0.0).await;
+    let page = running.get_text("/").await;
+    assert!(page.contains("id=\"store-trouble\"") && page.contains("Connection refused"), "{page}");
     running.stop().await;
 }
 

@@ -105,7 +105,9 @@ pub async fn enforce_retention(app: &App) {
 /// Takes in what other instances kept in a shared store, off the async threads.
 async fn refresh(app: &App) {
     let store = app.store.clone();
-    match tokio::task::spawn_blocking(move || store.refresh()).await {
+    let refreshed = tokio::task::spawn_blocking(move || store.refresh()).await;
+    app.metrics.store_up.set(i64::from(app.store.trouble().is_none()));
+    match refreshed {
         Ok(Ok(_)) => {}
         // The store says when its trouble starts and ends.
         Ok(Err(error)) => tracing::debug!(error = %error, "Cannot refresh the capture index from the store."),

@@ -113,6 +113,10 @@ pub trait ProfileStore: Send + Sync + 'static {
     fn refresh(&self) -> Result<usize, StoreError> {
         Ok(0)
     }
+    /// Why a shared store cannot be reached, while it cannot.
+    fn trouble(&self) -> Option<String> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -105,11 +105,6 @@ impl ObjectStoreBackend {
         // Last, as on disk: a profile is never left that no listing finds.
         Ok(self.bucket.delete(&Self::meta_key(meta))?)
     }
-
-    /// Why the bucket cannot be listed, if it cannot.
-    pub fn trouble(&self) -> Option<String> {
-        self.trouble.lock().unwrap().clone()
-    }
 }
 
 impl ProfileStore for ObjectStoreBackend {
@@ -173,6 +168,10 @@ impl ProfileStore for ObjectStoreBackend {
             tracing::info!(id = %meta.id, target = %meta.target, bytes = meta.bytes, "Capture deleted by retention.");
         }
         Ok(victims.len())
+    }
+
+    fn trouble(&self) -> Option<String> {
+        self.trouble.lock().unwrap().clone()
     }
 
     /// Lists the bucket: captures written by other instances come in, those deleted

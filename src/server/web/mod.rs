@@ -99,7 +99,15 @@ pub async fn index(State(app): State<Arc<App>>, Query(query): Query<ListQuery>) 
         };
     let decisions = app.decisions.recent(DECISIONS_SHOWN);
     let recent = config.targets.iter().map(|t| (t.name.to_string(), app.verifier.series(&t.name))).collect();
-    let body = pages::index(&config, &filter, &captures, &decisions, &recent, &app.recorder.statuses());
+    let mut body = String::new();
+    if let Some(trouble) = app.store.trouble() {
+        body = format!(
+            "<p class=\"error\" id=\"store-trouble\">The object store cannot be listed: {}. Captures of \
+             other instances may be missing here, and captures fail until it can be reached.</p>\n",
+            Esc(&trouble)
+        );
+    }
+    body.push_str(&pages::index(&config, &filter, &captures, &decisions, &recent, &app.recorder.statuses()));
     html::respond(StatusCode::OK, html::page("Captures", logout, &body))
 }
 
