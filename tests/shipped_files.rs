@@ -143,3 +143,34 @@ fn grafana_files_agree_with_annotations() {
         assert!(sent.iter().any(|t| t == tag), "the dashboard asks for {tag:?}, alertprof sends {sent:?}");
     }
 }
+
+/// Every alertprof metric the dashboard queries is one alertprof registers (families
+/// without a series yet are not in a fresh `/metrics`, so their registrations are read).
+#[test]
+fn the_dashboard_queries_metrics_that_exist() {
+    let text = std::fs::read_to_string(root().join("grafana/dashboards/alertprof.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).unwrap();
+    let source = std::fs::read_to_string(root().join("src/metrics.rs")).unwrap();
+    let registered: Vec<String> = source
+        .split("register(")
+        .skip(1)
+        .filter_map(|rest| {
+            rest.trim_start().strip_prefix('"')?.split('"').next().map(|name| format!("alertprof_{name}"))
+        })
+        .collect();
+    assert!(registered.len() > 10, "{registered:?}");
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (at, _) in expr.match_indices("alertprof_") {
+                let name: String =
+                    expr[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let family = name.strip_suffix("_total").unwrap_or(&name);
+                assert!(registered.iter().any(|r| r == family), "{name} in panel {}", panel["title"]);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 6, "{checked}");
+}
