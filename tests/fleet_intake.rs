@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::servers::{Server, wait_ready};
+use support::servers::{Server, alertmanager, wait_ready};
 use support::{Demo, Running, closed_port};
 
 const MIB: u64 = 1 << 20;
@@ -42,16 +42,7 @@ async fn a_node_agent_takes_its_alerts_from_alertmanagers_api() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name);
     std::fs::write(path("alertmanager.yml"), "route: {receiver: none}\nreceivers: [{name: none}]\n").unwrap();
-    let am = Server::start(
-        "prometheus-alertmanager",
-        &[
-            format!("--config.file={}", path("alertmanager.yml").display()),
-            format!("--storage.path={}", path("am-data").display()),
-            "--cluster.listen-address=".into(),
-        ],
-        path("alertmanager.log"),
-    )
-    .await;
+    let am = alertmanager(dir.path()).await;
     wait_ready(&am.url("/-/ready"), &am).await;
     node(dir.path());
     let demo = Demo::start();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::grafana::Grafana;
-use support::servers::{Server, wait_ready};
+use support::servers::{Server, alertmanager, wait_ready};
 use support::{Demo, Running};
 
 fn shipped_yaml(path: &str) -> Value {
@@ -68,16 +68,7 @@ rules:
     webhook["http_config"]["authorization"]["credentials_file"] = json!(path("am-token"));
     std::fs::write(path("alertmanager.yml"), am_config.to_string()).unwrap();
 
-    let alertmanager = Server::start(
-        "prometheus-alertmanager",
-        &[
-            format!("--config.file={}", path("alertmanager.yml").display()),
-            format!("--storage.path={}", path("am-data").display()),
-            "--cluster.listen-address=".into(),
-        ],
-        path("alertmanager.log"),
-    )
-    .await;
+    let alertmanager = alertmanager(dir.path()).await;
     let prometheus_config = json!({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [path("rules.yml")],

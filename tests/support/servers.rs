@@ -51,6 +51,21 @@ impl Server {
     }
 }
 
+/// Alertmanager with `dir/alertmanager.yml`, its data and log in `dir`, without gossip
+/// (else its first notification waits for the cluster to settle).
+pub async fn alertmanager(dir: &std::path::Path) -> Server {
+    Server::start(
+        "prometheus-alertmanager",
+        &[
+            format!("--config.file={}", dir.join("alertmanager.yml").display()),
+            format!("--storage.path={}", dir.join("am-data").display()),
+            "--cluster.listen-address=".into(),
+        ],
+        dir.join("alertmanager.log"),
+    )
+    .await
+}
+
 pub async fn wait_ready(url: &str, server: &Server) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
