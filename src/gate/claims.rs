@@ -50,10 +50,6 @@ impl Claims {
         Claims { bucket, holder, dedupe_ttl }
     }
 
-    pub fn holder(&self) -> &str {
-        &self.holder
-    }
-
     fn dedupe_key(key: &str) -> String {
         format!(".claims/dedupe/{}.json", hex::encode(&Sha256::digest(key.as_bytes())[..16]))
     }

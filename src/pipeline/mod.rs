@@ -33,6 +33,7 @@ use crate::annotate::GrafanaClient;
 use crate::capture::PprofClient;
 use crate::config::{Config, ConfigError};
 use crate::gate::{Claims, Gate, GateError, holder_name};
+use crate::intake::{IntakeError, intake, parse};
 use crate::metrics::{Counted, Metrics};
 use crate::model::{Decision, Outcome};
 use crate::recorder::Recorder;
@@ -67,6 +68,22 @@ pub enum QueueError {
     Full { capacity: usize },
     #[error("alertprof is shutting down")]
     ShuttingDown,
+}
+
+/// Why a payload of alerts was not taken. Nothing of it was queued, recorded or counted.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    #[error(transparent)]
+    Intake(#[from] IntakeError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// What a payload of alerts came to.
+#[derive(Debug, Clone, Copy)]
+pub struct Taken {
+    pub accepted: usize,
+    pub ignored: usize,
 }
 
 /// Everything the handlers and workers share.
@@ -229,6 +246,23 @@ impl App {
         }
         self.sync_queue_depth();
         Ok(())
+    }
+
+    /// Takes a webhook-format payload (from the webhook, or made from Alertmanager's API):
+    /// intake against the local gate, its jobs queued all or none, its alerts counted and
+    /// its decisions recorded. A refused payload changes nothing, not even the counts.
+    pub fn take_payload(self: &Arc<Self>, config: &Arc<Config>, body: &[u8]) -> Result<Taken, PayloadError> {
+        let payload = parse(body)?;
+        let now = chrono::Utc::now();
+        let refused =
+            |dedupe: &str, rule: &str, target: &str| self.gate.check(Some(dedupe), rule, target, now);
+        let taken = intake(config, &payload, refused)?;
+        self.enqueue(taken.jobs)?;
+        for alert in &payload.alerts {
+            self.metrics.alert_received(&alert.status);
+        }
+        self.decisions.record_all(taken.decisions, &self.metrics);
+        Ok(Taken { accepted: taken.accepted, ignored: taken.ignored })
     }
 
     pub fn sync_queue_depth(&self) {

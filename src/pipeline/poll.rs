@@ -9,14 +9,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::App;
 use crate::config::AlertmanagerApiConfig;
-use crate::intake::{intake, parse};
 
 /// The most a poll's answer may be: every matching alert, with its labels and annotations.
 const MAX_ANSWER: usize = 32 << 20;
@@ -61,7 +59,8 @@ impl ApiAlert {
 /// Polls while `alertmanager_api` is configured, following reloads, until `shutdown`.
 pub async fn run_polling(app: Arc<App>, shutdown: CancellationToken) {
     let mut reloads = app.reloads.subscribe();
-    let mut poller = Poller::default();
+    let mut poller =
+        Poller { client: crate::http::client(), seen: HashSet::new(), current: 0, trouble: None };
     loop {
         let wait = match app.config().alertmanager_api.clone() {
             Some(api) => {
@@ -78,8 +77,8 @@ pub async fn run_polling(app: Arc<App>, shutdown: CancellationToken) {
     }
 }
 
-#[derive(Default)]
 struct Poller {
+    client: reqwest::Client,
     /// The alerts of the last poll that were taken (or decided at once).
     seen: HashSet<String>,
     /// The URL that answered last, tried first.
@@ -116,28 +115,11 @@ impl Poller {
             let body = json!({"version": "4", "status": "firing", "receiver": "alertmanager_api",
                               "alerts": batch.iter().map(|alert| alert.webhook()).collect::<Vec<_>>()});
             let body = serde_json::to_vec(&body).expect("JSON serializes");
-            let taken = parse(&body).and_then(|payload| {
-                let now = Utc::now();
-                let refused =
-                    |dedupe: &str, rule: &str, target: &str| app.gate.check(Some(dedupe), rule, target, now);
-                intake(&config, &payload, refused).map(|taken| (payload.alerts.len(), taken))
-            });
-            let (count, taken) = match taken {
-                Ok(taken) => taken,
-                Err(error) => {
-                    tracing::warn!(error = %error, "Alerts from Alertmanager's API not taken.");
-                    continue;
-                }
-            };
-            // A full queue: these alerts are not seen, so the next poll offers them again.
-            if let Err(error) = app.enqueue(taken.jobs) {
-                tracing::warn!(error = %error, alerts = count, "Alerts from Alertmanager's API wait for the next poll.");
+            // Not taken (a full queue, say): not seen, so the next poll offers them again.
+            if let Err(error) = app.take_payload(&config, &body) {
+                tracing::warn!(error = %error, alerts = batch.len(), "Alerts from Alertmanager's API wait for the next poll.");
                 continue;
             }
-            for _ in 0..count {
-                app.metrics.alert_received("firing");
-            }
-            app.decisions.record_all(taken.decisions, &app.metrics);
             self.seen.extend(batch.iter().map(|alert| alert.key()));
         }
     }
@@ -145,12 +127,16 @@ impl Poller {
     /// The active, unsilenced, uninhibited alerts that match, from the first URL that
     /// answers (the one that answered last tried first).
     async fn fetch(&mut self, api: &AlertmanagerApiConfig) -> Result<Vec<ApiAlert>, String> {
-        let client = crate::http::client();
         let timeout = api.interval.min(MAX_REQUEST);
         let mut errors = Vec::new();
         for step in 0..api.urls.len() {
             let at = (self.current + step) % api.urls.len();
-            let url = api.urls[at].join("api/v2/alerts").map_err(|error| error.to_string())?;
+            // An Alertmanager under a path (`--web.route-prefix`) keeps it: the URL is a directory.
+            let mut base = api.urls[at].clone();
+            if !base.path().ends_with('/') {
+                base.set_path(&format!("{}/", base.path()));
+            }
+            let url = base.join("api/v2/alerts").map_err(|error| error.to_string())?;
             let mut query: Vec<(&str, &str)> = vec![
                 ("active", "true"),
                 ("silenced", "false"),
@@ -158,7 +144,7 @@ impl Poller {
                 ("unprocessed", "true"),
             ];
             query.extend(api.matchers.iter().map(|matcher| ("filter", matcher.as_str())));
-            match get_alerts(&client, url.clone(), &query, timeout).await {
+            match get_alerts(&self.client, url, &query, timeout).await {
                 Ok(alerts) => {
                     if at != self.current {
                         tracing::info!(url = %api.urls[at], "Polling this Alertmanager now.");

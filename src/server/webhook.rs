@@ -9,14 +9,13 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use serde_json::json;
 
 use super::BodyTimeout;
 use super::auth::{self, Area};
 use crate::config::{Config, format_duration};
-use crate::intake::{IntakeError, intake, parse};
-use crate::pipeline::App;
+use crate::intake::IntakeError;
+use crate::pipeline::{App, PayloadError};
 
 /// `POST /api/v1/alerts`: auth first, then the body, bounded by `webhook.max_body_size`.
 pub async fn receive_alerts(State(app): State<Arc<App>>, request: Request) -> Response {
@@ -63,26 +62,15 @@ async fn receive(app: &Arc<App>, config: &Arc<Config>, body: Body) -> Response {
             };
         }
     };
-    let taken = parse(&body).and_then(|payload| {
-        let now = Utc::now();
-        let refused =
-            |dedupe: &str, rule: &str, target: &str| app.gate.check(Some(dedupe), rule, target, now);
-        intake(config, &payload, refused).map(|taken| (payload, taken))
-    });
-    let (payload, taken) = match taken {
+    let taken = match app.take_payload(config, &body) {
         Ok(taken) => taken,
-        Err(error @ IntakeError::Malformed(_)) => return refuse(StatusCode::BAD_REQUEST, error),
-        Err(error @ IntakeError::TooManyAlerts { .. }) => {
+        Err(PayloadError::Intake(error @ IntakeError::Malformed(_))) => {
+            return refuse(StatusCode::BAD_REQUEST, error);
+        }
+        Err(PayloadError::Intake(error @ IntakeError::TooManyAlerts { .. })) => {
             return refuse(StatusCode::PAYLOAD_TOO_LARGE, error);
         }
+        Err(PayloadError::Queue(error)) => return refuse(StatusCode::SERVICE_UNAVAILABLE, error),
     };
-    // All or nothing: a refused payload changes nothing, not even the counts.
-    if let Err(error) = app.enqueue(taken.jobs) {
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, error);
-    }
-    for alert in &payload.alerts {
-        app.metrics.alert_received(&alert.status);
-    }
-    app.decisions.record_all(taken.decisions, &app.metrics);
     (StatusCode::OK, Json(json!({ "accepted": taken.accepted, "ignored": taken.ignored }))).into_response()
 }

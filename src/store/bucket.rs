@@ -199,20 +199,17 @@ impl Bucket {
     /// `key` as a reader that pulls its body as it is read, a few chunks at a time.
     pub fn reader(&self, key: &str) -> Result<(Box<dyn std::io::Read + Send>, u64), BucketError> {
         let (store, path, name) = (self.store.clone(), self.key(key), key.to_string());
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Bytes, std::io::Error>>(4);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
         let size = self.run(async move {
             let got = store.get(&path).await.map_err(|error| failed(&name, "read", error))?;
             let size = got.meta.size;
             let mut stream = got.into_stream();
             tokio::spawn(async move {
+                // A reader dropped early closes the channel, and the download stops.
                 while let Some(chunk) = stream.next().await {
                     let chunk = chunk.map_err(std::io::Error::other);
                     let stop = chunk.is_err();
-                    // A reader dropped early stops the download; `send` would block the
-                    // runtime's thread, so it is handed to the blocking pool.
-                    let sender = tx.clone();
-                    let sent = tokio::task::spawn_blocking(move || sender.send(chunk).is_ok()).await;
-                    if stop || !sent.unwrap_or(false) {
+                    if tx.send(chunk).await.is_err() || stop {
                         break;
                     }
                 }
@@ -292,7 +289,8 @@ fn plain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 struct ChunkReader {
-    rx: std::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    /// Read on a blocking thread (the store's calls are made off the async threads).
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
     current: Bytes,
     /// What the object's size says is still to come: a body cut short is an error, not
     /// the end.
@@ -302,10 +300,10 @@ struct ChunkReader {
 impl std::io::Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
-            match self.rx.recv() {
-                Ok(chunk) => self.current = chunk?,
-                Err(_) if self.remaining == 0 => return Ok(0),
-                Err(_) => {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.current = chunk?,
+                None if self.remaining == 0 => return Ok(0),
+                None => {
                     let message = format!("the download ended {} bytes short", self.remaining);
                     return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, message));
                 }

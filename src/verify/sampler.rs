@@ -276,17 +276,12 @@ pub struct SampleError(String);
 /// Samples a target: local readings off the async threads, then its `/metrics`. A fault
 /// while reading (a panic) comes back as an error, and the probe with it is gone.
 pub async fn sample(
-    mut probe: Probe,
+    probe: Probe,
     client: &reqwest::Client,
     wall: Duration,
     timeout: Duration,
 ) -> Result<(Probe, Sample), SampleError> {
-    let (mut probe, mut local) = tokio::task::spawn_blocking(move || {
-        let local = probe.sample_local(wall);
-        (probe, local)
-    })
-    .await
-    .map_err(|error| SampleError(error.to_string()))?;
+    let (mut probe, mut local) = read_local(probe, wall).await?;
     match probe.target.metrics_url.as_ref().and_then(|spec| spec.fixed()).cloned() {
         Some(url) => match scrape(client, &url, timeout).await {
             Ok(metrics) => probe.add_metrics(&mut local, Ok(&metrics)),
@@ -295,6 +290,23 @@ pub async fn sample(
         None => probe.add_metrics(&mut local, Err("no metrics_url configured for the target")),
     }
     Ok((probe, local.sample))
+}
+
+/// Local readings off the async threads; a fault while reading (a panic) is an error.
+async fn read_local(mut probe: Probe, wall: Duration) -> Result<(Probe, Local), SampleError> {
+    tokio::task::spawn_blocking(move || {
+        let local = probe.sample_local(wall);
+        (probe, local)
+    })
+    .await
+    .map_err(|error| SampleError(error.to_string()))
+}
+
+/// No local CPU or memory reading, for `why`.
+fn no_local(why: String) -> Local {
+    let sample =
+        Sample::from([(Signal::CpuPercent.key(), Err(why.clone())), (Signal::MemoryPercent.key(), Err(why))]);
+    Local { sample, memory_limit: None }
 }
 
 /// Where to read a templated target's alert cgroup: the cgroup and the roots.
@@ -322,33 +334,21 @@ pub async fn sample_now(
         Some(at) => {
             let local_target =
                 Target { process: Some(ProcessRef::Cgroup(at.cgroup.to_path_buf())), ..target.clone() };
-            let mut probe = Probe::new(&local_target, rules, at.cgroup_root, at.proc_root);
+            let probe = Probe::new(&local_target, rules, at.cgroup_root, at.proc_root);
             let wants_cpu =
                 rules.iter().flat_map(|rule| &rule.verify).any(|check| check.signal == Signal::CpuPercent);
             let start = Instant::now();
-            let (mut probe, first) = tokio::task::spawn_blocking(move || {
-                let local = probe.sample_local(start.elapsed());
-                (probe, local)
-            })
-            .await
-            .expect("reading a cgroup does not panic");
-            if wants_cpu {
+            let read = async {
+                let (probe, first) = read_local(probe, start.elapsed()).await?;
+                if !wants_cpu {
+                    return Ok(first);
+                }
                 tokio::time::sleep(CPU_NOW_OVER).await;
-                tokio::task::spawn_blocking(move || probe.sample_local(start.elapsed()))
-                    .await
-                    .expect("reading a cgroup does not panic")
-            } else {
-                first
-            }
+                read_local(probe, start.elapsed()).await.map(|(_, second)| second)
+            };
+            read.await.unwrap_or_else(|error: SampleError| no_local(error.to_string()))
         }
-        None => {
-            let why = "a templated target has no local process or cgroup".to_string();
-            let sample = Sample::from([
-                (Signal::CpuPercent.key(), Err(why.clone())),
-                (Signal::MemoryPercent.key(), Err(why)),
-            ]);
-            Local { sample, memory_limit: None }
-        }
+        None => no_local("a templated target has no local process or cgroup".to_string()),
     };
     let mut probe = Probe::new(target, rules, Path::new("/nonexistent"), Path::new("/nonexistent"));
     match url {
