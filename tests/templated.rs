@@ -125,3 +125,36 @@ async fn redirect_to_another_host_is_not_followed() {
     assert_eq!(elsewhere_hits.load(Ordering::SeqCst), 0);
     running.stop().await;
 }
+
+/// One templated entry stands for many instances: a capture of one puts that instance in
+/// the rule's cooldown, not the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_templated_targets_cooldown_is_per_instance() {
+    let demo = Demo::start();
+    let port = demo.addr.port();
+    let data = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+storage: {{dir: "{{data}}"}}
+targets:
+  - name: pods
+    pprof_url: "http://{{{{ labels.instance }}}}"
+    allowed_targets: ["127.0.0.1:{port}", "localhost:{port}"]
+    alert_labels: {{job: pods}}
+rules:
+  - {{name: leak, alert_labels: {{alertname: GoroutineSpike}}, capture: [goroutine], cooldown: 1h}}
+"#
+    );
+    let running = Running::start(&config, data.path()).await;
+    // Two instances (two names of the demo), then the first again with another alert.
+    let sent =
+        [("127.0.0.1", "a", "captured"), ("localhost", "b", "captured"), ("127.0.0.1", "c", "cooldown")];
+    for (n, (host, fingerprint, outcome)) in sent.into_iter().enumerate() {
+        running.post_alerts(&alert(&format!("{host}:{port}"), fingerprint)).await;
+        let decision = running.wait_decisions(n + 1, Duration::from_secs(10)).await[0].clone();
+        assert_eq!(decision["outcome"], outcome, "{host}: {decision}");
+        assert_eq!(decision["target"], "pods", "{decision}");
+    }
+    assert_eq!(running.get_json("/api/v1/captures").await.as_array().unwrap().len(), 2);
+    running.stop().await;
+}

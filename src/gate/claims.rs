@@ -54,8 +54,10 @@ impl Claims {
         format!(".claims/dedupe/{}.json", hex::encode(&Sha256::digest(key.as_bytes())[..16]))
     }
 
+    /// `target` is a target's name, or `name@host:port` for an instance of a templated
+    /// one (an IPv6 host's brackets left out: object names keep them only encoded).
     fn cooldown_key(rule: &str, target: &str) -> String {
-        format!(".claims/cooldown/{rule}/{target}.json")
+        format!(".claims/cooldown/{rule}/{}.json", target.replace(['[', ']'], ""))
     }
 
     /// Claims the alert and the cooldown before a capture that may take `hold`. Blocks.
@@ -190,7 +192,8 @@ impl Claims {
             let over = if object.key.starts_with(".claims/dedupe/") {
                 object.modified.is_some_and(|modified| modified + ttl < now)
             } else {
-                // One per rule and target: few, and each says when it ends.
+                // One per rule and target (or instance of one) that captured lately: few,
+                // and each says when it ends.
                 let Ok((bytes, _)) = self.bucket.get(&object.key) else { continue };
                 serde_json::from_slice::<Claim>(&bytes).is_ok_and(|claim| claim.until <= now)
             };

@@ -4,6 +4,7 @@
 //! refused unless an entry names them explicitly. Label values are checked before they
 //! become part of a URL and never become part of a path on disk.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -67,6 +68,16 @@ impl Endpoint {
             templated: false,
             cgroup: None,
         }))
+    }
+
+    /// What the gate keeps a cooldown under: the target, or for a templated one the
+    /// instance it was rendered to (one entry stands for many instances, and a capture of
+    /// one is no reason to refuse another).
+    pub fn gate_target<'a>(&self, target: &'a str) -> Cow<'a, str> {
+        match self.templated {
+            true => Cow::Owned(self.slot_key(target)),
+            false => Cow::Borrowed(target),
+        }
     }
 
     /// What the gate serializes CPU profiles on: the target and the host it reaches.

@@ -47,8 +47,12 @@ pub fn decision_for(job: &Job, outcome: Outcome, reason: impl Into<Reason>) -> D
 }
 
 /// The decision for a job the gate refuses before anything else is done, if it does.
+/// An alert whose cgroup may be on another node is asked where it is first, in `decide`.
 pub(super) fn refused_at_once(app: &App, job: &Job) -> Option<Decision> {
-    let refusal = app.gate.check(job.dedupe.as_deref(), &job.gate_rule(), &job.target().name, Utc::now())?;
+    if job.endpoint.cgroup.is_some() {
+        return None;
+    }
+    let refusal = app.gate.check(job.dedupe.as_deref(), &job.gate_rule(), &job.gate_target(), Utc::now())?;
     Some(refusal_decision(job, refusal, Readings::new()))
 }
 
@@ -68,7 +72,7 @@ pub fn quiet(app: &App, job: &Job, now: DateTime<Utc>) -> Result<Readings, Box<D
         })
     };
     if job.trigger.source == TriggerSource::Baseline
-        && let Some(Refusal::Cooldown { until }) = app.gate.check(None, &rule.name, &target.name, now)
+        && let Some(Refusal::Cooldown { until }) = app.gate.check(None, &rule.name, &job.gate_target(), now)
     {
         return Err(not_quiet(
             format!("the rule captured a spike; in cooldown until {until}"),
@@ -96,12 +100,14 @@ pub fn quiet(app: &App, job: &Job, now: DateTime<Utc>) -> Result<Readings, Box<D
 
 async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Decision {
     let (rule, target) = (job.rule(), job.target());
-    let gate_rule = job.gate_rule();
-    if let Some(refusal) = app.gate.check(job.dedupe.as_deref(), &gate_rule, &target.name, Utc::now()) {
-        return refusal_decision(job, refusal, Readings::new());
-    }
+    let (gate_rule, gate_target) = (job.gate_rule(), job.gate_target());
+    // Another node's alert is not this instance's to refuse, nor to count against a
+    // cooldown: where it is comes first.
     if let Some(decision) = elsewhere(job).await {
         return decision;
+    }
+    if let Some(refusal) = app.gate.check(job.dedupe.as_deref(), &gate_rule, &gate_target, Utc::now()) {
+        return refusal_decision(job, refusal, Readings::new());
     }
     let (readings, why) = if job.baseline {
         match quiet(app, job, Utc::now()) {
@@ -137,7 +143,7 @@ async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Dec
         Ok(claimed) => claimed,
         Err(decision) => return Decision { readings, ..*decision },
     };
-    match app.gate.admit(job.dedupe.as_deref(), &gate_rule, &target.name, job.cooldown(), Utc::now()).await {
+    match app.gate.admit(job.dedupe.as_deref(), &gate_rule, &gate_target, job.cooldown(), Utc::now()).await {
         Ok(None) => {}
         Ok(Some(refusal)) => return refusal_decision(job, refusal, readings),
         Err(error) => {
@@ -170,7 +176,7 @@ async fn claim(app: &App, job: &Job) -> Result<Option<(Arc<Claims>, Held)>, Box<
         rule.capture.iter().map(|&kind| app.client.timeout(kind, rule.seconds)).max().unwrap_or_default()
             + recorded;
     let (dedupe, gate_rule, target, cooldown) =
-        (job.dedupe.clone(), job.gate_rule().into_owned(), job.target().name.clone(), job.cooldown());
+        (job.dedupe.clone(), job.gate_rule().into_owned(), job.gate_target().into_owned(), job.cooldown());
     let worker = claims.clone();
     let claimed = tokio::task::spawn_blocking(move || {
         worker.claim(dedupe.as_deref(), &gate_rule, &target, cooldown, hold, Utc::now())

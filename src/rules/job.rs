@@ -42,6 +42,11 @@ impl Job {
         gate_rule(&self.rule().name, self.baseline)
     }
 
+    /// The target as the gate keeps its cooldown: see `Endpoint::gate_target`.
+    pub fn gate_target(&self) -> Cow<'_, str> {
+        self.endpoint.gate_target(&self.target().name)
+    }
+
     /// How long after this job the gate refuses the next of its kind on the target.
     pub fn cooldown(&self) -> Duration {
         let rule = self.rule();

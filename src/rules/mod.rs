@@ -49,6 +49,12 @@ struct PerAlert {
     labels: Arc<BTreeMap<String, String>>,
 }
 
+impl PerAlert {
+    fn of(alert: &Alert<'_>, fingerprint: &str) -> PerAlert {
+        PerAlert { fingerprint: fingerprint.to_string(), labels: Arc::new(alert.owned_labels()) }
+    }
+}
+
 /// Asks the gate whether it refuses a job at once, given its dedupe key, the name its
 /// cooldown is kept under, and the target.
 pub trait GateCheck: FnMut(&str, &str, &str) -> Option<Refusal> {}
@@ -107,14 +113,47 @@ pub fn match_alert(
         }
         for target in targets {
             let suffix = if baseline { "/resolved" } else { "" };
-            let target_name = &config.targets[target].name;
+            let target_config = &config.targets[target];
+            let target_name = &target_config.name;
+            // A templated target is rendered first: its cooldown is kept per instance. A
+            // fixed one's URLs were built once, and are taken only if the gate lets it.
+            let rendered = match &target_config.endpoint {
+                Some(_) => None,
+                None => {
+                    let per = shared.get_or_insert_with(|| PerAlert::of(alert, &fingerprint));
+                    Some(target_config.endpoint_for(&per.labels))
+                }
+            };
+            let rendered = match rendered.transpose() {
+                Ok(rendered) => rendered,
+                Err(why) => {
+                    found.push(Match::Skip {
+                        rule: Some(rule.name.clone()),
+                        target: Some(target_name.clone()),
+                        outcome: Outcome::Refused,
+                        reason: format!("refused before any request: {why}"),
+                    });
+                    continue;
+                }
+            };
+            let gate_target = match &rendered {
+                Some(endpoint) => endpoint.gate_target(target_name),
+                None => Cow::Borrowed(&**target_name),
+            };
+            // An alert whose cgroup may be on another node is not this instance's to
+            // refuse: its job asks where it is before it asks the gate.
+            let ask_gate = rendered.as_ref().is_none_or(|endpoint| endpoint.cgroup.is_none());
             // The key is written into a buffer kept per thread: a refused alert (most of a
             // storm) allocates none.
             let refusal = DEDUPE_KEY.with_borrow_mut(|key| {
                 key.clear();
                 write!(key, "{fingerprint}@{starts_at}/{}/{target_name}{suffix}", rule.name)
                     .expect("a String takes it");
-                refused(key, &gate_rule(&rule.name, baseline), target_name).ok_or_else(|| key.clone())
+                let refusal = match ask_gate {
+                    true => refused(key, &gate_rule(&rule.name, baseline), &gate_target),
+                    false => None,
+                };
+                refusal.ok_or_else(|| key.clone())
             });
             let dedupe = match refusal {
                 Ok(refusal) => {
@@ -127,22 +166,10 @@ pub fn match_alert(
                 }
                 Err(dedupe) => dedupe,
             };
-            let PerAlert { fingerprint, labels } = shared.get_or_insert_with(|| PerAlert {
-                fingerprint: fingerprint.to_string(),
-                labels: Arc::new(alert.owned_labels()),
-            });
-            let endpoint = match config.targets[target].endpoint_for(labels) {
-                Ok(endpoint) => endpoint,
-                Err(why) => {
-                    found.push(Match::Skip {
-                        rule: Some(rule.name.clone()),
-                        target: Some(target_name.clone()),
-                        outcome: Outcome::Refused,
-                        reason: format!("refused before any request: {why}"),
-                    });
-                    continue;
-                }
-            };
+            let PerAlert { fingerprint, labels } =
+                shared.get_or_insert_with(|| PerAlert::of(alert, &fingerprint));
+            let endpoint =
+                rendered.unwrap_or_else(|| target_config.endpoint.clone().expect("a fixed target"));
             found.push(Match::Job(Box::new(Job {
                 config: config.clone(),
                 rule: rule_index,
