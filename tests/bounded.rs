@@ -78,7 +78,10 @@ async fn hostile_profiles_are_kept_and_bounded() {
     let id = deep["captures"][0].as_str().unwrap();
     let meta = running.get_json(&format!("/api/v1/captures/{id}")).await;
     let cut = meta["summary"]["cut_short"].as_str().unwrap();
-    assert_eq!(cut, "5000 stacks deeper than 2048 frames were cut to their leaf end");
+    assert!(cut.contains("stacks deeper than 2048 frames were cut to their leaf end"), "{cut}");
+    // Every stack, unless a loaded machine made the walk outlast its time budget (20 s):
+    // then the rest are left out, and it says so.
+    assert!(cut.starts_with("5000 stacks ") || cut.ends_with("took over 20s, and were left out"), "{cut}");
 
     alert(&running, "bomb").await;
     let bomb = captured(&running, "bomb", Duration::from_secs(30)).await;
@@ -91,7 +94,8 @@ async fn hostile_profiles_are_kept_and_bounded() {
         client().get(running.url(&format!("/api/v1/captures/{id}/flamegraph.svg"))).send().await.unwrap();
     assert_eq!(graph.status(), 200);
     let svg = graph.text().await.unwrap();
-    assert!(asked.elapsed() < Duration::from_secs(15), "took {:?}", asked.elapsed());
+    // Within the analysis's time budget (20 s), not the time 250 million frames would take.
+    assert!(asked.elapsed() < Duration::from_secs(30), "took {:?}", asked.elapsed());
     assert!(svg.contains("cut short: 1 stacks deeper than 2048 frames"));
     running.stop().await;
 }

@@ -120,9 +120,10 @@ async fn cpu_percent_rises_when_the_target_burns() {
     let running = Running::start(&config(&demo, rules), data.path()).await;
     let idle = running.wait_signal("demo", "cpu_percent", Duration::from_secs(10), |v| v >= 0.0).await;
     assert!(idle < 20.0, "idle demo at {idle}%");
-    demo.get("/burn?seconds=5&workers=1").await;
-    // One busy core of the CPUs the demo may use (2 here): about 50%.
-    let busy = running.wait_signal("demo", "cpu_percent", Duration::from_secs(5), |v| v > 30.0).await;
+    demo.get("/burn?seconds=10&workers=1").await;
+    // One busy core of the CPUs the demo may use (2 here): about 50%, less on a machine
+    // busy with other work, but well above idle.
+    let busy = running.wait_signal("demo", "cpu_percent", Duration::from_secs(10), |v| v > idle + 10.0).await;
     assert!(busy <= 110.0, "{busy}");
     let threads = running.signal("demo", "threads").await.unwrap();
     assert!(threads >= 2.0);
