@@ -327,4 +327,21 @@ async fn a_dead_holders_claim_expires() {
     let keys = moto.keys("claims", "fleet/.claims/").await;
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert!(keys.contains(&"fleet/.claims/cooldown/rule/target.json".to_string()), "{keys:?}");
+
+    // The instances of a templated target each have their own cooldown.
+    let instance = |claims: &Claims, target: &str| {
+        claims.claim(None, "rule", target, Duration::from_secs(300), hold, now).unwrap()
+    };
+    for target in ["pods@10.0.0.5:6060", "pods@[fd00::1]:6060"] {
+        assert!(instance(&dead, target).is_ok(), "{target}");
+        assert!(matches!(instance(&alive, target), Err(Refusal::CooldownElsewhere { .. })), "{target}");
+    }
+    let keys = moto.keys("claims", "fleet/.claims/cooldown/rule/pods").await;
+    assert_eq!(
+        keys,
+        [
+            "fleet/.claims/cooldown/rule/pods@10.0.0.5:6060.json",
+            "fleet/.claims/cooldown/rule/pods@fd00::1:6060.json"
+        ]
+    );
 }
