@@ -31,20 +31,21 @@ fn function_names(path: &std::path::Path) -> Vec<String> {
     profile.function.iter().map(|f| profile.string_table[f.name as usize].clone()).collect()
 }
 
+/// The rows of `go tool pprof -top`: each function with the percentage in `column`
+/// (1: flat%, 4: cum%).
+fn pprof_rows(pprof: &str, column: usize) -> impl Iterator<Item = (String, f64)> + '_ {
+    pprof.lines().skip_while(|line| !line.trim_start().starts_with("flat")).skip(1).filter_map(move |line| {
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        let percent: f64 = columns.get(column)?.trim_end_matches('%').parse().ok()?;
+        let name = columns.get(5..)?.join(" ");
+        Some((name.trim_end_matches(" (inline)").to_string(), percent))
+    })
+}
+
 /// The capture's summary lists the same functions with flat values as `go tool pprof -top`
 /// prints them, in the same order.
 fn agrees_with_pprof_top(capture: &Value, pprof: &str) {
-    let rows: Vec<(String, f64)> = pprof
-        .lines()
-        .skip_while(|line| !line.trim_start().starts_with("flat"))
-        .skip(1)
-        .filter_map(|line| {
-            let columns: Vec<&str> = line.split_whitespace().collect();
-            let percent: f64 = columns.get(1)?.trim_end_matches('%').parse().ok()?;
-            Some((columns.last()?.to_string(), percent))
-        })
-        .filter(|(_, flat)| *flat > 0.0)
-        .collect();
+    let rows: Vec<(String, f64)> = pprof_rows(pprof, 1).filter(|(_, flat)| *flat > 0.0).collect();
     let summary = &capture["summary"];
     let ours: Vec<(String, f64)> = summary["top"]
         .as_array()
@@ -66,17 +67,7 @@ fn agrees_with_pprof_top(capture: &Value, pprof: &str) {
 /// A goroutine profile's summary ranks by cum without the runtime's frames: its rows are
 /// `go tool pprof -top -cum`'s once those are left out, with the same cum shares.
 fn agrees_with_pprof_top_cum(capture: &Value, pprof: &str) {
-    let rows: Vec<(String, f64)> = pprof
-        .lines()
-        .skip_while(|line| !line.trim_start().starts_with("flat"))
-        .skip(1)
-        .filter_map(|line| {
-            let columns: Vec<&str> = line.split_whitespace().collect();
-            let percent: f64 = columns.get(4)?.trim_end_matches('%').parse().ok()?;
-            let name = columns.iter().skip(5).copied().collect::<Vec<_>>().join(" ");
-            let name = name.trim_end_matches(" (inline)").to_string();
-            Some((name, percent))
-        })
+    let rows: Vec<(String, f64)> = pprof_rows(pprof, 4)
         .filter(|(name, _)| !name.starts_with("runtime.") && !name.starts_with("runtime/"))
         .collect();
     let summary = &capture["summary"];

@@ -25,17 +25,11 @@ storage: {{dir: "{{data}}"}}
 sample_interval: 1s
 capture: {{timeout_margin: 5s}}
 targets:
-  - name: demo
-    pprof_url: {url}
-    metrics_url: {url}/metrics
-    process: {{listen_port: {port}}}
-    alert_labels: {{job: demo}}
-    recorder: {recorder}
+{target}    recorder: {recorder}
 rules:
 {rule}
 "#,
-        url = demo.url(),
-        port = demo.addr.port()
+        target = demo.target()
     )
 }
 

@@ -16,16 +16,10 @@ storage: {{dir: "{{data}}"}}
 sample_interval: 200ms
 history: 5
 targets:
-  - name: demo
-    pprof_url: {url}
-    metrics_url: {url}/metrics
-    process: {{listen_port: {port}}}
-    alert_labels: {{job: demo}}
-rules:
+{target}rules:
 {rules}
 "#,
-        url = demo.url(),
-        port = demo.addr.port()
+        target = demo.target()
     )
 }
 

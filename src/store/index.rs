@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::CaptureFilter;
+use super::{CaptureFilter, StoreError};
 use crate::model::CaptureMeta;
 
 /// A capture in the index, with what its files take besides the profile.
@@ -63,6 +63,14 @@ impl Index {
         self.reserved.lock().unwrap().remove(id);
     }
 
+    /// A capture's writing is over: its id is no longer reserved, and it is indexed with
+    /// the other bytes `written` came to, if it was written.
+    pub fn settle(&self, meta: &CaptureMeta, written: Result<u64, StoreError>) -> Result<(), StoreError> {
+        self.release(&meta.id);
+        self.insert(meta.clone(), written?);
+        Ok(())
+    }
+
     pub fn insert(&self, meta: CaptureMeta, other_bytes: u64) {
         self.captures.write().unwrap().insert(meta.id.clone(), Indexed { meta, other_bytes });
     }
@@ -99,9 +107,25 @@ impl Index {
             .collect()
     }
 
+    /// Deletes (with `delete`) and forgets what retention takes; returns how many.
+    pub fn retire(
+        &self,
+        max_age: Option<Duration>,
+        max_bytes: Option<u64>,
+        delete: impl Fn(&CaptureMeta) -> Result<(), StoreError>,
+    ) -> Result<usize, StoreError> {
+        let victims = self.past_retention(Utc::now(), max_age, max_bytes);
+        for meta in &victims {
+            delete(meta)?;
+            self.remove(&meta.id);
+            tracing::info!(id = %meta.id, target = %meta.target, bytes = meta.bytes, "Capture deleted by retention.");
+        }
+        Ok(victims.len())
+    }
+
     /// What retention deletes, oldest first: past `max_age`, then while the total is over
     /// `max_bytes`. The newest capture is always kept, even if it alone is over.
-    pub fn past_retention(
+    fn past_retention(
         &self,
         now: DateTime<Utc>,
         max_age: Option<Duration>,

@@ -100,9 +100,8 @@ impl ProfileStore for LocalStore {
     }
 
     fn keep(&self, mut meta: CaptureMeta, body: Option<StagedFile>) -> Result<CaptureMeta, StoreError> {
-        let result = self.write(&mut meta, body);
-        self.index.release(&meta.id);
-        self.index.insert(meta.clone(), result?);
+        let written = self.write(&mut meta, body);
+        self.index.settle(&meta, written)?;
         Ok(meta)
     }
 
@@ -144,13 +143,7 @@ impl ProfileStore for LocalStore {
     }
 
     fn enforce_retention(&self) -> Result<usize, StoreError> {
-        let victims = self.index.past_retention(Utc::now(), self.max_age, self.max_bytes);
-        for meta in &victims {
-            self.delete(meta)?;
-            self.index.remove(&meta.id);
-            tracing::info!(id = %meta.id, target = %meta.target, bytes = meta.bytes, "Capture deleted by retention.");
-        }
-        Ok(victims.len())
+        self.index.retire(self.max_age, self.max_bytes, |meta| self.delete(meta))
     }
 }
 

@@ -115,9 +115,8 @@ impl ProfileStore for ObjectStoreBackend {
     }
 
     fn keep(&self, mut meta: CaptureMeta, body: Option<StagedFile>) -> Result<CaptureMeta, StoreError> {
-        let result = self.write(&mut meta, body);
-        self.index.release(&meta.id);
-        self.index.insert(meta.clone(), result?);
+        let written = self.write(&mut meta, body);
+        self.index.settle(&meta, written)?;
         Ok(meta)
     }
 
@@ -161,13 +160,7 @@ impl ProfileStore for ObjectStoreBackend {
     fn enforce_retention(&self) -> Result<usize, StoreError> {
         // Every instance enforces it on the same listing; deleting what another has
         // deleted already is no error.
-        let victims = self.index.past_retention(Utc::now(), self.max_age, self.max_bytes);
-        for meta in &victims {
-            self.delete(meta)?;
-            self.index.remove(&meta.id);
-            tracing::info!(id = %meta.id, target = %meta.target, bytes = meta.bytes, "Capture deleted by retention.");
-        }
-        Ok(victims.len())
+        self.index.retire(self.max_age, self.max_bytes, |meta| self.delete(meta))
     }
 
     fn trouble(&self) -> Option<String> {

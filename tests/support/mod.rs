@@ -276,6 +276,17 @@ impl Demo {
         Demo { child: Killed(child), addr }
     }
 
+    /// The demo as a config's target entry named `demo` (alerts with `job: demo`), its
+    /// process found by its port, under `targets:`.
+    pub fn target(&self) -> String {
+        format!(
+            "  - name: demo\n    pprof_url: {url}\n    metrics_url: {url}/metrics\n    \
+             process: {{listen_port: {port}}}\n    alert_labels: {{job: demo}}\n",
+            url = self.url(),
+            port = self.addr.port()
+        )
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
