@@ -17,7 +17,7 @@ use crate::store::StagedFile;
 
 /// Time the samples of a new capture may take to analyze (each of its walks); past it the
 /// figures cover the samples read, and say so.
-const ANALYSIS_TIME: Duration = Duration::from_secs(20);
+pub(super) const ANALYSIS_TIME: Duration = Duration::from_secs(20);
 
 /// A capture downloaded (or failed), not yet analyzed and kept.
 pub(super) struct Fetched {

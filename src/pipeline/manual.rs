@@ -144,7 +144,7 @@ pub async fn capture(
 async fn summarize_file(path: &Path, kind: ProfileKind) -> Option<Summary> {
     let path = path.to_path_buf();
     let summarized = tokio::task::spawn_blocking(move || {
-        let budget = Budget::new(Duration::from_secs(20));
+        let budget = Budget::new(super::capture::ANALYSIS_TIME);
         FunctionTable::read(|| std::fs::File::open(&path), &budget)
             .map(|table| table.summary(TOP_SHOWN, Measure::for_kind(kind)))
     });

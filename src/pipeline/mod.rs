@@ -136,11 +136,12 @@ impl App {
         config: Config,
         config_path: Option<PathBuf>,
     ) -> Result<(Arc<App>, mpsc::Receiver<Job>), AppError> {
-        let store: Arc<dyn ProfileStore> = match &config.storage.object_store {
-            Some(_) => Arc::new(ObjectStoreBackend::open(&config.storage)?),
+        let bucket = shared_bucket(&config)?;
+        let store: Arc<dyn ProfileStore> = match &bucket {
+            Some(bucket) => Arc::new(ObjectStoreBackend::open(&config.storage, bucket.clone())),
             None => Arc::new(LocalStore::open(&config.storage)?),
         };
-        App::with_store(config, config_path, store)
+        App::assemble(config, config_path, store, bucket)
     }
 
     /// The same, keeping profiles in `store`.
@@ -148,6 +149,17 @@ impl App {
         config: Config,
         config_path: Option<PathBuf>,
         store: Arc<dyn ProfileStore>,
+    ) -> Result<(Arc<App>, mpsc::Receiver<Job>), AppError> {
+        let bucket = shared_bucket(&config)?;
+        App::assemble(config, config_path, store, bucket)
+    }
+
+    /// `bucket`: the shared bucket of `storage.object_store`, where the claims are kept.
+    fn assemble(
+        config: Config,
+        config_path: Option<PathBuf>,
+        store: Arc<dyn ProfileStore>,
+        bucket: Option<Arc<Bucket>>,
     ) -> Result<(Arc<App>, mpsc::Receiver<Job>), AppError> {
         let staging = Staging::open(&config.storage.dir.join(".tmp"))?;
         let gate = Gate::open(
@@ -158,13 +170,8 @@ impl App {
         let recorder_dir = config.storage.dir.join(".recorder");
         let recorder =
             Recorder::open(&recorder_dir).map_err(|error| AppError::Recorder(recorder_dir, error))?;
-        let claims = match &config.storage.object_store {
-            Some(bucket) => {
-                let bucket = Bucket::open(bucket).map_err(|error| StoreError::Remote(error.to_string()))?;
-                Some(Arc::new(Claims::new(Arc::new(bucket), holder_name(), config.gate.dedupe_ttl)))
-            }
-            None => None,
-        };
+        let claims =
+            bucket.map(|bucket| Arc::new(Claims::new(bucket, holder_name(), config.gate.dedupe_ttl)));
         let (queue_tx, queue_rx) = mpsc::channel(config.gate.queue_size);
         let metrics = Metrics::new();
         metrics.queue_capacity.set(config.gate.queue_size as i64);
@@ -379,6 +386,11 @@ pub async fn run_background(
     for task in tasks {
         task.await.ok();
     }
+}
+
+/// The bucket of `storage.object_store`, if there is one.
+fn shared_bucket(config: &Config) -> Result<Option<Arc<Bucket>>, StoreError> {
+    config.storage.object_store.as_ref().map(ObjectStoreBackend::bucket).transpose()
 }
 
 fn grafana_client(config: &Config) -> Option<GrafanaClient> {

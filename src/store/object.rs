@@ -5,7 +5,7 @@
 //! while running, which is how an instance learns of the captures of the others.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,11 +14,11 @@ use chrono::Utc;
 use super::bucket::{Bucket, BucketError, Object};
 use super::index::Index;
 use super::{CaptureFilter, Derived, ProfileStore, StagedFile, StoreError, StoredFile};
-use crate::config::StorageConfig;
+use crate::config::{ObjectStoreConfig, StorageConfig};
 use crate::model::{CaptureMeta, ProfileKind, capture_id, is_valid_id};
 
 pub struct ObjectStoreBackend {
-    bucket: Bucket,
+    bucket: Arc<Bucket>,
     max_age: Option<Duration>,
     max_bytes: Option<u64>,
     index: Index,
@@ -38,13 +38,17 @@ impl From<BucketError> for StoreError {
 }
 
 impl ObjectStoreBackend {
-    /// Opens the bucket of `storage.object_store` and lists it. A bucket that cannot be
-    /// reached does not stop the start: the index is empty until a refresh can list it,
-    /// and captures fail with the reason until it can be written.
-    pub fn open(config: &StorageConfig) -> Result<ObjectStoreBackend, StoreError> {
-        let object_store = config.object_store.as_ref().expect("called with an object store configured");
-        let bucket = Bucket::open(object_store)
-            .map_err(|error| StoreError::Remote(format!("cannot use {}: {error}", object_store.url())))?;
+    /// The bucket of `storage.object_store`, to share between the store and the claims.
+    pub fn bucket(config: &ObjectStoreConfig) -> Result<Arc<Bucket>, StoreError> {
+        Bucket::open(config)
+            .map(Arc::new)
+            .map_err(|error| StoreError::Remote(format!("cannot use {}: {error}", config.url())))
+    }
+
+    /// The store in `bucket` (see `bucket`), listed. A bucket that cannot be reached does
+    /// not stop the start: the index is empty until a refresh can list it, and captures
+    /// fail with the reason until it can be written.
+    pub fn open(config: &StorageConfig, bucket: Arc<Bucket>) -> ObjectStoreBackend {
         let store = ObjectStoreBackend {
             bucket,
             max_age: config.max_age,
@@ -62,7 +66,7 @@ impl ObjectStoreBackend {
                 tracing::error!(bucket = %store.bucket.url(), error = %error, "Cannot list the bucket; captures will fail until it can be reached.");
             }
         }
-        Ok(store)
+        store
     }
 
     fn profile_key(meta: &CaptureMeta) -> Option<String> {
