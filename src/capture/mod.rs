@@ -24,7 +24,7 @@ use crate::profile::InvalidBody;
 const WRITE_BUFFER: usize = 128 << 10;
 
 /// Gunzipped profiles larger than this many times the body limit are refused.
-const MAX_UNZIP_RATIO: u64 = 16;
+pub const MAX_UNZIP_RATIO: u64 = 16;
 
 /// Why a capture failed. Every variant names the URL it was fetching.
 #[derive(Debug, thiserror::Error)]

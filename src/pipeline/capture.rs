@@ -32,10 +32,15 @@ pub(super) struct Fetched {
 }
 
 impl Fetched {
+    /// A capture the store could not name (`meta.error` says why): nothing was requested.
+    pub(super) fn unnamed(meta: CaptureMeta, clock: Instant) -> Fetched {
+        Fetched { meta, staged: None, clock, compare_with: None }
+    }
+
     /// A capture that failed before anything was kept.
     pub(super) fn failed(mut meta: CaptureMeta, error: String, clock: Instant) -> Fetched {
         meta.error = Some(error);
-        Fetched { meta, staged: None, clock, compare_with: None }
+        Fetched::unnamed(meta, clock)
     }
 }
 
@@ -110,7 +115,7 @@ pub(super) async fn fetch(
     let mut meta = match pending(app, job, kind, readings, url.to_string(), id_rule(job, false)).await {
         Ok(meta) => meta,
         // Nothing was requested; without an id there is nothing to keep either.
-        Err(meta) => return Fetched { meta, staged: None, clock, compare_with: None },
+        Err(meta) => return Fetched::unnamed(meta, clock),
     };
     app.metrics.captures_in_flight.inc();
     meta.started_at = Utc::now();

@@ -137,7 +137,7 @@ async fn keep_last_profiles(app: &App, exit: Exit) -> Decision {
         let clock = Instant::now();
         match name(app, meta, EXIT_RULE.to_string()).await {
             Ok(meta) => fetched.push(snapshot_into(app, meta, opened, window, false, clock).await),
-            Err(meta) => fetched.push(Fetched::failed(meta.clone(), meta.error.unwrap_or_default(), clock)),
+            Err(meta) => fetched.push(Fetched::unnamed(meta, clock)),
         }
     }
     if config.records(ProfileKind::Cpu) {
@@ -162,9 +162,7 @@ async fn keep_last_profiles(app: &App, exit: Exit) -> Decision {
                     meta.window = Some(window);
                     fetched.push(merge_into(app, meta, segments, clock).await);
                 }
-                Err(meta) => {
-                    fetched.push(Fetched::failed(meta.clone(), meta.error.unwrap_or_default(), clock))
-                }
+                Err(meta) => fetched.push(Fetched::unnamed(meta, clock)),
             }
         }
     }

@@ -12,13 +12,10 @@ use tokio::task::spawn_blocking;
 
 use super::App;
 use super::capture::{Fetched, id_rule, pending};
-use crate::capture::PprofClient;
+use crate::capture::{MAX_UNZIP_RATIO, PprofClient};
 use crate::model::{CaptureMeta, CaptureStatus, ProfileKind, Readings, Window};
 use crate::recorder::{Opened, Recording, merge_segments};
 use crate::rules::Job;
-
-/// Gunzipped segments larger than this many times the body limit are refused, as downloads are.
-const MAX_UNZIP_RATIO: u64 = 16;
 
 /// The window a job's captures of recorded kinds cover: from the trigger's start (an
 /// alert's `startsAt`, a watch rule's first verified tick) minus the rule's lookback, to
@@ -52,7 +49,7 @@ pub(super) async fn merged_cpu(
     let mut meta =
         match pending(app, job, ProfileKind::Cpu, readings, url.to_string(), id_rule(job, false)).await {
             Ok(meta) => meta,
-            Err(meta) => return Fetched::failed(meta.clone(), meta.error.unwrap_or_default(), clock),
+            Err(meta) => return Fetched::unnamed(meta, clock),
         };
     meta.window = Some(window);
     tracing::info!(
@@ -99,7 +96,7 @@ pub(super) async fn merge_into(
 ) -> Fetched {
     let staged = app.staging.file(&meta.id);
     let (dest, limit) =
-        (staged.path().to_path_buf(), app.config().capture.max_profile_bytes * MAX_UNZIP_RATIO);
+        (staged.path().to_path_buf(), app.config().capture.max_profile_bytes.saturating_mul(MAX_UNZIP_RATIO));
     let merged = spawn_blocking(move || {
         let merged = merge_segments(segments, limit, &dest)?;
         let (bytes, sha256) =
@@ -148,7 +145,7 @@ pub(super) async fn before_window(
     let url = PprofClient::profile_url(&job.endpoint.pprof_url, kind, 0);
     let meta = match pending(app, job, kind, readings, url.to_string(), id_rule(job, true)).await {
         Ok(meta) => meta,
-        Err(meta) => return Some(Fetched::failed(meta.clone(), meta.error.unwrap_or_default(), clock)),
+        Err(meta) => return Some(Fetched::unnamed(meta, clock)),
     };
     Some(snapshot_into(app, meta, opened, window, true, clock).await)
 }

@@ -78,6 +78,7 @@ impl Merger {
     }
 
     /// How many profiles were merged.
+    #[cfg(test)]
     pub fn added(&self) -> usize {
         self.added
     }

@@ -336,10 +336,15 @@ async fn cpu_loop(
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             result => {
-                if backoff != period {
+                backoff = period;
+                // Told by the recording's state, which outlives this loop (a reload starts
+                // the loop again, maybe while it was backing off).
+                let mut was_backing_off = false;
+                recording.update(ProfileKind::Cpu, |state| {
+                    was_backing_off = state.backing_off_until.take().is_some();
+                });
+                if was_backing_off {
                     tracing::info!(target = %recording.target, "The target's CPU profiler is free again; recording CPU.");
-                    backoff = period;
-                    recording.update(ProfileKind::Cpu, |state| state.backing_off_until = None);
                     tools.metrics.recorder.backing_off.get_or_create(&target_label(&recording.target)).set(0);
                 }
                 // After a failure, wait out the period rather than asking again at once.
