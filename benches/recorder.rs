@@ -314,6 +314,7 @@ async fn wait_metric(base: &str, prefix: &str, at_least: f64) {
 }
 
 fn main() {
+    alertprof::init();
     let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let known = ["overhead", "merge", "scale", "late"];
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);

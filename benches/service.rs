@@ -627,6 +627,7 @@ async fn hostile(fake: &Arc<Fake>, target: &str) {
 }
 
 fn main() {
+    alertprof::init();
     let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let known = ["intake", "reaction", "watch_reaction", "memory", "watch_scale", "idle", "hostile"];

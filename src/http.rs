@@ -1,6 +1,5 @@
 //! The outgoing HTTP client shared by captures and scrapes.
 
-use std::sync::Once;
 use std::time::Duration;
 
 /// A client with rustls on ring, a connect timeout, and redirects followed only within
@@ -9,13 +8,20 @@ pub fn client() -> reqwest::Client {
     builder().build().expect("the HTTP client builds")
 }
 
-/// The builder behind `client`, for clients that need more (pinned addresses).
+/// Makes rustls on ring the process's TLS provider, for every client built after it:
+/// alertprof's own and those inside `object_store`. Part of [`crate::init`].
+pub(crate) fn install_tls_provider() {
+    // Fails only if a provider was installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The builder behind `client`, for clients that need more (pinned addresses). Needs
+/// [`crate::init`] first.
 pub fn builder() -> reqwest::ClientBuilder {
-    static PROVIDER: Once = Once::new();
-    PROVIDER.call_once(|| {
-        // Fails only if another provider was installed first, which is as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
+    assert!(
+        rustls::crypto::CryptoProvider::get_default().is_some(),
+        "alertprof::init() runs before any HTTP client is built"
+    );
     let same_origin = reqwest::redirect::Policy::custom(|attempt| {
         let first = attempt.previous().first();
         let same = first.is_some_and(|first| {

@@ -32,3 +32,11 @@ pub mod rules;
 pub mod server;
 pub mod store;
 pub mod verify;
+
+/// Process-wide set-up, once, before anything else: `main` calls it first, and so do the
+/// tests and benchmarks. Installs rustls on ring as the TLS provider of every HTTP client,
+/// alertprof's own and the object store's. Calling it again does nothing.
+pub fn init() {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(http::install_tls_provider);
+}

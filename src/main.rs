@@ -88,6 +88,7 @@ fn init_logging(format: LogFormat, level: &str) {
 }
 
 fn main() -> ExitCode {
+    alertprof::init();
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
     match run(cli.command) {

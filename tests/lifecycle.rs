@@ -291,11 +291,10 @@ async fn starts_on_a_full_disk() {
         "finished_at": "2026-11-21T10:00:00Z", "bytes": 0});
     std::fs::write(seed.join(format!("{id}.json")), meta.to_string()).unwrap();
     std::fs::create_dir_all(dir.path().join("seed/.state")).unwrap();
-    std::fs::write(
-        dir.path().join("seed/.state/gate.jsonl"),
-        "{\"dedupe\": \"k\", \"at\": \"2026-11-21T10:00:00Z\"}\n",
-    )
-    .unwrap();
+    // Dated now: an entry older than the gate's dedupe_ttl would be dropped at load, and
+    // then there would be nothing to rewrite.
+    let entry = json!({"dedupe": "k", "at": chrono::Utc::now().to_rfc3339()});
+    std::fs::write(dir.path().join("seed/.state/gate.jsonl"), format!("{entry}\n")).unwrap();
     std::fs::create_dir(dir.path().join("data")).unwrap();
     let fill = "mount -t tmpfs -o size=256k tmpfs data && cp -r seed/. data/ \
                 && (dd if=/dev/zero of=data/filler bs=4k 2>/dev/null || true)";

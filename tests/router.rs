@@ -189,6 +189,7 @@ async fn captures_not_found() {
 /// empty, and takes a valid one.
 #[tokio::test]
 async fn health_and_reload() {
+    alertprof::init();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("alertprof.yaml");
     let valid = format!("storage: {{dir: {:?}}}\n", dir.path().join("data"));
@@ -229,6 +230,7 @@ async fn health_and_reload() {
 /// payload are refused with 413 before any work; nothing is recorded.
 #[tokio::test]
 async fn hostile_payloads() {
+    alertprof::init();
     let dir = tempfile::tempdir().unwrap();
     let text = BASE
         .replace("{data}", &dir.path().join("data").display().to_string())

@@ -91,6 +91,7 @@ fn example_config_matches_shipped_alerts() {
 /// annotation query asks for tags that alertprof's annotations carry.
 #[test]
 fn grafana_files_agree_with_annotations() {
+    alertprof::init();
     let datasources = yaml("grafana/provisioning/datasources/prometheus.yml");
     assert_eq!(datasources["apiVersion"], 1);
     let uid = datasources["datasources"][0]["uid"].as_str().unwrap();

@@ -298,6 +298,7 @@ mod tests {
     /// the window's start, and links that diff; one diffed against a baseline says that.
     #[test]
     fn the_diff_says_what_it_is_against() {
+        crate::init();
         use crate::model::{Diff, ProfileKind, Trigger, TriggerSource, Window};
         let client = GrafanaClient::new(&config(), &Url::parse("http://alertprof:9731").unwrap());
         let at = "2026-11-23T18:47:31Z".parse().unwrap();
@@ -350,6 +351,7 @@ mod tests {
     /// shutdown says stop, not for its request timeouts and retries.
     #[tokio::test]
     async fn shutdown_stops_an_annotation() {
+        crate::init();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
         let held = tokio::spawn(async move {

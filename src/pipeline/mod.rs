@@ -412,6 +412,7 @@ mod tests {
     /// starts: a watch tick that fires just then gets `false` and records the job dropped.
     #[tokio::test]
     async fn no_job_starts_after_shutdown() {
+        crate::init();
         let dir = tempfile::tempdir().unwrap();
         let text = format!("storage: {{dir: {:?}}}", dir.path().display().to_string());
         let (app, _queue_rx) = App::new(Config::parse(&text, dir.path()).unwrap(), None).unwrap();

@@ -370,6 +370,7 @@ mod tests {
     /// and start over from, not as a panic that ends the loop; a new probe samples again.
     #[tokio::test]
     async fn a_fault_is_an_error() {
+        crate::init();
         let text = "targets: [{name: t, pprof_url: \"http://127.0.0.1:1\", process: {pid: 1}}]";
         let config = Config::parse(text, std::path::Path::new(".")).unwrap();
         let root = std::path::Path::new("/nonexistent");

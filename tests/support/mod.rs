@@ -62,6 +62,7 @@ impl Running {
     }
 
     fn config(yaml: &str, data: &Path) -> Config {
+        alertprof::init();
         let text = yaml.replace("{data}", &data.display().to_string());
         Config::parse(&text, data).unwrap_or_else(|e| panic!("test config invalid: {e:?}\n{text}"))
     }
@@ -187,6 +188,7 @@ impl Running {
 
 /// The HTTP client alertprof uses (rustls on ring).
 pub fn client() -> reqwest::Client {
+    alertprof::init();
     alertprof::http::client()
 }
 

@@ -25,6 +25,7 @@ impl Fixture {
     /// `config` with `{data}` standing for the store; `prepare` writes into the store
     /// before alertprof opens it.
     pub fn new(config: &str, prepare: impl FnOnce(&Path)) -> Fixture {
+        alertprof::init();
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();

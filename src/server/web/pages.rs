@@ -525,6 +525,7 @@ mod tests {
     /// kept profile.proto, summarized or not, and for nothing else.
     #[test]
     fn page_and_annotation_agree() {
+        crate::init();
         use crate::annotate::GrafanaClient;
         use crate::config::GrafanaConfig;
         use crate::model::{TopFunction, Trigger, TriggerSource};
