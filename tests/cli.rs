@@ -305,3 +305,30 @@ fn errors_say_each_cause_once() {
     let last = stderr.lines().last().unwrap();
     assert_eq!(last, "alertprof: storage: cannot create data: File exists (os error 17)", "{stderr}");
 }
+
+/// A config or secret path that names something endless (`/dev/zero`) is refused after a
+/// bounded read, by check-config and by a reload, which keeps the running config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_reads_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = alertprof(&["check-config", "/dev/zero"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot read config /dev/zero: larger than 4 MiB"), "{stderr}");
+
+    std::fs::write(dir.path().join("secret.yaml"), "auth: {bearer_token_file: /dev/zero}\n").unwrap();
+    let output = alertprof(&["check-config", "secret.yaml"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("auth.bearer_token_file: /dev/zero is larger than 64 KiB"), "{stderr}");
+
+    let serve = Serve::start(dir.path(), "storage: {dir: data}\n", None).await;
+    let config = dir.path().join("alertprof.yaml");
+    std::fs::remove_file(&config).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &config).unwrap();
+    serve.signal("-HUP");
+    let line = serve.wait_log("Config reload failed", Duration::from_secs(20)).await;
+    assert!(line.contains("larger than 4 MiB"), "{line}");
+    let ready = support::client().get(format!("{}/-/ready", serve.base)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+}

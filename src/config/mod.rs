@@ -66,6 +66,8 @@ pub struct Config {
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read config {path}: larger than {} MiB; is it the config file?", MAX_CONFIG_BYTES >> 20)]
+    TooLarge { path: PathBuf },
     #[error("{path}: not valid YAML: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("{path}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
@@ -83,13 +85,35 @@ impl ConfigError {
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:9731";
+/// The largest config file read: far above any real one, and a bound on what a wrong path
+/// (`/dev/zero`, a log file) costs, at start and on every reload.
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
+/// The largest secret file read: a token or a password, not a file of them.
+const MAX_SECRET_BYTES: u64 = 64 << 10;
+
+/// A file's text, if it is at most `max` bytes (`None` if larger): what is past the bound
+/// is never read.
+fn read_bounded(path: &Path, max: u64) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Ok(None);
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))
+}
 
 impl Config {
     /// Reads and validates a config file. Relative paths in it (secret files, storage dir)
     /// are taken relative to the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = match read_bounded(path, MAX_CONFIG_BYTES) {
+            Ok(Some(text)) => text,
+            Ok(None) => return Err(ConfigError::TooLarge { path: path.to_path_buf() }),
+            Err(source) => return Err(ConfigError::Read { path: path.to_path_buf(), source }),
+        };
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Config::parse(&text, &base).map_err(|error| match error {
             ParseError::Syntax(message) => ConfigError::Syntax { path: path.to_path_buf(), message },
@@ -279,8 +303,16 @@ pub(super) fn read_url_spec(w: &mut Walker, path: &str, value: &Value) -> Option
 /// Reads a secret from `<key>_file` (relative to the config), trimming one trailing newline.
 pub(super) fn read_secret(w: &mut Walker, path: &str, value: &Value, base: &Path) -> Option<Secret> {
     let file = base.join(w.string(path, value)?);
-    match std::fs::read_to_string(&file) {
-        Ok(text) => {
+    match read_bounded(&file, MAX_SECRET_BYTES) {
+        Ok(None) => {
+            let max = MAX_SECRET_BYTES >> 10;
+            w.report(
+                path,
+                format!("{} is larger than {max} KiB; a secret file holds one secret", file.display()),
+            );
+            None
+        }
+        Ok(Some(text)) => {
             let secret = text.strip_suffix('\n').unwrap_or(&text);
             let secret = secret.strip_suffix('\r').unwrap_or(secret);
             if secret.is_empty() {

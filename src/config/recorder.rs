@@ -93,6 +93,10 @@ impl RecorderConfig {
 /// The shortest CPU segment, and the longest (Go's profile handler allows more, but a
 /// segment is what the recorder loses when a process dies mid-way).
 const CPU_PERIOD: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+/// The shortest and longest interval of a snapshot kind: a goroutine profile stops the
+/// world and a heap profile walks every sampled allocation, so the target is asked at most
+/// once a second; and an hour apart is as rare as a snapshot is still of use.
+const SNAPSHOT_EVERY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
 const MIN_MAX_BYTES: u64 = 1 << 20;
 const MAX_KEEP: Duration = Duration::from_secs(24 * 3600);
 
@@ -131,6 +135,13 @@ pub(super) fn read_recorder(w: &mut Walker, path: &str, value: &Value) -> Option
         && (cpu.subsec_nanos() != 0 || cpu < CPU_PERIOD.0 || cpu > CPU_PERIOD.1)
     {
         report(w, "cpu", format!("{} must be whole seconds from 1s to 1m", format_duration(cpu)));
+    }
+    for (key, every) in [("heap", recorder.heap), ("goroutine", recorder.goroutine)] {
+        if let Some(every) = every
+            && (every < SNAPSHOT_EVERY.0 || every > SNAPSHOT_EVERY.1)
+        {
+            report(w, key, format!("{} must be from 1s to 1h", format_duration(every)));
+        }
     }
     if !(recorder.cpu_duty > 0.0 && recorder.cpu_duty <= 1.0) {
         report(w, "cpu_duty", format!("{} must be above 0 and at most 1", recorder.cpu_duty));
@@ -254,6 +265,7 @@ mod tests {
         let yaml = "targets:\n\
                     - {name: a, pprof_url: \"http://127.0.0.1:1\", recorder: {cpu: 1500ms, keep: 20s, max_bytes: 1000, cpu_duty: 2}}\n\
                     - {name: b, pprof_url: \"http://127.0.0.1:2\", recorder: {cpu: off, heap: off, goroutine: off}}\n\
+                    - {name: f, pprof_url: \"http://127.0.0.1:6\", recorder: {heap: 1ms, goroutine: 2h, keep: 24h}}\n\
                     - {name: c, pprof_url: \"http://{{ labels.instance }}\", allowed_targets: [\"10.0.0.0/8:6060\"], recorder: {}}\n\
                     - {name: d, pprof_url: \"http://127.0.0.1:4\"}\n\
                     - {name: e, pprof_url: \"http://127.0.0.1:5\", recorder: {heap: 10s, cpu: off, goroutine: off, keep: 1m}}\n\
@@ -269,7 +281,9 @@ mod tests {
             "targets[0].recorder.keep: 20s keeps less than two of heap's 15s periods",
             "targets[0].recorder.max_bytes: 1000 bytes is too little",
             "targets[1].recorder: records nothing",
-            "targets[2].recorder: a templated target has no one instance to record",
+            "targets[2].recorder.heap: 1ms must be from 1s to 1h",
+            "targets[2].recorder.goroutine: 2h must be from 1s to 1h",
+            "targets[3].recorder: a templated target has no one instance to record",
             "rules[0].name: \"exit\" names the captures of a process's last profiles",
             "rules[4].verify.goroutines.zscore: must be above 0",
         ];
@@ -280,7 +294,7 @@ mod tests {
         // Rules are checked against targets once both are valid.
         let yaml = yaml
             .lines()
-            .filter(|l| !l.contains("name: a,") && !l.contains("name: b,") && !l.contains("name: c,"))
+            .filter(|l| !["name: a,", "name: b,", "name: c,", "name: f,"].iter().any(|name| l.contains(name)))
             .collect::<Vec<_>>()
             .join("\n")
             .replace("{name: exit,", "{name: x,")
