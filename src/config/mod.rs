@@ -269,6 +269,10 @@ pub(super) fn read_url(w: &mut Walker, path: &str, value: &Value) -> Option<Url>
         return None;
     }
     match Url::parse(text) {
+        Ok(url) if url.fragment().is_some() => {
+            w.report(path, format!("{text:?} has a fragment (#…), which is never sent; leave it out"));
+            None
+        }
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(url),
         Ok(_) => {
             w.report(path, format!("{text:?} must be an http:// or https:// URL with a host"));
@@ -289,6 +293,10 @@ pub(super) fn read_url_spec(w: &mut Walker, path: &str, value: &Value) -> Option
     }
     let template = UrlTemplate::parse(text).map_err(|message| w.report(path, message)).ok()?;
     match Url::parse(&template.sample()) {
+        Ok(url) if url.fragment().is_some() => {
+            w.report(path, format!("{text:?} has a fragment (#…), which is never sent; leave it out"));
+            None
+        }
         Ok(url) if matches!(url.scheme(), "http" | "https") => Some(UrlSpec::Template(template)),
         _ => {
             w.report(
@@ -463,6 +471,25 @@ rules:
                 "rules[0]: a watch rule needs verify: the signals that trigger it",
                 "rules[1].verify.goroutines.max: 5 must be above min/abs 10, or nothing triggers",
                 "rules[2].baseline.on_resolved: needs alert_labels: watch rules have no resolved alerts",
+            ]
+        );
+    }
+
+    /// A URL with a fragment is refused, fixed or templated (the fragment is never sent,
+    /// and a path appended after it would be part of it); a query is kept.
+    #[test]
+    fn urls_with_a_fragment_are_refused() {
+        let text = r#"
+targets:
+  - {name: a, pprof_url: "http://h:1/?q=1#frag"}
+  - {name: b, pprof_url: "http://{{ labels.instance }}/#x", allowed_targets: ["10.0.0.0/8:1"]}
+  - {name: c, pprof_url: "http://h:1/base?token=t"}
+"#;
+        assert_eq!(
+            problems(text),
+            [
+                "targets[0].pprof_url: \"http://h:1/?q=1#frag\" has a fragment (#…), which is never sent; leave it out",
+                "targets[1].pprof_url: \"http://{{ labels.instance }}/#x\" has a fragment (#…), which is never sent; leave it out",
             ]
         );
     }

@@ -128,9 +128,10 @@ fn read_target(w: &mut Walker, path: &str, value: &Value, seen: &mut HashSet<Str
             .collect();
         parsed.into_iter().collect()
     });
-    let templated = [&pprof_url, &metrics_url.clone().flatten()]
+    // From the text, so that a template with a mistake of its own is still taken as one.
+    let templated = ["pprof_url", "metrics_url"]
         .iter()
-        .any(|spec| matches!(spec, Some(UrlSpec::Template(_))));
+        .any(|key| object.get(key).and_then(|(_, v)| v.as_str()).is_some_and(|t| t.contains("{{")));
     let allowed_path = field(path, "allowed_targets");
     match (&allowed_targets, templated) {
         (Some(allowed), true) if allowed.is_empty() => w.report(
