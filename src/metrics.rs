@@ -54,6 +54,8 @@ pub struct Metrics {
     annotations: Family<Labels, Counter>,
     alertmanager_polls: Family<Labels, Counter>,
     alertmanager_alerts: Gauge,
+    /// Alerts of Alertmanager's API that intake cannot read, each counted once.
+    pub alertmanager_alerts_malformed: Counter,
     pub queue_depth: Gauge,
     pub queue_capacity: Gauge,
     pub captures_in_flight: Gauge,
@@ -126,6 +128,7 @@ impl Metrics {
             annotations: Family::default(),
             alertmanager_polls: Family::default(),
             alertmanager_alerts: Gauge::default(),
+            alertmanager_alerts_malformed: Counter::default(),
             queue_depth: Gauge::default(),
             queue_capacity: Gauge::default(),
             captures_in_flight: Gauge::default(),
@@ -173,6 +176,11 @@ impl Metrics {
             "alertmanager_alerts",
             "Alerts that matched in the last successful poll of Alertmanager's API",
             metrics.alertmanager_alerts.clone(),
+        );
+        registry.register(
+            "alertmanager_alerts_malformed",
+            "Alerts of Alertmanager's API skipped because intake cannot read them (a label that is not a string, a startsAt that is not a time), each counted once",
+            metrics.alertmanager_alerts_malformed.clone(),
         );
         registry.register("captures", "Captures, by kind and result (ok, failed)", metrics.captures.clone());
         registry.register(

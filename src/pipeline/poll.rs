@@ -5,10 +5,11 @@
 //! alerts with no webhook routing: it takes every matching alert, and answers `elsewhere`
 //! for those whose process is on another node.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -21,14 +22,15 @@ const MAX_ANSWER: usize = 32 << 20;
 /// How long one request may take, at most: a poll never overlaps the next by much.
 const MAX_REQUEST: Duration = Duration::from_secs(10);
 
-/// An alert as `GET /api/v2/alerts` gives it (`gettableAlert`), the fields intake uses.
+/// An alert as `GET /api/v2/alerts` gives it (`gettableAlert`), the fields intake uses,
+/// typed as intake reads them: an alert that does not parse is skipped alone.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ApiAlert {
-    labels: serde_json::Map<String, Value>,
+    labels: BTreeMap<String, String>,
     #[serde(default)]
     annotations: serde_json::Map<String, Value>,
-    starts_at: Option<String>,
+    starts_at: Option<DateTime<Utc>>,
     ends_at: Option<String>,
     #[serde(default)]
     fingerprint: String,
@@ -39,7 +41,8 @@ struct ApiAlert {
 impl ApiAlert {
     /// Whether it was taken already: the same alert, firing since the same moment.
     fn key(&self) -> String {
-        format!("{}@{}", self.fingerprint, self.starts_at.as_deref().unwrap_or(""))
+        let starts_at = self.starts_at.map(|at| at.to_rfc3339()).unwrap_or_default();
+        format!("{}@{starts_at}", self.fingerprint)
     }
 
     /// As the webhook's payload has it.
@@ -60,7 +63,13 @@ impl ApiAlert {
 pub async fn run_polling(app: Arc<App>, shutdown: CancellationToken) {
     let mut reloads = app.reloads.subscribe();
     let mut poller =
-        Poller { client: crate::http::client(), seen: HashSet::new(), current: 0, trouble: None };
+        Poller {
+        client: crate::http::client(),
+        seen: HashSet::new(),
+        current: 0,
+        trouble: None,
+        malformed: HashSet::new(),
+    };
     loop {
         let wait = match app.config().alertmanager_api.clone() {
             Some(api) => {
@@ -85,6 +94,8 @@ struct Poller {
     current: usize,
     /// Why the last poll failed, while polls fail: said once, and again when it changes.
     trouble: Option<String>,
+    /// Fingerprints of the listed alerts that cannot be read, told once each.
+    malformed: HashSet<String>,
 }
 
 impl Poller {
@@ -106,6 +117,7 @@ impl Poller {
                 return;
             }
         };
+        let alerts = self.readable(app, alerts);
         let keys: HashSet<String> = alerts.iter().map(ApiAlert::key).collect();
         let new: Vec<&ApiAlert> = alerts.iter().filter(|alert| !self.seen.contains(&alert.key())).collect();
         // Alerts that resolved are gone from the next answer, and forgotten here.
@@ -124,9 +136,37 @@ impl Poller {
         }
     }
 
+    /// The alerts of an answer that intake can read. Each of the others is skipped alone,
+    /// counted and logged once (by fingerprint, for as long as Alertmanager lists it), so
+    /// one bad alert never holds back the rest.
+    fn readable(&mut self, app: &App, answer: Vec<Value>) -> Vec<ApiAlert> {
+        let mut listed = HashSet::new();
+        let mut alerts = Vec::with_capacity(answer.len());
+        for value in answer {
+            let fingerprint = value.get("fingerprint").and_then(Value::as_str).unwrap_or("").to_string();
+            match serde_json::from_value::<ApiAlert>(value) {
+                Ok(alert) => alerts.push(alert),
+                Err(error) => {
+                    if !self.malformed.contains(&fingerprint) {
+                        app.metrics.alertmanager_alerts_malformed.inc();
+                        tracing::warn!(
+                            fingerprint = %crate::model::text::clip(&fingerprint, 64),
+                            error = %error,
+                            "An alert of Alertmanager's API cannot be read; skipped, the others are taken."
+                        );
+                    }
+                    listed.insert(fingerprint);
+                }
+            }
+        }
+        // Forgotten once Alertmanager no longer lists it: if it comes back, it is told again.
+        self.malformed = listed;
+        alerts
+    }
+
     /// The active, unsilenced, uninhibited alerts that match, from the first URL that
     /// answers (the one that answered last tried first).
-    async fn fetch(&mut self, api: &AlertmanagerApiConfig) -> Result<Vec<ApiAlert>, String> {
+    async fn fetch(&mut self, api: &AlertmanagerApiConfig) -> Result<Vec<Value>, String> {
         let timeout = api.interval.min(MAX_REQUEST);
         let mut errors = Vec::new();
         for step in 0..api.urls.len() {
@@ -164,7 +204,7 @@ async fn get_alerts(
     url: reqwest::Url,
     query: &[(&str, &str)],
     timeout: Duration,
-) -> Result<Vec<ApiAlert>, String> {
+) -> Result<Vec<Value>, String> {
     let mut url = url;
     url.query_pairs_mut().extend_pairs(query);
     let mut response =

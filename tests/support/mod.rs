@@ -186,6 +186,19 @@ impl Running {
     }
 }
 
+/// Waits until `check` gives a value, asking every 50 ms, and returns it; fails the test
+/// after `within`, saying what it waited for.
+pub async fn eventually<T>(what: &str, within: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "waited {within:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The HTTP client alertprof uses (rustls on ring).
 pub fn client() -> reqwest::Client {
     alertprof::init();
