@@ -51,7 +51,7 @@ fn intake(c: &mut Criterion) {
                     .alerts
                     .iter()
                     .map(|alert| {
-                        match_alert(&config, alert, chrono::Utc::now(), |_: &str, _: &str, _: &str| None)
+                        match_alert(&config, alert, chrono::Utc::now(), |_: &str, _: &str, _: &str| Ok(None))
                             .len()
                     })
                     .sum::<usize>()

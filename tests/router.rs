@@ -119,6 +119,37 @@ async fn body_limit_and_unknown_fields() {
     assert_eq!((status, answer), (StatusCode::OK, json!({"accepted": 1, "ignored": 0})));
 }
 
+/// HA Alertmanager peers each send every payload: a copy of an alert whose job is still
+/// queued is a duplicate at intake (accepted 0) and takes no place in the queue, so it can
+/// never push a real alert into 503. Once the job is done, a copy is taken again.
+#[tokio::test]
+async fn copies_of_queued_alerts_take_no_place() {
+    let mut f =
+        Fixture::new(&BASE.replace("queue_size: 2", "queue_size: 400").replace("2KiB", "1MiB"), |_| {});
+    let fingerprints: Vec<String> = (0..300).map(|n| format!("fp{n}")).collect();
+    let alerts: Vec<(Value, &str)> = fingerprints.iter().map(|fp| high_cpu(fp)).collect();
+    let body = payload(&alerts).to_string();
+    let (status, answer) = call(&f.app, post("/api/v1/alerts", body.clone())).await;
+    assert_eq!((status, answer), (StatusCode::OK, json!({"accepted": 300, "ignored": 0})));
+    for _ in 0..2 {
+        let (status, answer) = call(&f.app, post("/api/v1/alerts", body.clone())).await;
+        assert_eq!((status, answer), (StatusCode::OK, json!({"accepted": 0, "ignored": 300})));
+    }
+    let (_, metrics) = call(&f.app, get("/metrics")).await;
+    assert!(metrics.as_str().unwrap().contains("alertprof_queue_depth 300\n"), "{metrics}");
+    let (_, decisions) = call(&f.app, get("/api/v1/decisions?limit=1000")).await;
+    let decisions = decisions.as_array().unwrap();
+    assert_eq!(decisions.len(), 600);
+    assert!(decisions.iter().all(|d| d["outcome"] == "duplicate"), "{:?}", decisions[0]);
+    let reason = decisions[0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("a copy of this alert came first"), "{reason}");
+
+    // The jobs are done (here: taken off the queue and dropped): their alerts are let go.
+    assert_eq!(f.take_queued().len(), 300);
+    let (status, answer) = call(&f.app, post("/api/v1/alerts", body)).await;
+    assert_eq!((status, answer), (StatusCode::OK, json!({"accepted": 300, "ignored": 0})));
+}
+
 /// When the queue cannot take the whole payload the answer is 503 (Alertmanager retries
 /// 5xx) and nothing of it is queued or recorded.
 #[tokio::test]

@@ -5,9 +5,11 @@
 
 mod claims;
 mod log;
+mod pending;
 
 pub use claims::{Claims, Held, holder_name};
 pub use log::{Entry, FileLog, StateLog, state_file};
+pub use pending::Pending;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -181,6 +183,8 @@ pub struct Gate {
     exclusive: Slots,
     /// Captures in flight across all targets.
     in_flight: Arc<Semaphore>,
+    /// Dedupe keys of the jobs queued or running.
+    pending: pending::PendingKeys,
 }
 
 impl Gate {
@@ -227,6 +231,7 @@ impl Gate {
             limits,
             exclusive: Slots::default(),
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            pending: pending::PendingKeys::default(),
         }
     }
 
@@ -250,6 +255,27 @@ impl Gate {
     ) -> Option<Refusal> {
         let state = self.state.lock().unwrap();
         self.refusal(&state, dedupe, rule, target, now)
+    }
+
+    /// At intake: refuses a job at once (a duplicate, a cooldown, or a copy of an alert
+    /// whose job is queued or running), or holds its dedupe key for the job until it is
+    /// decided.
+    pub fn hold(
+        &self,
+        dedupe: &str,
+        rule: &str,
+        target: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Pending, Refusal> {
+        if let Some(refusal) = self.check(Some(dedupe), rule, target, now) {
+            return Err(refusal);
+        }
+        self.pending.hold(dedupe, now).map_err(|since| Refusal::Pending { since })
+    }
+
+    /// Dedupe keys held by queued and running jobs.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
     }
 
     fn refusal(

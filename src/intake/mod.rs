@@ -26,8 +26,10 @@ pub struct Intake {
     pub jobs: Vec<Job>,
     /// Decided at once: no rule or target, resolved, refused, or refused by the gate.
     pub decisions: Vec<Decision>,
-    /// Alerts that some rule took (a job, or a gate refusal).
+    /// Alerts that became work: a job for at least one rule and target.
     pub accepted: usize,
+    /// The others: no rule or target took them, or the gate refused them at once (a
+    /// duplicate, a copy of an alert whose job is queued or running, a cooldown).
     pub ignored: usize,
 }
 
@@ -45,7 +47,7 @@ pub fn parse(body: &[u8]) -> Result<WebhookPayload<'_>, IntakeError> {
 pub fn intake(
     config: &Arc<Config>,
     payload: &WebhookPayload<'_>,
-    mut refused: impl GateCheck,
+    mut hold: impl GateCheck,
 ) -> Result<Intake, IntakeError> {
     if payload.alerts.len() > config.webhook.max_alerts {
         return Err(IntakeError::TooManyAlerts {
@@ -64,14 +66,13 @@ pub fn intake(
             target,
             ..Decision::new(now, TriggerSource::Alertmanager, outcome, reason)
         };
-        for found in match_alert(config, alert, now, &mut refused) {
+        for found in match_alert(config, alert, now, &mut hold) {
             match found {
                 Match::Job(job) => {
                     taken = true;
                     intake.jobs.push(*job);
                 }
                 Match::Refused { rule, target, refusal } => {
-                    taken = true;
                     let outcome = refusal.outcome();
                     intake.decisions.push(decide(
                         Some(rule),

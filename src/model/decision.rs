@@ -16,6 +16,8 @@ use super::trigger::TriggerSource;
 pub enum Refusal {
     /// This alert (fingerprint and startsAt) was already captured for this rule and target.
     Duplicate { first_seen: DateTime<Utc> },
+    /// A copy of this alert arrived first; its job is queued or running.
+    Pending { since: DateTime<Utc> },
     /// The rule captured this target recently.
     Cooldown { until: DateTime<Utc> },
     /// Another instance sharing the bucket claimed this alert first.
@@ -28,7 +30,9 @@ impl Refusal {
     /// The outcome a refusal comes to.
     pub fn outcome(&self) -> Outcome {
         match self {
-            Refusal::Duplicate { .. } | Refusal::DuplicateElsewhere { .. } => Outcome::Duplicate,
+            Refusal::Duplicate { .. } | Refusal::Pending { .. } | Refusal::DuplicateElsewhere { .. } => {
+                Outcome::Duplicate
+            }
             Refusal::Cooldown { .. } | Refusal::CooldownElsewhere { .. } => Outcome::Cooldown,
         }
     }
@@ -164,6 +168,9 @@ impl std::fmt::Display for Reason {
             Reason::Text(text) => f.write_str(text),
             Reason::Refused(Refusal::Duplicate { first_seen }) => {
                 write!(f, "alert already handled for this rule and target at {first_seen}")
+            }
+            Reason::Refused(Refusal::Pending { since }) => {
+                write!(f, "a copy of this alert came first, at {since}; its capture is queued or running")
             }
             Reason::Refused(Refusal::Cooldown { until }) => write!(f, "in cooldown until {until}"),
             Reason::Refused(Refusal::DuplicateElsewhere { first_seen, by }) => {

@@ -261,9 +261,9 @@ impl App {
     pub fn take_payload(self: &Arc<Self>, config: &Arc<Config>, body: &[u8]) -> Result<Taken, PayloadError> {
         let payload = parse(body)?;
         let now = chrono::Utc::now();
-        let refused =
-            |dedupe: &str, rule: &str, target: &str| self.gate.check(Some(dedupe), rule, target, now);
-        let taken = intake(config, &payload, refused)?;
+        let hold =
+            |dedupe: &str, rule: &str, target: &str| self.gate.hold(dedupe, rule, target, now).map(Some);
+        let taken = intake(config, &payload, hold)?;
         self.enqueue(taken.jobs)?;
         for alert in &payload.alerts {
             self.metrics.alert_received(&alert.status);

@@ -62,8 +62,7 @@ impl ApiAlert {
 /// Polls while `alertmanager_api` is configured, following reloads, until `shutdown`.
 pub async fn run_polling(app: Arc<App>, shutdown: CancellationToken) {
     let mut reloads = app.reloads.subscribe();
-    let mut poller =
-        Poller {
+    let mut poller = Poller {
         client: crate::http::client(),
         seen: HashSet::new(),
         current: 0,

@@ -144,6 +144,7 @@ async fn sample_target(app: Arc<App>, config: Arc<Config>, index: usize, stop: C
                 target: index,
                 trigger: Trigger { starts_at: since.or(Some(now)), ..Trigger::local(source, Some(now)) },
                 dedupe: None,
+                pending: None,
                 endpoint: endpoint.clone(),
                 baseline,
             };

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, Rule, Target};
+use crate::gate::Pending;
 use crate::model::{Endpoint, Trigger, TriggerSource};
 
 /// One unit of work: capture what `rule` asks for from `target`, if it verifies and the
@@ -18,6 +19,9 @@ pub struct Job {
     pub trigger: Trigger,
     /// `None` for watch triggers, which the cooldown alone limits.
     pub dedupe: Option<String>,
+    /// Holds the dedupe key while the job is queued or running, so that a copy of its
+    /// alert is a duplicate at intake; shared by clones, let go when the last one goes.
+    pub pending: Option<Arc<Pending>>,
     /// Where the requests go: the target's URLs, rendered from the alert's labels if
     /// templated.
     pub endpoint: Arc<Endpoint>,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
+use crate::gate::Pending;
 use crate::model::{Alert, AlertStatus, Labels, Name, Outcome, Refusal, Trigger, TriggerSource};
 
 /// What an alert came to for one rule.
@@ -56,18 +57,19 @@ impl PerAlert {
 }
 
 /// Asks the gate whether it refuses a job at once, given its dedupe key, the name its
-/// cooldown is kept under, and the target.
-pub trait GateCheck: FnMut(&str, &str, &str) -> Option<Refusal> {}
-impl<F: FnMut(&str, &str, &str) -> Option<Refusal>> GateCheck for F {}
+/// cooldown is kept under, and the target; if not, the job holds its dedupe key while it
+/// is queued or running (`None`: nothing to hold, as in tests and benchmarks).
+pub trait GateCheck: FnMut(&str, &str, &str) -> Result<Option<Pending>, Refusal> {}
+impl<F: FnMut(&str, &str, &str) -> Result<Option<Pending>, Refusal>> GateCheck for F {}
 
-/// Matches one alert against every rule. What `refused` refuses becomes
+/// Matches one alert against every rule. What `hold` refuses becomes
 /// `Match::Refused` before any job is built: most of an alert storm is repeats.
 /// `now` is when the alert arrived.
 pub fn match_alert(
     config: &Arc<Config>,
     alert: &Alert<'_>,
     now: DateTime<Utc>,
-    mut refused: impl GateCheck,
+    mut hold: impl GateCheck,
 ) -> Vec<Match> {
     let status = alert.status().unwrap_or(AlertStatus::Firing);
     let baseline = status == AlertStatus::Resolved;
@@ -145,18 +147,18 @@ pub fn match_alert(
             let ask_gate = rendered.as_ref().is_none_or(|endpoint| endpoint.cgroup.is_none());
             // The key is written into a buffer kept per thread: a refused alert (most of a
             // storm) allocates none.
-            let refusal = DEDUPE_KEY.with_borrow_mut(|key| {
+            let held = DEDUPE_KEY.with_borrow_mut(|key| {
                 key.clear();
                 write!(key, "{fingerprint}@{starts_at}/{}/{target_name}{suffix}", rule.name)
                     .expect("a String takes it");
-                let refusal = match ask_gate {
-                    true => refused(key, &gate_rule(&rule.name, baseline), &gate_target),
-                    false => None,
+                let held = match ask_gate {
+                    true => hold(key, &gate_rule(&rule.name, baseline), &gate_target),
+                    false => Ok(None),
                 };
-                refusal.ok_or_else(|| key.clone())
+                held.map(|pending| (key.clone(), pending))
             });
-            let dedupe = match refusal {
-                Ok(refusal) => {
+            let (dedupe, pending) = match held {
+                Err(refusal) => {
                     found.push(Match::Refused {
                         rule: rule.name.clone(),
                         target: target_name.clone(),
@@ -164,7 +166,7 @@ pub fn match_alert(
                     });
                     continue;
                 }
-                Err(dedupe) => dedupe,
+                Ok(held) => held,
             };
             let PerAlert { fingerprint, labels } =
                 shared.get_or_insert_with(|| PerAlert::of(alert, &fingerprint));
@@ -183,6 +185,7 @@ pub fn match_alert(
                     labels: labels.clone(),
                 },
                 dedupe: Some(dedupe),
+                pending: pending.map(Arc::new),
                 endpoint,
                 baseline,
             })));

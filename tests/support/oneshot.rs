@@ -37,6 +37,11 @@ impl Fixture {
         Fixture { app, _queue_rx: queue_rx, dir }
     }
 
+    /// Takes the queued jobs off the queue, as workers would.
+    pub fn take_queued(&mut self) -> Vec<alertprof::rules::Job> {
+        std::iter::from_fn(|| self._queue_rx.try_recv().ok()).collect()
+    }
+
     pub fn data(&self) -> std::path::PathBuf {
         self.dir.path().join("data")
     }
