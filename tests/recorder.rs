@@ -296,3 +296,81 @@ rules:
     assert_eq!(running.metric("alertprof_recorder_backing_off{target=\"busy\"}").await, 0.0);
     running.stop().await;
 }
+
+/// A kind whose requests failed and whose later answers differ (the target answers again,
+/// but someone else holds its CPU profiler) shows no stale error: the status says it backs
+/// off, not why it failed before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_answer_clears_an_earlier_error() {
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = asked.clone();
+    let addr = fake_target_with_request(move |request| {
+        let cpu = request.uri().path() == "/debug/pprof/profile";
+        let n = if cpu { count.fetch_add(1, Ordering::SeqCst) } else { 0 };
+        async move {
+            let error = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+            match (cpu, n) {
+                (true, 0) => (error, "boom\n").into_response(),
+                (true, _) => (error, "Could not enable CPU profiling: cpu profiling already in use\n").into_response(),
+                (false, _) => profile(&["main.work"], &[(&[1], [1, 10])]).into_response(),
+            }
+        }
+    })
+    .await;
+    let data = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "storage: {{dir: \"{{data}}\"}}\ncapture: {{timeout_margin: 2s}}\ntargets:\n\
+         - {{name: t, pprof_url: \"http://{addr}\", recorder: {{cpu: 1s, heap: off, goroutine: off, keep: 1m}}}}\n"
+    );
+    let running = Running::start(&yaml, data.path()).await;
+    let cpu = support::eventually("the CPU recorder backing off", Duration::from_secs(20), async || {
+        let status = running.get_json("/api/v1/recorder").await;
+        let cpu = status[0]["kinds"].as_array()?.iter().find(|k| k["kind"] == "cpu")?.clone();
+        cpu.get("backing_off_until").is_some().then_some(cpu)
+    })
+    .await;
+    assert!(asked.load(Ordering::SeqCst) >= 2);
+    assert_eq!(cpu.get("error"), None, "{cpu}");
+    assert_eq!(cpu.get("failing_since"), None, "{cpu}");
+    running.stop().await;
+}
+
+/// Reloads that change a target's recorder start its loops again, but on the schedule they
+/// had: 30 reloads in about 6 s make the target answer a heap snapshot every 2 s as the
+/// config says, not once per reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_keep_the_recorders_schedule() {
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = asked.clone();
+    let addr = fake_target_with_request(move |request| {
+        if request.uri().path() == "/debug/pprof/heap" {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+        async move { profile(&["main.work"], &[(&[1], [1, 10])]).into_response() }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = |keep: &str| {
+        format!(
+            "storage: {{dir: data}}\ntargets:\n- {{name: t, pprof_url: \"http://{addr}\", \
+             recorder: {{cpu: off, heap: 2s, goroutine: off, keep: {keep}}}}}\n"
+        )
+    };
+    let serve = support::Serve::start(dir.path(), &config("1m"), None).await;
+    let started = std::time::Instant::now();
+    for n in 0..30 {
+        let text = format!("listen_address: 127.0.0.1:0\n{}", config(if n % 2 == 0 { "2m" } else { "1m" }));
+        std::fs::write(dir.path().join("alertprof.yaml"), text).unwrap();
+        serve.signal("-HUP");
+        support::eventually("the reload", Duration::from_secs(10), async || {
+            (serve.log().matches("Config reloaded.").count() > n).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let asked = asked.load(Ordering::SeqCst);
+    let allowed = (seconds / 2.0).ceil() as usize + 1;
+    assert!(asked <= allowed, "{asked} heap snapshots in {seconds:.1} s of reloads; at most {allowed}");
+    assert!(asked >= 2, "the recorder kept recording: {asked}");
+}

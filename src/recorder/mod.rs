@@ -93,6 +93,7 @@ impl Recorder {
                         kinds: Mutex::new(BTreeMap::new()),
                         lifetime: Mutex::new(Lifetime::default()),
                         exits: self.exits.clone(),
+                        started: Mutex::new(BTreeMap::new()),
                     });
                     recordings.insert(name.clone(), recording.clone());
                     recording
@@ -159,6 +160,10 @@ pub struct Recording {
     kinds: Mutex<BTreeMap<ProfileKind, KindState>>,
     lifetime: Mutex<Lifetime>,
     exits: mpsc::UnboundedSender<Exit>,
+    /// When each kind's last request started. The loops stop and start again when a reload
+    /// changes the recorder; the new ones keep this schedule, so reloads never make the
+    /// target answer more often than the config says.
+    started: Mutex<BTreeMap<ProfileKind, tokio::time::Instant>>,
 }
 
 /// A recording's state, for the web page and the API.
@@ -250,6 +255,12 @@ impl Recording {
         }
     }
 
+    /// When `kind` is next due, every `every`: at once if it was never asked for.
+    fn next_due(&self, kind: ProfileKind, every: Duration) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        self.started.lock().unwrap().get(&kind).map_or(now, |last| (*last + every).max(now))
+    }
+
     fn update(&self, kind: ProfileKind, change: impl FnOnce(&mut KindState)) {
         change(self.kinds.lock().unwrap().entry(kind).or_default());
     }
@@ -293,7 +304,7 @@ async fn snapshot_loop(
     every: Duration,
     config: &RecorderConfig,
 ) {
-    let mut ticks = tokio::time::interval(every);
+    let mut ticks = tokio::time::interval_at(recording.next_due(kind, every), every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
@@ -311,6 +322,7 @@ async fn cpu_loop(
 ) {
     let seconds = config.cpu_seconds();
     let mut backoff = period;
+    tokio::time::sleep_until(recording.next_due(ProfileKind::Cpu, period)).await;
     loop {
         let next = tokio::time::Instant::now() + period;
         let started = Utc::now();
@@ -372,6 +384,7 @@ async fn fetch(
     config: &RecorderConfig,
 ) -> Result<(), CaptureError> {
     let target = &recording.target;
+    recording.started.lock().unwrap().insert(kind, tokio::time::Instant::now());
     let staged = tools.staging.file(&format!("recorder-{target}-{kind}-{}", started.timestamp_millis()));
     let never = CancellationToken::new();
     let fetched = tools.client.fetch(base, kind, seconds, staged.path(), None, &never).await;
@@ -402,7 +415,10 @@ async fn fetch(
             }
             let result = if error.is_in_use() { "in_use" } else { "failed" };
             tools.metrics.recorder.fetch(target, kind, result);
-            if !error.is_in_use() {
+            if error.is_in_use() {
+                // It answered: what failed before is over, and the back-off says the rest.
+                recording.update(kind, |state| state.error = None);
+            } else {
                 let text = error.to_string();
                 let changed = recording
                     .kinds
