@@ -311,7 +311,9 @@ async fn a_later_answer_clears_an_earlier_error() {
             let error = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
             match (cpu, n) {
                 (true, 0) => (error, "boom\n").into_response(),
-                (true, _) => (error, "Could not enable CPU profiling: cpu profiling already in use\n").into_response(),
+                (true, _) => {
+                    (error, "Could not enable CPU profiling: cpu profiling already in use\n").into_response()
+                }
                 (false, _) => profile(&["main.work"], &[(&[1], [1, 10])]).into_response(),
             }
         }
@@ -373,4 +375,55 @@ async fn reloads_keep_the_recorders_schedule() {
     let allowed = (seconds / 2.0).ceil() as usize + 1;
     assert!(asked <= allowed, "{asked} heap snapshots in {seconds:.1} s of reloads; at most {allowed}");
     assert!(asked >= 2, "the recorder kept recording: {asked}");
+}
+
+/// A process alive the whole time whose pprof listener refuses connections for a while (its
+/// HTTP server restarting), again and again, run by the binary: no exit is told and no
+/// exit capture kept, since the same PID lives on with the same start time. Killed, it
+/// ends once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_refuses_for_a_while_is_no_exit() {
+    let mut demo = Demo::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "storage: {{dir: data}}\nsample_interval: 1s\ntargets:\n{}    recorder: {{cpu: off, heap: 1s, goroutine: 1s, keep: 1m}}\n",
+        demo.target()
+    );
+    let serve = support::Serve::start(dir.path(), &config, None).await;
+    let exits = "alertprof_process_exits_total{target=\"demo\"}";
+    // Once the sampler has found the process by its port (a PID found only while it
+    // listens): from then on its PID is known.
+    support::eventually("the process found", Duration::from_secs(10), async || {
+        let metrics = client().get(format!("{}/metrics", serve.base)).send().await.ok()?.text().await.ok()?;
+        metrics.contains("alertprof_signal{target=\"demo\",signal=\"memory_percent\"}").then_some(())
+    })
+    .await;
+    for seconds in [3, 3, 3, 8] {
+        demo.get(&format!("/pause-listener?seconds={seconds}")).await;
+        // Refused while paused, then answering again.
+        support::eventually("the listener closed", Duration::from_secs(5), async || {
+            client().get(format!("{}/metrics", demo.url())).send().await.is_err().then_some(())
+        })
+        .await;
+        support::eventually("the listener back", Duration::from_secs(seconds + 10), async || {
+            client().get(format!("{}/metrics", demo.url())).send().await.ok().map(drop)
+        })
+        .await;
+        let metrics = client().get(format!("{}/metrics", serve.base)).send().await.unwrap();
+        let refused = support::metric(
+            &metrics.text().await.unwrap(),
+            "alertprof_recorder_fetches_total{target=\"demo\",kind=\"heap\",result=\"failed\"}",
+        );
+        assert!(refused >= 1.0, "the recorder met the closed listener");
+    }
+    let metrics = client().get(format!("{}/metrics", serve.base)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(support::metric(&metrics, exits), 0.0, "{}", serve.log());
+    assert_eq!(serve.get("/api/v1/captures").await, json!([]), "no exit captures");
+    assert!(!serve.log().contains("The recorded process ended"), "{}", serve.log());
+
+    demo.child.0.kill().unwrap();
+    demo.child.0.wait().unwrap();
+    let decision = serve.wait_decision(1).await;
+    assert_eq!(decision["source"], "exit", "{decision}");
+    assert!(decision["reason"].as_str().unwrap().contains("is gone"), "{decision}");
 }

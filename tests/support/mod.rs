@@ -286,7 +286,10 @@ impl Demo {
             .spawn()
             .expect("demo target starts");
         let mut line = String::new();
-        BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        stderr.read_line(&mut line).unwrap();
+        // Read on, so that what it logs later never meets a closed pipe (Go exits on it).
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
         let addr = line.trim().rsplit(' ').next().unwrap().parse().expect("demo prints its address");
         Demo { child: Killed(child), addr }
     }
