@@ -145,7 +145,7 @@ async fn keep_last_profiles(app: &App, exit: Exit) -> Decision {
             .tape
             .overlapping(ProfileKind::Cpu, window)
             .into_iter()
-            .filter(|o| o.segment.to <= last && of_this_process(o.segment.from))
+            .filter(|segment| segment.to <= last && of_this_process(segment.from))
             .collect();
         if !segments.is_empty() {
             let meta = CaptureMeta::pending(

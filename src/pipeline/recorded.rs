@@ -3,18 +3,17 @@
 //! the snapshot from just before the window, which the newest heap or goroutine profile is
 //! compared with.
 
-use std::io::Read;
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
-use sha2::{Digest, Sha256};
 use tokio::task::spawn_blocking;
 
 use super::App;
 use super::capture::{Fetched, id_rule, pending};
 use crate::capture::{MAX_UNZIP_RATIO, PprofClient};
+use crate::durable::Hashed;
 use crate::model::{CaptureMeta, CaptureStatus, ProfileKind, Readings, Window};
-use crate::recorder::{Opened, Recording, merge_segments};
+use crate::recorder::{Opened, Recording, Segment, merge_segments};
 use crate::rules::Job;
 
 /// The window a job's captures of recorded kinds cover: from the trigger's start (an
@@ -91,21 +90,16 @@ pub(super) async fn merged_cpu(
 pub(super) async fn merge_into(
     app: &App,
     mut meta: CaptureMeta,
-    segments: Vec<Opened>,
+    segments: Vec<Segment>,
     clock: Instant,
 ) -> Fetched {
     let staged = app.staging.file(&meta.id);
     let (dest, limit) =
         (staged.path().to_path_buf(), app.config().capture.max_profile_bytes.saturating_mul(MAX_UNZIP_RATIO));
-    let merged = spawn_blocking(move || {
-        let merged = merge_segments(segments, limit, &dest)?;
-        let (bytes, sha256) =
-            hash(&dest).map_err(|error| format!("cannot read {}: {error}", dest.display()))?;
-        Ok::<_, String>((merged, bytes, sha256))
-    })
-    .await
-    .unwrap_or_else(|error| Err(error.to_string()));
-    let (merged, bytes, sha256) = match merged {
+    let merged = spawn_blocking(move || merge_segments(segments, limit, &dest))
+        .await
+        .unwrap_or_else(|error| Err(error.to_string()));
+    let merged = match merged {
         Ok(merged) => merged,
         Err(error) => {
             return Fetched::failed(meta, format!("cannot merge the recorder's segments: {error}"), clock);
@@ -120,8 +114,8 @@ pub(super) async fn merge_into(
     meta.seconds = Some(merged.used.iter().map(|s| (s.to - s.from).num_seconds().max(0) as u32).sum());
     meta.segments = merged.used;
     meta.status = CaptureStatus::Ok;
-    meta.bytes = bytes;
-    meta.sha256 = Some(sha256);
+    meta.bytes = merged.bytes;
+    meta.sha256 = Some(merged.sha256);
     Fetched { meta, staged: Some(staged), clock, compare_with: None }
 }
 
@@ -164,9 +158,9 @@ pub(super) async fn snapshot_into(
     let dest = staged.path().to_path_buf();
     let segment = opened.segment.reference();
     let copied = spawn_blocking(move || {
-        let mut file = opened.file;
-        std::io::copy(&mut file, &mut std::fs::File::create(&dest)?)?;
-        hash(&dest)
+        let mut copy = Hashed::new(std::fs::File::create(&dest)?);
+        std::io::copy(&mut { opened.file }, &mut copy)?;
+        copy.finish().map(|(_, bytes, sha256)| (bytes, sha256))
     })
     .await
     .unwrap_or_else(|error| Err(std::io::Error::other(error.to_string())));
@@ -183,19 +177,4 @@ pub(super) async fn snapshot_into(
         }
         Err(error) => Fetched::failed(meta, format!("cannot copy the recorder's snapshot: {error}"), clock),
     }
-}
-
-/// Size and SHA-256 of a file.
-fn hash(path: &std::path::Path) -> std::io::Result<(u64, String)> {
-    let mut file = std::fs::File::open(path)?;
-    let (mut hasher, mut buffer, mut bytes) = (Sha256::new(), vec![0u8; 64 << 10], 0u64);
-    loop {
-        let read = file.read(&mut buffer)?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-        bytes += read as u64;
-    }
-    Ok((bytes, hex::encode(hasher.finalize())))
 }

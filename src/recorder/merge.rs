@@ -1,10 +1,12 @@
 //! Recorded CPU segments merged into one profile over a window, as `go tool pprof -proto`
-//! merges them. Segments are read one at a time: only the merged profile is held.
+//! merges them. Segments are opened and read one at a time, however many the window
+//! holds: only the merged profile is held.
 
 use std::io::BufReader;
 use std::path::Path;
 
-use super::tape::Opened;
+use super::tape::Segment;
+use crate::durable::Hashed;
 use crate::model::SegmentRef;
 use crate::profile::{Merger, decode_profile, write_gzipped};
 
@@ -15,17 +17,23 @@ pub struct Merged {
     pub used: Vec<SegmentRef>,
     /// The segments left out, and why.
     pub skipped: Vec<String>,
+    /// The size and SHA-256 of what was written, taken as it was written.
+    pub bytes: u64,
+    pub sha256: String,
 }
 
 /// Merges `segments` and writes the result gzip'd to `dest`. A segment that cannot be read
-/// or does not fit the others is left out and named; with none left, nothing is written
-/// and the error says why.
-pub fn merge_segments(segments: Vec<Opened>, max_unzipped: u64, dest: &Path) -> Result<Merged, String> {
+/// (pruned meanwhile, say) or does not fit the others is left out and named; with none
+/// left, nothing is written and the error says why.
+pub fn merge_segments(segments: Vec<Segment>, max_unzipped: u64, dest: &Path) -> Result<Merged, String> {
     let mut merger = Merger::new();
     let mut merged = Merged::default();
-    for Opened { segment, file } in segments {
+    for segment in segments {
         let when = segment.from.format("%H:%M:%S");
-        match decode_profile(BufReader::new(file), max_unzipped) {
+        let decoded = std::fs::File::open(&segment.path)
+            .map_err(|error| format!("cannot open it: {error}"))
+            .and_then(|file| decode_profile(BufReader::new(file), max_unzipped).map_err(|e| e.to_string()));
+        match decoded {
             Ok(profile) => match merger.add(&profile) {
                 Ok(()) => merged.used.push(segment.reference()),
                 Err(error) => merged.skipped.push(format!("the segment from {when}: {error}")),
@@ -39,10 +47,10 @@ pub fn merge_segments(segments: Vec<Opened>, max_unzipped: u64, dest: &Path) -> 
             false => merged.skipped.join("; "),
         });
     };
-    let file =
-        std::fs::File::create(dest).map_err(|error| format!("cannot write {}: {error}", dest.display()))?;
-    write_gzipped(&profile, std::io::BufWriter::new(file))
-        .map_err(|error| format!("cannot write {}: {error}", dest.display()))?;
+    let cannot_write = |error: std::io::Error| format!("cannot write {}: {error}", dest.display());
+    let mut out = Hashed::new(std::io::BufWriter::new(std::fs::File::create(dest).map_err(cannot_write)?));
+    write_gzipped(&profile, &mut out).map_err(cannot_write)?;
+    (_, merged.bytes, merged.sha256) = out.finish().map_err(cannot_write)?;
     Ok(merged)
 }
 
@@ -85,6 +93,18 @@ mod tests {
         assert!(merged.skipped[1].contains("inuse_space"), "{:?}", merged.skipped);
         let profile = crate::profile::decode_profile(std::fs::File::open(&dest).unwrap(), 1 << 20).unwrap();
         assert_eq!(profile.sample.iter().map(|s| s.value[1]).sum::<i64>(), 100);
+        // Its size and digest, taken as it was written, are the file's.
+        let written = std::fs::read(&dest).unwrap();
+        assert_eq!(merged.bytes, written.len() as u64);
+        use sha2::Digest;
+        assert_eq!(merged.sha256, hex::encode(sha2::Sha256::digest(&written)));
+
+        // A segment pruned between the listing and the merge is left out and named.
+        let listed = tape.overlapping(ProfileKind::Cpu, window);
+        std::fs::remove_file(&listed[3].path).unwrap();
+        let merged = merge_segments(listed, 1 << 20, &dest).unwrap();
+        assert_eq!(merged.used.len(), 1);
+        assert!(merged.skipped[2].contains("cannot open it"), "{:?}", merged.skipped);
 
         let bad = Tape::open(&dir.path().join("bad")).unwrap();
         std::fs::write(&part, b"not a profile").unwrap();

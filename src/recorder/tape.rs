@@ -130,11 +130,11 @@ impl Tape {
         fs::remove_dir_all(&self.dir).ok();
     }
 
-    /// The segments of `kind` that overlap `window`, opened, oldest first. One that cannot
-    /// be opened any more is left out.
-    pub fn overlapping(&self, kind: ProfileKind, window: Window) -> Vec<Opened> {
+    /// The segments of `kind` that overlap `window`, oldest first; not opened, so that a
+    /// window of hours holds no file open until each is read.
+    pub fn overlapping(&self, kind: ProfileKind, window: Window) -> Vec<Segment> {
         let segments = self.segments.lock().unwrap();
-        open_all(segments.iter().filter(|s| s.kind == kind && s.to > window.from && s.from < window.to))
+        segments.iter().filter(|s| s.kind == kind && s.to > window.from && s.from < window.to).cloned().collect()
     }
 
     /// The latest snapshot of `kind` taken at or before `at`, opened.
@@ -235,7 +235,7 @@ mod tests {
         let found: Vec<i64> = tape
             .overlapping(ProfileKind::Cpu, window)
             .iter()
-            .map(|o| o.segment.from.timestamp() - at(0).timestamp())
+            .map(|segment| segment.from.timestamp() - at(0).timestamp())
             .collect();
         assert_eq!(found, [10, 20, 30]);
         assert_eq!(tape.at_or_before(ProfileKind::Heap, at(29)).unwrap().segment.to, at(15));
@@ -263,13 +263,13 @@ mod tests {
         for i in 0..10 {
             add(&tape, dir.path(), ProfileKind::Cpu, i * 10, i * 10 + 10, 100);
         }
-        let opened = tape.overlapping(ProfileKind::Cpu, Window { from: at(0), to: at(5) });
+        let opened = tape.at_or_before(ProfileKind::Cpu, at(10)).unwrap();
         assert_eq!(tape.prune(at(100), Duration::from_secs(60), u64::MAX), 3, "ended before 40");
         assert_eq!(tape.prune(at(100), Duration::from_secs(60), 350), 4, "700 bytes down to 300");
         assert_eq!(tape.held(ProfileKind::Cpu).oldest, Some(at(70)));
         assert_eq!(fs::read_dir(dir.path().join("t")).unwrap().count(), 3);
         let mut text = Vec::new();
-        std::io::Read::read_to_end(&mut &opened[0].file, &mut text).unwrap();
+        std::io::Read::read_to_end(&mut &opened.file, &mut text).unwrap();
         assert_eq!(text.len(), 100);
     }
 
