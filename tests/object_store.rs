@@ -345,3 +345,86 @@ async fn a_dead_holders_claim_expires() {
         ]
     );
 }
+
+/// Claims taken for a capture that the local gate then refused are given back: another
+/// instance may take them at once. Pruning deletes the cooldowns that ended and keeps those
+/// that hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_given_back_are_free_again() {
+    let moto = Moto::start().await;
+    moto.create_bucket("claims").await;
+    let config = ObjectStoreConfig {
+        bucket: "claims".into(),
+        prefix: "fleet".into(),
+        endpoint: Some(moto.url.parse().unwrap()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some(Secret::new("testing")),
+        secret_access_key: Some(Secret::new("testing")),
+    };
+    let bucket = Arc::new(Bucket::open(&config).unwrap());
+    let week = Duration::from_secs(7 * 86400);
+    let (one, other) =
+        (Claims::new(bucket.clone(), "one".into(), week), Claims::new(bucket.clone(), "other".into(), week));
+    let (now, hold, cooldown) = (Utc::now(), Duration::from_secs(30), Duration::from_secs(300));
+    let claim = |claims: &Claims, rule: &str| {
+        let key = format!("fp@1/{rule}/t");
+        tokio::task::block_in_place(|| claims.claim(Some(&key), rule, "t", cooldown, hold, now).unwrap())
+    };
+    let held = claim(&one, "given-back").expect("free");
+    assert!(matches!(claim(&other, "given-back"), Err(Refusal::DuplicateElsewhere { .. })));
+    tokio::task::block_in_place(|| one.give_back(&held));
+    assert!(claim(&other, "given-back").is_ok(), "given back: free for another instance");
+
+    // Pruning: a cooldown that ended goes, one that holds stays.
+    let short = tokio::task::block_in_place(|| {
+        one.claim(None, "short", "t", Duration::from_secs(1), hold, now - chrono::Duration::seconds(10))
+            .unwrap()
+    });
+    assert!(short.is_ok());
+    let pruned = tokio::task::block_in_place(|| one.prune(Utc::now()).unwrap());
+    assert_eq!(pruned, 1);
+    let keys = moto.keys("claims", "fleet/.claims/cooldown/").await;
+    assert_eq!(keys, ["fleet/.claims/cooldown/given-back/t.json"]);
+}
+
+/// Metadata that cannot be read is skipped and said once, not read again at every refresh,
+/// until it changes; then it is taken in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_metadata_is_read_again_only_once_it_changes() {
+    support::logs();
+    let moto = Moto::start().await;
+    moto.create_bucket("skips").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key-id"), "testing\n").unwrap();
+    std::fs::write(dir.path().join("secret"), "testing\n").unwrap();
+    let text = format!(
+        "storage:\n  dir: data\n  retention: {{}}\n  object_store: {{url: s3://skips/fleet, endpoint: \"{}\", \
+         region: us-east-1, access_key_id_file: key-id, secret_access_key_file: secret}}\n",
+        moto.url
+    );
+    let config = alertprof::config::Config::parse(&text, dir.path()).unwrap();
+    let bucket = Arc::new(Bucket::open(config.storage.object_store.as_ref().unwrap()).unwrap());
+    let id = format!("{}-r-heap-abcd", Utc::now().format("%Y%m%dT%H%M%S%.3fZ"));
+    let id = id.as_str();
+    tokio::task::block_in_place(|| {
+        bucket.put(&format!("t/{id}.json"), bytes::Bytes::from_static(b"{not json"))
+    })
+    .unwrap();
+    let store = tokio::task::block_in_place(|| {
+        alertprof::store::ObjectStoreBackend::open(&config.storage, bucket.clone())
+    });
+    for _ in 0..3 {
+        tokio::task::block_in_place(|| alertprof::store::ProfileStore::refresh(&store)).unwrap();
+    }
+    let said = |logs: &str| {
+        logs.lines().filter(|l| l.contains("Unreadable capture metadata skipped.") && l.contains(id)).count()
+    };
+    assert_eq!(said(&support::logs()), 1, "{}", support::logs());
+
+    let meta = json!({"id": id, "target": "t", "rule": "r", "kind": "heap", "status": "failed", "error": "x",
+        "trigger": {"source": "manual"}, "url": "http://t", "started_at": Utc::now(), "finished_at": Utc::now(), "bytes": 0});
+    tokio::task::block_in_place(|| bucket.put(&format!("t/{id}.json"), bytes::Bytes::from(meta.to_string())))
+        .unwrap();
+    let added = tokio::task::block_in_place(|| alertprof::store::ProfileStore::refresh(&store)).unwrap();
+    assert_eq!(added, 1, "changed, read again and taken in");
+}

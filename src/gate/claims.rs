@@ -9,7 +9,8 @@
 //! `.claims/dedupe/<sha256 of the key>.json` and `.claims/cooldown/<rule>/<target>.json`
 //! under the bucket's prefix; the local gate stays in front of them.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,18 +37,34 @@ struct Claim {
 #[derive(Debug, Clone)]
 pub struct Held {
     dedupe: Option<String>,
+    cooldown: Option<String>,
 }
+
+/// How often dedupe claims are listed for pruning: each holds for `dedupe_ttl` (days), and
+/// there may be tens of thousands, so once an hour is soon enough and cheap.
+const PRUNE_DEDUPE_EVERY: chrono::Duration = chrono::Duration::hours(1);
 
 pub struct Claims {
     bucket: Arc<Bucket>,
     /// Who this instance is, as other instances' reasons name it.
     holder: String,
     dedupe_ttl: Duration,
+    /// When each cooldown claim seen ends, by key, with the version it was read at: a
+    /// claim is read again only once it changed.
+    cooldowns: Mutex<HashMap<String, (Option<String>, DateTime<Utc>)>>,
+    /// When the dedupe claims were last listed for pruning.
+    dedupe_pruned: Mutex<Option<DateTime<Utc>>>,
 }
 
 impl Claims {
     pub fn new(bucket: Arc<Bucket>, holder: String, dedupe_ttl: Duration) -> Claims {
-        Claims { bucket, holder, dedupe_ttl }
+        Claims {
+            bucket,
+            holder,
+            dedupe_ttl,
+            cooldowns: Mutex::new(HashMap::new()),
+            dedupe_pruned: Mutex::new(None),
+        }
     }
 
     fn dedupe_key(key: &str) -> String {
@@ -88,10 +105,15 @@ impl Claims {
                 }
             }
         };
+        let mut cooldown_key = None;
         if !cooldown.is_zero() {
             let until = now + chrono::Duration::from_std(cooldown).unwrap_or_default();
             let claim = Claim { holder: self.holder.clone(), at: now, until, done: true };
-            let taken = self.take(&Self::cooldown_key(rule, target), &claim, |held| held.until > now);
+            let key = Self::cooldown_key(rule, target);
+            let taken = self.take(&key, &claim, |held| held.until > now);
+            if matches!(taken, Ok(Ok(()))) {
+                cooldown_key = Some(key);
+            }
             let refused = match taken {
                 Ok(Ok(())) => None,
                 Ok(Err(other)) => {
@@ -107,7 +129,7 @@ impl Claims {
                 return result;
             }
         }
-        Ok(Ok(Held { dedupe: held }))
+        Ok(Ok(Held { dedupe: held, cooldown: cooldown_key }))
     }
 
     /// A dedupe claim holds while its capture may still run, and once done for `dedupe_ttl`.
@@ -171,6 +193,18 @@ impl Claims {
         }
     }
 
+    /// Nothing was captured after all (the local gate refused the job): what was claimed
+    /// is given back, so that another instance, or a later delivery, may capture. Blocks;
+    /// a failure is logged (the claims then expire).
+    pub fn give_back(&self, held: &Held) {
+        for key in held.dedupe.iter().chain(&held.cooldown) {
+            if let Err(error) = self.bucket.delete(key) {
+                tracing::warn!(key = %key, error = %error, "Cannot give back a claim; it expires.");
+            }
+            self.cooldowns.lock().unwrap().remove(key);
+        }
+    }
+
     /// The capture is over: its dedupe claim now holds for `dedupe_ttl`. Blocks; a failure
     /// is logged (the claim then expires after the capture's timeout).
     pub fn done(&self, held: &Held, now: DateTime<Utc>) {
@@ -182,25 +216,49 @@ impl Claims {
         }
     }
 
-    /// Deletes dedupe claims written longer than `dedupe_ttl` ago (by then every one is
-    /// over, done or expired) and cooldowns that have ended. Blocks.
+    /// Deletes cooldowns that have ended and, once an hour, dedupe claims written longer
+    /// than `dedupe_ttl` ago (by then every one is over, done or expired). Blocks.
     pub fn prune(&self, now: DateTime<Utc>) -> Result<usize, String> {
-        let ttl = chrono::Duration::from_std(self.dedupe_ttl).unwrap_or_default();
-        let objects = self.bucket.list(".claims").map_err(|error| error.to_string())?;
+        let mut pruned = self.prune_cooldowns(now)?;
+        let due = self.dedupe_pruned.lock().unwrap().is_none_or(|last| last + PRUNE_DEDUPE_EVERY <= now);
+        if due {
+            let ttl = chrono::Duration::from_std(self.dedupe_ttl).unwrap_or_default();
+            let objects = self.bucket.list(".claims/dedupe").map_err(|error| error.to_string())?;
+            for object in objects {
+                if object.modified.is_some_and(|modified| modified + ttl < now)
+                    && self.bucket.delete(&object.key).is_ok()
+                {
+                    pruned += 1;
+                }
+            }
+            *self.dedupe_pruned.lock().unwrap() = Some(now);
+        }
+        Ok(pruned)
+    }
+
+    /// Deletes the cooldown claims that have ended: one per rule and target (or instance
+    /// of one) that captured lately, each read once per version.
+    fn prune_cooldowns(&self, now: DateTime<Utc>) -> Result<usize, String> {
+        let objects = self.bucket.list(".claims/cooldown").map_err(|error| error.to_string())?;
+        let mut seen = self.cooldowns.lock().unwrap().clone();
+        seen.retain(|key, _| objects.iter().any(|object| &object.key == key));
         let mut pruned = 0;
         for object in objects {
-            let over = if object.key.starts_with(".claims/dedupe/") {
-                object.modified.is_some_and(|modified| modified + ttl < now)
-            } else {
-                // One per rule and target (or instance of one) that captured lately: few,
-                // and each says when it ends.
-                let Ok((bytes, _)) = self.bucket.get(&object.key) else { continue };
-                serde_json::from_slice::<Claim>(&bytes).is_ok_and(|claim| claim.until <= now)
+            let until = match seen.get(&object.key) {
+                Some((e_tag, until)) if *e_tag == object.e_tag => *until,
+                _ => {
+                    let Ok((bytes, read)) = self.bucket.get(&object.key) else { continue };
+                    let Ok(claim) = serde_json::from_slice::<Claim>(&bytes) else { continue };
+                    seen.insert(object.key.clone(), (read.e_tag, claim.until));
+                    claim.until
+                }
             };
-            if over && self.bucket.delete(&object.key).is_ok() {
+            if until <= now && self.bucket.delete(&object.key).is_ok() {
+                seen.remove(&object.key);
                 pruned += 1;
             }
         }
+        *self.cooldowns.lock().unwrap() = seen;
         Ok(pruned)
     }
 }

@@ -143,12 +143,22 @@ async fn decide(app: &App, job: &Job, slot: Option<OwnedSemaphorePermit>) -> Dec
         Ok(claimed) => claimed,
         Err(decision) => return Decision { readings, ..*decision },
     };
-    match app.gate.admit(job.dedupe.as_deref(), &gate_rule, &gate_target, job.cooldown(), Utc::now()).await {
-        Ok(None) => {}
-        Ok(Some(refusal)) => return refusal_decision(job, refusal, readings),
-        Err(error) => {
-            return Decision { readings, ..decision_for(job, Outcome::Refused, error.to_string()) };
+    let admitted =
+        app.gate.admit(job.dedupe.as_deref(), &gate_rule, &gate_target, job.cooldown(), Utc::now());
+    let refused = match admitted.await {
+        Ok(None) => None,
+        Ok(Some(refusal)) => Some(refusal_decision(job, refusal, readings.clone())),
+        Err(error) => Some(Decision {
+            readings: readings.clone(),
+            ..decision_for(job, Outcome::Refused, error.to_string())
+        }),
+    };
+    if let Some(decision) = refused {
+        // The other instances were told this one captures: it does not, after all.
+        if let Some((claims, held)) = claimed {
+            tokio::task::spawn_blocking(move || claims.give_back(&held)).await.ok();
         }
+        return decision;
     }
     let captures = capture_all(app, job, &readings, &client, slot).await;
     if let Some((claims, held)) = claimed {

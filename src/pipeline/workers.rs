@@ -17,7 +17,7 @@ use crate::rules::Job;
 const BATCH: usize = 64;
 /// How often retention and gate maintenance run besides after each capture.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
-/// How often a shared store is listed for what other instances kept or deleted.
+/// How often a shared store is listed for what other instances kept or deleted, at most.
 const REFRESH_EVERY: Duration = Duration::from_secs(10);
 
 /// Takes jobs off the queue and runs each as a task, at most `max_in_flight` jobs at a
@@ -35,8 +35,7 @@ pub async fn run_workers(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(MAINTAIN_EVERY);
-            let mut refreshes = tokio::time::interval(REFRESH_EVERY);
-            refreshes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut next_refresh = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = ticks.tick() => {
@@ -44,7 +43,13 @@ pub async fn run_workers(
                         app.gate.maintain(Utc::now()).await;
                         prune_claims(&app).await;
                     }
-                    _ = refreshes.tick() => refresh(&app).await,
+                    () = tokio::time::sleep_until(next_refresh) => {
+                        let started = tokio::time::Instant::now();
+                        refresh(&app).await;
+                        // A listing that takes long (a large bucket) is spaced out: the
+                        // bucket is listed at most a fifth of the time.
+                        next_refresh = tokio::time::Instant::now() + REFRESH_EVERY.max(started.elapsed() * 4);
+                    }
                     () = shutdown.cancelled() => break,
                 }
             }

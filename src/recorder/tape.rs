@@ -134,7 +134,11 @@ impl Tape {
     /// window of hours holds no file open until each is read.
     pub fn overlapping(&self, kind: ProfileKind, window: Window) -> Vec<Segment> {
         let segments = self.segments.lock().unwrap();
-        segments.iter().filter(|s| s.kind == kind && s.to > window.from && s.from < window.to).cloned().collect()
+        segments
+            .iter()
+            .filter(|s| s.kind == kind && s.to > window.from && s.from < window.to)
+            .cloned()
+            .collect()
     }
 
     /// The latest snapshot of `kind` taken at or before `at`, opened.

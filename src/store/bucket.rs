@@ -229,6 +229,21 @@ impl Bucket {
         })
     }
 
+    /// The names of the directories right under the prefix (`.claims` among them): one
+    /// listing with a delimiter, which names each directory once, whatever it holds.
+    pub fn dirs(&self) -> Result<Vec<String>, BucketError> {
+        let store = self.store.clone();
+        let root = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
+        let url = self.url.clone();
+        self.run(async move {
+            let listed = store
+                .list_with_delimiter(root.as_ref())
+                .await
+                .map_err(|error| failed(&url, "list", error))?;
+            Ok(listed.common_prefixes.iter().filter_map(|dir| dir.filename().map(str::to_string)).collect())
+        })
+    }
+
     /// Every object under `dir` (relative to the prefix; empty for all).
     pub fn list(&self, dir: &str) -> Result<Vec<Object>, BucketError> {
         let store = self.store.clone();

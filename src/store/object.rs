@@ -26,6 +26,8 @@ pub struct ObjectStoreBackend {
     trouble: Mutex<Option<String>>,
     /// Four hex digits that tell this instance's ids from the others'.
     instance: String,
+    /// Metadata keys the last refresh did not take in.
+    skipped: Mutex<HashMap<String, Skipped>>,
 }
 
 impl From<BucketError> for StoreError {
@@ -56,6 +58,7 @@ impl ObjectStoreBackend {
             index: Index::default(),
             trouble: Mutex::new(None),
             instance: instance_tag(),
+            skipped: Mutex::new(HashMap::new()),
         };
         match store.refresh() {
             Ok(_) => {
@@ -172,70 +175,60 @@ impl ProfileStore for ObjectStoreBackend {
     }
 
     /// Lists the bucket: captures written by other instances come in, those deleted
-    /// elsewhere go. Metadata already known is not read again.
+    /// elsewhere go. Only the targets' directories are listed (not the claims), and
+    /// metadata already known, or skipped before at the same version, is not read again.
     fn refresh(&self) -> Result<usize, StoreError> {
         // Taken before the listing: what this instance keeps meanwhile is not in either.
         let known = self.index.ids();
-        let objects = match self.bucket.list("") {
-            Ok(objects) => {
-                if let Some(was) = self.trouble.lock().unwrap().take() {
-                    tracing::info!(bucket = %self.bucket.url(), was = %was, "The bucket can be listed again.");
-                }
-                objects
-            }
-            Err(error) => {
-                let message = error.to_string();
-                let before = self.trouble.lock().unwrap().replace(message.clone());
-                if before.as_ref() != Some(&message) {
-                    tracing::error!(bucket = %self.bucket.url(), error = %message, "Cannot list the bucket: captures of other instances are not seen, and captures may fail.");
-                }
-                return Err(error.into());
-            }
-        };
-        let mut sizes: HashMap<&str, u64> = HashMap::new();
-        for object in &objects {
-            sizes.insert(object.key.as_str(), object.size);
-        }
+        let objects = self.list_captures()?;
+        let sizes: HashMap<&str, u64> =
+            objects.iter().map(|object| (object.key.as_str(), object.size)).collect();
         let mut listed = HashSet::new();
+        let mut skipped = self.skipped.lock().unwrap();
+        let mut still_skipped = HashMap::new();
         let mut added = 0;
-        for Object { key, size, .. } in &objects {
-            let Some((target, name)) = key.split_once('/') else { continue };
-            let Some(id) = name.strip_suffix(".json") else { continue };
-            if target.starts_with('.') || name.contains('/') || !is_valid_id(id) {
-                continue;
-            }
+        for object in &objects {
+            let Some((target, id)) = metadata_key(&object.key) else { continue };
             listed.insert(id.to_string());
             if known.contains(id) {
                 continue;
             }
-            let meta = match self.bucket.get(key).map_err(StoreError::from).and_then(|(bytes, _)| {
-                serde_json::from_slice::<CaptureMeta>(&bytes)
-                    .map_err(|error| StoreError::Remote(format!("{key}: {error}")))
-            }) {
-                Ok(meta) if meta.target == target && meta.id == id => meta,
-                Ok(_) => {
-                    tracing::warn!(key = %key, "Capture metadata does not match its place; skipped.");
+            let earlier = skipped.remove(&object.key).filter(|earlier| earlier.e_tag == object.e_tag);
+            let meta = match earlier {
+                Some(Skipped { waiting: None, .. }) => {
+                    still_skipped
+                        .insert(object.key.clone(), Skipped { e_tag: object.e_tag.clone(), waiting: None });
                     continue;
                 }
-                Err(error) => {
-                    tracing::warn!(key = %key, error = %error, "Unreadable capture metadata skipped.");
-                    continue;
-                }
+                Some(Skipped { waiting: Some(meta), .. }) => meta,
+                None => match self.read_metadata(&object.key, target, id) {
+                    Some(meta) => meta,
+                    None => {
+                        let unreadable = Skipped { e_tag: object.e_tag.clone(), waiting: None };
+                        still_skipped.insert(object.key.clone(), unreadable);
+                        continue;
+                    }
+                },
             };
-            // A capture whose profile is not (yet, or any more) listed is left for the next
+            // A capture whose profile is not (yet, or any more) listed waits for the next
             // refresh: its writer puts the profile first.
             if let Some(file) = &meta.file
                 && !sizes.contains_key(format!("{target}/{file}").as_str())
             {
+                let waiting = Skipped { e_tag: object.e_tag.clone(), waiting: Some(meta) };
+                still_skipped.insert(object.key.clone(), waiting);
                 continue;
             }
             let derived: u64 = Derived::ALL
                 .iter()
                 .filter_map(|derived| sizes.get(format!("{target}/{id}.{}", derived.suffix()).as_str()))
                 .sum();
-            self.index.insert(meta, size + derived);
+            self.index.insert(meta, object.size + derived);
             added += 1;
         }
+        // What is no longer listed is forgotten.
+        *skipped = still_skipped;
+        drop(skipped);
         // Deleted elsewhere (retention of another instance): gone here too.
         let gone: Vec<&String> = known.iter().filter(|id| !listed.contains(*id)).collect();
         for id in &gone {
@@ -246,6 +239,70 @@ impl ProfileStore for ObjectStoreBackend {
         }
         Ok(added)
     }
+}
+
+impl ObjectStoreBackend {
+    /// Every object in the targets' directories; says when listing fails and when it
+    /// works again.
+    fn list_captures(&self) -> Result<Vec<Object>, StoreError> {
+        let listed = self.bucket.dirs().and_then(|dirs| {
+            let mut objects = Vec::new();
+            for dir in dirs.iter().filter(|dir| !dir.starts_with('.')) {
+                objects.extend(self.bucket.list(dir)?);
+            }
+            Ok(objects)
+        });
+        match listed {
+            Ok(objects) => {
+                if let Some(was) = self.trouble.lock().unwrap().take() {
+                    tracing::info!(bucket = %self.bucket.url(), was = %was, "The bucket can be listed again.");
+                }
+                Ok(objects)
+            }
+            Err(error) => {
+                let message = error.to_string();
+                let before = self.trouble.lock().unwrap().replace(message.clone());
+                if before.as_ref() != Some(&message) {
+                    tracing::error!(bucket = %self.bucket.url(), error = %message, "Cannot list the bucket: captures of other instances are not seen, and captures may fail.");
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// A capture's metadata at `key`, if it reads and matches its place (else logged).
+    fn read_metadata(&self, key: &str, target: &str, id: &str) -> Option<CaptureMeta> {
+        let read = self.bucket.get(key).map_err(StoreError::from).and_then(|(bytes, _)| {
+            serde_json::from_slice::<CaptureMeta>(&bytes)
+                .map_err(|error| StoreError::Remote(format!("{key}: {error}")))
+        });
+        match read {
+            Ok(meta) if meta.target == target && meta.id == id => Some(meta),
+            Ok(_) => {
+                tracing::warn!(key = %key, "Capture metadata does not match its place; skipped.");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(key = %key, error = %error, "Unreadable capture metadata skipped.");
+                None
+            }
+        }
+    }
+}
+
+/// `(target, id)` of a capture's metadata key, `target/id.json`.
+fn metadata_key(key: &str) -> Option<(&str, &str)> {
+    let (target, name) = key.split_once('/')?;
+    let id = name.strip_suffix(".json")?;
+    (!target.starts_with('.') && !name.contains('/') && is_valid_id(id)).then_some((target, id))
+}
+
+/// Metadata a refresh did not take in, at the version it was listed with: read again only
+/// once it changes.
+struct Skipped {
+    e_tag: Option<String>,
+    /// Read and valid, waiting for its profile to be listed; `None`: unreadable.
+    waiting: Option<CaptureMeta>,
 }
 
 /// Four hex digits from this host, process and moment.
