@@ -44,6 +44,9 @@ pub struct Held {
 /// there may be tens of thousands, so once an hour is soon enough and cheap.
 const PRUNE_DEDUPE_EVERY: chrono::Duration = chrono::Duration::hours(1);
 
+/// A cooldown claim's end, with the version (ETag) it was read at.
+type Versioned = (Option<String>, DateTime<Utc>);
+
 pub struct Claims {
     bucket: Arc<Bucket>,
     /// Who this instance is, as other instances' reasons name it.
@@ -51,7 +54,7 @@ pub struct Claims {
     dedupe_ttl: Duration,
     /// When each cooldown claim seen ends, by key, with the version it was read at: a
     /// claim is read again only once it changed.
-    cooldowns: Mutex<HashMap<String, (Option<String>, DateTime<Utc>)>>,
+    cooldowns: Mutex<HashMap<String, Versioned>>,
     /// When the dedupe claims were last listed for pruning.
     dedupe_pruned: Mutex<Option<DateTime<Utc>>>,
 }
