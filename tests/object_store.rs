@@ -77,8 +77,9 @@ async fn wait_ids(running: &Running, ok: impl Fn(&[String]) -> bool) -> Vec<Stri
     }
 }
 
-/// Instance A captures; B, with its own local directory, lists the capture and serves its
-/// profile and flame graph from the bucket. The bucket holds the local layout under the
+/// Instance A captures; B, with its own local directory, serves its profile at once (an id
+/// it does not know yet makes it list the bucket), lists the capture and serves its flame
+/// graph from the bucket. The bucket holds the local layout under the
 /// prefix, and A's own directory holds no profile. A second capture puts the first over
 /// A's retention: it is deleted from the bucket, and B's listing loses it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,13 +100,15 @@ async fn two_instances_share_one_bucket() {
     }
     assert!(!dir_a.path().join("demo").exists(), "no profile kept locally");
 
-    wait_ids(&b, |ids| ids.contains(&first)).await;
+    // Asked for it at once (the link in A's annotation may reach B), B finds it in the
+    // bucket before its next listing.
     let from_a = client().get(a.url(&format!("/api/v1/captures/{first}/profile"))).send().await.unwrap();
     let from_b = client().get(b.url(&format!("/api/v1/captures/{first}/profile"))).send().await.unwrap();
     assert_eq!(from_b.status(), 200);
     let (from_a, from_b) = (from_a.bytes().await.unwrap(), from_b.bytes().await.unwrap());
     assert!(!from_b.is_empty());
     assert_eq!(from_a, from_b, "B serves the bytes A kept");
+    wait_ids(&b, |ids| ids.contains(&first)).await;
     let flame =
         client().get(b.url(&format!("/api/v1/captures/{first}/flamegraph.svg"))).send().await.unwrap();
     assert_eq!(flame.status(), 200);

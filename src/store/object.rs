@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -26,7 +26,16 @@ pub struct ObjectStoreBackend {
     trouble: Mutex<Option<String>>,
     /// Four hex digits that tell this instance's ids from the others'.
     instance: String,
+    /// When the last listing started; held while one runs, so one runs at a time. An id
+    /// not in the index is looked for in a listing that starts after it was asked for: a
+    /// capture another instance kept since the last refresh is found at once (the link in
+    /// its annotation reaches any instance behind a Service).
+    listing: Mutex<Option<Instant>>,
 }
+
+/// The least time between the start of one listing and that of a listing for an unknown
+/// id: ids that are nowhere cost one listing per this at most.
+const UNKNOWN_ID_LISTING_GAP: Duration = Duration::from_secs(1);
 
 impl From<BucketError> for StoreError {
     fn from(error: BucketError) -> StoreError {
@@ -56,6 +65,7 @@ impl ObjectStoreBackend {
             index: Index::default(),
             trouble: Mutex::new(None),
             instance: instance_tag(),
+            listing: Mutex::new(None),
         };
         match store.refresh() {
             Ok(_) => {
@@ -125,7 +135,7 @@ impl ProfileStore for ObjectStoreBackend {
     }
 
     fn get(&self, id: &str) -> Option<CaptureMeta> {
-        self.index.get(id)
+        self.index.get(id).or_else(|| self.find_unknown(id))
     }
 
     fn list(&self, filter: &CaptureFilter) -> Vec<CaptureMeta> {
@@ -171,9 +181,34 @@ impl ProfileStore for ObjectStoreBackend {
         self.trouble.lock().unwrap().clone()
     }
 
-    /// Lists the bucket: captures written by other instances come in, those deleted
-    /// elsewhere go. Metadata already known is not read again.
     fn refresh(&self) -> Result<usize, StoreError> {
+        let mut listing = self.listing.lock().unwrap();
+        self.list_bucket(&mut listing)
+    }
+}
+
+impl ObjectStoreBackend {
+    /// An id not in the index, from a listing that starts after it was asked for: one that
+    /// started meanwhile, or one started now, `UNKNOWN_ID_LISTING_GAP` after the last.
+    fn find_unknown(&self, id: &str) -> Option<CaptureMeta> {
+        let asked = Instant::now();
+        let mut listing = self.listing.lock().unwrap();
+        if !listing.is_some_and(|started| started >= asked) {
+            if let Some(wait) =
+                listing.and_then(|started| UNKNOWN_ID_LISTING_GAP.checked_sub(started.elapsed()))
+            {
+                std::thread::sleep(wait);
+            }
+            self.list_bucket(&mut listing).ok()?;
+        }
+        self.index.get(id)
+    }
+
+    /// Lists the bucket: captures written by other instances come in, those deleted
+    /// elsewhere go. Metadata already known is not read again. `started` (the lock on
+    /// listing) is set to now.
+    fn list_bucket(&self, started: &mut Option<Instant>) -> Result<usize, StoreError> {
+        *started = Some(Instant::now());
         // Taken before the listing: what this instance keeps meanwhile is not in either.
         let known = self.index.ids();
         let objects = match self.bucket.list("") {
