@@ -112,6 +112,8 @@ struct Workload {
     fs_group: u32,
     /// The container's root filesystem is read-only: only the emptyDir may be written.
     read_only_root: bool,
+    /// How many run (`spec.replicas` of a Deployment; one per node of a DaemonSet).
+    replicas: usize,
     /// `resources.limits.memory`, in bytes.
     memory_limit: u64,
     /// Where Prometheus scrapes it (`prometheus.io/path`), with no credentials.
@@ -132,6 +134,7 @@ impl Workload {
             group: id(&container_user["runAsGroup"]).or(id(&pod_user["runAsGroup"])).expect("runAsGroup"),
             fs_group: id(&pod_user["fsGroup"]).expect("fsGroup"),
             read_only_root: container_user["readOnlyRootFilesystem"] == true,
+            replicas: manifest["spec"]["replicas"].as_u64().unwrap_or(1) as usize,
             memory_limit: bytes(container["resources"]["limits"]["memory"].as_str().unwrap()),
             metrics_path: manifest["spec"]["template"]["metadata"]["annotations"]["prometheus.io/path"]
                 .as_str()
@@ -279,10 +282,26 @@ async fn stops(serve: Serve, grace: Duration, secrets: &[&str]) {
     }
 }
 
-/// A webhook payload of one firing alert, starting now.
-fn firing(labels: Value) -> Value {
-    let mut body = payload(&[(labels, "shipped")]);
-    body["alerts"][0]["startsAt"] = json!(chrono::Utc::now().to_rfc3339());
+/// A webhook payload of firing alerts, starting now, each its alertname as fingerprint.
+fn firing(alerts: &[&serde_json::Map<String, Value>]) -> Value {
+    let alerts: Vec<(Value, &str)> = alerts
+        .iter()
+        .map(|labels| (Value::Object((*labels).clone()), labels["alertname"].as_str().unwrap()))
+        .collect();
+    let mut body = payload(&alerts);
+    for alert in body["alerts"].as_array_mut().unwrap() {
+        alert["startsAt"] = json!(chrono::Utc::now().to_rfc3339());
+    }
+    body
+}
+
+/// The payload of `firing`, now resolved, as Alertmanager sends it with `send_resolved`.
+fn resolved(mut body: Value) -> Value {
+    body["status"] = json!("resolved");
+    for alert in body["alerts"].as_array_mut().unwrap() {
+        alert["status"] = json!("resolved");
+        alert["endsAt"] = json!(chrono::Utc::now().to_rfc3339());
+    }
     body
 }
 
@@ -295,18 +314,23 @@ async fn post_webhook(serve: &Serve, token: Option<&str>, body: &Value) {
     assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
 }
 
-/// Waits for the decision on the alert `alertname` (not a baseline's) and checks it
-/// captured.
+/// Waits for the decision on the firing alert `alertname` and checks it captured.
 async fn captured(serve: &Serve, alertname: &str, within: Duration) -> Value {
+    captured_by(serve, alertname, within, |d| d["alertname"] == alertname && d["source"] == "alertmanager")
+        .await
+}
+
+/// Waits for the oldest decision `which` picks (`what`, for the failure) and checks it
+/// captured.
+async fn captured_by(serve: &Serve, what: &str, within: Duration, which: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let decisions = serve.get("/api/v1/decisions?limit=1000").await;
-        let found = decisions.as_array().unwrap().iter().find(|d| d["alertname"] == alertname).cloned();
-        if let Some(decision) = found {
-            assert_eq!(decision["outcome"], "captured", "{decision}");
-            return decision;
+        if let Some(decision) = decisions.as_array().unwrap().iter().rev().find(|d| which(d)) {
+            assert_eq!(decision["outcome"], "captured", "{what}: {decision}");
+            return decision.clone();
         }
-        assert!(Instant::now() < deadline, "no decision on {alertname} after {within:?}: {decisions}");
+        assert!(Instant::now() < deadline, "no decision on {what} after {within:?}: {decisions}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -349,9 +373,13 @@ async fn open_captures(serve: &Serve, decision: &Value, dir: &Path) -> Vec<Value
     opened
 }
 
-/// The kinds of captures, in order.
+/// The kinds of captures, sorted, each once (a recorded target's heap or goroutine comes
+/// with the recorder's snapshot from before the window, when it has one).
 fn kinds(opened: &[Value]) -> Vec<&str> {
-    opened.iter().map(|meta| meta["kind"].as_str().unwrap()).collect()
+    let mut kinds: Vec<&str> = opened.iter().map(|meta| meta["kind"].as_str().unwrap()).collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds
 }
 
 /// The profiles are in the bucket, where every instance of the fleet finds them.
@@ -384,13 +412,17 @@ async fn the_example_config() {
     let serve = serve_file(dir.path(), &shipped).await;
 
     demo.get("/burn?seconds=30&workers=1").await;
-    let mut labels = shipped.alert_labels("cpu-spike");
-    labels.insert("job".into(), json!("demo"));
-    let alertname = labels["alertname"].as_str().unwrap().to_string();
-    post_webhook(&serve, None, &firing(Value::Object(labels))).await;
-    let decision = captured(&serve, &alertname, Duration::from_secs(90)).await;
+    let (mut cpu, mut leak) = (shipped.alert_labels("cpu-spike"), shipped.alert_labels("goroutine-leak"));
+    for labels in [&mut cpu, &mut leak] {
+        labels.insert("job".into(), json!("demo"));
+    }
+    post_webhook(&serve, None, &firing(&[&cpu, &leak])).await;
+    let decision = captured(&serve, cpu["alertname"].as_str().unwrap(), Duration::from_secs(90)).await;
     let opened = open_captures(&serve, &decision, dir.path()).await;
-    assert!(kinds(&opened).contains(&"cpu"), "{opened:?}");
+    assert_eq!(kinds(&opened), ["cpu", "goroutine"], "{opened:?}");
+    let decision = captured(&serve, leak["alertname"].as_str().unwrap(), Duration::from_secs(30)).await;
+    let opened = open_captures(&serve, &decision, dir.path()).await;
+    assert_eq!(kinds(&opened), ["goroutine", "heap"], "{opened:?}");
     reloads(&serve, true).await;
     stops(serve, systemd_stop_timeout(), &[]).await;
 }
@@ -440,10 +472,10 @@ async fn the_demo_config() {
     let mut labels = shipped.alert_labels("goroutine-spike");
     labels.insert("job".into(), json!("demo"));
     let alertname = labels["alertname"].as_str().unwrap().to_string();
-    post_webhook(&serve, Some(token), &firing(Value::Object(labels))).await;
+    post_webhook(&serve, Some(token), &firing(&[&labels])).await;
     let decision = captured(&serve, &alertname, Duration::from_secs(60)).await;
     let opened = open_captures(&serve, &decision, dir.path()).await;
-    assert_eq!(kinds(&opened), ["goroutine", "goroutine", "cpu"], "before the window, now, cpu: {opened:?}");
+    assert_eq!(kinds(&opened), ["cpu", "goroutine"], "{opened:?}");
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -534,40 +566,67 @@ async fn the_agent_configmap() {
         client().post(am.url("/api/v2/alerts")).json(&json!([{"labels": labels}])).send().await.unwrap();
     assert!(answer.status().is_success(), "{answer:?}");
 
+    // Meanwhile the node daemon leaks: the agent's watch rule sees it with no alert.
+    let leak =
+        shipped.tree()["rules"].as_array().unwrap().iter().find(|r| r["name"] == "node-daemon-leak").cloned();
+    let abs = leak.expect("the watch rule")["verify"]["goroutines"]["abs"].as_u64().unwrap();
+    daemon.get(&format!("/goroutines?n={}", abs + 1000)).await;
+
     let decision = captured(&serve, &alertname, Duration::from_secs(90)).await;
     let reason = decision["reason"].as_str().unwrap();
     assert!(reason.contains("cpu_percent"), "verified on the cgroup's CPU: {decision}");
     let opened = open_captures(&serve, &decision, d).await;
     assert_eq!(kinds(&opened), ["cpu", "goroutine"], "{opened:?}");
     in_bucket(&moto, &shipped, &opened).await;
+    let watched = captured_by(&serve, "the node daemon's leak", Duration::from_secs(60), |d| {
+        d["rule"] == "node-daemon-leak" && d["source"] == "watch" && d["outcome"] != "not_verified"
+    })
+    .await;
+    let opened = open_captures(&serve, &watched, d).await;
+    assert_eq!(kinds(&opened), ["goroutine", "heap"], "{opened:?}");
+    in_bucket(&moto, &shipped, &opened).await;
     reloads(&serve, false).await;
     workload.stops(serve, &[token, KEY_ID, SECRET_KEY]).await;
 }
 
-/// The webhook receivers (`deploy/kubernetes/receiver-configmap.yaml`): a `GoroutineSpike`
-/// webhook with the bearer token, for the instance its labels name (allowed by
-/// `allowed_targets`), is verified on that instance's `/metrics`, captured, and kept in the
-/// S3 bucket.
+/// The webhook receivers (`deploy/kubernetes/receiver-configmap.yaml`), as many replicas
+/// as the Deployment has, sharing the S3 bucket: a `GoroutineSpike` webhook with the bearer
+/// token, sent to each replica as HA Alertmanager peers send it, for the instance its
+/// labels name (allowed by `allowed_targets`), is verified on that instance's `/metrics`
+/// and captured once; every replica serves the profiles from the bucket. Resolved, it
+/// brings the rule's baseline, once too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_receiver_configmap() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let moto = Moto::start().await;
     let demo = Demo::start();
     let token = "receiver-token";
     let workload = Workload::read("deploy/kubernetes/receiver-deployment.yaml");
+    assert!(workload.replicas >= 2, "replicas: {}", workload.replicas);
 
-    let mut shipped = Shipped::configmap("deploy/kubernetes/receiver-configmap.yaml");
-    let port = demo.addr.port();
-    shipped.edit("listen_address: 0.0.0.0:9731", "listen_address: 127.0.0.1:0", 1);
-    shipped.edit("/etc/alertprof/", &format!("{}/etc/alertprof/", d.display()), 3);
-    shipped.edit("dir: /var/lib/alertprof", &format!("dir: {}/var/lib/alertprof", d.display()), 1);
-    shipped.edit("endpoint: http://minio.storage.svc:9000", &format!("endpoint: {}", moto.url), 1);
-    shipped.edit("\"10.0.0.0/8:6060-6070\"", &format!("\"127.0.0.0/8:{port}-{port}\""), 1);
-    let (bucket, _) = shipped.bucket();
-    moto.create_bucket(&bucket).await;
-    let config = workload.volumes(d, &shipped, token);
-    let serve = workload.serve(d, &config).await.with_bearer(token);
+    // Each replica is a pod of its own: its own files, under a directory of its own.
+    let mut replicas = Vec::new();
+    let mut shipped = None;
+    for replica in 0..workload.replicas {
+        let root = d.join(format!("pod-{replica}"));
+        std::fs::create_dir(&root).unwrap();
+        let mut config = Shipped::configmap("deploy/kubernetes/receiver-configmap.yaml");
+        let port = demo.addr.port();
+        config.edit("listen_address: 0.0.0.0:9731", "listen_address: 127.0.0.1:0", 1);
+        config.edit("/etc/alertprof/", &format!("{}/etc/alertprof/", root.display()), 3);
+        config.edit("dir: /var/lib/alertprof", &format!("dir: {}/var/lib/alertprof", root.display()), 1);
+        config.edit("endpoint: http://minio.storage.svc:9000", &format!("endpoint: {}", moto.url), 1);
+        config.edit("\"10.0.0.0/8:6060-6070\"", &format!("\"127.0.0.0/8:{port}-{port}\""), 1);
+        if replica == 0 {
+            moto.create_bucket(&config.bucket().0).await;
+        }
+        let path = workload.volumes(&root, &config, token);
+        replicas.push(workload.serve(&root, &path).await.with_bearer(token));
+        shipped = Some(config);
+    }
+    let shipped = shipped.unwrap();
 
     demo.get("/goroutines?n=2000").await;
     let mut labels = shipped.alert_labels("goroutine-leak");
@@ -577,12 +636,59 @@ async fn the_receiver_configmap() {
     {
         labels.insert(name.into(), json!(value));
     }
-    post_webhook(&serve, Some(token), &firing(Value::Object(labels))).await;
-    let decision = captured(&serve, &alertname, Duration::from_secs(60)).await;
+    let alert = firing(&[&labels]);
+    let (winner, decision) = once(&replicas, token, &alert, &alertname, |_| true).await;
     assert!(decision["reason"].as_str().unwrap().contains("goroutines"), "verified on /metrics: {decision}");
-    let opened = open_captures(&serve, &decision, d).await;
+    let other = &replicas[(winner + 1) % replicas.len()];
+    let opened = open_captures(other, &decision, d).await;
     assert_eq!(kinds(&opened), ["goroutine", "heap"], "{opened:?}");
     in_bucket(&moto, &shipped, &opened).await;
-    reloads(&serve, false).await;
-    workload.stops(serve, &[token, KEY_ID, SECRET_KEY]).await;
+
+    // Resolved (Alertmanager's send_resolved): the rule's baseline of normal times.
+    demo.get("/release-goroutines").await;
+    let firing_at = decision["at"].clone();
+    let (winner, baseline) =
+        once(&replicas, token, &resolved(alert), &alertname, |d| d["at"] != firing_at).await;
+    let other = &replicas[(winner + 1) % replicas.len()];
+    let opened = open_captures(other, &baseline, d).await;
+    assert_eq!(kinds(&opened), ["goroutine", "heap"], "{opened:?}");
+    assert!(opened.iter().all(|meta| meta["baseline"] == true), "{opened:?}");
+    in_bucket(&moto, &shipped, &opened).await;
+    for serve in replicas {
+        reloads(&serve, false).await;
+        workload.stops(serve, &[token, KEY_ID, SECRET_KEY]).await;
+    }
+}
+
+/// Posts `body` to every replica at once; waits for each one's decision on `alertname`
+/// (the first `which` picks): one captured, the others found it a duplicate. Returns the
+/// index of the one that captured, and its decision.
+async fn once(
+    replicas: &[Serve],
+    token: &str,
+    body: &Value,
+    alertname: &str,
+    which: impl Fn(&Value) -> bool + Copy,
+) -> (usize, Value) {
+    futures_util::future::join_all(replicas.iter().map(|serve| post_webhook(serve, Some(token), body))).await;
+    let mut captured = None;
+    for (index, serve) in replicas.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let decision = loop {
+            let decisions = serve.get("/api/v1/decisions?limit=1000").await;
+            let found =
+                decisions.as_array().unwrap().iter().rev().find(|d| d["alertname"] == alertname && which(d));
+            if let Some(decision) = found {
+                break decision.clone();
+            }
+            assert!(Instant::now() < deadline, "replica {index}: no decision on {alertname}: {decisions}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        match decision["outcome"].as_str().unwrap() {
+            "captured" if captured.is_none() => captured = Some((index, decision)),
+            "duplicate" => {}
+            _ => panic!("replica {index}: {decision}, captured by {captured:?}"),
+        }
+    }
+    captured.expect("one replica captured")
 }
