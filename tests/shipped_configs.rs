@@ -280,6 +280,40 @@ async fn stops(serve: Serve, grace: Duration, secrets: &[&str]) {
     for secret in secrets {
         assert!(!log.contains(secret), "{secret:?} in the log:\n{log}");
     }
+    for line in log.lines().filter(|line| line.starts_with('{')) {
+        json_keys_once(line);
+    }
+}
+
+/// A JSON log line is an object whose every key is there once: no field of an event (say,
+/// the `target` a profile is of) is shadowed by one of the formatter's own.
+fn json_keys_once(line: &str) {
+    struct Keys(Vec<String>);
+    impl<'de> serde::Deserialize<'de> for Keys {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Keys, D::Error> {
+            struct Visitor;
+            impl<'de> serde::de::Visitor<'de> for Visitor {
+                type Value = Keys;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Keys, M::Error> {
+                    let mut keys = Vec::new();
+                    while let Some(key) = map.next_key::<String>()? {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        keys.push(key);
+                    }
+                    Ok(Keys(keys))
+                }
+            }
+            deserializer.deserialize_map(Visitor)
+        }
+    }
+    let Keys(mut keys) = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    keys.sort();
+    let twice: Vec<&String> =
+        keys.windows(2).filter(|pair| pair[0] == pair[1]).map(|pair| &pair[0]).collect();
+    assert!(twice.is_empty(), "{twice:?} twice in a JSON log line: {line}");
 }
 
 /// A webhook payload of firing alerts, starting now, each its alertname as fingerprint.
@@ -499,10 +533,11 @@ async fn the_demo_config() {
 }
 
 /// The per-node agent (`deploy/kubernetes/agent-configmap.yaml`): it polls a real
-/// Alertmanager for a `ContainerCPUHigh` alert whose `id` is a cgroup of this host's live
-/// tree, verifies the container's CPU on that cgroup (a burning Go target held to its
-/// quota), captures it through the pod address the alert names, keeps the profiles in the
-/// S3 bucket, and records a node daemon beside it.
+/// Alertmanager for `ContainerCPUHigh` and `ContainerMemoryHigh` alerts whose `id` is a
+/// cgroup of this host's live tree, verifies the container's CPU and memory on that cgroup
+/// (a Go target burning its quota, holding most of its limit), captures it through the pod
+/// address the alerts name, keeps the profiles in the S3 bucket, and records and watches a
+/// node daemon beside it, whose goroutine leak it captures with no alert.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_configmap() {
     let dir = tempfile::tempdir().unwrap();
@@ -512,12 +547,13 @@ async fn the_agent_configmap() {
     let (moto, am) = tokio::join!(Moto::start(), alertmanager(d));
     wait_ready(&am.url("/-/ready"), &am).await;
     // The container: the Go demo target in a cgroup made in the host's live tree, as a
-    // container runtime makes one, with a CPU quota. The agent reads it as shipped (the
-    // host's tree under cgroup_root, the alert's `id` relative to it), on real readings of
-    // a real process, which a fixture tree could only imitate. 0.2 cores: a burning worker
-    // uses its whole quota however loaded this machine is.
+    // container runtime makes one, with a CPU quota and a memory limit. The agent reads it
+    // as shipped (the host's tree under cgroup_root, the alert's `id` relative to it), on
+    // real readings of a real process, which a fixture tree could only imitate. 0.2 cores:
+    // a burning worker uses its whole quota however loaded this machine is.
     let pod = Demo::start();
-    let cgroup = LiveCgroup::create("pod", 0.2);
+    let limit_mib = 128;
+    let cgroup = LiveCgroup::create("pod", 0.2, limit_mib << 20);
     cgroup.add(pod.child.0.id());
     // The node's daemon is another process: the agent records its CPU all the time, and
     // Go's CPU profiler serves one client at a time.
@@ -549,21 +585,24 @@ async fn the_agent_configmap() {
     let config = workload.volumes(d, &shipped, token);
     let serve = workload.serve(d, &config).await.with_bearer(token);
 
+    // The container spikes in both: its CPU quota used up, 7/8 of its memory limit held.
     pod.get("/burn?seconds=300&workers=1").await;
-    // As cAdvisor's metrics give it, with the labels deploy/README.md's rule keeps.
-    let mut labels = shipped.alert_labels("cpu-spike");
-    let alertname = labels["alertname"].as_str().unwrap().to_string();
-    for (name, value) in [
-        ("alertprof", "true"),
-        ("id", cgroup.id.as_str()),
-        ("pod_ip", "127.0.0.1"),
-        ("namespace", "shop"),
-        ("pod", "checkout-0"),
-    ] {
-        labels.insert(name.into(), json!(value));
+    pod.get(&format!("/hold?mb={}", limit_mib * 7 / 8)).await;
+    // As cAdvisor's metrics give them, with the labels deploy/README.md's rule keeps.
+    let (mut cpu, mut memory) = (shipped.alert_labels("cpu-spike"), shipped.alert_labels("memory-spike"));
+    for labels in [&mut cpu, &mut memory] {
+        for (name, value) in [
+            ("alertprof", "true"),
+            ("id", cgroup.id.as_str()),
+            ("pod_ip", "127.0.0.1"),
+            ("namespace", "shop"),
+            ("pod", "checkout-0"),
+        ] {
+            labels.insert(name.into(), json!(value));
+        }
     }
-    let answer =
-        client().post(am.url("/api/v2/alerts")).json(&json!([{"labels": labels}])).send().await.unwrap();
+    let alerts = json!([{"labels": cpu}, {"labels": memory}]);
+    let answer = client().post(am.url("/api/v2/alerts")).json(&alerts).send().await.unwrap();
     assert!(answer.status().is_success(), "{answer:?}");
 
     // Meanwhile the node daemon leaks: the agent's watch rule sees it with no alert.
@@ -572,11 +611,17 @@ async fn the_agent_configmap() {
     let abs = leak.expect("the watch rule")["verify"]["goroutines"]["abs"].as_u64().unwrap();
     daemon.get(&format!("/goroutines?n={}", abs + 1000)).await;
 
-    let decision = captured(&serve, &alertname, Duration::from_secs(90)).await;
+    let decision = captured(&serve, cpu["alertname"].as_str().unwrap(), Duration::from_secs(90)).await;
     let reason = decision["reason"].as_str().unwrap();
     assert!(reason.contains("cpu_percent"), "verified on the cgroup's CPU: {decision}");
     let opened = open_captures(&serve, &decision, d).await;
     assert_eq!(kinds(&opened), ["cpu", "goroutine"], "{opened:?}");
+    in_bucket(&moto, &shipped, &opened).await;
+    let decision = captured(&serve, memory["alertname"].as_str().unwrap(), Duration::from_secs(60)).await;
+    let reason = decision["reason"].as_str().unwrap();
+    assert!(reason.contains("memory_percent"), "verified on the cgroup's memory: {decision}");
+    let opened = open_captures(&serve, &decision, d).await;
+    assert_eq!(kinds(&opened), ["goroutine", "heap"], "{opened:?}");
     in_bucket(&moto, &shipped, &opened).await;
     let watched = captured_by(&serve, "the node daemon's leak", Duration::from_secs(60), |d| {
         d["rule"] == "node-daemon-leak" && d["source"] == "watch" && d["outcome"] != "not_verified"
@@ -637,7 +682,7 @@ async fn the_receiver_configmap() {
         labels.insert(name.into(), json!(value));
     }
     let alert = firing(&[&labels]);
-    let (winner, decision) = once(&replicas, token, &alert, &alertname, |_| true).await;
+    let (winner, decision) = once(&replicas, token, &alert, &alertname).await;
     assert!(decision["reason"].as_str().unwrap().contains("goroutines"), "verified on /metrics: {decision}");
     let other = &replicas[(winner + 1) % replicas.len()];
     let opened = open_captures(other, &decision, d).await;
@@ -646,9 +691,7 @@ async fn the_receiver_configmap() {
 
     // Resolved (Alertmanager's send_resolved): the rule's baseline of normal times.
     demo.get("/release-goroutines").await;
-    let firing_at = decision["at"].clone();
-    let (winner, baseline) =
-        once(&replicas, token, &resolved(alert), &alertname, |d| d["at"] != firing_at).await;
+    let (winner, baseline) = once(&replicas, token, &resolved(alert), &alertname).await;
     let other = &replicas[(winner + 1) % replicas.len()];
     let opened = open_captures(other, &baseline, d).await;
     assert_eq!(kinds(&opened), ["goroutine", "heap"], "{opened:?}");
@@ -660,25 +703,22 @@ async fn the_receiver_configmap() {
     }
 }
 
-/// Posts `body` to every replica at once; waits for each one's decision on `alertname`
-/// (the first `which` picks): one captured, the others found it a duplicate. Returns the
-/// index of the one that captured, and its decision.
-async fn once(
-    replicas: &[Serve],
-    token: &str,
-    body: &Value,
-    alertname: &str,
-    which: impl Fn(&Value) -> bool + Copy,
-) -> (usize, Value) {
+/// Posts `body` to every replica at once; waits for each one's new decision on
+/// `alertname`: one captured, the others found it a duplicate. Returns the index of the one
+/// that captured, and its decision.
+async fn once(replicas: &[Serve], token: &str, body: &Value, alertname: &str) -> (usize, Value) {
+    let mut before = Vec::new();
+    for serve in replicas {
+        before.push(serve.get("/api/v1/decisions?limit=1000").await.as_array().unwrap().clone());
+    }
     futures_util::future::join_all(replicas.iter().map(|serve| post_webhook(serve, Some(token), body))).await;
     let mut captured = None;
     for (index, serve) in replicas.iter().enumerate() {
         let deadline = Instant::now() + Duration::from_secs(60);
         let decision = loop {
             let decisions = serve.get("/api/v1/decisions?limit=1000").await;
-            let found =
-                decisions.as_array().unwrap().iter().rev().find(|d| d["alertname"] == alertname && which(d));
-            if let Some(decision) = found {
+            let mut new = decisions.as_array().unwrap().iter().filter(|d| !before[index].contains(d));
+            if let Some(decision) = new.find(|d| d["alertname"] == alertname) {
                 break decision.clone();
             }
             assert!(Instant::now() < deadline, "replica {index}: no decision on {alertname}: {decisions}");

@@ -1,7 +1,7 @@
-//! A cgroup made in the host's live tree (`/sys/fs/cgroup`) for one test, with a CPU quota:
-//! a process moved into it runs as a container does, as a node agent sees it through the
-//! host's tree. v1 (cpu and cpuacct joined or apart) and v2 hierarchies; needs root. Removed
-//! on drop, its processes moved back to the root first.
+//! A cgroup made in the host's live tree (`/sys/fs/cgroup`) for one test, with a CPU quota
+//! and a memory limit: a process moved into it runs as a container does, as a node agent
+//! sees it through the host's tree. v1 (cpu and cpuacct joined or apart, memory) and v2
+//! hierarchies; needs root. Removed on drop, its processes moved back to the root first.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +12,7 @@ pub struct LiveCgroup {
     /// The cgroup's path below the hierarchies' root, as `/proc/PID/cgroup` and cAdvisor's
     /// `id` label name it, e.g. `/alertprof-test-123/ctr`.
     pub id: String,
-    /// One per hierarchy that holds the cpu or cpuacct controller (one when they share).
+    /// One per hierarchy that holds the cpu, cpuacct or memory controller.
     made: Vec<Made>,
 }
 
@@ -36,8 +36,9 @@ struct Mount {
     v2: bool,
 }
 
-/// The mounts that hold the cpu or cpuacct controller, from this process's mountinfo.
-fn cpu_mounts() -> Vec<Mount> {
+/// The mounts that hold the cpu, cpuacct or memory controller, from this process's
+/// mountinfo.
+fn mounts() -> Vec<Mount> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let mut v1 = Vec::new();
     let mut v2 = Vec::new();
@@ -50,14 +51,14 @@ fn cpu_mounts() -> Vec<Mount> {
         let mount =
             Mount { point: PathBuf::from(fields[4]), root: fields[3].to_string(), v2: sys[0] == "cgroup2" };
         match sys[0] {
-            "cgroup" if sys[2].split(',').any(|option| option == "cpu" || option == "cpuacct") => {
+            "cgroup" if sys[2].split(',').any(|option| ["cpu", "cpuacct", "memory"].contains(&option)) => {
                 v1.push(mount)
             }
             "cgroup2" => v2.push(mount),
             _ => {}
         }
     }
-    // Where v1 holds the CPU controllers, v2 (a hybrid host's `unified`) has none of them.
+    // Where v1 holds the controllers, v2 (a hybrid host's `unified`) has none of them.
     if v1.is_empty() { v2 } else { v1 }
 }
 
@@ -72,10 +73,11 @@ fn write(path: &Path, text: &str) {
 }
 
 impl LiveCgroup {
-    /// Makes `/alertprof-test-PID-NAME/ctr` in every hierarchy with the cpu or cpuacct
-    /// controller, its CPU quota `cores` (e.g. 0.2: 20 ms every 100 ms).
-    pub fn create(name: &str, cores: f64) -> LiveCgroup {
-        let mounts = cpu_mounts();
+    /// Makes `/alertprof-test-PID-NAME/ctr` in every hierarchy with the cpu, cpuacct or
+    /// memory controller, its CPU quota `cores` (e.g. 0.2: 20 ms every 100 ms), its memory
+    /// limit `memory` bytes.
+    pub fn create(name: &str, cores: f64, memory: u64) -> LiveCgroup {
+        let mounts = mounts();
         assert!(!mounts.is_empty(), "no cgroup hierarchy with the cpu controller under {ROOT}");
         let relative = format!("alertprof-test-{}-{name}/ctr", std::process::id());
         let root = mounts[0].root.trim_end_matches('/').to_string();
@@ -85,21 +87,26 @@ impl LiveCgroup {
             let top = mount.point.join(relative.split('/').next().unwrap());
             let leaf = mount.point.join(&relative);
             if mount.v2 {
-                // v2 gives a child the cpu controller only if each parent passes it down.
-                write(&mount.point.join("cgroup.subtree_control"), "+cpu");
+                // v2 gives a child a controller only if each parent passes it down.
+                write(&mount.point.join("cgroup.subtree_control"), "+cpu +memory");
             }
             std::fs::create_dir(&top).unwrap_or_else(|e| panic!("mkdir {}: {e} (needs root)", top.display()));
             cgroup.made.push(Made { mount: mount.point.clone(), dirs: vec![top.clone()] });
             if mount.v2 {
-                write(&top.join("cgroup.subtree_control"), "+cpu");
+                write(&top.join("cgroup.subtree_control"), "+cpu +memory");
             }
             std::fs::create_dir(&leaf).unwrap();
             cgroup.made.last_mut().unwrap().dirs.push(leaf.clone());
             if mount.v2 {
                 write(&leaf.join("cpu.max"), &format!("{quota} {period}"));
-            } else if leaf.join("cpu.cfs_quota_us").exists() {
+                write(&leaf.join("memory.max"), &memory.to_string());
+            }
+            if leaf.join("cpu.cfs_quota_us").exists() {
                 write(&leaf.join("cpu.cfs_period_us"), &period.to_string());
                 write(&leaf.join("cpu.cfs_quota_us"), &quota.to_string());
+            }
+            if leaf.join("memory.limit_in_bytes").exists() {
+                write(&leaf.join("memory.limit_in_bytes"), &memory.to_string());
             }
         }
         cgroup
