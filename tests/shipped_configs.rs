@@ -12,7 +12,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -20,301 +20,11 @@ use serde_json::{Value, json};
 use support::cgroup::LiveCgroup;
 use support::grafana::Grafana;
 use support::moto::Moto;
-use support::servers::{alertmanager, wait_ready};
+use support::servers::{Server, alertmanager, wait_ready};
+use support::shipped::{
+    KEY_ID, SECRET_KEY, Shipped, Workload, reloads, serve_file, stops, systemd_stop_timeout,
+};
 use support::{Demo, Serve, client, payload};
-
-/// The bucket's keys in the ConfigMaps' secret files (moto takes any): never in the log.
-const KEY_ID: &str = "AKIASHIPPEDCONFIGS01";
-const SECRET_KEY: &str = "shipped-configs-secret-access-key";
-
-/// A shipped config's text, as read from its file, and the edits this machine needs.
-struct Shipped {
-    path: &'static str,
-    text: String,
-}
-
-impl Shipped {
-    fn file(path: &'static str) -> Shipped {
-        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap();
-        Shipped { path, text }
-    }
-
-    /// The config inside a ConfigMap manifest (`data["alertprof.yaml"]`).
-    fn configmap(path: &'static str) -> Shipped {
-        let manifest: Value = serde_saphyr::from_str(&Shipped::file(path).text).unwrap();
-        assert_eq!(manifest["kind"], "ConfigMap", "{path}");
-        let text = manifest["data"]["alertprof.yaml"].as_str().unwrap_or_else(|| panic!("{path}: no config"));
-        Shipped { path, text: text.to_string() }
-    }
-
-    /// Replaces `from`, which must occur exactly `times` times.
-    fn edit(&mut self, from: &str, to: &str, times: usize) {
-        let found = self.text.matches(from).count();
-        assert_eq!(found, times, "{}: {from:?} found {found} times, not {times}:\n{}", self.path, self.text);
-        self.text = self.text.replace(from, to);
-    }
-
-    /// The config, parsed: what the test reads from it (rule's alerts, the bucket).
-    fn tree(&self) -> Value {
-        serde_saphyr::from_str(&self.text).unwrap_or_else(|e| panic!("{}: {e}", self.path))
-    }
-
-    /// The labels an alert for the rule `name` must have, from its `alert_labels`.
-    fn alert_labels(&self, rule: &str) -> serde_json::Map<String, Value> {
-        let tree = self.tree();
-        let found = tree["rules"].as_array().unwrap().iter().find(|r| r["name"] == rule);
-        let found = found.unwrap_or_else(|| panic!("{}: no rule {rule}", self.path));
-        found["alert_labels"].as_object().unwrap().clone()
-    }
-
-    /// The bucket and prefix of `storage.object_store.url` (`s3://BUCKET/PREFIX`).
-    fn bucket(&self) -> (String, String) {
-        let url = self.tree()["storage"]["object_store"]["url"].as_str().unwrap().to_string();
-        let (bucket, prefix) = url.strip_prefix("s3://").unwrap().split_once('/').unwrap();
-        (bucket.to_string(), prefix.to_string())
-    }
-}
-
-/// `alertprof check-config` accepts the file `serve` is about to run (they must agree).
-fn check_config(path: &Path) {
-    let output = Command::new(Serve::binary()).arg("check-config").arg(path).output().unwrap();
-    assert!(
-        output.status.success(),
-        "check-config {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Runs the binary on a shipped file (written to `dir/alertprof.yaml`) as a user on a host
-/// does, `serve --config FILE`, and checks it is ready.
-async fn serve_file(dir: &Path, shipped: &Shipped) -> Serve {
-    let path = dir.join("alertprof.yaml");
-    std::fs::write(&path, &shipped.text).unwrap();
-    check_config(&path);
-    let mut command = Command::new(Serve::binary());
-    command.args(["serve", "--config", "alertprof.yaml"]);
-    ready(Serve::run(dir, command).await).await
-}
-
-async fn ready(serve: Serve) -> Serve {
-    let ready = serve.get_raw("/-/ready").await;
-    assert_eq!(ready.status(), 200, "/-/ready");
-    serve
-}
-
-/// How a Kubernetes workload of deploy/ runs alertprof: its container's args, its user
-/// and groups, how long the kubelet waits after SIGTERM.
-struct Workload {
-    args: Vec<String>,
-    user: u32,
-    group: u32,
-    fs_group: u32,
-    /// The container's root filesystem is read-only: only the emptyDir may be written.
-    read_only_root: bool,
-    /// How many run (`spec.replicas` of a Deployment; one per node of a DaemonSet).
-    replicas: usize,
-    /// `resources.limits.memory`, in bytes.
-    memory_limit: u64,
-    /// Where Prometheus scrapes it (`prometheus.io/path`), with no credentials.
-    metrics_path: String,
-    grace: Duration,
-}
-
-impl Workload {
-    fn read(path: &'static str) -> Workload {
-        let manifest: Value = serde_saphyr::from_str(&Shipped::file(path).text).unwrap();
-        let pod = &manifest["spec"]["template"]["spec"];
-        let container = &pod["containers"][0];
-        let id = |value: &Value| value.as_u64().map(|id| id as u32);
-        let (pod_user, container_user) = (&pod["securityContext"], &container["securityContext"]);
-        Workload {
-            args: container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().into()).collect(),
-            user: id(&container_user["runAsUser"]).or(id(&pod_user["runAsUser"])).expect("runAsUser"),
-            group: id(&container_user["runAsGroup"]).or(id(&pod_user["runAsGroup"])).expect("runAsGroup"),
-            fs_group: id(&pod_user["fsGroup"]).expect("fsGroup"),
-            read_only_root: container_user["readOnlyRootFilesystem"] == true,
-            replicas: manifest["spec"]["replicas"].as_u64().unwrap_or(1) as usize,
-            memory_limit: bytes(container["resources"]["limits"]["memory"].as_str().unwrap()),
-            metrics_path: manifest["spec"]["template"]["metadata"]["annotations"]["prometheus.io/path"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-            grace: Duration::from_secs(pod["terminationGracePeriodSeconds"].as_u64().unwrap()),
-        }
-    }
-
-    /// The volumes as the pod has them, under `dir` instead of `/`: the config and the
-    /// secrets' files in `etc/alertprof` (the projected volume: mode 0440, group fsGroup;
-    /// alertprof's bearer token is `token`, moto takes any keys), `var/lib/alertprof` an
-    /// emptyDir (0777, group fsGroup).
-    fn volumes(&self, dir: &Path, shipped: &Shipped, token: &str) -> PathBuf {
-        use std::os::unix::fs::{PermissionsExt, chown};
-        let mode = |path: &Path, mode: u32| {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
-        };
-        mode(dir, 0o755);
-        let etc = dir.join("etc/alertprof");
-        let files = [
-            ("alertprof.yaml", shipped.text.as_str()),
-            ("auth/token", token),
-            ("s3/access_key_id", KEY_ID),
-            ("s3/secret_access_key", SECRET_KEY),
-        ];
-        for (file, text) in files {
-            let path = etc.join(file);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, format!("{}\n", text.trim_end())).unwrap();
-            chown(&path, Some(0), Some(self.fs_group)).unwrap();
-            mode(&path, 0o440);
-        }
-        let data = dir.join("var/lib/alertprof");
-        std::fs::create_dir_all(&data).unwrap();
-        chown(&data, Some(0), Some(self.fs_group)).unwrap();
-        mode(&data, 0o777);
-        etc.join("alertprof.yaml")
-    }
-
-    /// Runs the binary as the pod does: its args (the config at `config`), its user and
-    /// groups, no capabilities, no new privileges, and with a read-only root filesystem,
-    /// in a mount namespace of its own where only the emptyDir under `dir` is writable.
-    async fn serve(&self, dir: &Path, config: &Path) -> Serve {
-        check_config(config);
-        let mut command = Command::new("setpriv");
-        if self.read_only_root {
-            let script = "set -e; mount --make-rprivate /; mount --bind \"$1\" \"$1\"; \
-                          mount -o remount,bind,ro /; shift; exec setpriv \"$@\"";
-            let data = dir.join("var/lib/alertprof");
-            command = Command::new("unshare");
-            command.args(["-m", "sh", "-c", script, "sh"]).arg(data);
-        }
-        command.args([
-            format!("--reuid={}", self.user),
-            format!("--regid={}", self.group),
-            format!("--groups={}", self.fs_group),
-            "--no-new-privs".into(),
-            "--bounding-set=-all".into(),
-            Serve::binary().into(),
-        ]);
-        let shipped = "/etc/alertprof/alertprof.yaml";
-        assert!(self.args.iter().any(|arg| arg == shipped), "{:?} names {shipped}", self.args);
-        let config = config.display().to_string();
-        command.args(self.args.iter().map(|arg| if arg == shipped { &config } else { arg }));
-        let serve = ready(Serve::run(dir, command).await).await;
-        let status = std::fs::read_to_string(format!("/proc/{}/status", serve.child.0.id())).unwrap();
-        let uid = status.lines().find_map(|line| line.strip_prefix("Uid:")).unwrap();
-        assert_eq!(
-            uid.split_whitespace().next(),
-            Some(self.user.to_string().as_str()),
-            "runs as the pod's user"
-        );
-        let metrics = client().get(format!("{}{}", serve.base, self.metrics_path)).send().await.unwrap();
-        assert_eq!(metrics.status(), 200, "scraped with no credentials");
-        assert!(metrics.text().await.unwrap().contains("alertprof_"));
-        if self.read_only_root {
-            let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", serve.child.0.id())).unwrap();
-            let root = mounts.lines().map(|line| line.split(' ').collect::<Vec<_>>()).find(|m| m[4] == "/");
-            assert!(root.unwrap()[5].split(',').any(|option| option == "ro"), "a read-only root: {mounts}");
-        }
-        serve
-    }
-
-    /// The pod's end: alertprof's peak memory so far within the container's limit, then
-    /// SIGTERM within the pod's grace period, no secret logged.
-    async fn stops(&self, serve: Serve, secrets: &[&str]) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", serve.child.0.id())).unwrap();
-        let peak = status.lines().find_map(|line| line.strip_prefix("VmHWM:")).unwrap();
-        let peak: u64 = peak.trim().trim_end_matches(" kB").parse::<u64>().unwrap() * 1024;
-        assert!(peak < self.memory_limit, "peak memory {peak} over the limit {}", self.memory_limit);
-        stops(serve, self.grace, secrets).await;
-    }
-}
-
-/// A Kubernetes quantity of bytes: `256Mi`, `1Gi`, `64Ki`.
-fn bytes(quantity: &str) -> u64 {
-    let (number, unit) = quantity.split_at(quantity.find(|c: char| !c.is_ascii_digit()).unwrap());
-    let unit = match unit {
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        _ => panic!("unit of {quantity}"),
-    };
-    number.parse::<u64>().unwrap() * unit
-}
-
-/// How long systemd waits after SIGTERM (`TimeoutStopSec` of deploy/systemd's unit).
-fn systemd_stop_timeout() -> Duration {
-    let unit = Shipped::file("deploy/systemd/alertprof.service").text;
-    let seconds = unit.lines().find_map(|line| line.strip_prefix("TimeoutStopSec=")).expect("TimeoutStopSec");
-    Duration::from_secs(seconds.trim_end_matches('s').parse().expect("TimeoutStopSec=Ns"))
-}
-
-/// Re-reading the unchanged config (by SIGHUP, as systemd's `ExecReload` sends it, or by
-/// `POST /-/reload`) keeps it, and finds no setting changed.
-async fn reloads(serve: &Serve, by_signal: bool) {
-    if by_signal {
-        serve.signal("-HUP");
-    } else {
-        let answer = client()
-            .post(format!("{}/-/reload", serve.base))
-            .bearer_auth(serve.bearer().unwrap_or_default())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
-    }
-    serve.wait_log("Config reloaded.", Duration::from_secs(10)).await;
-    let log = serve.log();
-    let changed: Vec<&str> = log.lines().filter(|line| line.contains("Changed setting")).collect();
-    assert!(changed.is_empty(), "the file did not change: {changed:#?}");
-}
-
-/// SIGTERM ends the service with 0 within `grace`, while it records and polls; no secret
-/// was ever logged.
-async fn stops(serve: Serve, grace: Duration, secrets: &[&str]) {
-    let log = serve.log_path().to_path_buf();
-    let status = serve.terminate(grace).await;
-    assert!(status.success(), "{status:?}");
-    let log = std::fs::read_to_string(log).unwrap();
-    assert!(log.contains("alertprof stopped."), "{log}");
-    for secret in secrets {
-        assert!(!log.contains(secret), "{secret:?} in the log:\n{log}");
-    }
-    for line in log.lines().filter(|line| line.starts_with('{')) {
-        json_keys_once(line);
-    }
-}
-
-/// A JSON log line is an object whose every key is there once: no field of an event (say,
-/// the `target` a profile is of) is shadowed by one of the formatter's own.
-fn json_keys_once(line: &str) {
-    struct Keys(Vec<String>);
-    impl<'de> serde::Deserialize<'de> for Keys {
-        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Keys, D::Error> {
-            struct Visitor;
-            impl<'de> serde::de::Visitor<'de> for Visitor {
-                type Value = Keys;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("a JSON object")
-                }
-                fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Keys, M::Error> {
-                    let mut keys = Vec::new();
-                    while let Some(key) = map.next_key::<String>()? {
-                        map.next_value::<serde::de::IgnoredAny>()?;
-                        keys.push(key);
-                    }
-                    Ok(Keys(keys))
-                }
-            }
-            deserializer.deserialize_map(Visitor)
-        }
-    }
-    let Keys(mut keys) = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-    keys.sort();
-    let twice: Vec<&String> =
-        keys.windows(2).filter(|pair| pair[0] == pair[1]).map(|pair| &pair[0]).collect();
-    assert!(twice.is_empty(), "{twice:?} twice in a JSON log line: {line}");
-}
 
 /// A webhook payload of firing alerts, starting now, each its alertname as fingerprint.
 fn firing(alerts: &[&serde_json::Map<String, Value>]) -> Value {
@@ -416,6 +126,16 @@ fn kinds(opened: &[Value]) -> Vec<&str> {
     kinds
 }
 
+/// The profiles are in `storage.dir`, relative to the config file (`dir`), whatever the
+/// working directory.
+fn kept_beside(dir: &Path, shipped: &Shipped, opened: &[Value]) {
+    let storage = dir.join(shipped.tree()["storage"]["dir"].as_str().unwrap());
+    for meta in opened {
+        let file = storage.join(meta["target"].as_str().unwrap()).join(meta["file"].as_str().unwrap());
+        assert!(file.is_file(), "{} not kept", file.display());
+    }
+}
+
 /// The profiles are in the bucket, where every instance of the fleet finds them.
 async fn in_bucket(moto: &Moto, shipped: &Shipped, opened: &[Value]) {
     let (bucket, prefix) = shipped.bucket();
@@ -454,6 +174,7 @@ async fn the_example_config() {
     let decision = captured(&serve, cpu["alertname"].as_str().unwrap(), Duration::from_secs(90)).await;
     let opened = open_captures(&serve, &decision, dir.path()).await;
     assert_eq!(kinds(&opened), ["cpu", "goroutine"], "{opened:?}");
+    kept_beside(dir.path(), &shipped, &opened);
     let decision = captured(&serve, leak["alertname"].as_str().unwrap(), Duration::from_secs(30)).await;
     let opened = open_captures(&serve, &decision, dir.path()).await;
     assert_eq!(kinds(&opened), ["goroutine", "heap"], "{opened:?}");
@@ -510,6 +231,7 @@ async fn the_demo_config() {
     let decision = captured(&serve, &alertname, Duration::from_secs(60)).await;
     let opened = open_captures(&serve, &decision, dir.path()).await;
     assert_eq!(kinds(&opened), ["cpu", "goroutine"], "{opened:?}");
+    kept_beside(dir.path(), &shipped, &opened);
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -561,25 +283,7 @@ async fn the_agent_configmap() {
     let token = "agent-token";
     let workload = Workload::read("deploy/kubernetes/agent-daemonset.yaml");
 
-    let mut shipped = Shipped::configmap("deploy/kubernetes/agent-configmap.yaml");
-    let pod_port = pod.addr.port();
-    shipped.edit("listen_address: 0.0.0.0:9731", "listen_address: 127.0.0.1:0", 1);
-    shipped.edit("cgroup_root: /host/sys/fs/cgroup", "cgroup_root: /sys/fs/cgroup", 1);
-    shipped.edit("proc_root: /host/proc", "proc_root: /proc", 1);
-    shipped.edit("/etc/alertprof/", &format!("{}/etc/alertprof/", d.display()), 3);
-    shipped.edit("dir: /var/lib/alertprof", &format!("dir: {}/var/lib/alertprof", d.display()), 1);
-    shipped.edit("endpoint: http://minio.storage.svc:9000", &format!("endpoint: {}", moto.url), 1);
-    // Both HA peers are this one Alertmanager: each holds every alert.
-    for peer in ["alertmanager-0", "alertmanager-1"] {
-        shipped.edit(&format!("http://{peer}.alertmanager.monitoring.svc:9093"), &am.url(""), 1);
-    }
-    shipped.edit("http://127.0.0.1:6061", &daemon.url(), 2);
-    shipped.edit(
-        "\"http://{{ labels.pod_ip }}:6060\"",
-        &format!("\"http://{{{{ labels.pod_ip }}}}:{pod_port}\""),
-        1,
-    );
-    shipped.edit("\"10.0.0.0/8:6060\"", &format!("\"127.0.0.0/8:{pod_port}\""), 1);
+    let shipped = agent_config(d, &moto, &am, &pod, &daemon);
     let (bucket, _) = shipped.bucket();
     moto.create_bucket(&bucket).await;
     let config = workload.volumes(d, &shipped, token);
@@ -634,6 +338,31 @@ async fn the_agent_configmap() {
     workload.stops(serve, &[token, KEY_ID, SECRET_KEY]).await;
 }
 
+/// The agent's ConfigMap, pointed at this machine: its files under `d`, moto, the one
+/// Alertmanager, the pod and the node daemon, the host's cgroup tree and /proc.
+fn agent_config(d: &Path, moto: &Moto, am: &Server, pod: &Demo, daemon: &Demo) -> Shipped {
+    let mut shipped = Shipped::configmap("deploy/kubernetes/agent-configmap.yaml");
+    let pod_port = pod.addr.port();
+    shipped.edit("listen_address: 0.0.0.0:9731", "listen_address: 127.0.0.1:0", 1);
+    shipped.edit("cgroup_root: /host/sys/fs/cgroup", "cgroup_root: /sys/fs/cgroup", 1);
+    shipped.edit("proc_root: /host/proc", "proc_root: /proc", 1);
+    shipped.edit("/etc/alertprof/", &format!("{}/etc/alertprof/", d.display()), 3);
+    shipped.edit("dir: /var/lib/alertprof", &format!("dir: {}/var/lib/alertprof", d.display()), 1);
+    shipped.edit("endpoint: http://minio.storage.svc:9000", &format!("endpoint: {}", moto.url), 1);
+    // Both HA peers are this one Alertmanager: each holds every alert.
+    for peer in ["alertmanager-0", "alertmanager-1"] {
+        shipped.edit(&format!("http://{peer}.alertmanager.monitoring.svc:9093"), &am.url(""), 1);
+    }
+    shipped.edit("http://127.0.0.1:6061", &daemon.url(), 2);
+    shipped.edit(
+        "\"http://{{ labels.pod_ip }}:6060\"",
+        &format!("\"http://{{{{ labels.pod_ip }}}}:{pod_port}\""),
+        1,
+    );
+    shipped.edit("\"10.0.0.0/8:6060\"", &format!("\"127.0.0.0/8:{pod_port}\""), 1);
+    shipped
+}
+
 /// The webhook receivers (`deploy/kubernetes/receiver-configmap.yaml`), as many replicas
 /// as the Deployment has, sharing the S3 bucket: a `GoroutineSpike` webhook with the bearer
 /// token, sent to each replica as HA Alertmanager peers send it, for the instance its
@@ -657,13 +386,7 @@ async fn the_receiver_configmap() {
     for replica in 0..workload.replicas {
         let root = d.join(format!("pod-{replica}"));
         std::fs::create_dir(&root).unwrap();
-        let mut config = Shipped::configmap("deploy/kubernetes/receiver-configmap.yaml");
-        let port = demo.addr.port();
-        config.edit("listen_address: 0.0.0.0:9731", "listen_address: 127.0.0.1:0", 1);
-        config.edit("/etc/alertprof/", &format!("{}/etc/alertprof/", root.display()), 3);
-        config.edit("dir: /var/lib/alertprof", &format!("dir: {}/var/lib/alertprof", root.display()), 1);
-        config.edit("endpoint: http://minio.storage.svc:9000", &format!("endpoint: {}", moto.url), 1);
-        config.edit("\"10.0.0.0/8:6060-6070\"", &format!("\"127.0.0.0/8:{port}-{port}\""), 1);
+        let config = receiver_config(&root, &moto, &demo);
         if replica == 0 {
             moto.create_bucket(&config.bucket().0).await;
         }
@@ -701,6 +424,19 @@ async fn the_receiver_configmap() {
         reloads(&serve, false).await;
         workload.stops(serve, &[token, KEY_ID, SECRET_KEY]).await;
     }
+}
+
+/// The receivers' ConfigMap, pointed at this machine: a replica's files under `root`,
+/// moto, and the Go demo target's port in `allowed_targets`.
+fn receiver_config(root: &Path, moto: &Moto, demo: &Demo) -> Shipped {
+    let mut config = Shipped::configmap("deploy/kubernetes/receiver-configmap.yaml");
+    let port = demo.addr.port();
+    config.edit("listen_address: 0.0.0.0:9731", "listen_address: 127.0.0.1:0", 1);
+    config.edit("/etc/alertprof/", &format!("{}/etc/alertprof/", root.display()), 3);
+    config.edit("dir: /var/lib/alertprof", &format!("dir: {}/var/lib/alertprof", root.display()), 1);
+    config.edit("endpoint: http://minio.storage.svc:9000", &format!("endpoint: {}", moto.url), 1);
+    config.edit("\"10.0.0.0/8:6060-6070\"", &format!("\"127.0.0.0/8:{port}-{port}\""), 1);
+    config
 }
 
 /// Posts `body` to every replica at once; waits for each one's new decision on

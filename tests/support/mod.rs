@@ -9,6 +9,7 @@ pub mod moto;
 pub mod oneshot;
 mod serve;
 pub mod servers;
+pub mod shipped;
 
 pub use child::Killed;
 #[allow(unused_imports)]

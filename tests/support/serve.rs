@@ -50,12 +50,15 @@ impl Serve {
         env!("CARGO_BIN_EXE_alertprof")
     }
 
-    /// Runs `command` (an `alertprof serve` whose config listens on port 0), in `dir`, its
-    /// log (text or JSON) in `dir/alertprof.log`; returns once it answers.
+    /// Runs `command` (an `alertprof serve` whose config listens on port 0), in `dir` unless
+    /// it names its own, its log (text or JSON) in `dir/alertprof.log`; returns once it
+    /// answers.
     pub async fn run(dir: &Path, mut command: Command) -> Serve {
         let log = dir.join("alertprof.log");
+        if command.get_current_dir().is_none() {
+            command.current_dir(dir);
+        }
         let child = command
-            .current_dir(dir)
             .env("NO_COLOR", "1")
             .stderr(std::fs::File::create(&log).unwrap())
             .stdout(Stdio::null())
