@@ -111,9 +111,16 @@ async fn open_captures(serve: &Serve, decision: &Value, dir: &Path) -> Vec<Value
         std::fs::write(downloads.join(&file), answer.bytes().await.unwrap()).unwrap();
         let rows = pprof_top(&downloads.join(&file));
         assert!(!rows.is_empty(), "go tool pprof -top shows nothing of {id}: {meta}");
+        // Its flame graph, rendered and kept where the config keeps profiles.
+        let flame = serve.get_raw(&format!("/api/v1/captures/{id}/flamegraph.svg")).await;
+        assert_eq!(flame.status(), 200, "{id}: {:?}", flame.text().await);
+        assert!(flame.text().await.unwrap().starts_with("<?xml"), "{id}");
         opened.push(meta);
     }
     assert!(!opened.is_empty(), "no profile.proto capture: {decision}");
+    // The capture's page, for someone who follows the annotation's link.
+    let page = serve.get_raw(&format!("/captures/{}", opened[0]["id"].as_str().unwrap())).await;
+    assert_eq!(page.status(), 200, "{:?}", page.text().await);
     opened
 }
 
