@@ -153,9 +153,11 @@ async fn in_bucket(moto: &Moto, shipped: &Shipped, opened: &[Value]) {
     }
 }
 
-/// `examples/alertprof.yaml`, the annotated example: the demo target recorded all the time,
-/// and a `ProcessCPUHigh` alert on a burning target becomes a CPU profile merged from the
-/// recorder over the rule's lookback, with the goroutine profile beside it.
+/// `examples/alertprof.yaml`, the annotated example, run as systemd runs it: the demo
+/// target recorded all the time; a `ProcessCPUHigh` alert on a burning target becomes a CPU
+/// profile merged from the recorder over the rule's lookback, with the goroutine profile
+/// beside it, and a `GoroutineSpike` alert in the same payload its goroutine and heap
+/// profiles, all kept beside the config file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_config() {
     let dir = tempfile::tempdir().unwrap();
