@@ -83,7 +83,9 @@ fn init_logging(format: LogFormat, level: &str) {
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        // Without the module path: its key is `target`, which the events' own `target` (the
+        // alertprof target a line is about) would share, and a JSON reader keeps one.
+        LogFormat::Json => builder.json().flatten_event(true).with_target(false).init(),
     }
 }
 

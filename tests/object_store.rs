@@ -7,8 +7,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
@@ -19,62 +18,8 @@ use alertprof::model::{Refusal, Secret};
 use alertprof::store::Bucket;
 use chrono::Utc;
 use serde_json::{Value, json};
-use support::{Demo, Killed, Running, client, closed_port, payload};
-
-/// moto's S3 server on a loopback port, killed on drop.
-struct Moto {
-    _child: Killed,
-    url: String,
-}
-
-fn moto_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("MOTO_SERVER") {
-        return PathBuf::from(path);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
-    let installed = cache.join("alertprof/moto/bin/moto_server");
-    if installed.exists() {
-        return installed;
-    }
-    PathBuf::from("moto_server")
-}
-
-impl Moto {
-    async fn start() -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(moto_binary())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server runs (tests/run.sh installs it: pip install \"moto[server]\")");
-        let moto = Moto { _child: Killed(child), url: format!("http://127.0.0.1:{port}") };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while client().get(&moto.url).send().await.is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not come up");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        moto
-    }
-
-    async fn create_bucket(&self, bucket: &str) {
-        let answer = client().put(format!("{}/{bucket}", self.url)).send().await.unwrap();
-        assert!(answer.status().is_success(), "{answer:?}");
-    }
-
-    /// Every key under `prefix`, as S3's ListObjectsV2 gives them.
-    async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        let url = format!("{}/{bucket}?list-type=2&prefix={prefix}", self.url);
-        let text = client().get(url).send().await.unwrap().text().await.unwrap();
-        text.split("<Key>")
-            .skip(1)
-            .filter_map(|part| part.split("</Key>").next())
-            .map(str::to_string)
-            .collect()
-    }
-}
+use support::moto::Moto;
+use support::{Demo, Running, client, closed_port, payload};
 
 fn config(demo: &Demo, endpoint: &str, data: &Path, retention: &str) -> String {
     std::fs::write(data.join("key-id"), "testing\n").unwrap();
@@ -132,8 +77,9 @@ async fn wait_ids(running: &Running, ok: impl Fn(&[String]) -> bool) -> Vec<Stri
     }
 }
 
-/// Instance A captures; B, with its own local directory, lists the capture and serves its
-/// profile and flame graph from the bucket. The bucket holds the local layout under the
+/// Instance A captures; B, with its own local directory, serves its profile at once (an id
+/// it does not know yet makes it list the bucket), lists the capture and serves its flame
+/// graph from the bucket. The bucket holds the local layout under the
 /// prefix, and A's own directory holds no profile. A second capture puts the first over
 /// A's retention: it is deleted from the bucket, and B's listing loses it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,13 +100,15 @@ async fn two_instances_share_one_bucket() {
     }
     assert!(!dir_a.path().join("demo").exists(), "no profile kept locally");
 
-    wait_ids(&b, |ids| ids.contains(&first)).await;
+    // Asked for it at once (the link in A's annotation may reach B), B finds it in the
+    // bucket before its next listing.
     let from_a = client().get(a.url(&format!("/api/v1/captures/{first}/profile"))).send().await.unwrap();
     let from_b = client().get(b.url(&format!("/api/v1/captures/{first}/profile"))).send().await.unwrap();
     assert_eq!(from_b.status(), 200);
     let (from_a, from_b) = (from_a.bytes().await.unwrap(), from_b.bytes().await.unwrap());
     assert!(!from_b.is_empty());
     assert_eq!(from_a, from_b, "B serves the bytes A kept");
+    wait_ids(&b, |ids| ids.contains(&first)).await;
     let flame =
         client().get(b.url(&format!("/api/v1/captures/{first}/flamegraph.svg"))).send().await.unwrap();
     assert_eq!(flame.status(), 200);

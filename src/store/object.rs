@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -28,7 +28,27 @@ pub struct ObjectStoreBackend {
     instance: String,
     /// Metadata keys the last refresh did not take in.
     skipped: Mutex<HashMap<String, Skipped>>,
+    /// When the last listing started and how long it took; held while one runs, so one
+    /// runs at a time. An id not in the index is looked for in a listing that starts after
+    /// it was asked for: a capture another instance kept since the last refresh is found at
+    /// once (the link in its annotation reaches any instance behind a Service).
+    listing: Mutex<Option<Listed>>,
 }
+
+/// A listing of the bucket: when it started, and how long it took.
+#[derive(Debug, Clone, Copy)]
+struct Listed {
+    started: Instant,
+    took: Duration,
+}
+
+/// The least time between the start of one listing and that of a listing for an unknown
+/// id; a slow listing (a large bucket) is spaced by five times its length, so ids that are
+/// nowhere keep the bucket listed a fifth of the time at most.
+const UNKNOWN_ID_LISTING_GAP: Duration = Duration::from_secs(1);
+/// The longest a request for an unknown id waits for its turn to list: past it, the id is
+/// not found (the next refresh may find it).
+const UNKNOWN_ID_WAIT: Duration = Duration::from_secs(2);
 
 impl From<BucketError> for StoreError {
     fn from(error: BucketError) -> StoreError {
@@ -59,6 +79,7 @@ impl ObjectStoreBackend {
             trouble: Mutex::new(None),
             instance: instance_tag(),
             skipped: Mutex::new(HashMap::new()),
+            listing: Mutex::new(None),
         };
         match store.refresh() {
             Ok(_) => {
@@ -128,7 +149,7 @@ impl ProfileStore for ObjectStoreBackend {
     }
 
     fn get(&self, id: &str) -> Option<CaptureMeta> {
-        self.index.get(id)
+        self.index.get(id).or_else(|| self.find_unknown(id))
     }
 
     fn list(&self, filter: &CaptureFilter) -> Vec<CaptureMeta> {
@@ -174,10 +195,44 @@ impl ProfileStore for ObjectStoreBackend {
         self.trouble.lock().unwrap().clone()
     }
 
+    fn refresh(&self) -> Result<usize, StoreError> {
+        let mut listing = self.listing.lock().unwrap();
+        self.list_bucket(&mut listing)
+    }
+}
+
+impl ObjectStoreBackend {
+    /// An id not in the index, from a listing that starts after it was asked for: one that
+    /// started meanwhile, or one started now if its turn comes soon (see
+    /// `UNKNOWN_ID_LISTING_GAP`).
+    fn find_unknown(&self, id: &str) -> Option<CaptureMeta> {
+        let asked = Instant::now();
+        let mut listing = self.listing.lock().unwrap();
+        if !listing.is_some_and(|last| last.started >= asked) {
+            let turn =
+                listing.map_or(asked, |last| last.started + (last.took * 5).max(UNKNOWN_ID_LISTING_GAP));
+            let wait = turn.saturating_duration_since(Instant::now());
+            if wait > UNKNOWN_ID_WAIT {
+                return None;
+            }
+            std::thread::sleep(wait);
+            self.list_bucket(&mut listing).ok()?;
+        }
+        self.index.get(id)
+    }
+
     /// Lists the bucket: captures written by other instances come in, those deleted
     /// elsewhere go. Only the targets' directories are listed (not the claims), and
     /// metadata already known, or skipped before at the same version, is not read again.
-    fn refresh(&self) -> Result<usize, StoreError> {
+    /// `last` (the lock on listing) says when this one started and how long it took.
+    fn list_bucket(&self, last: &mut Option<Listed>) -> Result<usize, StoreError> {
+        let started = Instant::now();
+        let listed = self.list_and_index();
+        *last = Some(Listed { started, took: started.elapsed() });
+        listed
+    }
+
+    fn list_and_index(&self) -> Result<usize, StoreError> {
         // Taken before the listing: what this instance keeps meanwhile is not in either.
         let known = self.index.ids();
         let objects = self.list_captures()?;

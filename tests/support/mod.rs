@@ -2,11 +2,14 @@
 //! and started for real, and small HTTP servers that misbehave on purpose.
 #![allow(dead_code)]
 
+pub mod cgroup;
 mod child;
 pub mod grafana;
+pub mod moto;
 pub mod oneshot;
 mod serve;
 pub mod servers;
+pub mod shipped;
 
 pub use child::Killed;
 #[allow(unused_imports)]

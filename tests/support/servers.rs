@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::Killed;
 
 /// A Prometheus or Alertmanager on a port it picks itself, killed on drop; its log is kept
-/// for failure messages and tells the port.
+/// for failure messages (its tail printed if the test fails) and tells the port.
 pub struct Server {
     _child: Killed,
     log: PathBuf,
@@ -48,6 +48,14 @@ impl Server {
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- the log's tail of {}:\n{}", self.log.display(), self.log_tail());
+        }
     }
 }
 
