@@ -215,6 +215,19 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
+/// When the test alerts started firing: a minute before the test binary's first alert,
+/// the same for every alert of one binary (copies of an alert are the same alert), and
+/// never a fixed date that ages past a TTL.
+pub fn alerts_start() -> String {
+    static START: OnceLock<String> = OnceLock::new();
+    START
+        .get_or_init(|| {
+            let start = chrono::Utc::now() - chrono::Duration::minutes(1);
+            start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        })
+        .clone()
+}
+
 /// An Alertmanager v4 payload with one alert per (labels, fingerprint) pair, firing.
 pub fn payload(alerts: &[(Value, &str)]) -> Value {
     let alerts: Vec<Value> = alerts
@@ -224,7 +237,7 @@ pub fn payload(alerts: &[(Value, &str)]) -> Value {
                 "status": "firing",
                 "labels": labels,
                 "annotations": {"summary": "test"},
-                "startsAt": "2026-11-21T10:00:00.000Z",
+                "startsAt": alerts_start(),
                 "endsAt": "0001-01-01T00:00:00Z",
                 "generatorURL": "http://prometheus.invalid/graph",
                 "fingerprint": fingerprint,
