@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use alertprof::config::Config;
 use alertprof::gate::Claims;
-use alertprof::store::{Bucket, ObjectStoreBackend, ProfileStore};
+use alertprof::bucket::Bucket;
+use alertprof::store::ProfileStore;
 use bytes::Bytes;
 use child::Killed;
 use chrono::Utc;
@@ -107,7 +108,7 @@ fn main() {
     eprintln!("bucket filled in {:.0} s", started.elapsed().as_secs_f64());
 
     let started = Instant::now();
-    let store = ObjectStoreBackend::open(&config.storage, bucket.clone());
+    let store = ProfileStore::open(&config.storage, Some(bucket.clone())).unwrap();
     let first = started.elapsed();
     assert_eq!(store.list(&Default::default()).len(), CAPTURES);
     let refreshes: Vec<Duration> = (0..5)

@@ -17,12 +17,14 @@
 
 pub mod analyze;
 pub mod annotate;
+pub mod bucket;
 pub mod capture;
 pub mod config;
 pub mod durable;
 pub mod gate;
 pub mod http;
 pub mod intake;
+pub mod manual;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

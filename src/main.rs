@@ -8,9 +8,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use alertprof::config::{CaptureConfig, Config};
+use alertprof::manual;
 use alertprof::model::ProfileKind;
 use alertprof::model::text::quantity;
-use alertprof::pipeline::manual;
 
 /// Catches performance spikes of Go services in the act: pprof profiles on alerts,
 /// re-verified locally, kept safely, marked in Grafana.

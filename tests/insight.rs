@@ -7,7 +7,8 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use alertprof::model::Refusal;
+use alertprof::gate::CooldownKey;
+use alertprof::model::{CaptureRole, Refusal};
 use serde_json::{Value, json};
 use support::grafana::Grafana;
 use support::{Demo, Running, payload};
@@ -232,12 +233,13 @@ rules:
     // The baseline holds off the next one for `every` (1m), not the rule's cooldown (5m
     // by default), and a spike of the rule is not held off by it.
     let taken: chrono::DateTime<chrono::Utc> = meta["started_at"].as_str().unwrap().parse().unwrap();
-    let gate = &running.app.gate;
+    let gate = running.app.gate();
+    let key = |role| CooldownKey::new("calm", role, std::borrow::Cow::Borrowed("demo"));
     let refused =
-        |after: i64| gate.check(None, "calm/baseline", "demo", taken + chrono::Duration::seconds(after));
+        |after: i64| gate.check(None, &key(CaptureRole::Baseline), taken + chrono::Duration::seconds(after));
     assert!(matches!(refused(50), Some(Refusal::Cooldown { .. })), "{:?}", refused(50));
     assert_eq!(refused(75), None);
-    assert_eq!(gate.check(None, "calm", "demo", taken + chrono::Duration::seconds(1)), None);
+    assert_eq!(gate.check(None, &key(CaptureRole::Spike), taken + chrono::Duration::seconds(1)), None);
     let captures = running.get_json("/api/v1/captures").await;
     assert_eq!(captures.as_array().unwrap().len(), 1, "{captures}");
     running.stop().await;

@@ -12,14 +12,21 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
+use alertprof::bucket::Bucket;
 use alertprof::config::ObjectStoreConfig;
 use alertprof::gate::Claims;
+use alertprof::gate::{CooldownKey, DedupeKey};
+use alertprof::model::CaptureRole;
 use alertprof::model::{Refusal, Secret};
-use alertprof::store::Bucket;
 use chrono::Utc;
 use serde_json::{Value, json};
 use support::moto::Moto;
 use support::{Demo, Running, client, closed_port, payload};
+
+/// A spike's cooldown key of `rule` on `target`.
+fn spike<'a>(rule: &'a str, target: &'a str) -> CooldownKey<'a> {
+    CooldownKey::new(rule, CaptureRole::Spike, std::borrow::Cow::Borrowed(target))
+}
 
 fn config(demo: &Demo, endpoint: &str, data: &Path, retention: &str) -> String {
     std::fs::write(data.join("key-id"), "testing\n").unwrap();
@@ -243,7 +250,15 @@ async fn a_dead_holders_claim_expires() {
     let (now, hold, none) = (Utc::now(), Duration::from_secs(30), Duration::ZERO);
     let later = |seconds| now + chrono::Duration::seconds(seconds);
     let claim = |claims: &Claims, at| {
-        claims.claim(Some("fp@1/rule/target"), "rule", "target", none, hold, at).unwrap()
+        claims
+            .claim(
+                Some(&DedupeKey::new("fp", 1, "rule", "target", false)),
+                &spike("rule", "target"),
+                none,
+                hold,
+                at,
+            )
+            .unwrap()
     };
 
     assert!(claim(&dead, now).is_ok());
@@ -262,7 +277,7 @@ async fn a_dead_holders_claim_expires() {
     assert!(claim(&dead, later(8 * 86400)).is_ok(), "past dedupe_ttl it may be captured again");
 
     let cooldown = |claims: &Claims, at| {
-        claims.claim(None, "rule", "target", Duration::from_secs(300), hold, at).unwrap()
+        claims.claim(None, &spike("rule", "target"), Duration::from_secs(300), hold, at).unwrap()
     };
     assert!(cooldown(&dead, now).is_ok());
     assert!(
@@ -278,7 +293,7 @@ async fn a_dead_holders_claim_expires() {
 
     // The instances of a templated target each have their own cooldown.
     let instance = |claims: &Claims, target: &str| {
-        claims.claim(None, "rule", target, Duration::from_secs(300), hold, now).unwrap()
+        claims.claim(None, &spike("rule", target), Duration::from_secs(300), hold, now).unwrap()
     };
     for target in ["pods@10.0.0.5:6060", "pods@[fd00::1]:6060"] {
         assert!(instance(&dead, target).is_ok(), "{target}");
@@ -315,8 +330,10 @@ async fn claims_given_back_are_free_again() {
         (Claims::new(bucket.clone(), "one".into(), week), Claims::new(bucket.clone(), "other".into(), week));
     let (now, hold, cooldown) = (Utc::now(), Duration::from_secs(30), Duration::from_secs(300));
     let claim = |claims: &Claims, rule: &str| {
-        let key = format!("fp@1/{rule}/t");
-        tokio::task::block_in_place(|| claims.claim(Some(&key), rule, "t", cooldown, hold, now).unwrap())
+        let key = DedupeKey::new("fp", 1, rule, "t", false);
+        tokio::task::block_in_place(|| {
+            claims.claim(Some(&key), &spike(rule, "t"), cooldown, hold, now).unwrap()
+        })
     };
     let held = claim(&one, "given-back").expect("free");
     assert!(matches!(claim(&other, "given-back"), Err(Refusal::DuplicateElsewhere { .. })));
@@ -325,8 +342,14 @@ async fn claims_given_back_are_free_again() {
 
     // Pruning: a cooldown that ended goes, one that holds stays.
     let short = tokio::task::block_in_place(|| {
-        one.claim(None, "short", "t", Duration::from_secs(1), hold, now - chrono::Duration::seconds(10))
-            .unwrap()
+        one.claim(
+            None,
+            &spike("short", "t"),
+            Duration::from_secs(1),
+            hold,
+            now - chrono::Duration::seconds(10),
+        )
+        .unwrap()
     });
     assert!(short.is_ok());
     let pruned = tokio::task::block_in_place(|| one.prune(Utc::now()).unwrap());
@@ -359,10 +382,10 @@ async fn unreadable_metadata_is_read_again_only_once_it_changes() {
     })
     .unwrap();
     let store = tokio::task::block_in_place(|| {
-        alertprof::store::ObjectStoreBackend::open(&config.storage, bucket.clone())
+        alertprof::store::ProfileStore::open(&config.storage, Some(bucket.clone())).unwrap()
     });
     for _ in 0..3 {
-        tokio::task::block_in_place(|| alertprof::store::ProfileStore::refresh(&store)).unwrap();
+        tokio::task::block_in_place(|| store.refresh()).unwrap();
     }
     let said = |logs: &str| {
         logs.lines().filter(|l| l.contains("Unreadable capture metadata skipped.") && l.contains(id)).count()
@@ -373,6 +396,6 @@ async fn unreadable_metadata_is_read_again_only_once_it_changes() {
         "trigger": {"source": "manual"}, "url": "http://t", "started_at": Utc::now(), "finished_at": Utc::now(), "bytes": 0});
     tokio::task::block_in_place(|| bucket.put(&format!("t/{id}.json"), bytes::Bytes::from(meta.to_string())))
         .unwrap();
-    let added = tokio::task::block_in_place(|| alertprof::store::ProfileStore::refresh(&store)).unwrap();
+    let added = tokio::task::block_in_place(|| store.refresh()).unwrap();
     assert_eq!(added, 1, "changed, read again and taken in");
 }

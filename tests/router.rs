@@ -226,7 +226,7 @@ async fn health_and_reload() {
     let valid = format!("storage: {{dir: {:?}}}\n", dir.path().join("data"));
     std::fs::write(&path, &valid).unwrap();
     let config = Config::load(&path).unwrap();
-    let (app, _queue_rx) = App::new(config, Some(path.clone())).unwrap();
+    let app = App::new(config, Some(path.clone())).unwrap();
     assert_eq!(call(&app, get("/-/healthy")).await.0, StatusCode::OK);
     assert_eq!(call(&app, get("/-/ready")).await.0, StatusCode::OK);
 
@@ -266,7 +266,7 @@ async fn hostile_payloads() {
     let text = BASE
         .replace("{data}", &dir.path().join("data").display().to_string())
         .replace("max_body_size: 2KiB", "max_body_size: 16MiB");
-    let (app, _queue_rx) = App::new(Config::parse(&text, dir.path()).unwrap(), None).unwrap();
+    let app = App::new(Config::parse(&text, dir.path()).unwrap(), None).unwrap();
 
     // In an unknown field it is skipped; where a type is expected it is refused at once.
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));

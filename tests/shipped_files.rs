@@ -6,7 +6,7 @@ use std::process::Command;
 
 use alertprof::annotate::GrafanaClient;
 use alertprof::config::Config;
-use alertprof::model::{CaptureMeta, CaptureStatus, Trigger, TriggerSource};
+use alertprof::model::{CaptureId, PendingCapture, Trigger, TriggerSource};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -126,19 +126,11 @@ fn grafana_files_agree_with_annotations() {
         alertname: Some("ProcessCPUHigh".into()),
         ..Trigger::local(TriggerSource::Alertmanager, None)
     };
-    let mut capture = CaptureMeta::pending(
-        "checkout",
-        "cpu-spike",
-        alertprof::model::ProfileKind::Cpu,
-        trigger,
-        String::new(),
-        now,
-    );
-    capture.id = "20261121T232525.702Z-cpu-spike-cpu".into();
-    capture.status = CaptureStatus::Ok;
-    capture.seconds = Some(10);
-    capture.bytes = 1;
-    capture.file = Some("x.pb.gz".into());
+    let id = CaptureId::parse("20261121T232525.702Z-cpu-spike-cpu").unwrap();
+    let mut pending =
+        PendingCapture::new(id, "checkout", "cpu-spike", alertprof::model::ProfileKind::Cpu, trigger, now);
+    pending.seconds = Some(10);
+    let capture = pending.kept(1, "ab".into());
     let sent = client.annotation(&capture, &[]).tags;
     for tag in wanted {
         assert!(sent.iter().any(|t| t == tag), "the dashboard asks for {tag:?}, alertprof sends {sent:?}");

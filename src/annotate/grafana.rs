@@ -100,7 +100,7 @@ impl GrafanaClient {
             Some(name) => format!("alert <b>{}</b>", Esc(name)),
             None => format!("{} rule", capture.trigger.source.name()),
         };
-        let what = if capture.baseline { "baseline " } else { "" };
+        let what = if capture.is_baseline() { "baseline " } else { "" };
         let mut text = format!(
             "alertprof captured a {what}<b>{}</b> profile of <b>{}</b> (rule {}) on {trigger}.",
             capture.kind,
@@ -112,7 +112,7 @@ impl GrafanaClient {
         }
         if !capture.readings.is_empty() {
             let readings: Vec<String> =
-                capture.readings.iter().map(|(k, v)| format!("{k}={}", reading(k, *v))).collect();
+                capture.readings.iter().map(|(k, v)| format!("{k}={}", reading(k.as_str(), *v))).collect();
             text.push_str(&format!("<br>Readings: {}.", Esc(&readings.join(", "))));
         }
         if let Some(summary) = &capture.summary {
@@ -142,7 +142,7 @@ impl GrafanaClient {
         text.push_str(&format!(
             "<br>{} ({} bytes; open with <code>go tool pprof</code>)",
             link(self.links.profile(&capture.id), &format!("Download {}", Esc(capture.file_name()))),
-            capture.bytes
+            capture.bytes()
         ));
         if capture.has_pprof() {
             text.push_str(&format!(" · {}", link(self.links.flamegraph(&capture.id), "Flame graph")));
@@ -278,6 +278,7 @@ fn retry_waits(first: Duration, attempts: u32) -> Vec<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::CaptureId;
 
     /// However many tries are configured and however long the first wait, each wait is
     /// capped and all of them together are too; the first tries double as configured.
@@ -299,21 +300,16 @@ mod tests {
     #[test]
     fn the_diff_says_what_it_is_against() {
         crate::init();
-        use crate::model::{Diff, ProfileKind, Trigger, TriggerSource, Window};
+        use crate::model::{Diff, PendingCapture, ProfileKind, Trigger, TriggerSource, Window};
         let client = GrafanaClient::new(&config(), &Url::parse("http://alertprof:9731").unwrap());
         let at = "2026-11-23T18:47:31Z".parse().unwrap();
-        let mut capture = CaptureMeta::pending(
-            "demo",
-            "late-burst",
-            ProfileKind::Heap,
-            Trigger::local(TriggerSource::Watch, Some(at)),
-            String::new(),
-            at,
-        );
-        capture.id = "newest".into();
+        let trigger = Trigger::local(TriggerSource::Watch, Some(at));
+        let id = CaptureId::parse("newest").unwrap();
+        let mut capture =
+            PendingCapture::new(id, "demo", "late-burst", ProfileKind::Heap, trigger, at).kept(1, "x".into());
         capture.window = Some(Window { from: at, to: at + chrono::Duration::seconds(20) });
         let diff = Diff {
-            base: "before".into(),
+            base: CaptureId::parse("before").unwrap(),
             sample_type: "inuse_space/bytes".into(),
             base_total: 1 << 20,
             total: 2 << 20,

@@ -131,6 +131,11 @@ impl PprofClient {
         url
     }
 
+    /// The most a profile's body may be.
+    pub fn max_profile_bytes(&self) -> u64 {
+        self.settings.max_profile_bytes
+    }
+
     /// The whole time a capture may take: the profile's own seconds plus the margin.
     pub fn timeout(&self, kind: ProfileKind, seconds: u32) -> Duration {
         let own = if kind.is_timed() { Duration::from_secs(seconds.into()) } else { Duration::ZERO };

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::capture::CaptureId;
 use super::kind::ProfileKind;
 use super::name::Name;
 use super::signal::Readings;
@@ -114,7 +115,7 @@ pub struct Decision {
     pub target: Option<Name>,
     /// Ids of the captures this decision made, kept or failed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub captures: Vec<String>,
+    pub captures: Vec<CaptureId>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub readings: Readings,
     /// The top functions of each kept profile.proto capture, by kind.
@@ -210,7 +211,7 @@ impl From<&str> for Reason {
 /// What came of annotating one capture in Grafana.
 #[derive(Debug, Clone, Serialize)]
 pub struct AnnotationOutcome {
-    pub capture: String,
+    pub capture: CaptureId,
     /// Grafana's annotation id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<i64>,

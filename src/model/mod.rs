@@ -15,12 +15,12 @@ pub mod text;
 pub mod trigger;
 
 pub use alert::{Alert, AlertStatus, Labels, WebhookPayload};
-pub use capture::{CaptureMeta, CaptureStatus, SegmentRef, Window, capture_id, is_valid_id};
+pub use capture::{CaptureId, CaptureMeta, CaptureRole, CaptureStatus, PendingCapture, SegmentRef, Window};
 pub use decision::{AnnotationOutcome, Decision, Outcome, Reason, Refusal};
 pub use endpoint::{AllowedTarget, Endpoint, UrlSpec, UrlTemplate};
 pub use kind::{BodyFormat, ProfileKind};
 pub use links::CaptureLinks;
 pub use name::{Name, Secret};
-pub use signal::{Readings, Series, Signal, SignalCheck, Threshold};
+pub use signal::{Readings, Series, Signal, SignalCheck, SignalKey, Threshold};
 pub use summary::{Diff, Summary, TopFunction};
 pub use trigger::{Trigger, TriggerSource};

@@ -11,7 +11,7 @@ mod tape;
 
 pub use lifetime::{Ended, Seen};
 pub use merge::{Merged, merge_segments};
-pub use tape::{Held, Opened, Segment, Tape};
+pub use tape::{Holding, Opened, Segment, Tape};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -277,7 +277,7 @@ pub struct Tools<'a> {
 
 /// Records one target until `stop`: its CPU segments back to back (or for `cpu_duty` of
 /// each period), and each snapshot kind at its interval.
-pub async fn record(recording: Arc<Recording>, base: Url, tools: Tools<'_>, stop: CancellationToken) {
+pub async fn keep_recording(recording: Arc<Recording>, base: Url, tools: Tools<'_>, stop: CancellationToken) {
     let config = recording.config();
     tracing::info!(target = %recording.target, records = %config.describe(), "Recording.");
     let snapshots = [ProfileKind::Heap, ProfileKind::Goroutine]

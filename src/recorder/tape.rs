@@ -50,7 +50,7 @@ pub struct Opened {
 
 /// How much a tape holds of one kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Held {
+pub struct Holding {
     pub segments: usize,
     pub bytes: u64,
     pub oldest: Option<DateTime<Utc>>,
@@ -180,9 +180,9 @@ impl Tape {
     }
 
     /// What the tape holds of `kind`.
-    pub fn held(&self, kind: ProfileKind) -> Held {
+    pub fn held(&self, kind: ProfileKind) -> Holding {
         let segments = self.segments.lock().unwrap();
-        let mut held = Held::default();
+        let mut held = Holding::default();
         for segment in segments.iter().filter(|s| s.kind == kind) {
             held.segments += 1;
             held.bytes += segment.bytes;
@@ -253,7 +253,7 @@ mod tests {
         assert_eq!(reopened.held(ProfileKind::Cpu).segments, 6);
         assert_eq!(
             reopened.held(ProfileKind::Heap),
-            Held { segments: 2, bytes: 100, oldest: Some(at(15)), newest: Some(at(30)) }
+            Holding { segments: 2, bytes: 100, oldest: Some(at(15)), newest: Some(at(30)) }
         );
         assert_eq!(fs::read_dir(&tape_dir).unwrap().count(), 8, "the part and the empty file are gone");
     }

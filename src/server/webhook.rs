@@ -62,7 +62,7 @@ async fn receive(app: &Arc<App>, config: &Arc<Config>, body: Body) -> Response {
             };
         }
     };
-    let taken = match app.take_payload(config, &body) {
+    let taken = match app.inbox.take(config, &body) {
         Ok(taken) => taken,
         Err(PayloadError::Intake(error @ IntakeError::Malformed(_))) => {
             return refuse(StatusCode::BAD_REQUEST, error);

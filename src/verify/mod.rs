@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{Readings, Series, SignalCheck};
+use crate::model::{Readings, Series, SignalCheck, SignalKey};
 
 /// Whether a rule's condition holds now, with the readings it was judged on.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,22 +31,22 @@ pub enum Verdict {
 }
 
 /// One sample of a target: each signal's value, or why there is none.
-pub type Sample = BTreeMap<String, Result<f64, String>>;
+pub type Sample = BTreeMap<SignalKey, Result<f64, String>>;
 
 /// A target's readings over time.
 #[derive(Debug, Default)]
 struct Signals {
     at: Option<DateTime<Utc>>,
     latest: Readings,
-    missing: BTreeMap<String, String>,
+    missing: BTreeMap<SignalKey, String>,
     /// Each signal's values, the newest last: the last `history + 1`, and all of those
     /// within `reach` when a rule reaches back that far.
-    history: HashMap<String, VecDeque<(DateTime<Utc>, f64)>>,
+    history: HashMap<SignalKey, VecDeque<(DateTime<Utc>, f64)>>,
     /// How far back a rule on the target verifies (its lookback).
     reach: chrono::TimeDelta,
     /// Readings for charts: at most `CHART_POINTS` of each signal, at least `CHART_STEP`
     /// apart, the newest last.
-    chart: HashMap<String, VecDeque<(DateTime<Utc>, f64)>>,
+    chart: HashMap<SignalKey, VecDeque<(DateTime<Utc>, f64)>>,
 }
 
 /// Points of each signal kept for charts, and the least time between two: about five
@@ -230,8 +230,8 @@ fn judge(
     let mut why = Vec::new();
     for check in checks {
         let key = check.signal.key();
-        let outcome = reading(&key).and_then(|(current, previous)| {
-            trigger::evaluate(&key, &check.threshold, current, &previous, history)
+        let outcome = reading(key.as_str()).and_then(|(current, previous)| {
+            trigger::evaluate(key.as_str(), &check.threshold, current, &previous, history)
         });
         match outcome {
             Ok(reason) => why.push(reason),
@@ -255,8 +255,8 @@ mod tests {
 
     fn sample(value: f64) -> Sample {
         Sample::from([
-            ("goroutines".to_string(), Ok(value)),
-            ("cpu_percent".to_string(), Err("first sample".into())),
+            (Signal::Goroutines.key(), Ok(value)),
+            (Signal::CpuPercent.key(), Err("first sample".into())),
         ])
     }
 
@@ -291,7 +291,7 @@ mod tests {
             verifier.verify("t", &cpu, now),
             Verdict::NotVerified {
                 reason: "no reading of cpu_percent: first sample".into(),
-                readings: Readings::from([("goroutines".to_string(), 30.0)])
+                readings: Readings::from([(Signal::Goroutines.key(), 30.0)])
             }
         );
         let later = now + chrono::Duration::seconds(11);

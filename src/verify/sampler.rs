@@ -10,12 +10,12 @@ use super::cgroup::{CgroupDirs, CgroupReader};
 use super::procfs::{ProcReader, ProcessSample};
 use super::target_metrics::{TargetMetrics, scrape};
 use crate::config::{ProcessRef, Rule, Target};
-use crate::model::Signal;
+use crate::model::{Signal, SignalKey};
 
 /// A metric signal some rule reads from this target.
 #[derive(Debug, Clone, PartialEq)]
 struct MetricSignal {
-    key: String,
+    key: SignalKey,
     name: String,
     labels: BTreeMap<String, String>,
 }
@@ -262,8 +262,10 @@ impl Probe {
         });
         sample.insert(Signal::HeapPercent.key(), heap);
         for metric in &self.metrics {
-            sample
-                .insert(metric.key.clone(), found(metrics.value(&metric.name, &metric.labels), &metric.key));
+            sample.insert(
+                metric.key.clone(),
+                found(metrics.value(&metric.name, &metric.labels), metric.key.as_str()),
+            );
         }
     }
 }

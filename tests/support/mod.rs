@@ -23,7 +23,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use alertprof::config::Config;
-use alertprof::pipeline::{App, run_background};
+use alertprof::pipeline::App;
 use alertprof::store::ProfileStore;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -47,8 +47,8 @@ impl Running {
     /// Starts alertprof on a loopback port of its own.
     pub async fn start_on(yaml: &str, data: &Path, listener: tokio::net::TcpListener) -> Running {
         let config = Running::config(yaml, data);
-        let (app, queue_rx) = App::new(config, None).expect("alertprof starts");
-        Running::run(app, queue_rx, listener).await
+        let app = App::new(config, None).expect("alertprof starts");
+        Running::run(app, listener).await
     }
 
     /// A loopback listener for `start_on`, when the config must name its port (say, in
@@ -58,10 +58,10 @@ impl Running {
     }
 
     /// Starts alertprof keeping its profiles in `store`.
-    pub async fn start_with_store(yaml: &str, data: &Path, store: Arc<dyn ProfileStore>) -> Running {
+    pub async fn start_with_store(yaml: &str, data: &Path, store: Arc<ProfileStore>) -> Running {
         let config = Running::config(yaml, data);
-        let (app, queue_rx) = App::with_store(config, None, store).expect("alertprof starts");
-        Running::run(app, queue_rx, Running::listener().await).await
+        let app = App::with_store(config, None, store).expect("alertprof starts");
+        Running::run(app, Running::listener().await).await
     }
 
     fn config(yaml: &str, data: &Path) -> Config {
@@ -70,16 +70,14 @@ impl Running {
         Config::parse(&text, data).unwrap_or_else(|e| panic!("test config invalid: {e:?}\n{text}"))
     }
 
-    async fn run(
-        app: Arc<App>,
-        queue_rx: tokio::sync::mpsc::Receiver<alertprof::rules::Job>,
-        listener: tokio::net::TcpListener,
-    ) -> Running {
+    async fn run(app: Arc<App>, listener: tokio::net::TcpListener) -> Running {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(alertprof::server::serve_http(app.clone(), listener, shutdown.clone()));
-        let background =
-            tokio::spawn(run_background(app.clone(), queue_rx, shutdown.clone(), Duration::from_secs(5)));
+        let background = {
+            let (app, shutdown) = (app.clone(), shutdown.clone());
+            tokio::spawn(async move { app.run(shutdown, Duration::from_secs(5)).await })
+        };
         Running { addr, app, shutdown, server, background }
     }
 

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use super::api::from_store;
 use crate::config::{Config, Credentials};
 use crate::model::text::Esc;
-use crate::model::{Decision, ProfileKind, is_valid_id};
+use crate::model::{CaptureId, Decision, ProfileKind};
 use crate::pipeline::App;
 use crate::store::CaptureFilter;
 
@@ -115,10 +115,11 @@ pub async fn index(State(app): State<Arc<App>>, Query(query): Query<ListQuery>) 
 pub async fn capture(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
     let config = app.config();
     let logout = offers_sign_out(&config);
-    let wanted = id.clone();
-    let found = match is_valid_id(&id) {
-        true => from_store(&app, move |store| Ok::<_, super::api::ApiError>(store.get(&wanted))).await,
-        false => Ok(None),
+    let found = match CaptureId::parse(&id) {
+        Some(wanted) => {
+            from_store(&app, move |store| Ok::<_, super::api::ApiError>(store.get(&wanted))).await
+        }
+        None => Ok(None),
     };
     let found = match found {
         Ok(found) => found,
@@ -135,5 +136,5 @@ pub async fn capture(State(app): State<Arc<App>>, Path(id): Path<String>) -> Res
     let decisions: Vec<Decision> =
         app.decisions.recent(usize::MAX).into_iter().filter(|d| d.captures.contains(&meta.id)).collect();
     let body = pages::capture(&config, &meta, &decisions);
-    html::respond(StatusCode::OK, html::page(&meta.id, logout, &body))
+    html::respond(StatusCode::OK, html::page(meta.id.as_str(), logout, &body))
 }

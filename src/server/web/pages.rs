@@ -9,12 +9,12 @@ use crate::analyze::{Measure, grown, short};
 use crate::config::{Config, Credentials};
 use crate::model::summary::unit_of;
 use crate::model::text::{Esc, change, quantity, reading, time};
-use crate::model::{CaptureLinks, CaptureMeta, Decision, Diff, ProfileKind, Series, Signal, is_valid_id};
+use crate::model::{CaptureLinks, CaptureMeta, Decision, Diff, ProfileKind, Series, Signal};
 use crate::store::CaptureFilter;
 
 /// The mark of a baseline capture.
 fn baseline_badge(meta: &CaptureMeta) -> &'static str {
-    if meta.baseline { " <span class=\"badge\">baseline</span>" } else { "" }
+    if meta.is_baseline() { " <span class=\"badge\">baseline</span>" } else { "" }
 }
 
 /// `<select>` of `known` values plus "any", with `chosen` selected (kept even when unknown).
@@ -78,7 +78,7 @@ pub(super) fn index(
                 "<tr><td><a class=\"capture\" href=\"/captures/{id}\">{time}</a>{baseline}</td><td>{target}</td>\
                  <td>{rule}</td><td>{kind}</td><td class=\"{status}\">{status}</td><td>{source}{alertname}</td>\
                  <td class=\"mono\">{top}</td></tr>",
-                id = Esc(&meta.id),
+                id = Esc(meta.id.as_str()),
                 time = time(&meta.started_at),
                 target = Esc(&meta.target),
                 rule = Esc(&meta.rule),
@@ -100,7 +100,7 @@ pub(super) fn index(
 }
 
 /// The signal a target's timeline shows: CPU if it is read, else the first that is.
-fn headline(series: &Series) -> Option<(&String, &Vec<(i64, f64)>)> {
+fn headline(series: &Series) -> Option<(&crate::model::SignalKey, &Vec<(i64, f64)>)> {
     let order = [Signal::CpuPercent, Signal::MemoryPercent, Signal::Goroutines].map(|s| s.key());
     order
         .iter()
@@ -134,10 +134,10 @@ fn render_timelines(out: &mut String, recent: &BTreeMap<String, Series>, capture
             out,
             "<div class=\"timeline\"><span class=\"mono\">{} {}</span><br>",
             Esc(target),
-            Esc(signal)
+            Esc(signal.as_str())
         )
         .unwrap();
-        chart::draw(out, &format!("timeline-{target}"), signal, points, range, 56.0, &marks);
+        chart::draw(out, &format!("timeline-{target}"), signal.as_str(), points, range, 56.0, &marks);
         out.push_str("</div>\n");
     }
 }
@@ -180,10 +180,14 @@ fn render_signals(out: &mut String, meta: &CaptureMeta) {
         captures: Vec::new(),
     };
     for (signal, points) in meta.signals.iter().filter(|(_, points)| !points.is_empty()) {
-        let latest = points.last().map(|(_, value)| reading(signal, *value)).unwrap_or_default();
-        write!(out, "<div class=\"signal\"><span class=\"mono\">{} {latest}</span><br>", Esc(signal))
-            .unwrap();
-        chart::draw(out, &format!("chart-{signal}"), signal, points, (from, to), 80.0, &marks);
+        let latest = points.last().map(|(_, value)| reading(signal.as_str(), *value)).unwrap_or_default();
+        write!(
+            out,
+            "<div class=\"signal\"><span class=\"mono\">{} {latest}</span><br>",
+            Esc(signal.as_str())
+        )
+        .unwrap();
+        chart::draw(out, &format!("chart-{signal}"), signal.as_str(), points, (from, to), 80.0, &marks);
         out.push_str("</div>\n");
     }
 }
@@ -212,7 +216,7 @@ fn render_decisions(out: &mut String, decisions: &[Decision], none: &str) {
         let captures: Vec<String> = decision
             .captures
             .iter()
-            .map(|id| format!("<a href=\"/captures/{0}\">{0}</a>", Esc(id)))
+            .map(|id| format!("<a href=\"/captures/{0}\">{0}</a>", Esc(id.as_str())))
             .collect();
         writeln!(
             out,
@@ -235,7 +239,7 @@ fn render_decisions(out: &mut String, decisions: &[Decision], none: &str) {
 /// a baseline, the flame graph, what set it off, and the decisions that made it.
 pub(super) fn capture(config: &Config, meta: &CaptureMeta, decisions: &[Decision]) -> String {
     let mut out = String::new();
-    let id = Esc(&meta.id);
+    let id = Esc(meta.id.as_str());
     let status = if meta.is_ok() { "ok" } else { "failed" };
     let baseline = baseline_badge(meta);
     write!(out, "<h2 id=\"capture-id\">{id}{baseline}</h2>\n<dl id=\"capture\">").unwrap();
@@ -253,14 +257,14 @@ pub(super) fn capture(config: &Config, meta: &CaptureMeta, decisions: &[Decision
     }
     row("url", format!("<code>{}</code>", Esc(&meta.url)));
     if meta.is_ok() {
-        row("size", quantity(meta.bytes as i64, "bytes"));
+        row("size", quantity(meta.bytes() as i64, "bytes"));
     }
-    if let Some(sha256) = &meta.sha256 {
+    if let Some(sha256) = meta.sha256() {
         row("sha256", format!("<code>{}</code>", Esc(sha256)));
     }
     out.push_str("</dl>\n");
 
-    if let Some(error) = &meta.error {
+    if let Some(error) = meta.error() {
         writeln!(out, "<h2>Error</h2><pre class=\"error\" id=\"capture-error\">{}</pre>", Esc(error))
             .unwrap();
     }
@@ -349,8 +353,8 @@ fn render_trigger(out: &mut String, meta: &CaptureMeta) {
             write!(
                 out,
                 "<tr><td>{}</td><td class=\"num\">{}</td></tr>",
-                Esc(signal),
-                reading(signal, *value)
+                Esc(signal.as_str()),
+                reading(signal.as_str(), *value)
             )
             .unwrap();
         }
@@ -411,7 +415,7 @@ fn render_download(out: &mut String, config: &Config, meta: &CaptureMeta) {
          Download {file}</a> ({size})</p>\n<pre id=\"open-command\">curl -fo {file}{auth} {url}\n{open}</pre>\n",
         href = Esc(&CaptureLinks::relative().profile(&meta.id)),
         file = Esc(file),
-        size = quantity(meta.bytes as i64, "bytes"),
+        size = quantity(meta.bytes() as i64, "bytes"),
         url = Esc(&CaptureLinks::under(&config.external_url).profile(&meta.id)),
         auth = Esc(auth),
         open = Esc(&meta.kind.open_command(file)),
@@ -423,9 +427,6 @@ fn render_download(out: &mut String, config: &Config, meta: &CaptureMeta) {
 /// annotation name it (by flat; by cum in goroutine and threadcreate profiles), with links
 /// to the baseline and the full diff.
 fn render_diff(out: &mut String, meta: &CaptureMeta, diff: &Diff) {
-    if !is_valid_id(&diff.base) {
-        return;
-    }
     let unit = unit_of(&diff.sample_type);
     let links = CaptureLinks::relative();
     let against = if diff.before_window { "since before the window," } else { "vs baseline" };
@@ -435,7 +436,7 @@ fn render_diff(out: &mut String, meta: &CaptureMeta, diff: &Diff) {
          <span class=\"muted\">({sample_type}; total {then} then, {now} now; \
          <a href=\"{full}\" id=\"diff-link\">full diff</a>)</span></h2>",
         page = Esc(&links.page(&diff.base)),
-        base = Esc(&diff.base),
+        base = Esc(diff.base.as_str()),
         sample_type = Esc(&diff.sample_type),
         then = quantity(diff.base_total, unit),
         now = quantity(diff.total, unit),
@@ -503,10 +504,6 @@ mod tests {
         assert!(page.contains("<td class=\"num\">+2.00s</td><td class=\"num\">+40.00%</td>"), "{page}");
         assert!(!page.contains("main.idle"), "only what grew: {page}");
         assert!(page.contains("main.&lt;hot&gt;") && !page.contains("main.<hot>"));
-
-        // A base that is not an id is not linked at all.
-        meta.diff.as_mut().unwrap().base = "../../etc/passwd".to_string();
-        assert!(!capture(&config(), &meta, &[]).contains("Grew vs baseline"));
     }
 
     /// A baseline is marked the capture on its page (and, the same way, in
@@ -515,7 +512,7 @@ mod tests {
     fn baseline_marker() {
         let mut meta = meta();
         assert!(!capture(&config(), &meta, &[]).contains("badge"));
-        meta.baseline = true;
+        meta.role = crate::model::CaptureRole::Baseline;
         let page = capture(&config(), &meta, &[]);
         assert!(page.contains("<span class=\"badge\">baseline</span>"), "{page}");
     }
@@ -549,7 +546,7 @@ mod tests {
             ..Trigger::local(TriggerSource::Alertmanager, None)
         };
         meta.diff = Some(Diff {
-            base: "20261120T090000.000Z-cpu-spike-heap".into(),
+            base: crate::model::CaptureId::parse("20261120T090000.000Z-cpu-spike-heap").unwrap(),
             sample_type: "inuse_space/bytes".into(),
             base_total: 5 << 20,
             total: 17 << 20,

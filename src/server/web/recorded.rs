@@ -62,7 +62,7 @@ pub(super) fn render_window(out: &mut String, meta: &CaptureMeta) {
     let Some(window) = &meta.window else { return };
     out.push_str("<h2 id=\"window\">From the recorder</h2>\n<p id=\"window-text\">");
     let span = format!("{} to {}", time(&window.from), time(&window.to));
-    match (meta.before_window, meta.segments.as_slice()) {
+    match (meta.is_before_window(), meta.segments.as_slice()) {
         (true, [segment]) => write!(
             out,
             "The recorder's snapshot from {}, the last before the window ({span}): the newest {} \

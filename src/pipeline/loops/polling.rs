@@ -14,8 +14,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::App;
-use crate::config::AlertmanagerApiConfig;
+use crate::config::{AlertmanagerApiConfig, Config};
+use crate::metrics::Metrics;
+use crate::pipeline::inbox::Inbox;
+use crate::pipeline::live::LiveConfig;
 
 /// The most a poll's answer may be: every matching alert, with its labels and annotations.
 const MAX_ANSWER: usize = 32 << 20;
@@ -60,26 +62,34 @@ impl ApiAlert {
 }
 
 /// Polls while `alertmanager_api` is configured, following reloads, until `shutdown`.
-pub async fn run_polling(app: Arc<App>, shutdown: CancellationToken) {
-    let mut reloads = app.reloads.subscribe();
+pub async fn run_polling(
+    config: LiveConfig,
+    inbox: Inbox,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let mut changes = config.changes();
     let mut poller = Poller {
         client: crate::http::client(),
         seen: HashSet::new(),
         current: 0,
         trouble: None,
         malformed: HashSet::new(),
+        inbox,
+        metrics,
     };
     loop {
-        let wait = match app.config().alertmanager_api.clone() {
+        let config = changes.borrow_and_update().clone();
+        let wait = match config.alertmanager_api.clone() {
             Some(api) => {
-                poller.poll(&app, &api).await;
+                poller.poll(&config, &api).await;
                 api.interval
             }
             None => Duration::MAX,
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            changed = reloads.changed() => if changed.is_err() { break },
+            changed = changes.changed() => if changed.is_err() { break },
             () = shutdown.cancelled() => break,
         }
     }
@@ -95,20 +105,23 @@ struct Poller {
     trouble: Option<String>,
     /// Fingerprints of the listed alerts that cannot be read, told once each.
     malformed: HashSet<String>,
+    /// Where the new alerts go: the webhook's way in.
+    inbox: Inbox,
+    metrics: Arc<Metrics>,
 }
 
 impl Poller {
-    async fn poll(&mut self, app: &Arc<App>, api: &AlertmanagerApiConfig) {
+    async fn poll(&mut self, config: &Arc<Config>, api: &AlertmanagerApiConfig) {
         let alerts = match self.fetch(api).await {
             Ok(alerts) => {
-                app.metrics.alertmanager_poll("ok", alerts.len());
+                self.metrics.alertmanager_poll("ok", alerts.len());
                 if let Some(was) = self.trouble.take() {
                     tracing::info!(was = %was, "Alertmanager's API answers again.");
                 }
                 alerts
             }
             Err(why) => {
-                app.metrics.alertmanager_poll("failed", 0);
+                self.metrics.alertmanager_poll("failed", 0);
                 if self.trouble.as_ref() != Some(&why) {
                     tracing::error!(error = %why, "Cannot poll Alertmanager's API; alerts wait until it answers.");
                     self.trouble = Some(why);
@@ -116,18 +129,17 @@ impl Poller {
                 return;
             }
         };
-        let alerts = self.readable(app, alerts);
+        let alerts = self.readable(alerts);
         let keys: HashSet<String> = alerts.iter().map(ApiAlert::key).collect();
         let new: Vec<&ApiAlert> = alerts.iter().filter(|alert| !self.seen.contains(&alert.key())).collect();
         // Alerts that resolved are gone from the next answer, and forgotten here.
         self.seen.retain(|key| keys.contains(key));
-        let config = app.config();
         for batch in new.chunks(config.webhook.max_alerts.max(1)) {
             let body = json!({"version": "4", "status": "firing", "receiver": "alertmanager_api",
                               "alerts": batch.iter().map(|alert| alert.webhook()).collect::<Vec<_>>()});
             let body = serde_json::to_vec(&body).expect("JSON serializes");
             // Not taken (a full queue, say): not seen, so the next poll offers them again.
-            if let Err(error) = app.take_payload(&config, &body) {
+            if let Err(error) = self.inbox.take(config, &body) {
                 tracing::warn!(error = %error, alerts = batch.len(), "Alerts from Alertmanager's API wait for the next poll.");
                 continue;
             }
@@ -138,7 +150,7 @@ impl Poller {
     /// The alerts of an answer that intake can read. Each of the others is skipped alone,
     /// counted and logged once (by fingerprint, for as long as Alertmanager lists it), so
     /// one bad alert never holds back the rest.
-    fn readable(&mut self, app: &App, answer: Vec<Value>) -> Vec<ApiAlert> {
+    fn readable(&mut self, answer: Vec<Value>) -> Vec<ApiAlert> {
         let mut listed = HashSet::new();
         let mut alerts = Vec::with_capacity(answer.len());
         for value in answer {
@@ -147,7 +159,7 @@ impl Poller {
                 Ok(alert) => alerts.push(alert),
                 Err(error) => {
                     if !self.malformed.contains(&fingerprint) {
-                        app.metrics.alertmanager_alerts_malformed.inc();
+                        self.metrics.alertmanager_alerts_malformed.inc();
                         tracing::warn!(
                             fingerprint = %crate::model::text::clip(&fingerprint, 64),
                             error = %error,

@@ -15,7 +15,7 @@ use crate::analyze::{Budget, FunctionTable, Measure, TOP_SHOWN};
 use crate::capture::{CaptureError, Fetched, PprofClient};
 use crate::config::CaptureConfig;
 use crate::durable::move_into_place;
-use crate::model::{ProfileKind, Summary, capture_id};
+use crate::model::{CaptureId, CaptureRole, ProfileKind, Summary};
 use crate::store::StagedFile;
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +94,7 @@ pub async fn capture(
         move |source| ManualError::Io { action, path, source }
     };
     std::fs::create_dir_all(out).map_err(io("create", out))?;
-    let id = capture_id(Utc::now(), "manual", kind);
+    let id = CaptureId::new(Utc::now(), "manual", CaptureRole::Spike, kind);
     let staged = StagedFile::at(out.join(format!(".{id}.part")));
     let client = PprofClient::new(settings);
     let received = Arc::new(AtomicU64::new(0));
@@ -144,7 +144,7 @@ pub async fn capture(
 async fn summarize_file(path: &Path, kind: ProfileKind) -> Option<Summary> {
     let path = path.to_path_buf();
     let summarized = tokio::task::spawn_blocking(move || {
-        let budget = Budget::new(super::capture::ANALYSIS_TIME);
+        let budget = Budget::new(crate::analyze::CAPTURE_ANALYSIS_TIME);
         FunctionTable::read(|| std::fs::File::open(&path), &budget)
             .map(|table| table.summary(TOP_SHOWN, Measure::for_kind(kind)))
     });

@@ -4,9 +4,9 @@
 
 use std::io::Read;
 
-use crate::analyze::flamegraph::{self, Labels};
-use crate::analyze::{Budget, FunctionTable, Measure, diff};
-use crate::model::{CaptureMeta, Diff};
+use super::flamegraph::{self, Labels};
+use super::{Budget, FunctionTable, Measure, diff};
+use crate::model::{CaptureId, CaptureMeta, Diff, ProfileKind};
 use crate::profile::InvalidBody;
 use crate::store::{CaptureFilter, Derived, ProfileStore, StoreError};
 
@@ -14,7 +14,7 @@ use crate::store::{CaptureFilter, Derived, ProfileStore, StoreError};
 #[derive(Debug, thiserror::Error)]
 pub enum AnalysisError {
     #[error("no capture {0}")]
-    NotFound(String),
+    NotFound(CaptureId),
     /// Nothing to compare with.
     #[error("{0}")]
     NoBaseline(String),
@@ -23,7 +23,7 @@ pub enum AnalysisError {
     #[error("{0}")]
     NotApplicable(String),
     #[error("cannot read the profile of {id}: {error}")]
-    Unreadable { id: String, error: InvalidBody },
+    Unreadable { id: CaptureId, error: InvalidBody },
     #[error(transparent)]
     Store(StoreError),
 }
@@ -40,8 +40,8 @@ impl From<StoreError> for AnalysisError {
     }
 }
 
-fn capture(store: &dyn ProfileStore, id: &str) -> Result<CaptureMeta, AnalysisError> {
-    let meta = store.get(id).ok_or_else(|| AnalysisError::NotFound(id.to_string()))?;
+fn capture(store: &ProfileStore, id: &CaptureId) -> Result<CaptureMeta, AnalysisError> {
+    let meta = store.get(id).ok_or_else(|| AnalysisError::NotFound(id.clone()))?;
     if !meta.is_ok() {
         return Err(AnalysisError::NotApplicable(format!("capture {id} failed: no profile")));
     }
@@ -55,37 +55,50 @@ fn capture(store: &dyn ProfileStore, id: &str) -> Result<CaptureMeta, AnalysisEr
 }
 
 /// Opens the stored profile of `id` afresh, once per pass of a streaming walk.
-fn opener(store: &dyn ProfileStore, id: &str) -> impl FnMut() -> std::io::Result<Box<dyn Read + Send>> {
+fn opener<'a>(
+    store: &'a ProfileStore,
+    id: &'a CaptureId,
+) -> impl FnMut() -> std::io::Result<Box<dyn Read + Send>> + 'a {
     move || store.open_profile(id).map(|profile| profile.reader).map_err(std::io::Error::other)
 }
 
 /// Flat and cum per function of a kept profile.
 pub fn function_table(
-    store: &dyn ProfileStore,
-    id: &str,
+    store: &ProfileStore,
+    id: &CaptureId,
     budget: &Budget,
 ) -> Result<FunctionTable, AnalysisError> {
     capture(store, id)?;
     FunctionTable::read(opener(store, id), budget)
-        .map_err(|error| AnalysisError::Unreadable { id: id.to_string(), error })
+        .map_err(|error| AnalysisError::Unreadable { id: id.clone(), error })
 }
 
 /// The baseline to compare `meta` with: the latest kept baseline of the same target and
 /// kind taken before it, else the latest at all.
-pub fn latest_baseline(store: &dyn ProfileStore, meta: &CaptureMeta) -> Option<CaptureMeta> {
-    let filter =
-        CaptureFilter { target: Some(meta.target.clone()), kind: Some(meta.kind), ..Default::default() };
+pub fn latest_baseline(store: &ProfileStore, meta: &CaptureMeta) -> Option<CaptureMeta> {
+    latest_baseline_of(store, &meta.target, meta.kind, &meta.id)
+}
+
+/// The baseline to compare capture `id` of `kind` from `target` with (see
+/// `latest_baseline`).
+pub fn latest_baseline_of(
+    store: &ProfileStore,
+    target: &str,
+    kind: ProfileKind,
+    id: &CaptureId,
+) -> Option<CaptureMeta> {
+    let filter = CaptureFilter { target: Some(target.to_string()), kind: Some(kind), ..Default::default() };
     let baselines: Vec<CaptureMeta> =
-        store.list(&filter).into_iter().filter(|b| b.baseline && b.is_ok() && b.id != meta.id).collect();
-    let before = baselines.iter().find(|b| b.id < meta.id).cloned();
+        store.list(&filter).into_iter().filter(|b| b.is_baseline() && b.is_ok() && b.id != *id).collect();
+    let before = baselines.iter().find(|b| b.id < *id).cloned();
     before.or_else(|| baselines.into_iter().next())
 }
 
 /// `id` against the capture `base` (`pprof -diff_base`), the first `count` rows.
 pub fn diff_captures(
-    store: &dyn ProfileStore,
-    id: &str,
-    base: &str,
+    store: &ProfileStore,
+    id: &CaptureId,
+    base: &CaptureId,
     count: usize,
     budget: &Budget,
 ) -> Result<Diff, AnalysisError> {
@@ -103,13 +116,13 @@ pub fn diff_captures(
 
 /// A capture's flame graph: the kept one, else drawn now (within `budget`) and kept next to
 /// the profile.
-pub fn flamegraph(store: &dyn ProfileStore, id: &str, budget: &Budget) -> Result<Vec<u8>, AnalysisError> {
+pub fn flamegraph(store: &ProfileStore, id: &CaptureId, budget: &Budget) -> Result<Vec<u8>, AnalysisError> {
     let meta = capture(store, id)?;
     if let Some(kept) = store.open_derived(id, Derived::Flamegraph)? {
         match kept.read_all() {
             Ok(svg) => return Ok(svg),
             Err(error) => {
-                tracing::warn!(id, error = %error, "Kept flame graph unreadable; drawing it again.")
+                tracing::warn!(id = %id, error = %error, "Kept flame graph unreadable; drawing it again.")
             }
         }
     }
@@ -118,10 +131,10 @@ pub fn flamegraph(store: &dyn ProfileStore, id: &str, budget: &Budget) -> Result
         format!("{} · rule {} · {}", meta.id, meta.rule, meta.started_at.format("%Y-%m-%d %H:%M:%S UTC"));
     let labels = Labels { title: &title, subtitle: &subtitle, kind: meta.kind };
     let svg = flamegraph::render(opener(store, id), budget, &labels)
-        .map_err(|error| AnalysisError::Unreadable { id: id.to_string(), error })?;
+        .map_err(|error| AnalysisError::Unreadable { id: id.clone(), error })?;
     if let Err(error) = store.put_derived(id, Derived::Flamegraph, &svg) {
         // The graph is still answered; it is drawn again next time.
-        tracing::warn!(id, error = %error, "Cannot keep the flame graph.");
+        tracing::warn!(id = %id, error = %error, "Cannot keep the flame graph.");
     }
     Ok(svg)
 }
@@ -132,31 +145,10 @@ mod tests {
 
     use super::*;
     use crate::analyze::stacks::tests::budget;
-    use crate::config::StorageConfig;
-    use crate::model::{CaptureStatus, ProfileKind};
+    use crate::model::{CaptureRole, ProfileKind};
     use crate::profile::fixtures::profile;
-    use crate::store::{LocalStore, Staging};
-
-    /// Keeps a capture of `kind` with `body`, ok or failed, baseline or not.
-    fn keep(
-        store: &(LocalStore, Staging),
-        kind: ProfileKind,
-        body: &[u8],
-        ok: bool,
-        baseline: bool,
-    ) -> CaptureMeta {
-        let (store, staging) = store;
-        let id = store.new_id("r", kind);
-        let staged = staging.file(&id);
-        std::fs::write(staged.path(), body).unwrap();
-        let status = if ok { CaptureStatus::Ok } else { CaptureStatus::Failed };
-        let mut meta = crate::store::tests::meta(&id, kind, Utc::now(), status);
-        meta.error = (!ok).then(|| "boom".to_string());
-        meta.bytes = body.len() as u64;
-        meta.baseline = baseline;
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        store.keep(meta, Some(staged)).unwrap()
-    }
+    use crate::store::tests::keep_capture;
+    use crate::store::{LocalBackend, Staging};
 
     /// What cannot be analyzed is refused with the reason, and nothing is written: failed
     /// captures, text kinds, captures of different kinds, unknown ids. The latest baseline
@@ -164,46 +156,47 @@ mod tests {
     #[test]
     fn refusals_and_baselines() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(&StorageConfig {
-            dir: dir.path().into(),
-            max_age: None,
-            max_bytes: None,
-            object_store: None,
-        })
-        .unwrap();
-        let store = (store, Staging::open(&dir.path().join(".tmp")).unwrap());
+        let store = ProfileStore::with_backend(Box::new(LocalBackend::open(dir.path()).unwrap()), None, None);
+        let staging = Staging::open(&dir.path().join(".tmp")).unwrap();
+        let start = Utc::now();
+        let mut n = 0;
+        let mut keep = |kind, role, body: Option<&[u8]>| {
+            n += 1;
+            keep_capture(&store, &staging, kind, role, body, start + chrono::Duration::milliseconds(n))
+        };
         let body = profile(&["main.main", "main.spin"], &[(&[2, 1], [1, 100])]);
-        let old_base = keep(&store, ProfileKind::Cpu, &body, true, true);
-        let base = keep(&store, ProfileKind::Cpu, &body, true, true);
-        let spike = keep(&store, ProfileKind::Cpu, &body, true, false);
-        let later_base = keep(&store, ProfileKind::Cpu, &body, true, true);
-        let heap = keep(&store, ProfileKind::Heap, &body, true, false);
-        let failed = keep(&store, ProfileKind::Cpu, b"", false, false);
-        let text = keep(&store, ProfileKind::GoroutineText, b"goroutine 1 [running]:\n", true, false);
+        let (cpu, heap_kind) = (ProfileKind::Cpu, ProfileKind::Heap);
+        let old_base = keep(cpu, CaptureRole::Baseline, Some(&body));
+        let base = keep(cpu, CaptureRole::Baseline, Some(&body));
+        let spike = keep(cpu, CaptureRole::Spike, Some(&body));
+        let later_base = keep(cpu, CaptureRole::Baseline, Some(&body));
+        let heap = keep(heap_kind, CaptureRole::Spike, Some(&body));
+        let failed = keep(cpu, CaptureRole::Spike, None);
+        let text = keep(ProfileKind::GoroutineText, CaptureRole::Spike, Some(b"goroutine 1 [running]:\n"));
 
-        let (store, _staging) = &store;
-        assert_eq!(latest_baseline(store, &spike).unwrap().id, base.id);
-        assert_eq!(latest_baseline(store, &old_base).unwrap().id, later_base.id, "none before: the latest");
-        assert!(latest_baseline(store, &heap).is_none());
-        assert!(diff_captures(store, &spike.id, &base.id, 10, &budget()).unwrap().functions.is_empty());
+        assert_eq!(latest_baseline(&store, &spike).unwrap().id, base.id);
+        assert_eq!(latest_baseline(&store, &old_base).unwrap().id, later_base.id, "none before: the latest");
+        assert!(latest_baseline(&store, &heap).is_none());
+        assert!(diff_captures(&store, &spike.id, &base.id, 10, &budget()).unwrap().functions.is_empty());
 
         let refused = |result: Result<Diff, AnalysisError>| result.unwrap_err().to_string();
         assert_eq!(
-            refused(diff_captures(store, &spike.id, &heap.id, 10, &budget())),
+            refused(diff_captures(&store, &spike.id, &heap.id, 10, &budget())),
             "cannot compare a cpu capture with a heap capture"
         );
         assert_eq!(
-            refused(diff_captures(store, &spike.id, &failed.id, 10, &budget())),
+            refused(diff_captures(&store, &spike.id, &failed.id, 10, &budget())),
             format!("capture {} failed: no profile", failed.id)
         );
+        let nope = CaptureId::parse("nope").unwrap();
         assert!(matches!(
-            diff_captures(store, "nope", &base.id, 10, &budget()),
+            diff_captures(&store, &nope, &base.id, 10, &budget()),
             Err(AnalysisError::NotFound(_))
         ));
-        assert!(matches!(flamegraph(store, &text.id, &budget()), Err(AnalysisError::NotApplicable(_))));
-        assert!(matches!(flamegraph(store, &failed.id, &budget()), Err(AnalysisError::NotApplicable(_))));
+        assert!(matches!(flamegraph(&store, &text.id, &budget()), Err(AnalysisError::NotApplicable(_))));
+        assert!(matches!(flamegraph(&store, &failed.id, &budget()), Err(AnalysisError::NotApplicable(_))));
         let files = std::fs::read_dir(dir.path().join("t")).unwrap().count();
-        assert!(flamegraph(store, &spike.id, &budget()).unwrap().starts_with(b"<?xml"));
+        assert!(flamegraph(&store, &spike.id, &budget()).unwrap().starts_with(b"<?xml"));
         assert_eq!(std::fs::read_dir(dir.path().join("t")).unwrap().count(), files + 1, "one kept graph");
     }
 }
