@@ -11,9 +11,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use alertprof::bucket::Bucket;
 use alertprof::config::Config;
 use alertprof::gate::Claims;
-use alertprof::bucket::Bucket;
 use alertprof::store::ProfileStore;
 use bytes::Bytes;
 use child::Killed;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::capture::CaptureId;
+use super::id::CaptureId;
 use super::kind::ProfileKind;
 use super::name::Name;
 use super::signal::Readings;

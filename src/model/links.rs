@@ -3,7 +3,7 @@
 
 use std::fmt::Display;
 
-use super::capture::CaptureId;
+use super::id::CaptureId;
 
 /// Links under a base: empty for links within alertprof's own pages, `external_url` for
 /// links that leave it (annotations).

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::capture::CaptureId;
+use super::id::CaptureId;
 
 /// A profile's main sample type and its top functions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

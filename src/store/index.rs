@@ -7,8 +7,25 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{CaptureFilter, StoreError};
-use crate::model::{CaptureId, CaptureMeta};
+use super::error::StoreError;
+use crate::model::{CaptureId, CaptureMeta, ProfileKind};
+
+/// Which captures to list.
+#[derive(Debug, Clone, Default)]
+pub struct CaptureFilter {
+    pub target: Option<String>,
+    pub rule: Option<String>,
+    pub kind: Option<ProfileKind>,
+    pub limit: Option<usize>,
+}
+
+impl CaptureFilter {
+    pub fn matches(&self, meta: &CaptureMeta) -> bool {
+        self.target.as_ref().is_none_or(|t| *t == meta.target)
+            && self.rule.as_ref().is_none_or(|r| *r == meta.rule)
+            && self.kind.is_none_or(|k| k == meta.kind)
+    }
+}
 
 /// A capture in the index, with what its files take besides the profile.
 pub(super) struct Indexed {

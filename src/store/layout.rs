@@ -4,7 +4,22 @@
 
 use crate::model::{CaptureId, CaptureMeta};
 
-use super::Derived;
+/// A rendering kept next to a capture's profile, made on demand and deleted with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Derived {
+    Flamegraph,
+}
+
+impl Derived {
+    pub const ALL: [Derived; 1] = [Derived::Flamegraph];
+
+    /// What follows the capture's id in its name: `<id>.flamegraph.svg`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Derived::Flamegraph => "flamegraph.svg",
+        }
+    }
+}
 
 pub fn metadata_key(target: &str, id: &CaptureId) -> String {
     format!("{target}/{id}.json")

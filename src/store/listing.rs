@@ -3,16 +3,46 @@
 //! known, or skipped before at the same version, is not read again.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use super::{
-    Derived, LastListing, Listed, ProfileStore, StoreError, UNKNOWN_ID_LISTING_GAP, UNKNOWN_ID_WAIT, layout,
-};
+use super::backend::{Backend, Listed};
+use super::error::StoreError;
+use super::index::Index;
+use super::layout::{self, Derived};
 use crate::model::{CaptureId, CaptureMeta};
+
+/// The least time between the start of one listing and that of a listing for an unknown
+/// id; a slow listing (a large bucket) is spaced by five times its length, so ids that are
+/// nowhere keep the bucket listed a fifth of the time at most.
+const UNKNOWN_ID_LISTING_GAP: Duration = Duration::from_secs(1);
+/// The longest a request for an unknown id waits for its turn to list: past it, the id is
+/// not found (the next refresh may find it).
+const UNKNOWN_ID_WAIT: Duration = Duration::from_secs(2);
+
+/// A listing of the backend: when it started, and how long it took.
+#[derive(Debug, Clone, Copy)]
+struct LastListing {
+    started: Instant,
+    took: Duration,
+}
+
+/// The listings of one store's backend: one at a time, what the last one skipped, and
+/// whether listing fails.
+#[derive(Default)]
+pub struct Listings {
+    /// Why the last listing failed, while it does.
+    trouble: Mutex<Option<String>>,
+    /// Metadata the last listing did not take in, to read again only once it changed.
+    skipped: Mutex<HashMap<String, Skipped>>,
+    /// Held while a listing runs, so one runs at a time; says when the last one started
+    /// and how long it took.
+    last: Mutex<Option<LastListing>>,
+}
 
 /// Metadata a listing did not take in, at the version it was listed with: read again only
 /// once it changes.
-pub(super) struct Skipped {
+struct Skipped {
     version: Option<String>,
     /// Read and valid, waiting for its profile to be listed; `None`: unreadable.
     waiting: Option<CaptureMeta>,
@@ -43,34 +73,29 @@ impl Listing {
     }
 }
 
-impl ProfileStore {
-    /// For a shared store, lists the backend and takes in what changed; returns how many
-    /// captures came in. A store of this instance alone was listed at start, and knows the
-    /// rest.
-    pub fn refresh(&self) -> Result<usize, StoreError> {
-        if !self.backend.shared() {
-            return Ok(0);
-        }
-        let mut last = self.listing.lock().unwrap();
-        self.list_now(&mut last)
+impl Listings {
+    /// Lists `backend` and takes what changed into `index`; returns how many captures came
+    /// in.
+    pub fn list(&self, backend: &dyn Backend, index: &Index) -> Result<usize, StoreError> {
+        let mut last = self.last.lock().unwrap();
+        self.list_now(backend, index, &mut last)
     }
 
-    /// The first listing, when the store is opened.
-    pub(super) fn list_at_start(&self) -> Result<usize, StoreError> {
-        let mut last = self.listing.lock().unwrap();
-        self.list_now(&mut last)
+    /// Why listing fails, while it does.
+    pub fn trouble(&self) -> Option<String> {
+        self.trouble.lock().unwrap().clone()
     }
 
     /// A capture not in the index, from a listing that starts after it was asked for (a
     /// capture another instance kept since the last refresh: the link in its annotation
     /// reaches any instance behind a Service). Only for a shared store, and only when its
     /// turn comes soon.
-    pub(super) fn find_unknown(&self, id: &CaptureId) -> Option<CaptureMeta> {
-        if !self.backend.shared() {
+    pub fn find_unknown(&self, backend: &dyn Backend, index: &Index, id: &CaptureId) -> Option<CaptureMeta> {
+        if !backend.shared() {
             return None;
         }
         let asked = Instant::now();
-        let mut last = self.listing.lock().unwrap();
+        let mut last = self.last.lock().unwrap();
         if !last.is_some_and(|last| last.started >= asked) {
             let turn = last.map_or(asked, |last| last.started + (last.took * 5).max(UNKNOWN_ID_LISTING_GAP));
             let wait = turn.saturating_duration_since(Instant::now());
@@ -78,26 +103,34 @@ impl ProfileStore {
                 return None;
             }
             std::thread::sleep(wait);
-            self.list_now(&mut last).ok()?;
+            self.list_now(backend, index, &mut last).ok()?;
         }
-        self.index.get(id)
+        index.get(id)
     }
 
     /// Lists and takes in; `last` (the listing lock) says when this one started and how
     /// long it took.
-    fn list_now(&self, last: &mut Option<LastListing>) -> Result<usize, StoreError> {
+    fn list_now(
+        &self,
+        backend: &dyn Backend,
+        index: &Index,
+        last: &mut Option<LastListing>,
+    ) -> Result<usize, StoreError> {
         let started = Instant::now();
         // Taken before the listing: what this instance keeps meanwhile is in neither.
-        let known = self.index.ids();
-        let listed = self.backend.list();
+        let known = index.ids();
+        let listed = backend.list();
         *last = Some(LastListing { started, took: started.elapsed() });
-        let listing = Listing::new(self.note_trouble(listed)?);
-        Ok(self.take_in(&listing, &known))
+        let listing = Listing::new(self.note_trouble(&backend.describe(), listed)?);
+        Ok(self.take_in(backend, index, &listing, &known))
     }
 
     /// Says when listing starts and stops failing.
-    fn note_trouble(&self, listed: Result<Vec<Listed>, StoreError>) -> Result<Vec<Listed>, StoreError> {
-        let place = self.backend.describe();
+    fn note_trouble(
+        &self,
+        place: &str,
+        listed: Result<Vec<Listed>, StoreError>,
+    ) -> Result<Vec<Listed>, StoreError> {
         match listed {
             Ok(objects) => {
                 if let Some(was) = self.trouble.lock().unwrap().take() {
@@ -119,7 +152,13 @@ impl ProfileStore {
     /// Indexes the captures of `listing` not `known`, forgets the known ones it no longer
     /// holds, and (in a store of this instance alone) deletes profiles that have no
     /// metadata: a capture interrupted between its two writes.
-    fn take_in(&self, listing: &Listing, known: &HashSet<CaptureId>) -> usize {
+    fn take_in(
+        &self,
+        backend: &dyn Backend,
+        index: &Index,
+        listing: &Listing,
+        known: &HashSet<CaptureId>,
+    ) -> usize {
         let mut skipped = self.skipped.lock().unwrap();
         let mut still_skipped = HashMap::new();
         let (mut listed, mut referenced) = (HashSet::new(), HashSet::new());
@@ -134,7 +173,7 @@ impl ProfileStore {
             let meta = match earlier {
                 Some(Skipped { waiting: Some(meta), .. }) => Some(meta),
                 Some(Skipped { waiting: None, .. }) => None,
-                None => self.read_metadata(&object.key, target, &id),
+                None => read_metadata(backend, &object.key, target, &id),
             };
             let Some(meta) = meta else {
                 still_skipped
@@ -143,7 +182,7 @@ impl ProfileStore {
             };
             let profile = layout::profile_key(&meta);
             if let Some(key) = profile.as_ref().filter(|key| !listing.has(key)) {
-                if self.backend.shared() {
+                if backend.shared() {
                     // Its writer puts the profile first: it is listed by the next refresh.
                     let waiting = Skipped { version: object.version.clone(), waiting: Some(meta) };
                     still_skipped.insert(object.key.clone(), waiting);
@@ -154,62 +193,62 @@ impl ProfileStore {
             }
             referenced.extend(profile);
             let bytes = object.size + listing.derived_bytes(target, &id);
-            self.index.insert(meta, bytes);
+            index.insert(meta, bytes);
             added += 1;
         }
         *skipped = still_skipped;
         drop(skipped);
-        self.forget_gone(known, &listed);
-        if !self.backend.shared() {
-            self.delete_orphans(listing, &referenced);
+        forget_gone(index, known, &listed);
+        if !backend.shared() {
+            delete_orphans(backend, listing, &referenced);
         }
         added
     }
+}
 
-    /// Forgets the captures deleted elsewhere (retention of another instance).
-    fn forget_gone(&self, known: &HashSet<CaptureId>, listed: &HashSet<CaptureId>) {
-        let gone: Vec<&CaptureId> = known.difference(listed).collect();
-        for id in &gone {
-            self.index.remove(id);
-        }
-        if !gone.is_empty() {
-            tracing::debug!(gone = gone.len(), "Captures deleted elsewhere forgotten.");
+/// Forgets the captures deleted elsewhere (retention of another instance).
+fn forget_gone(index: &Index, known: &HashSet<CaptureId>, listed: &HashSet<CaptureId>) {
+    let gone: Vec<&CaptureId> = known.difference(listed).collect();
+    for id in &gone {
+        index.remove(id);
+    }
+    if !gone.is_empty() {
+        tracing::debug!(gone = gone.len(), "Captures deleted elsewhere forgotten.");
+    }
+}
+
+/// Deletes profiles no capture's metadata names. Only a store of this instance alone
+/// does, and only while it is opened, when nothing is being written.
+fn delete_orphans(backend: &dyn Backend, listing: &Listing, referenced: &HashSet<String>) {
+    for object in &listing.objects {
+        let is_profile =
+            !object.key.ends_with(".json") && !Derived::ALL.iter().any(|d| object.key.ends_with(d.suffix()));
+        if is_profile && !referenced.contains(&object.key) {
+            tracing::warn!(key = %object.key, "Profile without metadata deleted.");
+            backend.delete(&object.key).ok();
         }
     }
+}
 
-    /// Deletes profiles no capture's metadata names. Only a store of this instance alone
-    /// does, and only while it is opened, when nothing is being written.
-    fn delete_orphans(&self, listing: &Listing, referenced: &HashSet<String>) {
-        for object in &listing.objects {
-            let is_profile = !object.key.ends_with(".json")
-                && !Derived::ALL.iter().any(|d| object.key.ends_with(d.suffix()));
-            if is_profile && !referenced.contains(&object.key) {
-                tracing::warn!(key = %object.key, "Profile without metadata deleted.");
-                self.backend.delete(&object.key).ok();
-            }
+/// A capture's metadata at `key`, if it reads and matches its place (else logged).
+fn read_metadata(backend: &dyn Backend, key: &str, target: &str, id: &CaptureId) -> Option<CaptureMeta> {
+    let read = backend.open(key).and_then(|file| {
+        let bytes = match file {
+            Some(file) => file.read_all().map_err(StoreError::io("read", std::path::Path::new(key)))?,
+            None => Vec::new(),
+        };
+        serde_json::from_slice::<CaptureMeta>(&bytes)
+            .map_err(|source| StoreError::Metadata { key: key.to_string(), source })
+    });
+    match read {
+        Ok(meta) if meta.target == target && meta.id == *id => Some(meta),
+        Ok(_) => {
+            tracing::warn!(key = %key, "Capture metadata does not match its place; skipped.");
+            None
         }
-    }
-
-    /// A capture's metadata at `key`, if it reads and matches its place (else logged).
-    fn read_metadata(&self, key: &str, target: &str, id: &CaptureId) -> Option<CaptureMeta> {
-        let read = self.backend.open(key).and_then(|file| {
-            let bytes = match file {
-                Some(file) => file.read_all().map_err(StoreError::io("read", std::path::Path::new(key)))?,
-                None => Vec::new(),
-            };
-            serde_json::from_slice::<CaptureMeta>(&bytes)
-                .map_err(|source| StoreError::Metadata { key: key.to_string(), source })
-        });
-        match read {
-            Ok(meta) if meta.target == target && meta.id == *id => Some(meta),
-            Ok(_) => {
-                tracing::warn!(key = %key, "Capture metadata does not match its place; skipped.");
-                None
-            }
-            Err(error) => {
-                tracing::warn!(key = %key, error = %error, "Unreadable capture metadata skipped.");
-                None
-            }
+        Err(error) => {
+            tracing::warn!(key = %key, error = %error, "Unreadable capture metadata skipped.");
+            None
         }
     }
 }

@@ -4,7 +4,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{Backend, Listed, StagedFile, StoreError, StoredFile};
+use super::backend::{Backend, Listed, StoredFile};
+use super::error::StoreError;
+use super::staging::StagedFile;
 use crate::durable::{move_into_place, remove_if_present, sync_dir, write_atomic};
 
 pub struct LocalBackend {

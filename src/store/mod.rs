@@ -4,6 +4,8 @@
 //! moves bytes: the local directory, or an S3-compatible bucket shared by every instance.
 //! Bodies are downloaded to `Staging`, which is always local, before a store keeps them.
 
+mod backend;
+mod error;
 mod index;
 mod layout;
 mod listing;
@@ -13,13 +15,15 @@ mod staging;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+pub use backend::{Backend, Listed, StoredFile};
+pub use error::StoreError;
+pub use index::CaptureFilter;
+pub use layout::Derived;
 pub use local::LocalBackend;
 pub use object::ObjectBackend;
 pub use staging::{StagedFile, Staging};
@@ -27,131 +31,7 @@ pub use staging::{StagedFile, Staging};
 use crate::config::StorageConfig;
 use crate::model::{CaptureId, CaptureMeta, CaptureRole, ProfileKind};
 use index::Index;
-use listing::Skipped;
-
-/// Why the store could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot {action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("no capture {0}")]
-    NotFound(CaptureId),
-    #[error("capture {0} has no profile (it failed)")]
-    NoProfile(CaptureId),
-    /// A kept capture's file is not where its metadata says (deleted by hand, a disk
-    /// fault): the store's fault, not the request's.
-    #[error("{0} is not in the store, though its capture's metadata names it")]
-    Missing(String),
-    /// The bucket said no, or could not be reached.
-    #[error("object store: {0}")]
-    Remote(#[from] crate::bucket::BucketError),
-    #[error("capture metadata {key}: {source}")]
-    Metadata { key: String, source: serde_json::Error },
-}
-
-impl StoreError {
-    pub fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-        move |source| StoreError::Io { action, path: path.to_path_buf(), source }
-    }
-}
-
-/// Which captures to list.
-#[derive(Debug, Clone, Default)]
-pub struct CaptureFilter {
-    pub target: Option<String>,
-    pub rule: Option<String>,
-    pub kind: Option<ProfileKind>,
-    pub limit: Option<usize>,
-}
-
-impl CaptureFilter {
-    pub fn matches(&self, meta: &CaptureMeta) -> bool {
-        self.target.as_ref().is_none_or(|t| *t == meta.target)
-            && self.rule.as_ref().is_none_or(|r| *r == meta.rule)
-            && self.kind.is_none_or(|k| k == meta.kind)
-    }
-}
-
-/// A rendering kept next to a capture's profile, made on demand and deleted with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Derived {
-    Flamegraph,
-}
-
-impl Derived {
-    pub const ALL: [Derived; 1] = [Derived::Flamegraph];
-
-    /// What follows the capture's id in its name: `<id>.flamegraph.svg`.
-    pub fn suffix(self) -> &'static str {
-        match self {
-            Derived::Flamegraph => "flamegraph.svg",
-        }
-    }
-}
-
-/// A stored file opened for reading.
-pub struct StoredFile {
-    pub reader: Box<dyn Read + Send>,
-    pub len: u64,
-    /// The name to give it on download.
-    pub name: String,
-}
-
-impl StoredFile {
-    /// The whole content.
-    pub fn read_all(mut self) -> std::io::Result<Vec<u8>> {
-        let mut bytes = Vec::with_capacity(self.len.min(64 << 20) as usize);
-        self.reader.read_to_end(&mut bytes)?;
-        Ok(bytes)
-    }
-}
-
-/// An object a backend lists: its key (`<target>/<name>`), size and version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
-    pub key: String,
-    pub size: u64,
-    /// Changes whenever the object is written again (an ETag, a modification time).
-    pub version: Option<String>,
-}
-
-/// Where the bytes of a store are, and the only things a store asks of it. Every method
-/// blocks; async callers use `spawn_blocking`.
-pub trait Backend: Send + Sync + 'static {
-    /// Where it is, for messages: a directory, `s3://bucket/prefix`.
-    fn describe(&self) -> String;
-    /// Moves a validated staged body to `key` durably (a rename, an upload).
-    fn put_file(&self, key: &str, body: StagedFile) -> Result<(), StoreError>;
-    /// Writes `bytes` at `key` whole or not at all.
-    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError>;
-    /// The object at `key`, or `None` if there is none.
-    fn open(&self, key: &str) -> Result<Option<StoredFile>, StoreError>;
-    /// Deletes `key`; one that is not there is no error.
-    fn delete(&self, key: &str) -> Result<(), StoreError>;
-    /// Every object in the targets' directories.
-    fn list(&self) -> Result<Vec<Listed>, StoreError>;
-    /// Whether other instances keep captures here too: then what they keep and delete is
-    /// taken in by listing while running, ids carry this instance's tag, and a profile
-    /// without its metadata may be one being written rather than one left behind.
-    fn shared(&self) -> bool {
-        false
-    }
-}
-
-/// The least time between the start of one listing and that of a listing for an unknown
-/// id; a slow listing (a large bucket) is spaced by five times its length, so ids that are
-/// nowhere keep the bucket listed a fifth of the time at most.
-const UNKNOWN_ID_LISTING_GAP: Duration = Duration::from_secs(1);
-/// The longest a request for an unknown id waits for its turn to list: past it, the id is
-/// not found (the next refresh may find it).
-const UNKNOWN_ID_WAIT: Duration = Duration::from_secs(2);
-
-/// A listing of the backend: when it started, and how long it took.
-#[derive(Debug, Clone, Copy)]
-struct LastListing {
-    started: Instant,
-    took: Duration,
-}
+use listing::Listings;
 
 /// Where profiles are kept: captures in the key layout of `layout`, indexed in memory.
 /// Methods block; async callers use `spawn_blocking`.
@@ -162,13 +42,8 @@ pub struct ProfileStore {
     index: Index,
     /// Four hex digits that tell this instance's ids from the others' in a shared store.
     instance: Option<String>,
-    /// Why the last listing failed, while it does.
-    trouble: Mutex<Option<String>>,
-    /// Metadata the last listing did not take in, to read again only once it changed.
-    skipped: Mutex<std::collections::HashMap<String, Skipped>>,
-    /// Held while a listing runs, so one runs at a time; says when the last one started and
-    /// how long it took.
-    listing: Mutex<Option<LastListing>>,
+    /// Its listings: at start, and for a shared store while running.
+    listings: Listings,
 }
 
 impl ProfileStore {
@@ -198,12 +73,10 @@ impl ProfileStore {
             max_age,
             max_bytes,
             index: Index::default(),
-            trouble: Mutex::new(None),
-            skipped: Mutex::default(),
-            listing: Mutex::new(None),
+            listings: Listings::default(),
         };
         let place = store.backend.describe();
-        match store.list_at_start() {
+        match store.listings.list(store.backend.as_ref(), &store.index) {
             Ok(_) => tracing::info!(store = %place, captures = store.index.len(), "Capture index rebuilt."),
             Err(error) => {
                 tracing::error!(store = %place, error = %error, "Cannot list the store; captures will fail until it can be reached.")
@@ -256,7 +129,7 @@ impl ProfileStore {
     }
 
     pub fn get(&self, id: &CaptureId) -> Option<CaptureMeta> {
-        self.index.get(id).or_else(|| self.find_unknown(id))
+        self.index.get(id).or_else(|| self.listings.find_unknown(self.backend.as_ref(), &self.index, id))
     }
 
     /// Newest first.
@@ -314,7 +187,17 @@ impl ProfileStore {
 
     /// Why a shared store cannot be listed, while it cannot.
     pub fn trouble(&self) -> Option<String> {
-        self.trouble.lock().unwrap().clone()
+        self.listings.trouble()
+    }
+
+    /// For a shared store, lists the backend and takes in what changed; returns how many
+    /// captures came in. A store of this instance alone was listed at start, and knows the
+    /// rest.
+    pub fn refresh(&self) -> Result<usize, StoreError> {
+        if !self.backend.shared() {
+            return Ok(0);
+        }
+        self.listings.list(self.backend.as_ref(), &self.index)
     }
 
     /// Whether other instances keep captures here too.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Backend, Listed, StagedFile, StoreError, StoredFile};
+use super::backend::{Backend, Listed, StoredFile};
+use super::error::StoreError;
+use super::staging::StagedFile;
 use crate::bucket::{Bucket, BucketError};
 
 pub struct ObjectBackend {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::JobSteps;
 use super::outcome::{decision_for, refusal_decision};
+use super::steps::JobSteps;
 use crate::gate::{Claimed, Claims};
 use crate::model::{Decision, Outcome, Readings};
 use crate::rules::Job;

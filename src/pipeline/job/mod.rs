@@ -7,7 +7,10 @@ pub mod capture;
 mod claim;
 pub mod from_recorder;
 pub mod outcome;
+mod steps;
 pub mod verify;
+
+pub use steps::JobSteps;
 
 use std::sync::Arc;
 
@@ -15,32 +18,14 @@ use chrono::Utc;
 use futures_util::future::join_all;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::annotator::Annotator;
-use super::retention::Retention;
 use crate::capture::PprofClient;
-use crate::gate::{Claims, Gate};
 use crate::model::{
     CaptureMeta, CaptureRole, Decision, Outcome, PendingCapture, ProfileKind, Readings, Window,
 };
-use crate::recorder::{Recorder, Recording};
+use crate::recorder::Recording;
 use crate::rules::Job;
-use crate::verify::Verifier;
-use capture::{Capturer, StagedCapture};
+use capture::StagedCapture;
 use outcome::{decision_for, outcome_of, refusal_decision, with_captures};
-
-/// The handles a job's steps use, each built by the composition root; a step takes only
-/// those it needs.
-#[derive(Clone)]
-pub struct JobSteps {
-    pub gate: Arc<Gate>,
-    /// With a shared bucket: claims that make every instance capture an alert once.
-    pub claims: Option<Arc<Claims>>,
-    pub verifier: Arc<Verifier>,
-    pub recorder: Arc<Recorder>,
-    pub capturer: Capturer,
-    pub annotator: Annotator,
-    pub retention: Retention,
-}
 
 /// Runs a job to its decision. `slot` (a place among the jobs running) is given back once
 /// the captures are done, before Grafana is told: a slow Grafana never holds up captures.

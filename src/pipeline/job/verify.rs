@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::JobSteps;
 use super::outcome::decision_for;
+use super::steps::JobSteps;
 use crate::capture::PprofClient;
 use crate::model::endpoint::check_resolved;
 use crate::model::{Decision, Outcome, Readings, Refusal, TriggerSource};
