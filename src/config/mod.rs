@@ -291,7 +291,7 @@ pub(super) fn read_url_spec(w: &mut Walker, path: &str, value: &Value) -> Option
     if !text.contains("{{") && !text.contains("}}") {
         return read_url(w, path, value).map(UrlSpec::Fixed);
     }
-    let template = UrlTemplate::parse(text).map_err(|message| w.report(path, message)).ok()?;
+    let template = UrlTemplate::parse(text).map_err(|error| w.report(path, error.to_string())).ok()?;
     match Url::parse(&template.sample()) {
         Ok(url) if url.fragment().is_some() => {
             w.report(path, format!("{text:?} has a fragment (#…), which is never sent; leave it out"));
@@ -581,7 +581,7 @@ targets:
         assert_eq!(endpoint.cgroup.as_deref(), Some(Path::new("kubepods.slice/pod_1.slice/cri-a1.scope")));
         for bad in ["/kubepods/../../etc", "/a b", "/"] {
             let error = config.targets[0].endpoint_for(&labels(bad)).unwrap_err();
-            assert!(error.contains("cgroup path"), "{bad}: {error}");
+            assert!(error.to_string().contains("cgroup path"), "{bad}: {error}");
         }
         assert_eq!(
             problems(

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::recorder::{RecorderConfig, read_recorder};
 use super::walk::{Walker, field, index};
 use super::{optional, read_name, read_url_spec};
-use crate::model::{AllowedTarget, Endpoint, Name, UrlSpec, UrlTemplate};
+use crate::model::{AllowedTarget, Endpoint, EndpointError, Name, UrlSpec, UrlTemplate};
 
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -45,7 +45,7 @@ pub enum ProcessRef {
 impl Target {
     /// The URLs of this target for an alert with `labels`: the fixed ones, or the
     /// templates rendered and checked against `allowed_targets`.
-    pub fn endpoint_for(&self, labels: &BTreeMap<String, String>) -> Result<Arc<Endpoint>, String> {
+    pub fn endpoint_for(&self, labels: &BTreeMap<String, String>) -> Result<Arc<Endpoint>, EndpointError> {
         match &self.endpoint {
             Some(fixed) => Ok(fixed.clone()),
             None => {
@@ -123,7 +123,7 @@ fn read_target(w: &mut Walker, path: &str, value: &Value, seen: &mut HashSet<Str
             .map(|(i, item)| {
                 let item_path = index(p, i);
                 let text = w.string(&item_path, item)?;
-                AllowedTarget::parse(text).map_err(|message| w.report(&item_path, message)).ok()
+                AllowedTarget::parse(text).map_err(|error| w.report(&item_path, error.to_string())).ok()
             })
             .collect();
         parsed.into_iter().collect()
@@ -189,7 +189,7 @@ fn read_process(w: &mut Walker, path: &str, value: &Value) -> Option<ProcessRef>
                 return match UrlTemplate::parse(cgroup) {
                     Ok(template) => Some(ProcessRef::CgroupTemplate(template)),
                     Err(why) => {
-                        w.report(&p, why);
+                        w.report(&p, why.to_string());
                         None
                     }
                 };

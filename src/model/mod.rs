@@ -18,7 +18,7 @@ pub mod trigger;
 pub use alert::{Alert, AlertStatus, Labels, WebhookPayload};
 pub use capture::{CaptureMeta, CaptureStatus, PendingCapture, SegmentRef, Window};
 pub use decision::{AnnotationOutcome, Decision, Outcome, Reason, Refusal};
-pub use endpoint::{AllowedTarget, Endpoint, UrlSpec, UrlTemplate};
+pub use endpoint::{AllowedTarget, Endpoint, EndpointError, UrlSpec, UrlTemplate};
 pub use id::{CaptureId, CaptureRole};
 pub use kind::{BodyFormat, ProfileKind};
 pub use links::CaptureLinks;

@@ -11,7 +11,7 @@ use super::outcome::decision_for;
 use super::steps::JobSteps;
 use crate::capture::PprofClient;
 use crate::model::endpoint::check_resolved;
-use crate::model::{Decision, Outcome, Readings, Refusal, TriggerSource};
+use crate::model::{Decision, EndpointError, Outcome, Readings, Refusal, TriggerSource};
 use crate::rules::Job;
 use crate::verify::Verdict;
 use crate::verify::cgroup::CgroupReader;
@@ -19,6 +19,15 @@ use crate::verify::sampler::{CgroupNow, sample_now};
 
 /// How long a templated target's /metrics may take when verified on arrival.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a request may not go where a templated target's labels lead.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("cannot resolve {host}: {source}")]
+    Resolve { host: String, source: std::io::Error },
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+}
 
 /// The readings a job goes on with and why its condition holds, or the decision that it
 /// does not.
@@ -139,12 +148,12 @@ async fn on_arrival(steps: &JobSteps, job: &Job) -> Verdict {
 async fn checked_addresses(
     url: &reqwest::Url,
     job: &Job,
-) -> Result<Option<(String, Vec<SocketAddr>)>, String> {
+) -> Result<Option<(String, Vec<SocketAddr>)>, Refused> {
     let Some(host) = url.domain().filter(|_| job.endpoint.templated) else { return Ok(None) };
     let port = url.port_or_known_default().unwrap_or(80);
     let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|error| format!("cannot resolve {host}: {error}"))?
+        .map_err(|source| Refused::Resolve { host: host.to_string(), source })?
         .collect();
     let ips: Vec<std::net::IpAddr> = addresses.iter().map(SocketAddr::ip).collect();
     check_resolved(&ips, &job.target().allowed_targets)?;
@@ -152,7 +161,7 @@ async fn checked_addresses(
 }
 
 /// The pprof client for a job: the shared one, or one pinned to checked addresses.
-pub async fn pinned_client(shared: &PprofClient, job: &Job) -> Result<PprofClient, String> {
+pub async fn pinned_client(shared: &PprofClient, job: &Job) -> Result<PprofClient, Refused> {
     Ok(match checked_addresses(&job.endpoint.pprof_url, job).await? {
         Some((host, addresses)) => shared.pinned(&host, &addresses),
         None => shared.clone(),
