@@ -60,7 +60,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/-/healthy", get(|| async { "alertprof is Healthy.\n" }))
         .route("/-/ready", get(|| async { "alertprof is Ready.\n" }))
         .route_layer(guard(Area::Health));
-    let pages = web::pages().route_layer(guard(Area::Page));
+    // The pages ask for the same credentials with a sign-in page of their own.
+    let pages = web::pages(app.clone());
     Router::new()
         .merge(webhook)
         .merge(api)

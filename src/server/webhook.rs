@@ -11,8 +11,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::BodyTimeout;
 use super::auth::{self, Area};
+use super::listen::BodyTimeout;
 use crate::config::{Config, format_duration};
 use crate::intake::IntakeError;
 use crate::pipeline::{App, PayloadError};
