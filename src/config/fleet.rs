@@ -7,8 +7,8 @@ use std::time::Duration;
 use reqwest::Url;
 use serde_json::Value;
 
-use super::walk::{Walker, field, index};
-use super::{optional, read_secret, read_url};
+use super::values::{read_secret, read_url};
+use super::walk::{Walker, field, index, optional};
 use crate::model::Secret;
 use crate::model::name::is_label_name;
 

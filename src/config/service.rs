@@ -1,5 +1,7 @@
-//! The service's own sections: auth, webhook, gate, capture, storage and Grafana.
+//! The service's own settings at the top level, and its own sections: auth, http, webhook,
+//! gate, capture, storage and Grafana.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -7,9 +9,55 @@ use reqwest::Url;
 use serde_json::Value;
 
 use super::fleet::{ObjectStoreConfig, read_object_store};
-use super::walk::{Object, Walker, index};
-use super::{optional, read_secret, read_url};
+use super::values::{read_secret, read_url};
+use super::walk::{Object, Walker, index, optional};
 use crate::model::Secret;
+
+/// The settings at the top level: where the service listens and how it is reached, how
+/// often and how far back targets are sampled, and where cgroups and /proc are read.
+pub(super) struct Basics {
+    pub(super) listen_address: SocketAddr,
+    pub(super) external_url: Url,
+    pub(super) sample_interval: Duration,
+    pub(super) history: usize,
+    pub(super) cgroup_root: PathBuf,
+    pub(super) proc_root: PathBuf,
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:9731";
+
+pub(super) fn read_basics(w: &mut Walker, top: &Object<'_>, base: &Path) -> Option<Basics> {
+    let listen_address = match top.get("listen_address") {
+        Some((path, value)) => w.string(&path, value).and_then(|text| {
+            text.parse::<SocketAddr>()
+                .map_err(|_| {
+                    w.report(&path, format!("{text:?} is not a host:port address like 127.0.0.1:9731"))
+                })
+                .ok()
+        }),
+        None => DEFAULT_LISTEN.parse().ok(),
+    };
+    let external_url = match top.get("external_url") {
+        Some((path, value)) => read_url(w, &path, value),
+        None => listen_address.and_then(|addr| Url::parse(&format!("http://{addr}")).ok()),
+    };
+    let sample_interval =
+        optional(w, top, "sample_interval", Duration::from_secs(5), Walker::positive_duration);
+    let history = optional(w, top, "history", 10, |w, p, v| w.integer(p, v, 2, 10_000).map(|n| n as usize));
+    let cgroup_root = optional(w, top, "cgroup_root", PathBuf::from("/sys/fs/cgroup"), |w, p, v| {
+        w.string(p, v).map(|s| base.join(s))
+    });
+    let proc_root =
+        optional(w, top, "proc_root", PathBuf::from("/proc"), |w, p, v| w.string(p, v).map(|s| base.join(s)));
+    Some(Basics {
+        listen_address: listen_address?,
+        external_url: external_url?,
+        sample_interval: sample_interval?,
+        history: history?,
+        cgroup_root: cgroup_root?,
+        proc_root: proc_root?,
+    })
+}
 
 /// Who may call `/api/*` and `POST /-/reload`, and optionally `/metrics` and health.
 #[derive(Debug, Clone)]
