@@ -60,7 +60,7 @@ pub(super) fn read_basics(w: &mut Walker, top: &Object<'_>, base: &Path) -> Opti
 }
 
 /// Who may call `/api/*` and `POST /-/reload`, and optionally `/metrics` and health.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Auth {
     pub credentials: Credentials,
     /// Whether `/metrics` needs the credentials too (Prometheus then sends them).
@@ -69,13 +69,13 @@ pub struct Auth {
     pub protect_health: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Credentials {
     Bearer(Secret),
     Basic { username: String, password: Secret },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WebhookConfig {
     /// Larger request bodies are refused with 413 before they are parsed.
     pub max_body_bytes: u64,
@@ -94,7 +94,7 @@ pub struct HttpConfig {
     pub body_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GateConfig {
     /// Captures running at once over all targets.
     pub max_in_flight: usize,
@@ -109,7 +109,7 @@ pub struct GateConfig {
     pub dedupe_ignore_labels: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CaptureConfig {
     /// Added to a timed profile's seconds to make its timeout; the whole timeout of others.
     pub timeout_margin: Duration,
@@ -119,7 +119,7 @@ pub struct CaptureConfig {
     pub shutdown_grace: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StorageConfig {
     /// Local: the captures (without an object store), staging, gate state, the recorder.
     pub dir: PathBuf,
@@ -129,7 +129,7 @@ pub struct StorageConfig {
     pub object_store: Option<ObjectStoreConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GrafanaConfig {
     pub url: Url,
     pub token: Option<Secret>,
