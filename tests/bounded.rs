@@ -4,10 +4,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use alertprof::profile::fixtures::{deep_stacks, inlined_bomb, profile};
 use axum::extract::Request;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
+use support::profiles::{deep_stacks, inlined_bomb, profile};
 use support::{Running, client, fake_target_with_request, payload};
 
 const RUNNING: &str = "alertprof_analyses_running";

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use alertprof::profile::fixtures::profile;
 use alertprof::profile::{Merger, decode_profile, write_gzipped};
 use axum::response::IntoResponse;
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
+use support::profiles::profile;
 use support::{Demo, Running, client, fake_target_with_request, payload};
 
 fn config(demo: &Demo, recorder: &str, rule: &str) -> String {

@@ -88,7 +88,7 @@ mod tests {
     use super::*;
     use crate::analyze::stacks::tests::budget;
     use crate::model::ProfileKind;
-    use crate::profile::fixtures::profile;
+    use crate::testing::profiles::profile;
 
     fn table(samples: &[(&[u64], [i64; 2])]) -> FunctionTable {
         let bytes = profile(&["main.main", "main.serve", "main.leak"], samples);

@@ -2,10 +2,7 @@ use std::fs;
 use std::sync::mpsc;
 
 use super::*;
-
-fn at(seconds: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
-}
+use crate::testing::at;
 
 const LONG: Duration = Duration::from_secs(1_000_000_000);
 

@@ -134,8 +134,8 @@ mod tests {
     use crate::analyze::stacks::tests::budget;
     use crate::config::StorageConfig;
     use crate::model::{CaptureStatus, ProfileKind};
-    use crate::profile::fixtures::profile;
     use crate::store::{LocalStore, Staging};
+    use crate::testing::profiles::profile;
 
     /// Keeps a capture of `kind` with `body`, ok or failed, baseline or not.
     fn keep(

@@ -378,7 +378,7 @@ pub fn write_gzipped(profile: &Profile, out: impl Write) -> std::io::Result<()> 
 mod tests {
     use super::*;
     use crate::profile::decode_profile;
-    use crate::profile::fixtures::profile;
+    use crate::testing::profiles::profile;
 
     fn decoded(bytes: &[u8]) -> Profile {
         decode_profile(bytes, 1 << 30).unwrap()

@@ -7,6 +7,7 @@ mod child;
 pub mod grafana;
 pub mod moto;
 pub mod oneshot;
+pub mod profiles;
 mod serve;
 pub mod servers;
 pub mod shipped;
