@@ -33,7 +33,13 @@ pub mod recorder;
 pub mod rules;
 pub mod server;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod verify;
+
+// The unit tests share files with the integration tests, which name the crate `alertprof`.
+#[cfg(test)]
+extern crate self as alertprof;
 
 /// Process-wide set-up, once, before anything else: `main` calls it first, and so do the
 /// tests and benchmarks. Installs rustls on ring as the TLS provider of every HTTP client,

@@ -9,7 +9,7 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
@@ -81,15 +81,7 @@ rules:
     )
     .await;
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let decision = loop {
-        let decisions = running.get_json("/api/v1/decisions").await;
-        if let Some(decision) = decisions.as_array().unwrap().first() {
-            break decision.clone();
-        }
-        assert!(Instant::now() < deadline, "no decision from the polled alerts");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let decision = running.wait_decisions(1, Duration::from_secs(30)).await.remove(0);
     assert_eq!(decision["outcome"], "captured", "{decision}");
     let reason = decision["reason"].as_str().unwrap();
     assert!(reason.contains("memory_percent 60.0 >= abs 50"), "verified on the alert's cgroup: {reason}");
@@ -103,12 +95,13 @@ rules:
         .await;
 
     // Polled again and again, the same firing alerts are not taken again.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let polls = "alertprof_alertmanager_polls_total{result=\"ok\"}";
+    let polled = running.metric(polls).await;
+    running.wait_metric(polls, Duration::from_secs(15), |n| n >= polled + 3.0).await;
     let decisions = running.get_json("/api/v1/decisions").await;
     assert_eq!(decisions.as_array().unwrap().len(), 1, "the elsewhere decision is not listed: {decisions}");
     assert_eq!(running.metric("alertprof_decisions_total{outcome=\"elsewhere\"}").await, 1.0);
     assert_eq!(running.metric("alertprof_alertmanager_alerts").await, 2.0, "the matchers leave one out");
-    assert!(running.metric("alertprof_alertmanager_polls_total{result=\"ok\"}").await >= 3.0);
     let captures = running.get_json("/api/v1/captures").await;
     let captures = captures.as_array().unwrap();
     assert_eq!(captures.len(), 1);

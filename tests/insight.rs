@@ -217,18 +217,14 @@ rules:
     assert!(reason.starts_with("not quiet, no baseline: goroutines"), "{reason}");
 
     running.post_alerts(&payload_resolved("Busy")).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let decisions = running.get_json("/api/v1/decisions").await;
-        let resolved = decisions.as_array().unwrap().iter().find(|d| d["source"] == "alertmanager").cloned();
-        if let Some(decision) = resolved {
-            assert_eq!(decision["outcome"], "not_verified", "{decision}");
-            assert!(decision["reason"].as_str().unwrap().starts_with("not quiet"), "{decision}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no decision on the resolved alert");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let decision =
+        support::eventually("a decision on the resolved alert", Duration::from_secs(10), async || {
+            let decisions = running.get_json("/api/v1/decisions").await;
+            decisions.as_array().unwrap().iter().find(|d| d["source"] == "alertmanager").cloned()
+        })
+        .await;
+    assert_eq!(decision["outcome"], "not_verified", "{decision}");
+    assert!(decision["reason"].as_str().unwrap().starts_with("not quiet"), "{decision}");
 
     // The baseline holds off the next one for `every` (1m), not the rule's cooldown (5m
     // by default), and a spike of the rule is not held off by it.

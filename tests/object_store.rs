@@ -55,16 +55,11 @@ async fn alert(running: &Running, fingerprint: &str) -> Value {
 /// Posts `body` and waits for the decision on the alert with `fingerprint`.
 async fn alert_with(running: &Running, body: &Value, fingerprint: &str) -> Value {
     assert_eq!(running.post_alerts(body).await.0, 200);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    support::eventually(&format!("a decision on {fingerprint}"), Duration::from_secs(30), async || {
         let decisions = running.get_json("/api/v1/decisions").await;
-        if let Some(decision) = decisions.as_array().unwrap().iter().find(|d| d["fingerprint"] == fingerprint)
-        {
-            return decision.clone();
-        }
-        assert!(Instant::now() < deadline, "no decision for {fingerprint}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        decisions.as_array().unwrap().iter().find(|d| d["fingerprint"] == fingerprint).cloned()
+    })
+    .await
 }
 
 async fn ids(running: &Running) -> Vec<String> {
@@ -73,15 +68,11 @@ async fn ids(running: &Running) -> Vec<String> {
 }
 
 async fn wait_ids(running: &Running, ok: impl Fn(&[String]) -> bool) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    support::eventually("the listing", Duration::from_secs(30), async || {
         let ids = ids(running).await;
-        if ok(&ids) {
-            return ids;
-        }
-        assert!(Instant::now() < deadline, "the listing never came to that: {ids:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        if ok(&ids) { Ok(ids) } else { Err(format!("{ids:?}")) }
+    })
+    .await
 }
 
 /// Instance A captures; B, with its own local directory, serves its profile at once (an id

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use alertprof::profile::fixtures::profile;
 use alertprof::profile::{Merger, decode_profile, write_gzipped};
 use axum::response::IntoResponse;
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
+use support::profiles::profile;
 use support::{Demo, Running, client, fake_target_with_request, payload};
 
 fn config(demo: &Demo, recorder: &str, rule: &str) -> String {
@@ -58,7 +58,8 @@ fn stored(data: &Path, capture: &Value) -> PathBuf {
     data.join(capture["target"].as_str().unwrap()).join(capture["file"].as_str().unwrap())
 }
 
-/// A 2-second burst, then its alert 15 s later with `startsAt` at the burst: the CPU
+/// A 2-second burst, then its alert with `startsAt` at the burst, late: once the recorder
+/// has kept four more CPU segments (8 s) since. The CPU
 /// capture is merged from the recorder's segments over the window, and its top function
 /// by cum (the runtime's frames aside, as `go tool pprof -top -cum` ranks them on the
 /// stored file) is the burst's. The heap is taken fresh and compared with the recorder's
@@ -81,9 +82,14 @@ async fn a_late_alert_reaches_back_to_the_burst() {
             |n| n >= 4.0,
         )
         .await;
+    let segments = "alertprof_recorder_segments{target=\"demo\",kind=\"cpu\"}";
+    let kept = running.metric(segments).await;
     let burst_at = Utc::now();
-    demo.get("/burn?seconds=2&workers=2").await;
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    // Four workers on this machine's two cores: the burst stands out in the readings
+    // (abs 30) even while other work holds half of it.
+    demo.get("/burn?seconds=2&workers=4").await;
+    // The burst is over and behind the recorder before the alert comes.
+    running.wait_metric(segments, Duration::from_secs(30), |n| n >= kept + 4.0).await;
     let mut alert = payload(&[(json!({"alertname": "HighCPU", "job": "demo"}), "f1")]);
     alert["alerts"][0]["startsAt"] = json!(burst_at.to_rfc3339_opts(SecondsFormat::Millis, true));
     assert_eq!(running.post_alerts(&alert).await.0, 200);
@@ -98,7 +104,7 @@ async fn a_late_alert_reaches_back_to_the_burst() {
     let at = |value: &Value| chrono::DateTime::parse_from_rfc3339(value.as_str().unwrap()).unwrap();
     let lookback = (burst_at - at(&cpu["window"]["from"]).with_timezone(&Utc)).num_milliseconds();
     assert!((4_900..=5_100).contains(&lookback), "the window starts 5 s before the burst: {cpu}");
-    assert!(cpu["segments"].as_array().unwrap().len() >= 5, "segments over 20 s: {cpu}");
+    assert!(cpu["segments"].as_array().unwrap().len() >= 5, "segments over the window, some 13 s: {cpu}");
     let top = pprof(&["-top", "-cum", stored(data.path(), cpu).to_str().unwrap()]);
     let first_own = top_rows(&top).into_iter().find(|(name, ..)| !name.starts_with("runtime."));
     let (name, _, cum) = first_own.unwrap_or_else(|| panic!("no function of the demo's own:\n{top}"));
@@ -153,8 +159,11 @@ async fn a_killed_process_leaves_its_last_heap() {
         .collect();
     assert!(kinds.contains(&"goroutine") && kinds.contains(&"cpu"), "{decision}");
 
-    // Once per process: more samples and refusals tell nothing new.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Once per process: more samples and refusals tell nothing new. Three more refused
+    // heap snapshots, a second apart as the samples are, show that they came.
+    let refused = "alertprof_recorder_fetches_total{target=\"demo\",kind=\"heap\",result=\"failed\"}";
+    let before = running.metric(refused).await;
+    running.wait_metric(refused, Duration::from_secs(20), |n| n >= before + 3.0).await;
     let decisions = running.get_json("/api/v1/decisions?limit=100").await;
     let exits = decisions.as_array().unwrap().iter().filter(|d| d["source"] == "exit").count();
     assert_eq!(exits, 1, "{decisions}");
@@ -237,6 +246,7 @@ async fn backs_off_while_someone_else_profiles() {
                 )
                     .into_response(),
                 "/debug/pprof/profile" => {
+                    // As Go's does: a CPU profile of `?seconds=1` takes that second.
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     body.into_response()
                 }
@@ -368,6 +378,7 @@ async fn reloads_keep_the_recorders_schedule() {
             (serve.log().matches("Config reloaded.").count() > n).then_some(())
         })
         .await;
+        // Paces the reloads (an action, not a wait): 30 over some 6 s, three heap periods.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let seconds = started.elapsed().as_secs_f64();

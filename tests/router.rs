@@ -257,6 +257,26 @@ async fn health_and_reload() {
     assert!(metrics.as_str().unwrap().contains("alertprof_config_last_reload_successful 0"));
 }
 
+/// A reload says which changed settings take effect only after a restart, each compared
+/// by value: a changed gate and capture are named, an unchanged storage is not.
+#[tokio::test]
+async fn reload_names_the_settings_that_wait_for_a_restart() {
+    support::logs();
+    alertprof::init();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alertprof.yaml");
+    let storage = format!("storage: {{dir: {:?}}}\n", dir.path().join("data"));
+    std::fs::write(&path, format!("{storage}gate: {{max_in_flight: 2}}\n")).unwrap();
+    let app = App::new(Config::load(&path).unwrap(), Some(path.clone())).unwrap();
+    std::fs::write(&path, format!("{storage}gate: {{max_in_flight: 3}}\ncapture: {{shutdown_grace: 1s}}\n"))
+        .unwrap();
+    app.reload().unwrap();
+    let logs = support::logs();
+    let changed: Vec<&str> = logs.lines().filter(|line| line.contains("Changed setting")).collect();
+    assert_eq!(changed.len(), 2, "{logs}");
+    assert!(changed[0].contains("gate") && changed[1].contains("capture"), "{changed:#?}");
+}
+
 /// Deeply nested JSON is skipped or refused, never a stack overflow; 100k alerts in one
 /// payload are refused with 413 before any work; nothing is recorded.
 #[tokio::test]

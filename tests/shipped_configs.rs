@@ -14,7 +14,7 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::cgroup::LiveCgroup;
@@ -24,7 +24,7 @@ use support::servers::{Server, alertmanager, wait_ready};
 use support::shipped::{
     KEY_ID, SECRET_KEY, Shipped, Workload, reloads, serve_file, stops, systemd_stop_timeout,
 };
-use support::{Demo, Serve, client, payload};
+use support::{Demo, Serve, client, eventually, payload};
 
 /// A webhook payload of firing alerts, starting now, each its alertname as fingerprint.
 fn firing(alerts: &[&serde_json::Map<String, Value>]) -> Value {
@@ -67,16 +67,14 @@ async fn captured(serve: &Serve, alertname: &str, within: Duration) -> Value {
 /// Waits for the oldest decision `which` picks (`what`, for the failure) and checks it
 /// captured.
 async fn captured_by(serve: &Serve, what: &str, within: Duration, which: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
+    let decision = eventually(&format!("a decision on {what}"), within, async || {
         let decisions = serve.get("/api/v1/decisions?limit=1000").await;
-        if let Some(decision) = decisions.as_array().unwrap().iter().rev().find(|d| which(d)) {
-            assert_eq!(decision["outcome"], "captured", "{what}: {decision}");
-            return decision.clone();
-        }
-        assert!(Instant::now() < deadline, "no decision on {what} after {within:?}: {decisions}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let found = decisions.as_array().unwrap().iter().rev().find(|d| which(d)).cloned();
+        found.ok_or_else(|| decisions.to_string())
+    })
+    .await;
+    assert_eq!(decision["outcome"], "captured", "{what}: {decision}");
+    decision
 }
 
 /// The rows of `go tool pprof -top` for a profile; it must open it.
@@ -211,28 +209,21 @@ async fn the_demo_config() {
     let serve = serve_file(dir.path(), &shipped).await.with_bearer(token);
 
     // As the demo does: the baseline of the quiet service first, then the spike.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually("a baseline", Duration::from_secs(60), async || {
         let decisions = serve.get("/api/v1/decisions").await;
-        let baselines = decisions.as_array().unwrap().iter().filter(|d| d["source"] == "baseline");
-        if baselines.clone().any(|d| d["outcome"] == "captured") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no baseline: {decisions}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let mut baselines = decisions.as_array().unwrap().iter().filter(|d| d["source"] == "baseline");
+        if baselines.any(|d| d["outcome"] == "captured") { Ok(()) } else { Err(decisions.to_string()) }
+    })
+    .await;
     demo.get("/goroutines?n=2000").await;
     demo.get("/burn?seconds=10&workers=1").await;
     // Prometheus alerts on what it scraped; alertprof verifies on what it sampled since.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while support::metric(
-        &serve.get_raw("/metrics").await.text().await.unwrap(),
-        "alertprof_signal{target=\"demo\",signal=\"goroutines\"}",
-    ) < 2000.0
-    {
-        assert!(Instant::now() < deadline, "alertprof does not see the goroutines");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("alertprof to see the goroutines", Duration::from_secs(30), async || {
+        let metrics = serve.get_raw("/metrics").await.text().await.unwrap();
+        let goroutines = support::metric(&metrics, "alertprof_signal{target=\"demo\",signal=\"goroutines\"}");
+        (goroutines >= 2000.0).then_some(())
+    })
+    .await;
     let mut labels = shipped.alert_labels("goroutine-spike");
     labels.insert("job".into(), json!("demo"));
     let alertname = labels["alertname"].as_str().unwrap().to_string();
@@ -242,23 +233,19 @@ async fn the_demo_config() {
     assert_eq!(kinds(&opened), ["cpu", "goroutine"], "{opened:?}");
     kept_beside(dir.path(), &shipped, &opened);
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let annotation = eventually("an annotation in Grafana", Duration::from_secs(30), async || {
         let annotations = grafana.annotations.lock().unwrap().clone();
         let ours = annotations.iter().find(|a| a["tags"].as_array().unwrap().contains(&json!(alertname)));
-        if let Some(annotation) = ours {
-            let text = annotation["text"].as_str().unwrap();
-            let linked = decision["captures"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|id| text.contains(&format!("/api/v1/captures/{}/profile", id.as_str().unwrap())));
-            assert!(linked, "{annotation}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no annotation in Grafana: {annotations:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        ours.cloned().ok_or_else(|| format!("{annotations:?}"))
+    })
+    .await;
+    let text = annotation["text"].as_str().unwrap();
+    let linked = decision["captures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|id| text.contains(&format!("/api/v1/captures/{}/profile", id.as_str().unwrap())));
+    assert!(linked, "{annotation}");
     reloads(&serve, true).await;
     stops(serve, systemd_stop_timeout(), &[token, "glsa_demo"]).await;
 }
@@ -459,16 +446,13 @@ async fn once(replicas: &[Serve], token: &str, body: &Value, alertname: &str) ->
     futures_util::future::join_all(replicas.iter().map(|serve| post_webhook(serve, Some(token), body))).await;
     let mut captured = None;
     for (index, serve) in replicas.iter().enumerate() {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let decision = loop {
+        let what = format!("replica {index}'s decision on {alertname}");
+        let decision = eventually(&what, Duration::from_secs(60), async || {
             let decisions = serve.get("/api/v1/decisions?limit=1000").await;
             let mut new = decisions.as_array().unwrap().iter().filter(|d| !before[index].contains(d));
-            if let Some(decision) = new.find(|d| d["alertname"] == alertname) {
-                break decision.clone();
-            }
-            assert!(Instant::now() < deadline, "replica {index}: no decision on {alertname}: {decisions}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+            new.find(|d| d["alertname"] == alertname).cloned().ok_or_else(|| decisions.to_string())
+        })
+        .await;
         match decision["outcome"].as_str().unwrap() {
             "captured" if captured.is_none() => captured = Some((index, decision)),
             "duplicate" => {}

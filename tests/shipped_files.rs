@@ -138,17 +138,20 @@ fn grafana_files_agree_with_annotations() {
 }
 
 /// Every alertprof metric the dashboard queries is one alertprof registers (families
-/// without a series yet are not in a fresh `/metrics`, so their registrations are read).
+/// without a series yet are not in a fresh `/metrics`, so the rows `("name", "help",
+/// metric)` of the table it registers are read).
 #[test]
 fn the_dashboard_queries_metrics_that_exist() {
     let text = std::fs::read_to_string(root().join("grafana/dashboards/alertprof.json")).unwrap();
     let dashboard: Value = serde_json::from_str(&text).unwrap();
     let source = std::fs::read_to_string(root().join("src/metrics.rs")).unwrap();
     let registered: Vec<String> = source
-        .split("register(")
-        .skip(1)
-        .filter_map(|rest| {
-            rest.trim_start().strip_prefix('"')?.split('"').next().map(|name| format!("alertprof_{name}"))
+        .split('(')
+        .filter_map(|row| {
+            let (name, rest) = row.trim_start().strip_prefix('"')?.split_once('"')?;
+            let help = rest.strip_prefix(',')?.trim_start().starts_with('"');
+            let named = !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+            (help && named).then(|| format!("alertprof_{name}"))
         })
         .collect();
     assert!(registered.len() > 10, "{registered:?}");

@@ -92,7 +92,7 @@ mod tests {
     fn b() -> CaptureId {
         CaptureId::parse("b").unwrap()
     }
-    use crate::profile::fixtures::profile;
+    use crate::testing::profiles::profile;
 
     fn table(samples: &[(&[u64], [i64; 2])]) -> FunctionTable {
         let bytes = profile(&["main.main", "main.serve", "main.leak"], samples);

@@ -100,7 +100,7 @@ mod tests {
 
     use super::flamegraph::{self, Labels};
     use super::stacks::tests::budget;
-    use crate::profile::fixtures::{deep_stacks, inlined_bomb};
+    use crate::testing::profiles::{deep_stacks, inlined_bomb};
 
     /// Runs `work` on its own thread and fails if it has not finished within `within`.
     fn within<T: Send + 'static>(within: Duration, work: impl FnOnce() -> T + Send + 'static) -> T {
@@ -174,7 +174,7 @@ mod tests {
     #[test]
     fn goroutines_name_code() {
         let stacks = |parked: i64| {
-            crate::profile::fixtures::profile(
+            crate::testing::profiles::profile(
                 &[
                     "runtime.goexit",
                     "main.parkGoroutine",
@@ -209,7 +209,7 @@ mod tests {
         assert_eq!(diff.functions[0].cum, 1990);
         assert_eq!(grew_line(&diff, ProfileKind::Goroutine), "main.parkGoroutine +1.99us cum (+16583.3%)");
 
-        let empty = crate::profile::fixtures::profile(&["main.main"], &[]);
+        let empty = crate::testing::profiles::profile(&["main.main"], &[]);
         assert_eq!(top_line(&table(&empty).summary(10, Measure::Flat), ProfileKind::Cpu), "no samples");
     }
 }

@@ -146,9 +146,9 @@ mod tests {
     use super::*;
     use crate::analyze::stacks::tests::budget;
     use crate::model::{CaptureRole, ProfileKind};
-    use crate::profile::fixtures::profile;
     use crate::store::tests::keep_capture;
     use crate::store::{LocalBackend, Staging};
+    use crate::testing::profiles::profile;
 
     /// What cannot be analyzed is refused with the reason, and nothing is written: failed
     /// captures, text kinds, captures of different kinds, unknown ids. The latest baseline

@@ -7,14 +7,14 @@ use std::time::Duration;
 use reqwest::Url;
 use serde_json::Value;
 
-use super::walk::{Walker, field, index};
-use super::{optional, read_secret, read_url};
+use super::values::{read_secret, read_url};
+use super::walk::{Walker, field, index, optional};
 use crate::model::Secret;
 use crate::model::name::is_label_name;
 
 /// An S3-compatible bucket: `url` is `s3://BUCKET/PREFIX`. Without key files, the usual
 /// AWS environment variables and instance credentials apply.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ObjectStoreConfig {
     pub bucket: String,
     /// Where under the bucket, without slashes at either end; may be empty.
@@ -120,7 +120,7 @@ fn read_bucket_url(w: &mut Walker, path: &str, value: &Value) -> Option<(String,
 
 /// Alertmanager's `GET /api/v2/alerts`, polled every `interval` for the alerts that match
 /// every one of `matchers`, from the first of `urls` that answers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AlertmanagerApiConfig {
     pub urls: Vec<Url>,
     pub interval: Duration,

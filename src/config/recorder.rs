@@ -5,10 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::rules::Rule;
-use super::targets::Target;
-use super::walk::{Walker, field, index};
-use super::{format_duration, optional};
+use super::units::format_duration;
+use super::walk::{Walker, field, optional};
 use crate::model::ProfileKind;
 
 /// A target's recorder: back-to-back CPU segments and periodic heap and goroutine
@@ -126,6 +124,12 @@ pub(super) fn read_recorder(w: &mut Walker, path: &str, value: &Value) -> Option
         max_bytes: max_bytes?,
         cpu_duty: cpu_duty?,
     };
+    check_recorder(w, path, &recorder).then_some(recorder)
+}
+
+/// Checks a recorder's values against each other and their bounds, reporting each
+/// mistake at its key; whether there was none.
+fn check_recorder(w: &mut Walker, path: &str, recorder: &RecorderConfig) -> bool {
     let mut ok = true;
     let mut report = |w: &mut Walker, key: &str, message: String| {
         w.report(&if key.is_empty() { path.to_string() } else { field(path, key) }, message);
@@ -183,131 +187,5 @@ pub(super) fn read_recorder(w: &mut Walker, path: &str, value: &Value) -> Option
             format!("{} bytes is too little to keep a profile; at least 1MiB", recorder.max_bytes),
         );
     }
-    ok.then_some(recorder)
-}
-
-/// A rule's `lookback` reaches back through its targets' recorders only: each target needs
-/// one that records a kind the rule captures and keeps as far back as the rule reaches.
-pub(super) fn check_lookback(w: &mut Walker, targets: &[Target], rules: &[Rule]) {
-    for (i, rule) in rules.iter().enumerate() {
-        let Some(lookback) = rule.lookback else { continue };
-        let path = field(&index("rules", i), "lookback");
-        for &t in &rule.targets {
-            let target = &targets[t];
-            let Some(recorder) = &target.recorder else {
-                w.report(
-                    &path,
-                    format!(
-                        "target {:?} has no recorder to reach back into (targets[].recorder)",
-                        target.name
-                    ),
-                );
-                continue;
-            };
-            if !rule.capture.iter().any(|&kind| recorder.records(kind)) {
-                let recorded: Vec<&str> = recorder.kinds().iter().map(|k| k.name()).collect();
-                w.report(
-                    &path,
-                    format!(
-                        "target {:?} records {}, none of the kinds the rule captures",
-                        target.name,
-                        recorded.join(", ")
-                    ),
-                );
-            } else if lookback > recorder.keep {
-                w.report(
-                    &path,
-                    format!(
-                        "{} reaches further back than target {:?}'s recorder keeps ({})",
-                        format_duration(lookback),
-                        target.name,
-                        format_duration(recorder.keep)
-                    ),
-                );
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::config::{Config, ParseError};
-
-    fn problems(yaml: &str) -> Vec<String> {
-        match Config::parse(yaml, std::path::Path::new("/nonexistent")) {
-            Err(ParseError::Invalid(problems)) => problems.iter().map(ToString::to_string).collect(),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    /// Every key is optional (`{}` records everything at the defaults); `off` (YAML's
-    /// `false`) leaves a kind out; a rule reaches back through a target's recorder.
-    #[test]
-    fn defaults_and_off() {
-        let yaml = "targets:\n\
-                    - {name: a, pprof_url: \"http://127.0.0.1:1\", recorder: {}}\n\
-                    - {name: b, pprof_url: \"http://127.0.0.1:2\", recorder: {cpu: off, goroutine: false, cpu_duty: 0.5}}\n\
-                    rules:\n\
-                    - {name: r, watch: {interval: 1s}, verify: {cpu_percent: {zscore: 3}}, capture: [heap], lookback: 2m}\n";
-        let config = Config::parse(yaml, std::path::Path::new("/nonexistent")).unwrap();
-        let a = config.targets[0].recorder.as_ref().unwrap();
-        assert_eq!(a, &super::RecorderConfig::default());
-        assert_eq!(a.describe(), "cpu 10s, heap 15s, goroutine 15s; keeps 5m, 64 MiB");
-        let b = config.targets[1].recorder.as_ref().unwrap();
-        assert_eq!(b.kinds(), [crate::model::ProfileKind::Heap]);
-        assert_eq!(config.rules[0].lookback, Some(std::time::Duration::from_secs(120)));
-        assert_eq!(config.rules[0].verify[0].threshold.zscore, Some(3.0));
-    }
-
-    /// Each mistake is named at its place.
-    #[test]
-    fn mistakes_are_named() {
-        let yaml = "targets:\n\
-                    - {name: a, pprof_url: \"http://127.0.0.1:1\", recorder: {cpu: 1500ms, keep: 20s, max_bytes: 1000, cpu_duty: 2}}\n\
-                    - {name: b, pprof_url: \"http://127.0.0.1:2\", recorder: {cpu: off, heap: off, goroutine: off}}\n\
-                    - {name: f, pprof_url: \"http://127.0.0.1:6\", recorder: {heap: 1ms, goroutine: 2h, keep: 24h}}\n\
-                    - {name: c, pprof_url: \"http://{{ labels.instance }}\", allowed_targets: [\"10.0.0.0/8:6060\"], recorder: {}}\n\
-                    - {name: d, pprof_url: \"http://127.0.0.1:4\"}\n\
-                    - {name: e, pprof_url: \"http://127.0.0.1:5\", recorder: {heap: 10s, cpu: off, goroutine: off, keep: 1m}}\n\
-                    rules:\n\
-                    - {name: exit, alert_labels: {a: b}, capture: [cpu]}\n\
-                    - {name: r1, alert_labels: {a: b}, capture: [cpu], targets: [d], lookback: 1m}\n\
-                    - {name: r2, alert_labels: {a: b}, capture: [cpu], targets: [e], lookback: 1m}\n\
-                    - {name: r3, alert_labels: {a: b}, capture: [heap], targets: [e], lookback: 2m}\n\
-                    - {name: r4, alert_labels: {a: b}, capture: [heap], verify: {goroutines: {zscore: 0}}}\n";
-        let expected = [
-            "targets[0].recorder.cpu: 1s500ms must be whole seconds from 1s to 1m",
-            "targets[0].recorder.cpu_duty: 2 must be above 0 and at most 1",
-            "targets[0].recorder.keep: 20s keeps less than two of heap's 15s periods",
-            "targets[0].recorder.max_bytes: 1000 bytes is too little",
-            "targets[1].recorder: records nothing",
-            "targets[2].recorder.heap: 1ms must be from 1s to 1h",
-            "targets[2].recorder.goroutine: 2h must be from 1s to 1h",
-            "targets[3].recorder: a templated target has no one instance to record",
-            "rules[0].name: \"exit\" names the captures of a process's last profiles",
-            "rules[4].verify.goroutines.zscore: must be above 0",
-        ];
-        let found = problems(yaml);
-        for wanted in expected {
-            assert!(found.iter().any(|p| p.starts_with(wanted)), "{wanted:?} not in {found:#?}");
-        }
-        // Rules are checked against targets once both are valid.
-        let yaml = yaml
-            .lines()
-            .filter(|l| !["name: a,", "name: b,", "name: c,", "name: f,"].iter().any(|name| l.contains(name)))
-            .collect::<Vec<_>>()
-            .join("\n")
-            .replace("{name: exit,", "{name: x,")
-            .replace("zscore: 0", "zscore: 1");
-        let found = problems(&yaml);
-        let expected = [
-            "rules[1].lookback: target \"d\" has no recorder to reach back into",
-            "rules[2].lookback: target \"e\" records heap, none of the kinds the rule captures",
-            "rules[3].lookback: 2m reaches further back than target \"e\"'s recorder keeps (1m)",
-        ];
-        assert_eq!(found.len(), expected.len(), "{found:#?}");
-        for (problem, wanted) in found.iter().zip(expected) {
-            assert!(problem.starts_with(wanted), "{problem:?} should start with {wanted:?}");
-        }
-    }
+    ok
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::recorder::{RecorderConfig, read_recorder};
-use super::walk::{Walker, field, index};
-use super::{optional, read_name, read_url_spec};
+use super::values::{read_name, read_url_spec};
+use super::walk::{Walker, field, index, optional};
 use crate::model::{AllowedTarget, Endpoint, EndpointError, Name, UrlSpec, UrlTemplate};
 
 #[derive(Debug, Clone)]

@@ -220,6 +220,20 @@ impl Walker {
     }
 }
 
+/// Reads `key` with `read` if present, else the default.
+pub fn optional<T>(
+    w: &mut Walker,
+    object: &Object<'_>,
+    key: &str,
+    default: T,
+    read: impl FnOnce(&mut Walker, &str, &Value) -> Option<T>,
+) -> Option<T> {
+    match object.get(key) {
+        Some((path, value)) => read(w, &path, value),
+        None => Some(default),
+    }
+}
+
 fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "nothing",

@@ -11,9 +11,7 @@ fn c(rule: &str, target: &str) -> CooldownKey<'static> {
     CooldownKey::from_stored(rule.to_string(), target.to_string())
 }
 
-fn at(seconds: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
-}
+use crate::testing::at;
 
 const LONG: Duration = Duration::from_secs(1_000_000_000);
 

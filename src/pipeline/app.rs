@@ -245,9 +245,9 @@ impl App {
                 for (what, changed) in [
                     ("listen_address", old.listen_address != new.listen_address),
                     ("http", old.http != new.http),
-                    ("storage", format!("{:?}", old.storage) != format!("{:?}", new.storage)),
-                    ("gate", format!("{:?}", old.gate) != format!("{:?}", new.gate)),
-                    ("capture", format!("{:?}", old.capture) != format!("{:?}", new.capture)),
+                    ("storage", old.storage != new.storage),
+                    ("gate", old.gate != new.gate),
+                    ("capture", old.capture != new.capture),
                     ("webhook.max_body_size", old.webhook.max_body_bytes != new.webhook.max_body_bytes),
                 ] {
                     if changed {

@@ -161,10 +161,7 @@ impl Lifetime {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(seconds: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
-    }
+    use crate::testing::at;
 
     /// A kill: the PID is gone (told once, however often it is seen gone or refused), then
     /// a new process comes up, which is a new lifetime with an end of its own.

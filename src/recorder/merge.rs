@@ -56,16 +56,11 @@ pub fn merge_segments(segments: Vec<Segment>, max_unzipped: u64, dest: &Path) ->
 
 #[cfg(test)]
 mod tests {
-    use chrono::{DateTime, Utc};
-
     use super::*;
     use crate::model::ProfileKind;
-    use crate::profile::fixtures::profile;
     use crate::recorder::Tape;
-
-    fn at(seconds: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
-    }
+    use crate::testing::at;
+    use crate::testing::profiles::profile;
 
     /// A segment that no longer decodes (a disk fault, a crash before its data reached the
     /// disk) or does not fit the others is left out and named; the rest are merged. With

@@ -212,10 +212,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    fn at(seconds: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
-    }
+    use crate::testing::at;
 
     fn add(tape: &Tape, dir: &Path, kind: ProfileKind, from: i64, to: i64, bytes: usize) -> Segment {
         let part = dir.join("part");

@@ -40,9 +40,6 @@ pub struct Probe {
     found: Option<Option<(u32, u64)>>,
     /// `process_start_time_seconds` in the last scrape of the target's /metrics.
     start_time: Option<f64>,
-    /// Tests make reading fail as a bug would.
-    #[cfg(test)]
-    fault: bool,
 }
 
 /// CPU time used by the target at a wall-clock moment.
@@ -89,8 +86,6 @@ impl Probe {
             host: None,
             found: None,
             start_time: None,
-            #[cfg(test)]
-            fault: false,
         }
     }
 
@@ -159,8 +154,6 @@ impl Probe {
 
     /// CPU and memory from /proc and cgroups; `wall` is a monotonic clock reading.
     pub fn sample_local(&mut self, wall: Duration) -> Local {
-        #[cfg(test)]
-        assert!(!self.fault, "a fault while reading");
         let mut sample = Sample::new();
         if self.target.process.is_none() {
             let why = "no process configured for the target".to_string();
@@ -295,10 +288,19 @@ pub async fn sample(
 }
 
 /// Local readings off the async threads; a fault while reading (a panic) is an error.
-async fn read_local(mut probe: Probe, wall: Duration) -> Result<(Probe, Local), SampleError> {
+async fn read_local(probe: Probe, wall: Duration) -> Result<(Probe, Local), SampleError> {
+    off_thread(probe, move |probe| probe.sample_local(wall)).await
+}
+
+/// `read` of a probe off the async threads; a fault in it (a panic) is an error, and the
+/// probe is gone with it.
+async fn off_thread<T: Send + 'static>(
+    mut probe: Probe,
+    read: impl FnOnce(&mut Probe) -> T + Send + 'static,
+) -> Result<(Probe, T), SampleError> {
     tokio::task::spawn_blocking(move || {
-        let local = probe.sample_local(wall);
-        (probe, local)
+        let value = read(&mut probe);
+        (probe, value)
     })
     .await
     .map_err(|error| SampleError(error.to_string()))
@@ -378,10 +380,9 @@ mod tests {
         let root = std::path::Path::new("/nonexistent");
         let probe = || Probe::new(&config.targets[0], &[], root, root);
         let client = crate::http::client();
-        let mut faulty = probe();
-        faulty.fault = true;
-        let error =
-            sample(faulty, &client, Duration::from_secs(1), Duration::from_secs(1)).await.err().unwrap();
+        // A read that panics, as a bug in reading would, on the path every sample takes.
+        let faulty = off_thread(probe(), |_| -> Local { panic!("a fault while reading") });
+        let error = faulty.await.err().unwrap();
         assert!(error.to_string().contains("a fault while reading"), "{error}");
         let (_, taken) =
             sample(probe(), &client, Duration::from_secs(2), Duration::from_secs(1)).await.unwrap();

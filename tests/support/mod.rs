@@ -7,6 +7,7 @@ mod child;
 pub mod grafana;
 pub mod moto;
 pub mod oneshot;
+pub mod profiles;
 mod serve;
 pub mod servers;
 pub mod shipped;
@@ -100,15 +101,12 @@ impl Running {
 
     /// Waits for the newest decision with `outcome` and returns it.
     pub async fn wait_outcome(&self, outcome: &str, within: Duration) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
+        eventually(&format!("a {outcome} decision"), within, async || {
             let decisions = self.get_json("/api/v1/decisions?limit=1000").await;
-            if let Some(found) = decisions.as_array().unwrap().iter().find(|d| d["outcome"] == outcome) {
-                return found.clone();
-            }
-            assert!(Instant::now() < deadline, "no {outcome} decision after {within:?}: {decisions}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            let found = decisions.as_array().unwrap().iter().find(|d| d["outcome"] == outcome).cloned();
+            found.ok_or_else(|| decisions.to_string())
+        })
+        .await
     }
 
     /// GET with alertprof's bearer token.
@@ -135,15 +133,11 @@ impl Running {
         within: Duration,
         ok: impl Fn(f64) -> bool,
     ) -> f64 {
-        let deadline = Instant::now() + within;
-        loop {
+        eventually(&format!("{target} {signal}"), within, async || {
             let value = self.signal(target, signal).await;
-            if let Some(value) = value.filter(|v| ok(*v)) {
-                return value;
-            }
-            assert!(Instant::now() < deadline, "{target} {signal} is {value:?} after {within:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            value.filter(|v| ok(*v)).ok_or_else(|| format!("{value:?}"))
+        })
+        .await
     }
 
     /// The value of a series of /metrics (`name{labels}` as exposed), 0 if absent.
@@ -153,15 +147,11 @@ impl Running {
 
     /// Waits until a series of /metrics satisfies `ok`; returns its value.
     pub async fn wait_metric(&self, series: &str, within: Duration, ok: impl Fn(f64) -> bool) -> f64 {
-        let deadline = Instant::now() + within;
-        loop {
+        eventually(series, within, async || {
             let value = self.metric(series).await;
-            if ok(value) {
-                return value;
-            }
-            assert!(Instant::now() < deadline, "{series} is {value} after {within:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            if ok(value) { Ok(value) } else { Err(value.to_string()) }
+        })
+        .await
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
@@ -170,33 +160,53 @@ impl Running {
 
     /// Waits until at least `count` decisions are listed, and returns them newest first.
     pub async fn wait_decisions(&self, count: usize, within: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + within;
-        loop {
+        eventually(&format!("{count} decisions"), within, async || {
             let decisions = self.get_json("/api/v1/decisions?limit=1000").await;
             let list = decisions.as_array().cloned().unwrap_or_default();
-            if list.len() >= count {
-                return list;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {count} decisions after {within:?}: {list:?}",
-                list.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            if list.len() >= count { Ok(list) } else { Err(format!("{} of them: {list:?}", list.len())) }
+        })
+        .await
     }
 }
 
 /// Waits until `check` gives a value, asking every 50 ms, and returns it; fails the test
-/// after `within`, saying what it waited for.
-pub async fn eventually<T>(what: &str, within: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+/// after `within`, saying what it waited for and, if `check` says (`Err`), what it saw last.
+/// The one poll-until-deadline loop of the tests.
+pub async fn eventually<C: Check>(
+    what: &str,
+    within: Duration,
+    mut check: impl AsyncFnMut() -> C,
+) -> C::Value {
     let deadline = Instant::now() + within;
     loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "waited {within:?} for {what}");
+        let seen = match check().await.found() {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        assert!(Instant::now() < deadline, "waited {within:?} for {what}{seen}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What a check of `eventually` gives: `Option<T>`, the value or not yet; or
+/// `Result<T, String>`, the value or what was there instead.
+pub trait Check {
+    type Value;
+    /// The value, or what to add to the failure when there is none in time.
+    fn found(self) -> Result<Self::Value, String>;
+}
+
+impl<T> Check for Option<T> {
+    type Value = T;
+    fn found(self) -> Result<T, String> {
+        self.ok_or_else(String::new)
+    }
+}
+
+impl<T> Check for Result<T, String> {
+    type Value = T;
+    fn found(self) -> Result<T, String> {
+        self.map_err(|seen| format!("; last seen: {seen}"))
     }
 }
 

@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{Killed, client};
+use super::{Killed, client, eventually};
 
 /// moto's S3 server on a loopback port, killed on drop.
 pub struct Moto {
@@ -44,20 +44,17 @@ impl Moto {
             .spawn()
             .expect("moto_server runs (tests/run.sh installs it: pip install \"moto[server]\")");
         let child = Killed(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let url = loop {
+        let url = eventually("moto_server to listen", Duration::from_secs(30), async || {
             let text = std::fs::read_to_string(log.path()).unwrap_or_default();
-            if let Some(url) = text.lines().find_map(|line| line.trim().strip_prefix("* Running on ")) {
-                break url.trim().to_string();
-            }
-            assert!(Instant::now() < deadline, "moto_server does not listen:\n{text}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+            let url = text.lines().find_map(|line| line.trim().strip_prefix("* Running on "));
+            url.map(|url| url.trim().to_string()).ok_or_else(|| format!("\n{text}"))
+        })
+        .await;
         let moto = Moto { _child: child, _log: log, url };
-        while client().get(&moto.url).send().await.is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually("moto_server to answer", Duration::from_secs(30), async || {
+            client().get(&moto.url).send().await.ok()
+        })
+        .await;
         moto
     }
 

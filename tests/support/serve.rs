@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Killed, client, payload};
+use super::{Killed, client, eventually, payload};
 
 /// `alertprof serve` in `dir`, optionally wrapped (e.g. in `unshare`); killed on drop, its
 /// log printed if the test fails.
@@ -75,11 +75,11 @@ impl Serve {
                 .to_string(),
         };
         serve.base = format!("http://{address}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while client().get(format!("{}/-/ready", serve.base)).send().await.is_err() {
-            assert!(Instant::now() < deadline, "alertprof did not answer: {}", serve.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually("alertprof to answer", Duration::from_secs(20), async || {
+            let ready = client().get(format!("{}/-/ready", serve.base)).send().await;
+            ready.map(drop).map_err(|_| serve.log())
+        })
+        .await;
         serve
     }
 
@@ -106,14 +106,12 @@ impl Serve {
 
     /// Waits for a log line containing `text`, and returns it.
     pub async fn wait_log(&self, text: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(line) = self.log().lines().find(|line| line.contains(text)) {
-                return line.to_string();
-            }
-            assert!(Instant::now() < deadline, "no {text:?} in the log after {within:?}:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(&format!("{text:?} in the log"), within, async || {
+            let log = self.log();
+            let line = log.lines().find(|line| line.contains(text)).map(str::to_string);
+            line.ok_or_else(|| format!("\n{log}"))
+        })
+        .await
     }
 
     /// Posts one firing `Spike` alert.
@@ -140,15 +138,14 @@ impl Serve {
 
     /// Waits until `count` decisions are listed; returns the newest.
     pub async fn wait_decision(&self, count: usize) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        eventually(&format!("{count} decisions"), Duration::from_secs(30), async || {
             let decisions = self.get("/api/v1/decisions").await;
-            if decisions.as_array().unwrap().len() >= count {
-                return decisions[0].clone();
+            match decisions.as_array().unwrap().len() >= count {
+                true => Ok(decisions[0].clone()),
+                false => Err(decisions.to_string()),
             }
-            assert!(Instant::now() < deadline, "no decision: {decisions}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// Sends `signal` (`-TERM`, `-KILL`) to the process.
@@ -160,14 +157,7 @@ impl Serve {
     /// `within`.
     pub async fn terminate(mut self, within: Duration) -> std::process::ExitStatus {
         self.signal("-TERM");
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "alertprof did not exit within {within:?} of SIGTERM");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually("alertprof to exit on SIGTERM", within, async || self.child.0.try_wait().unwrap()).await
     }
 
     /// Waits for the process to exit (blocking).

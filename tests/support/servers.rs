@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::Killed;
+use super::{Killed, eventually};
 
 /// A Prometheus or Alertmanager on a port it picks itself, killed on drop; its log is kept
 /// for failure messages (its tail printed if the test fails) and tells the port.
@@ -28,16 +28,15 @@ impl Server {
                 panic!("{program} starts (apt-get install prometheus prometheus-alertmanager): {e}")
             });
         let mut server = Server { _child: Killed(child), log, address: String::new() };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        server.address = loop {
+        server.address = eventually(&format!("{program} to listen"), Duration::from_secs(30), async || {
             let text = std::fs::read_to_string(&server.log).unwrap_or_default();
             let listening = text.lines().filter(|line| line.contains("msg=\"Listening on\""));
-            if let Some(address) = listening.filter_map(|line| line.split("address=").nth(1)).next() {
-                break address.trim().to_string();
-            }
-            assert!(Instant::now() < deadline, "{program} does not listen:\n{}", server.log_tail());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+            let address = listening.filter_map(|line| line.split("address=").nth(1)).next();
+            address
+                .map(|address| address.trim().to_string())
+                .ok_or_else(|| format!("\n{}", server.log_tail()))
+        })
+        .await;
         server
     }
 
@@ -75,14 +74,11 @@ pub async fn alertmanager(dir: &std::path::Path) -> Server {
 }
 
 pub async fn wait_ready(url: &str, server: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(response) = super::client().get(url).send().await
-            && response.status().is_success()
-        {
-            return;
+    eventually(&format!("{url} to be ready"), Duration::from_secs(30), async || {
+        match super::client().get(url).send().await {
+            Ok(response) if response.status().is_success() => Ok(()),
+            _ => Err(format!("\n{}", server.log_tail())),
         }
-        assert!(Instant::now() < deadline, "{url} not ready:\n{}", server.log_tail());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }

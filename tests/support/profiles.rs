@@ -1,10 +1,19 @@
 //! Profiles made up for tests and benchmarks: small real-shaped ones, and ones that say
 //! too much (a location of a thousand inlined lines referred to a quarter of a million
-//! times; thousands of samples of ten-thousand-frame stacks). Not used by alertprof itself.
+//! times; thousands of samples of ten-thousand-frame stacks).
+//!
+//! Written against alertprof's public API and included by `#[path]` where it is needed:
+//! by `tests/support`, by the benchmarks, and by the crate's own unit tests
+//! (`src/testing.rs`, where `alertprof` names the crate itself). So it is in no build of
+//! the library. A `pub mod` (even `#[doc(hidden)]`) or a cargo feature would put it in the
+//! library's public API, for anyone to turn on; and a feature turned on by a dev-dependency
+//! of the crate on itself makes `cargo build` and `cargo test` build two different
+//! libraries.
+#![allow(dead_code)]
 
 use std::io::Write;
 
-use super::proto::{Function, Line, Location, Profile, Sample, ValueType};
+use alertprof::profile::proto::{Function, Line, Location, Profile, Sample, ValueType};
 
 /// A gzip'd profile with sample types `samples/count` and `cpu/nanoseconds`, functions
 /// `names` (ids 1..), one location per function (id 10 + function id) and samples given
