@@ -2,7 +2,6 @@
 //! frame (`templates/page.html`) with its inline style and script, the error pages, and the
 //! headers every page is sent with (a Content-Security-Policy that allows nothing external).
 
-use std::fmt;
 use std::sync::LazyLock;
 
 use askama::Template;
@@ -12,21 +11,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Credentials};
-use crate::model::text::Esc;
 use crate::server::api::ApiError;
-
-/// The escaper of every `.html` template (askama.toml names it), so no value reaches a
-/// page unescaped: whoever can reach the webhook or serve a profile writes most of them. It
-/// writes text as `model::text::Esc` does for annotations too: markup and both quotes as
-/// entities, hidden characters (controls, bidi overrides) as their codes, `[U+202E]`.
-#[derive(Debug, Clone, Copy)]
-pub struct Shown;
-
-impl askama::filters::Escaper for Shown {
-    fn write_escaped_str<W: fmt::Write>(&self, mut dest: W, text: &str) -> fmt::Result {
-        write!(dest, "{}", Esc(text))
-    }
-}
 
 /// The page's inline style and script, as the frame includes them (askama leaves out a
 /// template file's last line break).
