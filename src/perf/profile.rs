@@ -1,0 +1,267 @@
+//! A recording as a pprof profile, shaped like a Go CPU profile (`samples/count`,
+//! `cpu/nanoseconds`): mappings with build ids, locations with their inlined frames as
+//! lines (innermost first), and what was lost or unreadable in the comments.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::time::UNIX_EPOCH;
+
+use crate::profile::proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
+use crate::profile::write_gzipped;
+
+use super::maps::{BinaryId, MappedRange, MappingId};
+use super::recording::{Frame, PerfRecording, StackKey};
+use super::symbols::{BinaryKey, BinarySymbols, SymbolFrame, Symbolizer};
+use super::{PerfError, PerfSummary, PerfTarget, UnreadableBinary};
+
+impl Symbolizer {
+    /// Names the frames of `recording` and writes it to `out` as a gzip'd profile.proto.
+    /// A binary that cannot be read leaves its frames as addresses and is listed in the
+    /// summary; only failing to write fails.
+    pub fn write_profile(
+        &mut self,
+        mut recording: PerfRecording,
+        out: &mut impl Write,
+    ) -> Result<PerfSummary, PerfError> {
+        self.begin_capture();
+        let used: HashSet<BinaryId> = recording
+            .stacks
+            .keys()
+            .flat_map(|stack| stack.frames.iter())
+            .filter_map(|frame| recording.maps.ranges[frame.mapping? as usize].binary)
+            .collect();
+        let mut keys: Vec<Option<BinaryKey>> = Vec::new();
+        let mut unreadable = Vec::new();
+        for (id, binary) in recording.maps.binaries.drain(..).enumerate() {
+            let opened =
+                used.contains(&(id as BinaryId)).then(|| binary.file.and_then(|file| self.open(&file)));
+            keys.push(match opened {
+                Some(Ok(key)) => Some(key),
+                Some(Err(error)) => {
+                    unreadable.push(UnreadableBinary { path: binary.path, error });
+                    None
+                }
+                None => None,
+            });
+        }
+        let symbols: Vec<Option<&BinarySymbols>> = keys.iter().map(|key| self.get(key.as_ref()?)).collect();
+        let mut builder = ProfileBuilder::new(&recording, symbols);
+        for (stack, count) in &recording.stacks {
+            builder.add_sample(stack, *count);
+        }
+        let unsymbolized = builder.unsymbolized;
+        let profile = builder.finish(&recording, &unreadable);
+        write_gzipped(&profile, out).map_err(|source| PerfError::Write { source })?;
+        Ok(PerfSummary {
+            samples: recording.samples,
+            lost: recording.lost,
+            cut_short: recording.cut_short,
+            unsymbolized_locations: unsymbolized,
+            unreadable_binaries: unreadable,
+            processes: recording.stacks.keys().map(|stack| stack.pid).collect::<HashSet<_>>().len(),
+            threads: recording.threads.len(),
+            duration: recording.duration,
+            exited_after: recording.exited_after,
+        })
+    }
+}
+
+/// Functions are the same with the same names, file and start.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct FunctionKey {
+    name: String,
+    system_name: String,
+    file: String,
+    start_line: i64,
+}
+
+/// Locations are the same at the same address of the same mapping, looked up the same
+/// way (a leaf's own address, a caller's return address less one).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct LocationKey {
+    mapping: Option<MappingId>,
+    address: u64,
+    leaf: bool,
+}
+
+/// The profile being built, each table interned.
+struct ProfileBuilder<'a> {
+    profile: Profile,
+    strings: HashMap<String, i64>,
+    mappings: HashMap<MappingId, u64>,
+    locations: HashMap<LocationKey, u64>,
+    functions: HashMap<FunctionKey, u64>,
+    ranges: &'a [MappedRange],
+    /// By binary id: its symbols, if it could be read.
+    symbols: Vec<Option<&'a BinarySymbols>>,
+    /// For a cgroup, samples carry their process's pid and name.
+    process_labels: Option<&'a HashMap<u32, String>>,
+    period: i64,
+    unsymbolized: u64,
+}
+
+impl<'a> ProfileBuilder<'a> {
+    fn new(recording: &'a PerfRecording, symbols: Vec<Option<&'a BinarySymbols>>) -> ProfileBuilder<'a> {
+        let period = 1_000_000_000 / i64::from(recording.frequency_hz.max(1));
+        let mut builder = ProfileBuilder {
+            profile: Profile::default(),
+            strings: HashMap::new(),
+            mappings: HashMap::new(),
+            locations: HashMap::new(),
+            functions: HashMap::new(),
+            ranges: &recording.maps.ranges,
+            symbols,
+            process_labels: matches!(recording.target, PerfTarget::Cgroup(_)).then_some(&recording.comms),
+            period,
+            unsymbolized: 0,
+        };
+        builder.string("");
+        let (samples, count) = (builder.string("samples"), builder.string("count"));
+        let (cpu, nanoseconds) = (builder.string("cpu"), builder.string("nanoseconds"));
+        builder.profile.sample_type =
+            vec![ValueType { r#type: samples, unit: count }, ValueType { r#type: cpu, unit: nanoseconds }];
+        builder.profile.period_type = Some(ValueType { r#type: cpu, unit: nanoseconds });
+        builder.profile.period = period;
+        builder
+    }
+
+    fn string(&mut self, text: &str) -> i64 {
+        if let Some(index) = self.strings.get(text) {
+            return *index;
+        }
+        let index = self.profile.string_table.len() as i64;
+        self.profile.string_table.push(text.to_string());
+        self.strings.insert(text.to_string(), index);
+        index
+    }
+
+    fn add_sample(&mut self, stack: &StackKey, count: u64) {
+        let location_id =
+            stack.frames.iter().enumerate().map(|(depth, frame)| self.location(*frame, depth == 0)).collect();
+        let mut label = Vec::new();
+        if let Some(comms) = self.process_labels {
+            label.push(Label { key: self.string("pid"), num: i64::from(stack.pid), ..Label::default() });
+            if let Some(comm) = comms.get(&stack.pid) {
+                label.push(Label { key: self.string("comm"), str: self.string(comm), ..Label::default() });
+            }
+        }
+        let count = count as i64;
+        self.profile.sample.push(Sample { location_id, value: vec![count, count * self.period], label });
+    }
+
+    fn location(&mut self, frame: Frame, leaf: bool) -> u64 {
+        let key = LocationKey { mapping: frame.mapping, address: frame.address, leaf };
+        if let Some(id) = self.locations.get(&key) {
+            return *id;
+        }
+        let frames = self.symbolize(frame, leaf);
+        if frames.is_empty() {
+            self.unsymbolized += 1;
+        }
+        let line = frames
+            .iter()
+            .map(|symbol| Line { function_id: self.function(symbol), line: symbol.line, column: 0 })
+            .collect();
+        let id = self.profile.location.len() as u64 + 1;
+        let mapping_id = frame.mapping.map_or(0, |mapping| self.mapping(mapping));
+        self.profile.location.push(Location {
+            id,
+            mapping_id,
+            address: frame.address,
+            line,
+            is_folded: false,
+        });
+        self.locations.insert(key, id);
+        id
+    }
+
+    /// Frames at a sampled address: turned into a file offset by its mapping, into the
+    /// binary's own address by its segments, less one for a return address.
+    fn symbolize(&self, frame: Frame, leaf: bool) -> Vec<SymbolFrame> {
+        let Some(range) = frame.mapping.map(|mapping| &self.ranges[mapping as usize]) else {
+            return Vec::new();
+        };
+        let Some(symbols) = range.binary.and_then(|binary| self.symbols[binary as usize]) else {
+            return Vec::new();
+        };
+        let offset = frame.address - range.start + range.pgoff;
+        let Some(address) = symbols.address(offset) else { return Vec::new() };
+        symbols.frames(if leaf { address } else { address.saturating_sub(1) })
+    }
+
+    fn function(&mut self, symbol: &SymbolFrame) -> u64 {
+        let key = FunctionKey {
+            name: symbol.name.clone(),
+            system_name: symbol.system_name.clone(),
+            file: symbol.file.clone(),
+            start_line: symbol.start_line,
+        };
+        if let Some(id) = self.functions.get(&key) {
+            return *id;
+        }
+        let id = self.profile.function.len() as u64 + 1;
+        let function = Function {
+            id,
+            name: self.string(&symbol.name),
+            system_name: self.string(&symbol.system_name),
+            filename: self.string(&symbol.file),
+            start_line: symbol.start_line,
+        };
+        self.profile.function.push(function);
+        self.functions.insert(key, id);
+        id
+    }
+
+    fn mapping(&mut self, mapping: MappingId) -> u64 {
+        if let Some(id) = self.mappings.get(&mapping) {
+            return *id;
+        }
+        let range = &self.ranges[mapping as usize];
+        let symbols = range.binary.and_then(|binary| self.symbols[binary as usize]);
+        let id = self.profile.mapping.len() as u64 + 1;
+        let build_id = symbols.and_then(|symbols| symbols.build_id.clone()).unwrap_or_default();
+        let lines = symbols.is_some_and(|symbols| symbols.has_lines());
+        let entry = Mapping {
+            id,
+            memory_start: range.start,
+            memory_limit: range.end,
+            file_offset: range.pgoff,
+            filename: self.string(&range.path.to_string_lossy()),
+            build_id: self.string(&build_id),
+            has_functions: symbols.is_some_and(|symbols| symbols.has_functions()),
+            has_filenames: lines,
+            has_line_numbers: lines,
+            has_inline_frames: lines,
+        };
+        self.profile.mapping.push(entry);
+        self.mappings.insert(mapping, id);
+        id
+    }
+
+    /// The header and the comments that say what the profile lacks.
+    fn finish(mut self, recording: &PerfRecording, unreadable: &[UnreadableBinary]) -> Profile {
+        let started = recording.started.duration_since(UNIX_EPOCH).unwrap_or_default();
+        self.profile.time_nanos = started.as_nanos() as i64;
+        self.profile.duration_nanos = recording.duration.as_nanos() as i64;
+        let target = match &recording.target {
+            PerfTarget::Pid(pid) => format!("process {pid}"),
+            PerfTarget::Cgroup(dir) => format!("cgroup {}", dir.display()),
+        };
+        let mut comments =
+            vec![format!("perf cpu-clock samples of {target} at {} Hz", recording.frequency_hz)];
+        if let Some(after) = recording.exited_after {
+            comments.push(format!("the process exited {:.1}s into the capture", after.as_secs_f64()));
+        }
+        if recording.lost > 0 {
+            comments.push(format!("{} samples lost (ring buffer full)", recording.lost));
+        }
+        if recording.cut_short > 0 {
+            comments.push(format!("{} of {} call chains cut short", recording.cut_short, recording.samples));
+        }
+        for binary in unreadable {
+            comments.push(format!("{} left unsymbolized: {}", binary.path.display(), binary.error));
+        }
+        self.profile.comment = comments.iter().map(|comment| self.string(comment)).collect();
+        self.profile
+    }
+}

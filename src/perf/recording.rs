@@ -1,0 +1,221 @@
+//! The sampling loop: reads the ring buffers until the duration ends, the token is
+//! cancelled or the process exits, and keeps each call chain resolved against the maps of
+//! the moment it was taken, counted by distinct stack.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use perf_event::data::Record;
+use tokio_util::sync::CancellationToken;
+
+use super::events::Events;
+use super::maps::{MappingId, Mappings, NewMapping};
+use super::{PerfError, PerfSettings, PerfTarget};
+
+/// How often the ring buffers are read, and so how soon a cancel or exit is noticed.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Values of a call chain at and above this are context markers (`PERF_CONTEXT_USER`…).
+const PERF_CONTEXT_MAX: u64 = -4095i64 as u64;
+
+/// The kernel's default `kernel.perf_event_max_stack`, if it cannot be read.
+const DEFAULT_MAX_STACK: usize = 127;
+
+/// One frame of a sampled stack: its address and the mapping that held it then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct Frame {
+    pub address: u64,
+    pub mapping: Option<MappingId>,
+}
+
+/// A distinct stack of one process, leaf first.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct StackKey {
+    pub pid: u32,
+    pub frames: Vec<Frame>,
+}
+
+/// What sampling gathered, to be symbolized and written by a [`super::Symbolizer`].
+#[derive(Debug)]
+pub struct PerfRecording {
+    pub(super) target: PerfTarget,
+    pub(super) frequency_hz: u32,
+    pub(super) started: SystemTime,
+    pub(super) duration: Duration,
+    pub(super) stacks: HashMap<StackKey, u64>,
+    pub(super) maps: Mappings,
+    /// Process names by pid, from procfs and COMM records, for the cgroup labels.
+    pub(super) comms: HashMap<u32, String>,
+    pub(super) samples: u64,
+    pub(super) lost: u64,
+    pub(super) cut_short: u64,
+    pub(super) threads: HashSet<u32>,
+    pub(super) exited_after: Option<Duration>,
+    /// `kernel.perf_event_max_stack`: a chain this long was cut by the kernel.
+    max_stack: usize,
+    proc_root: std::path::PathBuf,
+    start: Instant,
+}
+
+impl PerfRecording {
+    /// Samples taken.
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// Threads seen in samples.
+    pub fn threads(&self) -> &HashSet<u32> {
+        &self.threads
+    }
+
+    /// Whether the target process exited during sampling, and when.
+    pub fn exited_after(&self) -> Option<Duration> {
+        self.exited_after
+    }
+
+    fn new(target: &PerfTarget, settings: &PerfSettings) -> PerfRecording {
+        let max_stack = std::fs::read_to_string("/proc/sys/kernel/perf_event_max_stack")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(DEFAULT_MAX_STACK);
+        PerfRecording {
+            target: target.clone(),
+            frequency_hz: settings.frequency_hz,
+            started: SystemTime::now(),
+            duration: Duration::ZERO,
+            stacks: HashMap::new(),
+            maps: Mappings::default(),
+            comms: HashMap::new(),
+            samples: 0,
+            lost: 0,
+            cut_short: 0,
+            threads: HashSet::new(),
+            exited_after: None,
+            max_stack,
+            proc_root: settings.proc_root.clone(),
+            start: Instant::now(),
+        }
+    }
+
+    /// Learns a process: its maps and name from procfs.
+    fn learn(&mut self, pid: u32) -> Result<(), PerfError> {
+        self.maps.load(&self.proc_root, pid)?;
+        if let Ok(comm) = std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("comm")) {
+            self.comms.insert(pid, comm.trim_end().to_string());
+        }
+        Ok(())
+    }
+
+    /// Takes in one record from a ring buffer.
+    fn add(&mut self, record: Record<'_>) -> Result<(), PerfError> {
+        match record {
+            Record::Sample(sample) => {
+                let (Some(pid), Some(tid)) = (sample.pid(), sample.tid()) else { return Ok(()) };
+                let chain = sample.callchain().unwrap_or_default();
+                self.add_sample(pid, tid, chain)?;
+            }
+            Record::Mmap2(mmap) => {
+                if mmap.prot & 4 /* PROT_EXEC */ != 0 {
+                    let path = Path::new(mmap.filename_os()).to_path_buf();
+                    let mapping = NewMapping {
+                        start: mmap.addr,
+                        end: mmap.addr + mmap.len,
+                        pgoff: mmap.pgoff,
+                        path,
+                        deleted: false,
+                    };
+                    self.maps.add(&self.proc_root, mmap.pid, mapping);
+                }
+            }
+            Record::Lost(lost) => self.lost += lost.lost,
+            Record::LostSamples(lost) => self.lost += lost.lost,
+            Record::Comm(comm) => {
+                self.comms.insert(comm.pid, comm.comm_os().to_string_lossy().into_owned());
+            }
+            Record::Fork(fork) if fork.pid != fork.ppid && self.maps.knows(fork.ppid) => {
+                self.maps.fork(fork.ppid, fork.pid);
+            }
+            Record::Exit(exit) if exit.pid == exit.tid && self.target == PerfTarget::Pid(exit.pid) => {
+                self.exited_after.get_or_insert(self.start.elapsed());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn add_sample(&mut self, pid: u32, tid: u32, chain: &[u64]) -> Result<(), PerfError> {
+        if !self.maps.knows(pid) {
+            self.learn(pid)?;
+        }
+        let addresses: Vec<u64> =
+            chain.iter().copied().filter(|address| *address < PERF_CONTEXT_MAX).collect();
+        let frames: Vec<Frame> = addresses
+            .iter()
+            .map(|&address| Frame { address, mapping: self.maps.find(pid, address) })
+            .collect();
+        let outermost_unmapped = frames.last().is_some_and(|frame| frame.mapping.is_none());
+        if addresses.len() >= self.max_stack || outermost_unmapped {
+            self.cut_short += 1;
+        }
+        self.samples += 1;
+        self.threads.insert(tid);
+        *self.stacks.entry(StackKey { pid, frames }).or_default() += 1;
+        Ok(())
+    }
+}
+
+/// Samples through `events` until the duration ends, `cancel` fires or a pid target exits.
+pub(super) fn run(
+    mut events: Events,
+    target: &PerfTarget,
+    settings: &PerfSettings,
+    cancel: &CancellationToken,
+) -> Result<PerfRecording, PerfError> {
+    let mut recording = PerfRecording::new(target, settings);
+    events.enable()?;
+    recording.start = Instant::now();
+    recording.started = SystemTime::now();
+    // Maps are read once the events run, so a mapping made in between arrives as a record.
+    for pid in initial_processes(target)? {
+        recording.learn(pid)?;
+    }
+    let deadline = recording.start + settings.duration;
+    let mut failed = None;
+    loop {
+        events.drain(|record| {
+            if failed.is_none() {
+                failed = recording.add(record).err();
+            }
+        });
+        let now = Instant::now();
+        if failed.is_some() || cancel.is_cancelled() || now >= deadline || recording.exited_after.is_some() {
+            break;
+        }
+        std::thread::sleep(TICK.min(deadline - now));
+    }
+    events.disable()?;
+    events.drain(|record| {
+        if failed.is_none() {
+            failed = recording.add(record).err();
+        }
+    });
+    if let Some(error) = failed {
+        return Err(error);
+    }
+    recording.duration = recording.start.elapsed();
+    Ok(recording)
+}
+
+/// The processes whose maps are read at the start: the pid, or the cgroup's members.
+fn initial_processes(target: &PerfTarget) -> Result<Vec<u32>, PerfError> {
+    match target {
+        PerfTarget::Pid(pid) => Ok(vec![*pid]),
+        PerfTarget::Cgroup(dir) => {
+            let path = dir.join("cgroup.procs");
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| PerfError::ReadProc { path, source })?;
+            Ok(text.lines().filter_map(|line| line.trim().parse().ok()).collect())
+        }
+    }
+}

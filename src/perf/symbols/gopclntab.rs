@@ -1,0 +1,283 @@
+//! Go's own symbol table, `.gopclntab`, for Go 1.16 and later: the function, file and line
+//! of any PC, with the calls inlined there, as the Go runtime's traceback reads them
+//! (`runtime/symtab.go`). It is in every Go binary, stripped ones too.
+
+use super::SymbolFrame;
+
+/// `_PCDATA_InlTreeIndex`: the table giving, per PC, the innermost inlined call there.
+const PCDATA_INL_TREE_INDEX: u32 = 2;
+/// `_FUNCDATA_InlTree`: the inlined calls of a function.
+const FUNCDATA_INL_TREE: u8 = 3;
+/// Deeper inlining than this means a corrupt table, not a program.
+const MAX_INLINE_DEPTH: usize = 256;
+
+/// The layouts of the table, by the magic at its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum GoVersion {
+    /// 0xfffffffa: function entries are absolute, funcdata are pointers.
+    Go116,
+    /// 0xfffffff0: entries are offsets from the text start, funcdata offsets from gofunc.
+    Go118,
+    /// 0xfffffff1: `_func` gains `startLine`; inlined calls lose file and line.
+    Go120,
+}
+
+/// Where a function's funcdata (its inline tree) lives: a copy of the section that holds
+/// them, and the base that 1.18+ funcdata offsets add to (`moduledata.gofunc`).
+#[derive(Debug)]
+pub(super) struct FuncDataMemory {
+    pub gofunc: u64,
+    pub address: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// A parsed `.gopclntab`; offsets index `data`.
+#[derive(Debug)]
+pub(super) struct GoTable {
+    pub version: GoVersion,
+    data: Vec<u8>,
+    ptr_size: usize,
+    quantum: u64,
+    text_start: u64,
+    nfunc: usize,
+    funcnames: usize,
+    cutab: usize,
+    filetab: usize,
+    pctab: usize,
+    /// The function table and the `_func` records that `funcoff` points into.
+    pcln: usize,
+    /// None: inlined calls are left folded into their caller.
+    funcdata: Option<FuncDataMemory>,
+}
+
+/// One `_func` record.
+#[derive(Debug, Clone, Copy)]
+struct Func {
+    offset: usize,
+    entry: u64,
+}
+
+impl GoTable {
+    /// Parses a table. `text_start` is the `.text` address (the header's own copy is not
+    /// relocated in a PIE binary).
+    pub fn parse(
+        data: Vec<u8>,
+        text_start: u64,
+        funcdata: Option<FuncDataMemory>,
+    ) -> Result<GoTable, &'static str> {
+        let magic = data.get(..4).ok_or("too short")?;
+        let version = match u32::from_le_bytes(magic.try_into().unwrap_or_default()) {
+            0xfffffffa => GoVersion::Go116,
+            0xfffffff0 => GoVersion::Go118,
+            0xfffffff1 => GoVersion::Go120,
+            0xfffffffb => return Err("Go 1.2–1.15 layout, not read"),
+            _ => return Err("unknown magic"),
+        };
+        let (ptr_size, quantum) =
+            (*data.get(7).ok_or("too short")? as usize, *data.get(6).unwrap_or(&0) as u64);
+        if data[4] != 0 || data[5] != 0 || !(ptr_size == 4 || ptr_size == 8) || quantum == 0 {
+            return Err("bad header");
+        }
+        let word = |index: usize| read_uint(&data, 8 + index * ptr_size, ptr_size).ok_or("too short");
+        let first = if version == GoVersion::Go116 { 2 } else { 3 };
+        let offset = |index: usize| word(first + index).map(|value| value as usize);
+        let mut table = GoTable {
+            version,
+            ptr_size,
+            quantum,
+            text_start,
+            nfunc: word(0)? as usize,
+            funcnames: offset(0)?,
+            cutab: offset(1)?,
+            filetab: offset(2)?,
+            pctab: offset(3)?,
+            pcln: offset(4)?,
+            funcdata,
+            data: Vec::new(),
+        };
+        let ftab_end = table.nfunc.checked_add(1).and_then(|n| n.checked_mul(2 * table.ftab_field()));
+        if ftab_end.and_then(|size| size.checked_add(table.pcln)).is_none_or(|end| end > data.len()) {
+            return Err("function table out of bounds");
+        }
+        table.data = data;
+        Ok(table)
+    }
+
+    /// Frames at `pc`, innermost inlined call first and the function that holds the code
+    /// last; None if no Go function holds `pc`.
+    pub fn frames(&self, pc: u64) -> Option<Vec<SymbolFrame>> {
+        let func = self.find(pc)?;
+        let mut frames = Vec::new();
+        let mut trace_pc = pc;
+        if let Some(tree) = self.funcdata(func, FUNCDATA_INL_TREE) {
+            let index_table = self.pcdata_table(func, PCDATA_INL_TREE_INDEX);
+            while frames.len() < MAX_INLINE_DEPTH {
+                let Some(index) = self.pcvalue(func, index_table, trace_pc).filter(|index| *index >= 0)
+                else {
+                    break;
+                };
+                let Some((name_offset, parent_pc, start_line)) = self.inlined_call(tree, index as u64) else {
+                    break;
+                };
+                frames.push(self.frame(func, trace_pc, self.name(name_offset), start_line));
+                trace_pc = func.entry.wrapping_add(parent_pc as u64);
+            }
+        }
+        let start_line = if self.version >= GoVersion::Go120 { self.field(func, 9) as i32 } else { 0 };
+        frames.push(self.frame(func, trace_pc, self.name(self.field(func, 1)), start_line));
+        Some(frames)
+    }
+
+    fn frame(&self, func: Func, pc: u64, name: String, start_line: i32) -> SymbolFrame {
+        let line = self.pcvalue(func, self.field(func, 6), pc).unwrap_or(0).max(0);
+        let file = self.pcvalue(func, self.field(func, 5), pc).and_then(|file| self.file(func, file));
+        SymbolFrame {
+            system_name: name.clone(),
+            name,
+            file: file.unwrap_or_default(),
+            line: i64::from(line),
+            start_line: i64::from(start_line.max(0)),
+        }
+    }
+
+    fn ftab_field(&self) -> usize {
+        if self.version == GoVersion::Go116 { self.ptr_size } else { 4 }
+    }
+
+    /// The entry PC of function `index` (`index == nfunc` is the end of the last one).
+    fn entry(&self, index: usize) -> u64 {
+        let size = self.ftab_field();
+        let value = read_uint(&self.data, self.pcln + 2 * index * size, size).unwrap_or(0);
+        if self.version == GoVersion::Go116 { value } else { self.text_start.wrapping_add(value) }
+    }
+
+    fn find(&self, pc: u64) -> Option<Func> {
+        if self.nfunc == 0 || pc < self.entry(0) || pc >= self.entry(self.nfunc) {
+            return None;
+        }
+        let (mut low, mut high) = (0, self.nfunc);
+        while high - low > 1 {
+            let middle = (low + high) / 2;
+            if self.entry(middle) <= pc { low = middle } else { high = middle }
+        }
+        let size = self.ftab_field();
+        let funcoff = read_uint(&self.data, self.pcln + (2 * low + 1) * size, size)? as usize;
+        let offset = self.pcln.checked_add(funcoff)?;
+        (offset + self.fixed_size() <= self.data.len()).then_some(Func { offset, entry: self.entry(low) })
+    }
+
+    /// Bytes of `_func` before its pcdata table.
+    fn fixed_size(&self) -> usize {
+        let entry = if self.version == GoVersion::Go116 { self.ptr_size } else { 4 };
+        let fields = if self.version >= GoVersion::Go120 { 9 } else { 8 };
+        entry + fields * 4 + 4
+    }
+
+    /// Field `n` (1-based after the entry) of `_func`: 1 name, 5 pcfile, 6 pcln,
+    /// 7 npcdata, 8 cuOffset, 9 startLine (1.20+).
+    fn field(&self, func: Func, n: usize) -> u32 {
+        let entry = if self.version == GoVersion::Go116 { self.ptr_size } else { 4 };
+        read_u32(&self.data, func.offset + entry + (n - 1) * 4).unwrap_or(0)
+    }
+
+    fn pcdata_table(&self, func: Func, table: u32) -> u32 {
+        if table >= self.field(func, 7) {
+            return 0;
+        }
+        read_u32(&self.data, func.offset + self.fixed_size() + table as usize * 4).unwrap_or(0)
+    }
+
+    /// The address of funcdata `index` of `func`, if it has one.
+    fn funcdata(&self, func: Func, index: u8) -> Option<u64> {
+        let memory = self.funcdata.as_ref()?;
+        let count = *self.data.get(func.offset + self.fixed_size() - 1)?;
+        if index >= count {
+            return None;
+        }
+        let after_pcdata = self.fixed_size() + self.field(func, 7) as usize * 4;
+        if self.version == GoVersion::Go116 {
+            // Pointers, aligned to their size (the `_func` itself is).
+            let start = after_pcdata.next_multiple_of(self.ptr_size);
+            let at = func.offset + start + usize::from(index) * self.ptr_size;
+            return read_uint(&self.data, at, self.ptr_size).filter(|address| *address != 0);
+        }
+        let offset = read_u32(&self.data, func.offset + after_pcdata + usize::from(index) * 4)?;
+        (offset != u32::MAX).then(|| memory.gofunc + u64::from(offset))
+    }
+
+    /// Entry `index` of the inline tree at `tree`: (name offset, parent PC offset, start line).
+    fn inlined_call(&self, tree: u64, index: u64) -> Option<(u32, i32, i32)> {
+        let memory = self.funcdata.as_ref()?;
+        let size: u64 = if self.version >= GoVersion::Go120 { 16 } else { 20 };
+        let at =
+            usize::try_from(tree.checked_sub(memory.address)?.checked_add(index.checked_mul(size)?)?).ok()?;
+        let int = |offset: usize| read_u32(&memory.bytes, at + offset);
+        if self.version >= GoVersion::Go120 {
+            Some((int(4)?, int(8)? as i32, int(12)? as i32))
+        } else {
+            Some((int(12)?, int(16)? as i32, 0))
+        }
+    }
+
+    /// The value of pc-value table `offset` at `target`, as `runtime.pcvalue` decodes it.
+    fn pcvalue(&self, func: Func, offset: u32, target: u64) -> Option<i32> {
+        if offset == 0 {
+            return None;
+        }
+        let mut at = self.pctab.checked_add(offset as usize)?;
+        let (mut pc, mut value, mut first) = (func.entry, -1i32, true);
+        loop {
+            let (value_delta, used) = read_varint(&self.data, at)?;
+            if value_delta == 0 && !first {
+                return None;
+            }
+            at += used;
+            value = value.wrapping_add((-((value_delta & 1) as i32)) ^ (value_delta >> 1) as i32);
+            let (pc_delta, used) = read_varint(&self.data, at)?;
+            at += used;
+            pc = pc.wrapping_add(u64::from(pc_delta) * self.quantum);
+            if target < pc {
+                return Some(value);
+            }
+            first = false;
+        }
+    }
+
+    fn name(&self, offset: u32) -> String {
+        c_string(&self.data, self.funcnames + offset as usize)
+    }
+
+    fn file(&self, func: Func, index: i32) -> Option<String> {
+        let slot = self.field(func, 8).checked_add(u32::try_from(index).ok()?)? as usize;
+        let offset = read_u32(&self.data, self.cutab + slot * 4).filter(|offset| *offset != u32::MAX)?;
+        Some(c_string(&self.data, self.filetab + offset as usize))
+    }
+}
+
+fn read_u32(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(data.get(at..at.checked_add(4)?)?.try_into().ok()?))
+}
+
+pub(super) fn read_uint(data: &[u8], at: usize, size: usize) -> Option<u64> {
+    match size {
+        4 => read_u32(data, at).map(u64::from),
+        _ => Some(u64::from_le_bytes(data.get(at..at.checked_add(8)?)?.try_into().ok()?)),
+    }
+}
+
+fn read_varint(data: &[u8], at: usize) -> Option<(u32, usize)> {
+    let mut value = 0u32;
+    for (index, byte) in data.get(at..)?.iter().take(5).enumerate() {
+        value |= u32::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Some((value, index + 1));
+        }
+    }
+    None
+}
+
+fn c_string(data: &[u8], at: usize) -> String {
+    let bytes = data.get(at..).unwrap_or_default();
+    let end = bytes.iter().position(|byte| *byte == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
