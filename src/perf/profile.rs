@@ -265,3 +265,83 @@ impl<'a> ProfileBuilder<'a> {
         self.profile
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::perf::PerfSettings;
+    use crate::profile::decode_profile;
+
+    /// A function of this test binary to find by address.
+    #[inline(never)]
+    fn marker() -> u64 {
+        std::hint::black_box(7)
+    }
+
+    /// A recording of this very process with one stack: a caller's return address
+    /// inside `marker`, under the leaf `marker` itself.
+    fn recording_of_self() -> PerfRecording {
+        let pid = std::process::id();
+        let mut recording = PerfRecording::new(&PerfTarget::Pid(pid), &PerfSettings::default());
+        recording.learn(pid).unwrap();
+        let address = marker as fn() -> u64 as usize as u64;
+        recording.add_sample(pid, pid, &[address + 1, address + 2]).unwrap();
+        recording.add_sample(pid, pid, &[u64::MAX - 511, 0x10]).unwrap();
+        recording
+    }
+
+    fn function_names(profile: &Profile, location: u64) -> Vec<(&str, &str)> {
+        let location = &profile.location[location as usize - 1];
+        let text = |index: i64| profile.string_table[index as usize].as_str();
+        location
+            .line
+            .iter()
+            .map(|line| {
+                let function = &profile.function[line.function_id as usize - 1];
+                (text(function.name), text(function.filename))
+            })
+            .collect()
+    }
+
+    /// Addresses in this (PIE) test binary are named from its DWARF, demangled, with the
+    /// file; an address outside every mapping stays an address and counts as cut short;
+    /// the binary is read once for two captures.
+    #[test]
+    fn symbolizes_this_binary_and_caches_it() {
+        let mut symbolizer = Symbolizer::new();
+        let mut bytes = Vec::new();
+        let summary = symbolizer.write_profile(recording_of_self(), &mut bytes).unwrap();
+        assert_eq!(
+            (summary.samples, summary.cut_short, summary.unsymbolized_locations),
+            (2, 1, 1),
+            "{summary:?}"
+        );
+        assert!(summary.unreadable_binaries.is_empty(), "{summary:?}");
+        let profile = decode_profile(bytes.as_slice(), 1 << 30).unwrap();
+        let marked = profile.sample.iter().find(|sample| sample.location_id.len() == 2).unwrap();
+        for location in &marked.location_id {
+            let names = function_names(&profile, *location);
+            assert_eq!(
+                names.last().map(|(name, _)| *name),
+                Some("alertprof::perf::profile::tests::marker"),
+                "{names:?}"
+            );
+            assert!(names.last().unwrap().1.ends_with("src/perf/profile.rs"), "{names:?}");
+        }
+        let unmapped = profile.sample.iter().find(|sample| sample.location_id.len() == 1).unwrap();
+        let location = &profile.location[unmapped.location_id[0] as usize - 1];
+        assert_eq!((location.address, location.mapping_id, location.line.len()), (0x10, 0, 0));
+        assert_eq!((profile.period, profile.sample_type.len()), (1_000_000_000 / 99, 2));
+        assert_eq!(symbolizer.len(), 1);
+        symbolizer.write_profile(recording_of_self(), &mut Vec::new()).unwrap();
+        assert_eq!(symbolizer.len(), 1, "the second capture reads no binary again");
+    }
+
+    /// A symbolizer can move to a blocking thread and back.
+    #[test]
+    fn symbolizer_is_send() {
+        fn send<T: Send>() {}
+        send::<Symbolizer>();
+        send::<PerfRecording>();
+    }
+}

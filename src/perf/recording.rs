@@ -19,6 +19,9 @@ const TICK: Duration = Duration::from_millis(50);
 /// Values of a call chain at and above this are context markers (`PERF_CONTEXT_USER`…).
 const PERF_CONTEXT_MAX: u64 = -4095i64 as u64;
 
+/// `PROT_EXEC` of an MMAP2 record: only code mappings matter to call chains.
+const PROT_EXEC: u32 = 4;
+
 /// The kernel's default `kernel.perf_event_max_stack`, if it cannot be read.
 const DEFAULT_MAX_STACK: usize = 127;
 
@@ -74,7 +77,7 @@ impl PerfRecording {
         self.exited_after
     }
 
-    fn new(target: &PerfTarget, settings: &PerfSettings) -> PerfRecording {
+    pub(super) fn new(target: &PerfTarget, settings: &PerfSettings) -> PerfRecording {
         let max_stack = std::fs::read_to_string("/proc/sys/kernel/perf_event_max_stack")
             .ok()
             .and_then(|text| text.trim().parse().ok())
@@ -99,7 +102,7 @@ impl PerfRecording {
     }
 
     /// Learns a process: its maps and name from procfs.
-    fn learn(&mut self, pid: u32) -> Result<(), PerfError> {
+    pub(super) fn learn(&mut self, pid: u32) -> Result<(), PerfError> {
         self.maps.load(&self.proc_root, pid)?;
         if let Ok(comm) = std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("comm")) {
             self.comms.insert(pid, comm.trim_end().to_string());
@@ -115,18 +118,16 @@ impl PerfRecording {
                 let chain = sample.callchain().unwrap_or_default();
                 self.add_sample(pid, tid, chain)?;
             }
-            Record::Mmap2(mmap) => {
-                if mmap.prot & 4 /* PROT_EXEC */ != 0 {
-                    let path = Path::new(mmap.filename_os()).to_path_buf();
-                    let mapping = NewMapping {
-                        start: mmap.addr,
-                        end: mmap.addr + mmap.len,
-                        pgoff: mmap.pgoff,
-                        path,
-                        deleted: false,
-                    };
-                    self.maps.add(&self.proc_root, mmap.pid, mapping);
-                }
+            Record::Mmap2(mmap) if mmap.prot & PROT_EXEC != 0 => {
+                let path = Path::new(mmap.filename_os()).to_path_buf();
+                let mapping = NewMapping {
+                    start: mmap.addr,
+                    end: mmap.addr + mmap.len,
+                    pgoff: mmap.pgoff,
+                    path,
+                    deleted: false,
+                };
+                self.maps.add(&self.proc_root, mmap.pid, mapping);
             }
             Record::Lost(lost) => self.lost += lost.lost,
             Record::LostSamples(lost) => self.lost += lost.lost,
@@ -144,7 +145,7 @@ impl PerfRecording {
         Ok(())
     }
 
-    fn add_sample(&mut self, pid: u32, tid: u32, chain: &[u64]) -> Result<(), PerfError> {
+    pub(super) fn add_sample(&mut self, pid: u32, tid: u32, chain: &[u64]) -> Result<(), PerfError> {
         if !self.maps.knows(pid) {
             self.learn(pid)?;
         }

@@ -281,3 +281,222 @@ fn c_string(data: &[u8], at: usize) -> String {
     let end = bytes.iter().position(|byte| *byte == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+
+    use object::ReadCache;
+
+    use super::*;
+
+    /// The test Go program built offline by `go` (a path or the one on PATH), with
+    /// `args` for `go build`.
+    fn go_build(go: &Path, name: &str, args: &[&str]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("alertprof-gopclntab-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join(name);
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/perf/goburn");
+        let status = Command::new(go)
+            .arg("build")
+            .args(args)
+            .arg("-o")
+            .arg(&out)
+            .arg(".")
+            .current_dir(source)
+            .env("CGO_ENABLED", "0")
+            .env("GOPROXY", "off")
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOTOOLCHAIN", "local")
+            .status()
+            .expect("`go` runs (apt-get install golang-go)");
+        assert!(status.success());
+        out
+    }
+
+    /// The Go toolchains installed from Debian besides the default one
+    /// (`/usr/lib/go-1.N/bin/go`), to check other versions' layouts where they are.
+    fn other_toolchains() -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir("/usr/lib") else { return Vec::new() };
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with("go-1."))
+            .map(|entry| entry.path().join("bin/go"))
+            .filter(|go| go.exists())
+            .collect();
+        found.sort();
+        found
+    }
+
+    fn table(binary: &Path) -> GoTable {
+        let file = std::fs::File::open(binary).unwrap();
+        let cache = ReadCache::new(&file);
+        let object = object::File::parse(&cache).unwrap();
+        super::super::gomodule::load(&object).unwrap().expect("a Go table")
+    }
+
+    /// `go tool addr2line`'s answer for each address: (function, file:line).
+    fn addr2line(go: &Path, binary: &Path, addresses: &[u64]) -> Vec<(String, String)> {
+        let mut child = Command::new(go)
+            .args(["tool", "addr2line"])
+            .arg(binary)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let input: String = addresses.iter().map(|address| format!("{address:#x}\n")).collect();
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()).unwrap());
+        let output = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        let text = String::from_utf8(output.stdout).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        lines.chunks(2).map(|pair| (pair[0].to_string(), pair[1].to_string())).collect()
+    }
+
+    /// For thousands of PCs (each function's entry, middle and last byte), the outermost
+    /// function and the innermost file:line agree with `go tool addr2line`, which reads
+    /// the same table with Go's own `debug/gosym`.
+    fn agrees_with_go_addr2line(go: &Path, binary: &Path) {
+        let table = table(binary);
+        let mut addresses = Vec::new();
+        for index in 0..table.nfunc {
+            let (entry, end) = (table.entry(index), table.entry(index + 1));
+            addresses.extend([entry, entry + (end - entry) / 2, end - 1]);
+        }
+        assert!(addresses.len() > 3000, "{} addresses", addresses.len());
+        let theirs = addr2line(go, binary, &addresses);
+        assert_eq!(theirs.len(), addresses.len());
+        for (address, (function, file_line)) in addresses.iter().zip(&theirs) {
+            let frames =
+                table.frames(*address).unwrap_or_else(|| panic!("{address:#x} ({function}) not found"));
+            let (outer, inner) = (frames.last().unwrap(), &frames[0]);
+            assert_eq!(&outer.name, function, "at {address:#x}");
+            // Past a function's last instruction (padding) Go says line -1; unknown is 0 here.
+            let file_line = file_line.replace(":-1", ":0");
+            assert_eq!(format!("{}:{}", inner.file, inner.line), file_line, "at {address:#x} in {function}");
+        }
+    }
+
+    /// The inline tree gives the frames the Go runtime gives for a stack taken inside an
+    /// inlined call: `traceHere` inlined into `tracedCaller`, with their lines.
+    fn agrees_with_runtime_frames(binary: &Path) {
+        let mut child = Command::new(binary).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(b"trace\nexit\n").unwrap();
+        let output = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+        let frames: Vec<(u64, String)> = output
+            .lines()
+            .filter_map(|line| line.strip_prefix("frame 0x"))
+            .map(|line| {
+                let (pc, rest) = line.split_once(' ').unwrap();
+                (u64::from_str_radix(pc, 16).unwrap(), rest.to_string())
+            })
+            .collect();
+        assert_eq!(frames[0].1.split(' ').next(), Some("main.traceHere"), "{output}");
+        let table = table(binary);
+        let ours = table.frames(frames[0].0 - 1).unwrap();
+        let ours: Vec<String> =
+            ours.iter().map(|frame| format!("{} {}:{}", frame.name, frame.file, frame.line)).collect();
+        let runtime: Vec<String> = frames[..2].iter().map(|(_, frame)| frame.clone()).collect();
+        assert_eq!(ours, runtime);
+        // The physical caller's return address names only it.
+        let caller = table.frames(frames[2].0 - 1).unwrap();
+        assert_eq!(format!("{} {}:{}", caller[0].name, caller[0].file, caller[0].line), frames[2].1);
+        assert_eq!(caller.len(), 1);
+    }
+
+    /// A binary as the default Go (1.19: magic 0xfffffff0) builds it.
+    #[test]
+    fn go_binary() {
+        let go = Path::new("go");
+        let binary = go_build(go, "plain", &[]);
+        assert_eq!(table(&binary).version, GoVersion::Go118);
+        agrees_with_go_addr2line(go, &binary);
+        agrees_with_runtime_frames(&binary);
+    }
+
+    /// Stripped of its symbol table and DWARF: the pclntab and the inline trees remain.
+    #[test]
+    fn stripped_go_binary() {
+        let go = Path::new("go");
+        let binary = go_build(go, "stripped", &["-ldflags=-s -w"]);
+        agrees_with_go_addr2line(go, &binary);
+        agrees_with_runtime_frames(&binary);
+    }
+
+    /// Binaries of every other Go installed here (1.20+ is magic 0xfffffff1, with the
+    /// inline tree's new layout), plain and stripped, where there is one.
+    #[test]
+    fn other_go_versions() {
+        let toolchains = other_toolchains();
+        if toolchains.len() < 2 {
+            eprintln!("SKIPPED: no Go besides the default in /usr/lib/go-1.N: {toolchains:?}");
+        }
+        for (index, go) in toolchains.iter().enumerate() {
+            for (kind, args) in [("plain", &[][..]), ("stripped", &["-ldflags=-s -w"][..])] {
+                let binary = go_build(go, &format!("{kind}-{index}"), args);
+                let version = table(&binary).version;
+                let newer =
+                    ["1.19", "1.18"].iter().all(|old| !go.to_string_lossy().contains(&format!("go-{old}/")));
+                assert_eq!(
+                    version == GoVersion::Go120,
+                    newer,
+                    "{} built with {}",
+                    binary.display(),
+                    go.display()
+                );
+                agrees_with_go_addr2line(go, &binary);
+                agrees_with_runtime_frames(&binary);
+            }
+        }
+    }
+
+    /// Position-independent (which Go 1.19's addr2line cannot read): every function symbol
+    /// `go tool nm` lists is found at its address, the inline tree through relocations.
+    #[test]
+    fn pie_go_binary() {
+        let binary = go_build(Path::new("go"), "pie", &["-buildmode=pie"]);
+        let table = table(&binary);
+        assert!(table.funcdata.is_some(), "moduledata found through relocations");
+        let output = Command::new("go").args(["tool", "nm"]).arg(&binary).output().unwrap();
+        let text = String::from_utf8(output.stdout).unwrap();
+        // Several symbols can share an address (runtime.text and the first function); the
+        // table names generated equality functions `type..eq.[...]T`, not by their length.
+        let mut symbols: HashMap<u64, Vec<&str>> = HashMap::new();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [address, "T" | "t", name] = fields[..] else { continue };
+            if name.starts_with("type..") {
+                continue;
+            }
+            let address = u64::from_str_radix(address, 16).unwrap();
+            symbols.entry(address).or_default().push(name.trim_end_matches(".abi0"));
+        }
+        let mut checked = 0;
+        for (address, names) in &symbols {
+            let Some(frames) = table.frames(*address) else { continue };
+            assert!(names.contains(&frames.last().unwrap().name.as_str()), "at {address:#x}: {names:?}");
+            checked += 1;
+        }
+        assert!(checked > 1000, "{checked} functions checked");
+        let hot = text.lines().find(|line| line.ends_with(" main.hotLoop")).unwrap();
+        let hot = u64::from_str_radix(hot.split_whitespace().next().unwrap(), 16).unwrap();
+        let inlined =
+            (hot..hot + 64).any(|pc| table.frames(pc).is_some_and(|frames| frames[0].name == "main.mix"));
+        assert!(inlined, "main.mix found inlined in main.hotLoop");
+    }
+
+    /// pc-value tables decode as the runtime's `step` does: zig-zag values, PC deltas
+    /// scaled by the quantum, a zero value delta ending the table.
+    #[test]
+    fn varints_and_values() {
+        assert_eq!(read_varint(&[0x96, 0x01], 0), Some((150, 2)));
+        assert_eq!(read_varint(&[0x80, 0x80], 0), None);
+        assert_eq!(c_string(b"main.f\0main.g\0", 7), "main.g");
+        assert!(GoTable::parse(vec![0xfb, 0xff, 0xff, 0xff, 0, 0, 1, 8], 0, None).is_err());
+        assert!(GoTable::parse(vec![0xf1, 0xff, 0xff, 0xff, 0, 0, 1, 8], 0, None).is_err());
+    }
+}
