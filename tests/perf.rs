@@ -23,11 +23,11 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/perf")
 }
 
-/// A directory for this test binary's builds.
+/// A directory for this test binary's builds, under the target directory.
 fn build_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("alertprof-perf-{}", std::process::id()));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("perf-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     })
@@ -414,7 +414,8 @@ fn cgroup_is_sampled_on_every_cpu() {
     drop((burner, outsider));
 }
 
-/// A pid that does not exist and a cgroup that does not exist are refused, saying which.
+/// A pid that does not exist, a cgroup that does not exist and a directory that is no
+/// cgroup are refused, saying which.
 #[test]
 fn missing_targets_are_refused() {
     if !perf_available() {
@@ -431,6 +432,10 @@ fn missing_targets_are_refused() {
         }
         other => panic!("{other:?}"),
     }
+    let not_cgroup = tempfile::tempdir().unwrap();
+    let target = PerfTarget::Cgroup(not_cgroup.path().into());
+    let refused = perf::record(&target, &settings(1.0), &cancel, &mut Vec::new());
+    assert!(matches!(refused, Err(PerfError::NotPerfCgroup { .. })), "{refused:?}");
 }
 
 /// A process that exits mid-capture leaves a partial profile that says so: sampling

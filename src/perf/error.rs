@@ -49,10 +49,26 @@ pub enum PerfError {
     Control { action: &'static str, source: io::Error },
     #[error("cannot read {}: {source}", path.display())]
     ReadProc { path: PathBuf, source: io::Error },
+    #[error(
+        "cannot read {} ({source}): reading another user's process needs CAP_SYS_PTRACE (or \
+         root) besides CAP_PERFMON",
+        path.display()
+    )]
+    ProcAccess { path: PathBuf, source: io::Error },
     #[error("the sampling frequency must be at least 1 Hz")]
     ZeroFrequency,
     #[error("cannot write the profile: {source}")]
     Write { source: io::Error },
+}
+
+impl PerfError {
+    /// A failed read of a process's procfs files: refused, or otherwise.
+    pub(super) fn proc(path: PathBuf, source: io::Error) -> PerfError {
+        match source.kind() {
+            io::ErrorKind::PermissionDenied => PerfError::ProcAccess { path, source },
+            _ => PerfError::ReadProc { path, source },
+        }
+    }
 }
 
 /// `kernel.perf_event_paranoid` as read when perf events were refused, for the message.

@@ -208,7 +208,7 @@ fn list_threads(proc_root: &Path, pid: u32) -> Result<Vec<u32>, PerfError> {
     let entries = match std::fs::read_dir(&path) {
         Ok(entries) => entries,
         Err(error) if gone(&error) => return Err(PerfError::NoSuchProcess { pid }),
-        Err(source) => return Err(PerfError::ReadProc { path, source }),
+        Err(source) => return Err(PerfError::proc(path, source)),
     };
     Ok(entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok()).collect())
 }

@@ -76,7 +76,7 @@ impl Mappings {
                 self.processes.entry(pid).or_default();
                 return Ok(());
             }
-            Err(source) => return Err(PerfError::ReadProc { path, source }),
+            Err(source) => return Err(PerfError::proc(path, source)),
         };
         self.processes.entry(pid).or_default();
         for mapping in text.split(|&byte| byte == b'\n').filter_map(parse_maps_line) {

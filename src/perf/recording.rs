@@ -145,6 +145,15 @@ impl PerfRecording {
         Ok(())
     }
 
+    /// Notes a pid target gone or a zombie: it may have exited before the events were
+    /// enabled, which sends no EXIT record.
+    fn check_exit(&mut self) {
+        let PerfTarget::Pid(pid) = self.target else { return };
+        if self.exited_after.is_none() && !alive(&self.proc_root, pid) {
+            self.exited_after = Some(self.start.elapsed());
+        }
+    }
+
     pub(super) fn add_sample(&mut self, pid: u32, tid: u32, chain: &[u64]) -> Result<(), PerfError> {
         if !self.maps.knows(pid) {
             self.learn(pid)?;
@@ -189,6 +198,7 @@ pub(super) fn run(
                 failed = recording.add(record).err();
             }
         });
+        recording.check_exit();
         let now = Instant::now();
         if failed.is_some() || cancel.is_cancelled() || now >= deadline || recording.exited_after.is_some() {
             break;
@@ -208,6 +218,18 @@ pub(super) fn run(
     Ok(recording)
 }
 
+/// Whether `pid` runs: its `stat` is there and it is not a zombie, unless only its main
+/// thread ended (`pthread_exit`) and others run on.
+fn alive(proc_root: &Path, pid: u32) -> bool {
+    let dir = proc_root.join(pid.to_string());
+    let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else { return false };
+    let state = stat.rfind(')').and_then(|end| stat[end + 1..].split_whitespace().next());
+    match state {
+        Some("Z" | "X" | "x") => std::fs::read_dir(dir.join("task")).is_ok_and(|tasks| tasks.count() > 1),
+        _ => true,
+    }
+}
+
 /// The processes whose maps are read at the start: the pid, or the cgroup's members.
 fn initial_processes(target: &PerfTarget) -> Result<Vec<u32>, PerfError> {
     match target {
@@ -218,5 +240,34 @@ fn initial_processes(target: &PerfTarget) -> Result<Vec<u32>, PerfError> {
                 std::fs::read_to_string(&path).map_err(|source| PerfError::ReadProc { path, source })?;
             Ok(text.lines().filter_map(|line| line.trim().parse().ok()).collect())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process runs while its stat is there and it is no zombie, or a zombie leader with
+    /// threads left; a zombie alone, or no stat, has exited.
+    #[test]
+    fn exited_processes_are_told_from_running_ones() {
+        let root = tempfile::tempdir().unwrap();
+        let process = |pid: u32, state: &str, threads: &[u32]| {
+            let dir = root.path().join(pid.to_string());
+            std::fs::create_dir_all(dir.join("task")).unwrap();
+            std::fs::write(dir.join("stat"), format!("{pid} (a (b) c) {state} 1 1 1")).unwrap();
+            for thread in threads {
+                std::fs::create_dir_all(dir.join("task").join(thread.to_string())).unwrap();
+            }
+        };
+        process(10, "R", &[10]);
+        process(11, "Z", &[11]);
+        process(12, "Z", &[12, 13]);
+        process(14, "S", &[14]);
+        assert!(alive(root.path(), 10));
+        assert!(!alive(root.path(), 11));
+        assert!(alive(root.path(), 12));
+        assert!(alive(root.path(), 14));
+        assert!(!alive(root.path(), 15));
     }
 }

@@ -293,11 +293,9 @@ mod tests {
 
     use super::*;
 
-    /// The test Go program built offline by `go` (a path or the one on PATH), with
-    /// `args` for `go build`.
-    fn go_build(go: &Path, name: &str, args: &[&str]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("alertprof-gopclntab-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+    /// The test Go program built offline by `go` (a path or the one on PATH) into `dir`,
+    /// with `args` for `go build`.
+    fn go_build(go: &Path, dir: &Path, name: &str, args: &[&str]) -> PathBuf {
         let out = dir.join(name);
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/perf/goburn");
         let status = Command::new(go)
@@ -412,7 +410,8 @@ mod tests {
     #[test]
     fn go_binary() {
         let go = Path::new("go");
-        let binary = go_build(go, "plain", &[]);
+        let dir = tempfile::tempdir().unwrap();
+        let binary = go_build(go, dir.path(), "plain", &[]);
         assert_eq!(table(&binary).version, GoVersion::Go118);
         agrees_with_go_addr2line(go, &binary);
         agrees_with_runtime_frames(&binary);
@@ -422,7 +421,8 @@ mod tests {
     #[test]
     fn stripped_go_binary() {
         let go = Path::new("go");
-        let binary = go_build(go, "stripped", &["-ldflags=-s -w"]);
+        let dir = tempfile::tempdir().unwrap();
+        let binary = go_build(go, dir.path(), "stripped", &["-ldflags=-s -w"]);
         agrees_with_go_addr2line(go, &binary);
         agrees_with_runtime_frames(&binary);
     }
@@ -435,9 +435,10 @@ mod tests {
         if toolchains.len() < 2 {
             eprintln!("SKIPPED: no Go besides the default in /usr/lib/go-1.N: {toolchains:?}");
         }
+        let dir = tempfile::tempdir().unwrap();
         for (index, go) in toolchains.iter().enumerate() {
             for (kind, args) in [("plain", &[][..]), ("stripped", &["-ldflags=-s -w"][..])] {
-                let binary = go_build(go, &format!("{kind}-{index}"), args);
+                let binary = go_build(go, dir.path(), &format!("{kind}-{index}"), args);
                 let version = table(&binary).version;
                 let newer =
                     ["1.19", "1.18"].iter().all(|old| !go.to_string_lossy().contains(&format!("go-{old}/")));
@@ -458,7 +459,8 @@ mod tests {
     /// `go tool nm` lists is found at its address, the inline tree through relocations.
     #[test]
     fn pie_go_binary() {
-        let binary = go_build(Path::new("go"), "pie", &["-buildmode=pie"]);
+        let dir = tempfile::tempdir().unwrap();
+        let binary = go_build(Path::new("go"), dir.path(), "pie", &["-buildmode=pie"]);
         let table = table(&binary);
         assert!(table.funcdata.is_some(), "moduledata found through relocations");
         let output = Command::new("go").args(["tool", "nm"]).arg(&binary).output().unwrap();
