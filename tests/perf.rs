@@ -511,3 +511,23 @@ fn cancelling_ends_sampling_early() {
     let summary = Symbolizer::new().write_profile(recording, &mut bytes).unwrap();
     assert!(summary.duration < Duration::from_secs(5), "{summary:?}");
 }
+
+/// A C binary stripped of its symbols names nothing: its frames stay addresses and the
+/// summary says it has no symbols.
+#[test]
+fn stripped_c_binary_is_reported() {
+    if !perf_available() {
+        return;
+    }
+    let stripped = build_dir().join("cburn-stripped");
+    std::fs::copy(native_burner("gcc", "cburn.c"), &stripped).unwrap();
+    let status =
+        Command::new("strip").arg(&stripped).status().expect("strip runs (apt-get install binutils)");
+    assert!(status.success());
+    let burner = Burner::start(&stripped, &[]);
+    let (_, profile, summary) = record(&PerfTarget::Pid(burner.pid()), &settings(1.0));
+    let reported =
+        summary.unreadable_binaries.iter().find(|binary| binary.path == stripped).expect("reported");
+    assert!(matches!(reported.error, BinaryError::NoSymbols), "{:?}", reported.error);
+    assert!(!flat(&profile).contains_key("burn_c"));
+}

@@ -109,8 +109,8 @@ pub enum BinaryError {
     Read { source: io::Error },
     #[error("not an ELF file alertprof can read: {source}")]
     NotElf { source: object::Error },
-    #[error("its Go symbol table (.gopclntab) is unreadable: {reason}")]
+    #[error("its Go symbol table (.gopclntab) is unreadable ({reason}), and it has no ELF symbols")]
     GoTable { reason: &'static str },
-    #[error("its DWARF is unreadable: {source}")]
-    Dwarf { source: gimli::Error },
+    #[error("it has no symbols (stripped, no Go table, no DWARF); ship its symbols or build it with them")]
+    NoSymbols,
 }

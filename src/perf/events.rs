@@ -29,8 +29,9 @@ pub(super) struct Events {
     redirected: Vec<Counter>,
     cpus: Vec<usize>,
     /// Threads that have events of their own (a process's existing threads).
-    pub threads: HashSet<u32>,
-    /// Records the parser did not understand (a kernel newer than the parser).
+    threads: HashSet<u32>,
+    /// Records the parser did not understand (a kernel newer than the parser), counted
+    /// as lost.
     pub unparsed: u64,
 }
 
@@ -160,14 +161,14 @@ impl Events {
 
 /// The attributes of every event: cpu-clock every 1/frequency of CPU time (a fixed period
 /// of nanoseconds, exact, where the kernel's frequency mode would adapt per thread and CPU
-/// and undershoot), samples with the thread, time and user call chain, and the records
+/// and undershoot), samples with the thread and user call chain, and the records
 /// that keep maps current. Kernel time is sampled too (it counts as the user frame that
 /// made the system call, as in Go's profiles), but only user call chains are taken.
 fn builder<'a>(settings: &PerfSettings) -> Builder<'a> {
     let mut builder = Builder::new(Software::CPU_CLOCK);
     builder
         .sample_period(1_000_000_000 / u64::from(settings.frequency_hz.max(1)))
-        .sample(SampleFlag::IP | SampleFlag::TID | SampleFlag::TIME | SampleFlag::CALLCHAIN)
+        .sample(SampleFlag::TID | SampleFlag::CALLCHAIN)
         .read_format(ReadFormat::empty())
         .exclude_kernel(false)
         .exclude_callchain_kernel(true)

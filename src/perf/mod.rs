@@ -34,8 +34,8 @@ pub enum PerfTarget {
 /// How to sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PerfSettings {
-    /// Samples a second per running thread. 99 Hz (not 100) keeps the samples from
-    /// beating with timers of the target that run at round rates.
+    /// Samples a second of CPU time: a thread running flat out is sampled this often.
+    /// 99 Hz (not 100) keeps the samples from beating with the target's own timers.
     pub frequency_hz: u32,
     /// How long to sample, unless cancelled or the process exits first.
     pub duration: Duration,
@@ -55,7 +55,8 @@ impl Default for PerfSettings {
 pub struct PerfSummary {
     /// Samples in the profile.
     pub samples: u64,
-    /// Samples the kernel dropped because the ring buffer was full (`PERF_RECORD_LOST`).
+    /// Samples the kernel dropped because the ring buffer was full (`PERF_RECORD_LOST`),
+    /// or that could not be parsed.
     pub lost: u64,
     /// Samples whose call chain stopped early: at the kernel's stack depth limit, or at a
     /// return address outside every mapping (a frame without a frame pointer).
@@ -65,8 +66,9 @@ pub struct PerfSummary {
     pub unsymbolized_locations: u64,
     /// Binaries whose frames stay unsymbolized, and why; the capture goes on without them.
     pub unreadable_binaries: Vec<UnreadableBinary>,
-    /// Processes and threads seen in samples.
+    /// Processes seen in samples: a cgroup's members, or a pid and the children it started.
     pub processes: usize,
+    /// Threads seen in samples, those started during the capture too.
     pub threads: usize,
     /// How long sampling ran.
     pub duration: Duration,

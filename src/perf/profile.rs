@@ -12,7 +12,7 @@ use crate::profile::write_gzipped;
 use super::maps::{BinaryId, MappedRange, MappingId};
 use super::recording::{Frame, PerfRecording, StackKey};
 use super::symbols::{BinaryKey, BinarySymbols, SymbolFrame, Symbolizer};
-use super::{PerfError, PerfSummary, PerfTarget, UnreadableBinary};
+use super::{BinaryError, PerfError, PerfSummary, PerfTarget, UnreadableBinary};
 
 impl Symbolizer {
     /// Names the frames of `recording` and writes it to `out` as a gzip'd profile.proto.
@@ -24,26 +24,7 @@ impl Symbolizer {
         out: &mut impl Write,
     ) -> Result<PerfSummary, PerfError> {
         self.begin_capture();
-        let used: HashSet<BinaryId> = recording
-            .stacks
-            .keys()
-            .flat_map(|stack| stack.frames.iter())
-            .filter_map(|frame| recording.maps.ranges[frame.mapping? as usize].binary)
-            .collect();
-        let mut keys: Vec<Option<BinaryKey>> = Vec::new();
-        let mut unreadable = Vec::new();
-        for (id, binary) in recording.maps.binaries.drain(..).enumerate() {
-            let opened =
-                used.contains(&(id as BinaryId)).then(|| binary.file.and_then(|file| self.open(&file)));
-            keys.push(match opened {
-                Some(Ok(key)) => Some(key),
-                Some(Err(error)) => {
-                    unreadable.push(UnreadableBinary { path: binary.path, error });
-                    None
-                }
-                None => None,
-            });
-        }
+        let (keys, unreadable) = self.open_used(&mut recording);
         let symbols: Vec<Option<&BinarySymbols>> = keys.iter().map(|key| self.get(key.as_ref()?)).collect();
         let mut builder = ProfileBuilder::new(&recording, symbols);
         for (stack, count) in &recording.stacks {
@@ -63,6 +44,40 @@ impl Symbolizer {
             duration: recording.duration,
             exited_after: recording.exited_after,
         })
+    }
+
+    /// Reads the binaries that sampled frames fall in: their cache keys by binary id, and
+    /// those that cannot name anything, with why. The others are closed unread.
+    fn open_used(
+        &mut self,
+        recording: &mut PerfRecording,
+    ) -> (Vec<Option<BinaryKey>>, Vec<UnreadableBinary>) {
+        let used: HashSet<BinaryId> = recording
+            .stacks
+            .keys()
+            .flat_map(|stack| stack.frames.iter())
+            .filter_map(|frame| recording.maps.ranges[frame.mapping? as usize].binary)
+            .collect();
+        let mut keys = Vec::new();
+        let mut unreadable = Vec::new();
+        for (id, binary) in recording.maps.binaries.drain(..).enumerate() {
+            if !used.contains(&(id as BinaryId)) {
+                keys.push(None);
+                continue;
+            }
+            let opened = binary.file.and_then(|file| self.open(&file)).and_then(|key| {
+                let named = self.get(&key).is_some_and(|symbols| symbols.has_functions());
+                if named { Ok(key) } else { Err(BinaryError::NoSymbols) }
+            });
+            match opened {
+                Ok(key) => keys.push(Some(key)),
+                Err(error) => {
+                    keys.push(None);
+                    unreadable.push(UnreadableBinary { path: binary.path, error });
+                }
+            }
+        }
+        (keys, unreadable)
     }
 }
 

@@ -214,6 +214,7 @@ pub(super) fn run(
     if let Some(error) = failed {
         return Err(error);
     }
+    recording.lost += events.unparsed;
     recording.duration = recording.start.elapsed();
     Ok(recording)
 }

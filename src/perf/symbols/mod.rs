@@ -49,10 +49,15 @@ impl BinarySymbols {
     fn load(file: &File) -> Result<BinarySymbols, BinaryError> {
         let cache = ReadCache::new(file);
         let object = object::File::parse(&cache).map_err(|source| BinaryError::NotElf { source })?;
-        let go = gomodule::load(&object)?;
+        let go = gomodule::load(&object);
         // A Go binary's C parts (cgo) have ELF symbols; its DWARF would only repeat the
         // pclntab, at a far higher cost.
-        let elf = ElfSymbols::load(&object, go.is_none());
+        let elf = ElfSymbols::load(&object, !matches!(go, Ok(Some(_))));
+        let go = match go {
+            // An unreadable Go table (Go before 1.16) leaves the ELF symbols, if any.
+            Err(error) if elf.is_empty() => return Err(error),
+            go => go.ok().flatten(),
+        };
         Ok(BinarySymbols { build_id: elf::build_id(&object), segments: elf::load_segments(&object), go, elf })
     }
 
@@ -169,4 +174,41 @@ fn key_of(file: &File) -> Result<BinaryKey, BinaryError> {
     }
     let meta = file.metadata().map_err(|source| BinaryError::Read { source })?;
     Ok(BinaryKey::File { device: meta.dev(), inode: meta.ino(), size: meta.size(), modified: meta.mtime() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(symbolizer: &mut Symbolizer, path: &str) -> BinaryKey {
+        symbolizer.open(&File::open(path).unwrap()).unwrap()
+    }
+
+    /// Binaries are kept by build id across captures, up to the capacity: the least
+    /// recently used goes first, never one the capture at hand uses.
+    #[test]
+    fn cache_keeps_binaries_by_build_id_within_its_capacity() {
+        let mut symbolizer = Symbolizer::with_capacity(1);
+        symbolizer.begin_capture();
+        let shell = open(&mut symbolizer, "/bin/sh");
+        assert!(matches!(&shell, BinaryKey::BuildId(id) if id.len() == 40), "{shell:?}");
+        let list = open(&mut symbolizer, "/bin/ls");
+        assert_eq!(symbolizer.len(), 2, "both kept while their capture runs");
+        symbolizer.begin_capture();
+        assert_eq!(open(&mut symbolizer, "/bin/ls"), list);
+        assert_eq!(symbolizer.len(), 2, "a hit reads nothing new");
+        open(&mut symbolizer, "/bin/true");
+        assert!(symbolizer.get(&shell).is_none(), "the least recently used went");
+        assert!(symbolizer.get(&list).is_some());
+        assert_eq!(symbolizer.len(), 2);
+    }
+
+    /// Something that is not ELF is refused as such.
+    #[test]
+    fn not_elf_is_refused() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), b"#!/bin/sh\necho hi\n").unwrap();
+        let error = Symbolizer::new().open(&File::open(file.path()).unwrap()).unwrap_err();
+        assert!(matches!(error, BinaryError::NotElf { .. }), "{error:?}");
+    }
 }
