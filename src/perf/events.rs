@@ -41,9 +41,12 @@ impl Events {
     /// missed.
     pub fn open_process(pid: u32, settings: &PerfSettings) -> Result<Events, PerfError> {
         let mut events = Events::new(online_cpus()?);
+        // Tried, whether or not they could be opened: a thread that ended (or a zombie
+        // main thread) stays listed for a while.
+        let mut tried = HashSet::new();
         loop {
             let threads = list_threads(&settings.proc_root, pid)?;
-            let new: Vec<u32> = threads.into_iter().filter(|tid| !events.threads.contains(tid)).collect();
+            let new: Vec<u32> = threads.into_iter().filter(|tid| tried.insert(*tid)).collect();
             if new.is_empty() {
                 break;
             }

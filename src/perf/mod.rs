@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use error::{BinaryError, PerfError};
+pub use error::{BinaryError, Paranoid, PerfError};
 pub use recording::PerfRecording;
 pub use symbols::Symbolizer;
 
@@ -90,9 +90,10 @@ pub struct UnreadableBinary {
 /// (run it on a blocking thread); `cancel` ends sampling early and the samples so far are
 /// still written.
 ///
-/// Needs `CAP_PERFMON` (Linux 5.8+; else `CAP_SYS_ADMIN` or root) whatever
-/// `kernel.perf_event_paranoid` says, to sample another user's process or a cgroup, and
-/// the host's PID namespace so pids and `/proc/PID/root` are the target's.
+/// Needs `CAP_PERFMON` (Linux 5.8+; else `CAP_SYS_ADMIN` or root) to sample another
+/// user's process or a cgroup whatever `kernel.perf_event_paranoid` says, `CAP_SYS_PTRACE`
+/// to read such a process's maps and binaries, and the host's PID namespace so pids and
+/// `/proc/PID/root` are the target's. Root has all of it.
 pub fn record(
     target: &PerfTarget,
     settings: &PerfSettings,
@@ -106,6 +107,10 @@ pub fn record(
 /// Samples `target` for `settings.duration`, or until `cancel` fires or the process exits.
 /// Blocks (run it on a blocking thread). Maps and binaries are taken while the process
 /// lives, so symbolizing later works after it is gone.
+///
+/// A process that exits mid-capture gives a partial recording, not an error: what it ran
+/// just before it ended is often what the alert was about. `exited_after` and a comment
+/// in the profile say so. A pid that is gone before sampling starts is an error.
 pub fn sample(
     target: &PerfTarget,
     settings: &PerfSettings,

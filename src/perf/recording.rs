@@ -44,9 +44,13 @@ pub(super) struct StackKey {
 pub struct PerfRecording {
     pub(super) target: PerfTarget,
     pub(super) frequency_hz: u32,
+    /// Wall clock at the start, for the profile's `time_nanos`.
     pub(super) started: SystemTime,
     pub(super) duration: Duration,
+    /// Each distinct stack and its samples, counted as they come so a long capture holds
+    /// one entry per stack, not per sample.
     pub(super) stacks: HashMap<StackKey, u64>,
+    /// The mappings the stacks point into, and their binaries, open while the process was.
     pub(super) maps: Mappings,
     /// Process names by pid, from procfs and COMM records, for the cgroup labels.
     pub(super) comms: HashMap<u32, String>,
@@ -57,7 +61,9 @@ pub struct PerfRecording {
     pub(super) exited_after: Option<Duration>,
     /// `kernel.perf_event_max_stack`: a chain this long was cut by the kernel.
     max_stack: usize,
+    /// Where a new process's maps are read from.
     proc_root: std::path::PathBuf,
+    /// Monotonic start, for `duration` and `exited_after`.
     start: Instant,
 }
 
