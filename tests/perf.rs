@@ -182,8 +182,9 @@ fn go_build_id(binary: &Path) -> String {
 }
 
 /// A Go process sampled by pid: its burning function tops the profile, the inlined `mix`
-/// is its own line over `hotLoop`, the mapping carries the Go build id, and `go tool
-/// pprof -top` names the same function.
+/// is its own line over `hotLoop`, `hotLoop`'s caller is there although `hotLoop` sets up
+/// no frame, the mapping carries the Go build id, and `go tool pprof -top` names the same
+/// function.
 fn go_burner_profile(binary: &Path) {
     let burner = Burner::start(binary, &[]);
     let (bytes, profile, summary) = record(&PerfTarget::Pid(burner.pid()), &settings(1.5));
@@ -192,6 +193,15 @@ fn go_burner_profile(binary: &Path) {
     assert!(summary.unreadable_binaries.is_empty(), "{summary:?}");
     let top = top(&profile);
     assert!(top == "main.mix" || top == "main.hotLoop", "top is {top}: {:?}", flat(&profile));
+    let through_caller = profile.sample.iter().any(|sample| {
+        let outer: Vec<String> = sample
+            .location_id
+            .iter()
+            .map(|id| location_lines(&profile, *id).last().cloned().unwrap_or_default())
+            .collect();
+        outer.windows(3).any(|three| three == ["main.hotLoop", "main.burnForever", "main.main.func2"])
+    });
+    assert!(through_caller, "no stack shows the frameless hotLoop's caller burnForever");
     let inlined = profile
         .location
         .iter()

@@ -164,14 +164,17 @@ impl Events {
 
 /// The attributes of every event: cpu-clock every 1/frequency of CPU time (a fixed period
 /// of nanoseconds, exact, where the kernel's frequency mode would adapt per thread and CPU
-/// and undershoot), samples with the thread and user call chain, and the records
-/// that keep maps current. Kernel time is sampled too (it counts as the user frame that
-/// made the system call, as in Go's profiles), but only user call chains are taken.
+/// and undershoot), samples with the thread, the user call chain and the word at the top
+/// of the user stack (a frameless leaf's return address, which the frame-pointer walk
+/// skips), and the records that keep maps current. Kernel time is sampled too (it counts
+/// as the user frame that made the system call, as in Go's profiles), but only user call
+/// chains are taken.
 fn builder<'a>(settings: &PerfSettings) -> Builder<'a> {
     let mut builder = Builder::new(Software::CPU_CLOCK);
     builder
         .sample_period(1_000_000_000 / u64::from(settings.frequency_hz.max(1)))
-        .sample(SampleFlag::TID | SampleFlag::CALLCHAIN)
+        .sample(SampleFlag::TID | SampleFlag::CALLCHAIN | SampleFlag::STACK_USER)
+        .sample_stack_user(8)
         .read_format(ReadFormat::empty())
         .exclude_kernel(false)
         .exclude_callchain_kernel(true)

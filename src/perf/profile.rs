@@ -106,6 +106,8 @@ struct ProfileBuilder<'a> {
     mappings: HashMap<MappingId, u64>,
     locations: HashMap<LocationKey, u64>,
     functions: HashMap<FunctionKey, u64>,
+    /// Samples by their locations and pid label: index into `profile.sample`.
+    samples: HashMap<(Vec<u64>, Option<u32>), usize>,
     ranges: &'a [MappedRange],
     /// By binary id: its symbols, if it could be read.
     symbols: Vec<Option<&'a BinarySymbols>>,
@@ -124,6 +126,7 @@ impl<'a> ProfileBuilder<'a> {
             mappings: HashMap::new(),
             locations: HashMap::new(),
             functions: HashMap::new(),
+            samples: HashMap::new(),
             ranges: &recording.maps.ranges,
             symbols,
             process_labels: matches!(recording.target, PerfTarget::Cgroup(_)).then_some(&recording.comms),
@@ -151,16 +154,30 @@ impl<'a> ProfileBuilder<'a> {
     }
 
     fn add_sample(&mut self, stack: &StackKey, count: u64) {
-        let location_id =
+        let mut location_id: Vec<u64> =
             stack.frames.iter().enumerate().map(|(depth, frame)| self.location(*frame, depth == 0)).collect();
+        if let Some(caller) = stack.leaf_caller.filter(|_| self.frameless(stack.frames[0])) {
+            let caller = self.location(caller, false);
+            location_id.insert(1, caller);
+        }
+        let count = count as i64;
+        let pid = self.process_labels.map(|_| stack.pid);
+        // Stacks told apart only by a top-of-stack word that was no return address end
+        // up the same: one sample.
+        if let Some(index) = self.samples.get(&(location_id.clone(), pid)) {
+            let values = &mut self.profile.sample[*index].value;
+            values[0] += count;
+            values[1] += count * self.period;
+            return;
+        }
         let mut label = Vec::new();
-        if let Some(comms) = self.process_labels {
-            label.push(Label { key: self.string("pid"), num: i64::from(stack.pid), ..Label::default() });
-            if let Some(comm) = comms.get(&stack.pid) {
+        if let (Some(comms), Some(pid)) = (self.process_labels, pid) {
+            label.push(Label { key: self.string("pid"), num: i64::from(pid), ..Label::default() });
+            if let Some(comm) = comms.get(&pid) {
                 label.push(Label { key: self.string("comm"), str: self.string(comm), ..Label::default() });
             }
         }
-        let count = count as i64;
+        self.samples.insert((location_id.clone(), pid), self.profile.sample.len());
         self.profile.sample.push(Sample { location_id, value: vec![count, count * self.period], label });
     }
 
@@ -190,18 +207,23 @@ impl<'a> ProfileBuilder<'a> {
         id
     }
 
-    /// Frames at a sampled address: turned into a file offset by its mapping, into the
-    /// binary's own address by its segments, less one for a return address.
+    /// Frames at a sampled address, innermost first, less one for a return address.
     fn symbolize(&self, frame: Frame, leaf: bool) -> Vec<SymbolFrame> {
-        let Some(range) = frame.mapping.map(|mapping| &self.ranges[mapping as usize]) else {
-            return Vec::new();
-        };
-        let Some(symbols) = range.binary.and_then(|binary| self.symbols[binary as usize]) else {
-            return Vec::new();
-        };
-        let offset = frame.address - range.start + range.pgoff;
-        let Some(address) = symbols.address(offset) else { return Vec::new() };
+        let Some((symbols, address)) = self.resolve(frame) else { return Vec::new() };
         symbols.frames(if leaf { address } else { address.saturating_sub(1) })
+    }
+
+    /// Whether a leaf runs without its own frame there, so its caller is missing.
+    fn frameless(&self, leaf: Frame) -> bool {
+        self.resolve(leaf).is_some_and(|(symbols, address)| symbols.frameless_at(address))
+    }
+
+    /// The symbols of a frame's binary and the frame's address in its terms: a file offset
+    /// by its mapping, then the binary's own address by its segments.
+    fn resolve(&self, frame: Frame) -> Option<(&'a BinarySymbols, u64)> {
+        let range = &self.ranges[frame.mapping? as usize];
+        let symbols = self.symbols[range.binary? as usize]?;
+        Some((symbols, symbols.address(frame.address - range.start + range.pgoff)?))
     }
 
     fn function(&mut self, symbol: &SymbolFrame) -> u64 {
@@ -300,8 +322,8 @@ mod tests {
         let mut recording = PerfRecording::new(&PerfTarget::Pid(pid), &PerfSettings::default());
         recording.learn(pid).unwrap();
         let address = marker as fn() -> u64 as usize as u64;
-        recording.add_sample(pid, pid, &[address + 1, address + 2]).unwrap();
-        recording.add_sample(pid, pid, &[u64::MAX - 511, 0x10]).unwrap();
+        recording.add_sample(pid, pid, &[address + 1, address + 2], None).unwrap();
+        recording.add_sample(pid, pid, &[u64::MAX - 511, 0x10], Some(0x20)).unwrap();
         recording
     }
 

@@ -37,6 +37,10 @@ pub(super) struct Frame {
 pub(super) struct StackKey {
     pub pid: u32,
     pub frames: Vec<Frame>,
+    /// The word at the top of the stack, if it points into code: the return address of a
+    /// leaf that has not set up its frame (no frame pointer pushed), whose caller the
+    /// frame-pointer walk skips. Whether it is one is up to the symbols.
+    pub leaf_caller: Option<Frame>,
 }
 
 /// What sampling gathered, to be symbolized and written by a [`super::Symbolizer`].
@@ -122,7 +126,10 @@ impl PerfRecording {
             Record::Sample(sample) => {
                 let (Some(pid), Some(tid)) = (sample.pid(), sample.tid()) else { return Ok(()) };
                 let chain = sample.callchain().unwrap_or_default();
-                self.add_sample(pid, tid, chain)?;
+                let top = sample
+                    .stack_user()
+                    .and_then(|stack| Some(u64::from_le_bytes(stack.get(..8)?.try_into().ok()?)));
+                self.add_sample(pid, tid, chain, top)?;
             }
             Record::Mmap2(mmap) if mmap.prot & PROT_EXEC != 0 => {
                 let path = Path::new(mmap.filename_os()).to_path_buf();
@@ -160,7 +167,13 @@ impl PerfRecording {
         }
     }
 
-    pub(super) fn add_sample(&mut self, pid: u32, tid: u32, chain: &[u64]) -> Result<(), PerfError> {
+    pub(super) fn add_sample(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        chain: &[u64],
+        stack_top: Option<u64>,
+    ) -> Result<(), PerfError> {
         if !self.maps.knows(pid) {
             self.learn(pid)?;
         }
@@ -174,9 +187,12 @@ impl PerfRecording {
         if addresses.len() >= self.max_stack || outermost_unmapped {
             self.cut_short += 1;
         }
+        let leaf_caller = stack_top
+            .filter(|_| !frames.is_empty())
+            .and_then(|address| Some(Frame { address, mapping: Some(self.maps.find(pid, address)?) }));
         self.samples += 1;
         self.threads.insert(tid);
-        *self.stacks.entry(StackKey { pid, frames }).or_default() += 1;
+        *self.stacks.entry(StackKey { pid, frames, leaf_caller }).or_default() += 1;
         Ok(())
     }
 }

@@ -128,6 +128,14 @@ impl GoTable {
         Some(frames)
     }
 
+    /// Whether the Go function at `pc` has not moved its stack pointer there (a frameless
+    /// leaf, or its prologue): its return address is then at the top of the stack and
+    /// the frame pointer is still its caller's. None if no Go function holds `pc`.
+    pub fn frameless_at(&self, pc: u64) -> Option<bool> {
+        let func = self.find(pc)?;
+        self.pcvalue(func, self.field(func, 4), pc).map(|sp_delta| sp_delta == 0)
+    }
+
     fn frame(&self, func: Func, pc: u64, name: String, start_line: i32) -> SymbolFrame {
         let line = self.pcvalue(func, self.field(func, 6), pc).unwrap_or(0).max(0);
         let file = self.pcvalue(func, self.field(func, 5), pc).and_then(|file| self.file(func, file));
@@ -406,6 +414,29 @@ mod tests {
         assert_eq!(caller.len(), 1);
     }
 
+    /// The PCs of the function named `name`.
+    fn pcs_of(table: &GoTable, name: &str) -> std::ops::Range<u64> {
+        let index = (0..table.nfunc).find(|index| {
+            let func = table.find(table.entry(*index)).unwrap();
+            table.name(table.field(func, 1)) == name
+        });
+        let index = index.unwrap_or_else(|| panic!("no {name}"));
+        table.entry(index)..table.entry(index + 1)
+    }
+
+    /// The pcsp table tells a function that sets up no frame (`hotLoop`, a leaf) from
+    /// one that does once past its prologue (`tracedCaller`).
+    fn tells_frameless_code(binary: &Path) {
+        let table = table(binary);
+        // Past the last instruction (padding) the table says nothing.
+        let leaf: Vec<Option<bool>> =
+            pcs_of(&table, "main.hotLoop").map(|pc| table.frameless_at(pc)).collect();
+        assert!(leaf[0] == Some(true) && !leaf.contains(&Some(false)), "{leaf:?}");
+        let framed = pcs_of(&table, "main.tracedCaller");
+        assert_eq!(table.frameless_at(framed.start), Some(true), "at entry nothing is pushed yet");
+        assert!(framed.clone().any(|pc| table.frameless_at(pc) == Some(false)));
+    }
+
     /// A binary as the default Go (1.19: magic 0xfffffff0) builds it.
     #[test]
     fn go_binary() {
@@ -415,6 +446,7 @@ mod tests {
         assert_eq!(table(&binary).version, GoVersion::Go118);
         agrees_with_go_addr2line(go, &binary);
         agrees_with_runtime_frames(&binary);
+        tells_frameless_code(&binary);
     }
 
     /// Stripped of its symbol table and DWARF: the pclntab and the inline trees remain.
@@ -451,6 +483,7 @@ mod tests {
                 );
                 agrees_with_go_addr2line(go, &binary);
                 agrees_with_runtime_frames(&binary);
+                tells_frameless_code(&binary);
             }
         }
     }

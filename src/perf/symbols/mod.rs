@@ -76,6 +76,13 @@ impl BinarySymbols {
         self.go.as_ref().and_then(|go| go.frames(address)).unwrap_or_else(|| self.elf.frames(address))
     }
 
+    /// Whether the code at `address` runs without a frame of its own, so a sample there
+    /// must take its caller from the top of the stack. Known for Go code only (its pcsp
+    /// table); elsewhere the frame-pointer walk stands.
+    pub fn frameless_at(&self, address: u64) -> bool {
+        self.go.as_ref().and_then(|go| go.frameless_at(address)).unwrap_or(false)
+    }
+
     pub fn has_functions(&self) -> bool {
         self.go.is_some() || !self.elf.is_empty()
     }
