@@ -96,6 +96,23 @@ impl std::fmt::Display for Paranoid {
     }
 }
 
+/// Why a Go binary's `.gopclntab` cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GoTableError {
+    #[error("the section is cut short or cannot be read")]
+    Truncated,
+    #[error("it has Go 1.2–1.15's layout (magic 0xfffffffb), which alertprof does not read")]
+    BeforeGo116,
+    #[error("its magic {0:#x} is no Go version's")]
+    UnknownMagic(u32),
+    #[error("its header is malformed")]
+    BadHeader,
+    #[error("its function table runs past the section")]
+    FunctionTableOutOfBounds,
+    #[error("the binary has no .text section")]
+    NoText,
+}
+
 /// Why the frames of one binary stay as bare addresses. The capture goes on.
 #[derive(Debug, thiserror::Error)]
 pub enum BinaryError {
@@ -109,8 +126,8 @@ pub enum BinaryError {
     Read { source: io::Error },
     #[error("not an ELF file alertprof can read: {source}")]
     NotElf { source: object::Error },
-    #[error("its Go symbol table (.gopclntab) is unreadable ({reason}), and it has no ELF symbols")]
-    GoTable { reason: &'static str },
+    #[error("its Go symbol table (.gopclntab) is unreadable ({source}), and it has no ELF symbols")]
+    GoTable { source: GoTableError },
     #[error("it has no symbols (stripped, no Go table, no DWARF); ship its symbols or build it with them")]
     NoSymbols,
 }

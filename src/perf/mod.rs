@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use error::{BinaryError, Paranoid, PerfError};
+pub use error::{BinaryError, GoTableError, Paranoid, PerfError};
 pub use recording::PerfRecording;
 pub use symbols::Symbolizer;
 

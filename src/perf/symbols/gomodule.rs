@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use object::{Object, ObjectSection, ReadRef, SectionKind};
 
 use super::gopclntab::{FuncDataMemory, GoTable, read_uint};
-use crate::perf::error::BinaryError;
+use crate::perf::error::{BinaryError, GoTableError};
 
 /// Offsets into `moduledata` (amd64/arm64): `text`, `funcnametab`'s data pointer, and
 /// `gofunc`, which moves down by the coverage counters Go 1.20 added before it.
@@ -25,9 +25,9 @@ pub(super) fn load<'data, R: ReadRef<'data>>(
     else {
         return Ok(None);
     };
-    let bad = |reason| BinaryError::GoTable { reason };
-    let data = section.data().map_err(|_| bad("cannot read the section"))?.to_vec();
-    let text_start = file.section_by_name(".text").ok_or(bad("no .text section"))?.address();
+    let bad = |source| BinaryError::GoTable { source };
+    let data = section.data().map_err(|_| bad(GoTableError::Truncated))?.to_vec();
+    let text_start = file.section_by_name(".text").ok_or(bad(GoTableError::NoText))?.address();
     let magic = data.get(..4).map(|magic| u32::from_le_bytes([magic[0], magic[1], magic[2], magic[3]]));
     let funcdata = match magic {
         Some(0xfffffffa) => rodata(file),

@@ -3,6 +3,7 @@
 //! (`runtime/symtab.go`). It is in every Go binary, stripped ones too.
 
 use super::SymbolFrame;
+use crate::perf::error::GoTableError;
 
 /// `_PCDATA_InlTreeIndex`: the table giving, per PC, the innermost inlined call there.
 const PCDATA_INL_TREE_INDEX: u32 = 2;
@@ -64,21 +65,22 @@ impl GoTable {
         data: Vec<u8>,
         text_start: u64,
         funcdata: Option<FuncDataMemory>,
-    ) -> Result<GoTable, &'static str> {
-        let magic = data.get(..4).ok_or("too short")?;
+    ) -> Result<GoTable, GoTableError> {
+        let magic = data.get(..4).ok_or(GoTableError::Truncated)?;
         let version = match u32::from_le_bytes(magic.try_into().unwrap_or_default()) {
             0xfffffffa => GoVersion::Go116,
             0xfffffff0 => GoVersion::Go118,
             0xfffffff1 => GoVersion::Go120,
-            0xfffffffb => return Err("Go 1.2–1.15 layout, not read"),
-            _ => return Err("unknown magic"),
+            0xfffffffb => return Err(GoTableError::BeforeGo116),
+            other => return Err(GoTableError::UnknownMagic(other)),
         };
         let (ptr_size, quantum) =
-            (*data.get(7).ok_or("too short")? as usize, *data.get(6).unwrap_or(&0) as u64);
+            (*data.get(7).ok_or(GoTableError::Truncated)? as usize, *data.get(6).unwrap_or(&0) as u64);
         if data[4] != 0 || data[5] != 0 || !(ptr_size == 4 || ptr_size == 8) || quantum == 0 {
-            return Err("bad header");
+            return Err(GoTableError::BadHeader);
         }
-        let word = |index: usize| read_uint(&data, 8 + index * ptr_size, ptr_size).ok_or("too short");
+        let word =
+            |index: usize| read_uint(&data, 8 + index * ptr_size, ptr_size).ok_or(GoTableError::Truncated);
         let first = if version == GoVersion::Go116 { 2 } else { 3 };
         let offset = |index: usize| word(first + index).map(|value| value as usize);
         let mut table = GoTable {
@@ -97,7 +99,7 @@ impl GoTable {
         };
         let ftab_end = table.nfunc.checked_add(1).and_then(|n| n.checked_mul(2 * table.ftab_field()));
         if ftab_end.and_then(|size| size.checked_add(table.pcln)).is_none_or(|end| end > data.len()) {
-            return Err("function table out of bounds");
+            return Err(GoTableError::FunctionTableOutOfBounds);
         }
         table.data = data;
         Ok(table)
@@ -531,7 +533,11 @@ mod tests {
         assert_eq!(read_varint(&[0x96, 0x01], 0), Some((150, 2)));
         assert_eq!(read_varint(&[0x80, 0x80], 0), None);
         assert_eq!(c_string(b"main.f\0main.g\0", 7), "main.g");
-        assert!(GoTable::parse(vec![0xfb, 0xff, 0xff, 0xff, 0, 0, 1, 8], 0, None).is_err());
-        assert!(GoTable::parse(vec![0xf1, 0xff, 0xff, 0xff, 0, 0, 1, 8], 0, None).is_err());
+        let old = GoTable::parse(vec![0xfb, 0xff, 0xff, 0xff, 0, 0, 1, 8], 0, None);
+        assert_eq!(old.unwrap_err(), GoTableError::BeforeGo116);
+        let truncated = GoTable::parse(vec![0xf1, 0xff, 0xff, 0xff, 0, 0, 1, 8], 0, None);
+        assert_eq!(truncated.unwrap_err(), GoTableError::Truncated);
+        let unknown = GoTable::parse(vec![0x7f, b'E', b'L', b'F', 0, 0, 1, 8], 0, None);
+        assert_eq!(unknown.unwrap_err(), GoTableError::UnknownMagic(0x464c457f));
     }
 }
