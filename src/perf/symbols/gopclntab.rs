@@ -328,10 +328,13 @@ mod tests {
     /// The Go toolchains installed from Debian besides the default one
     /// (`/usr/lib/go-1.N/bin/go`), to check other versions' layouts where they are.
     fn other_toolchains() -> Vec<PathBuf> {
+        let output = Command::new("go").args(["env", "GOROOT"]).output().expect("`go` runs");
+        let default = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
         let Ok(entries) = std::fs::read_dir("/usr/lib") else { return Vec::new() };
         let mut found: Vec<PathBuf> = entries
             .filter_map(|entry| entry.ok())
             .filter(|entry| entry.file_name().to_string_lossy().starts_with("go-1."))
+            .filter(|entry| entry.path().canonicalize().ok() != default.canonicalize().ok())
             .map(|entry| entry.path().join("bin/go"))
             .filter(|go| go.exists())
             .collect();
@@ -466,8 +469,9 @@ mod tests {
     #[test]
     fn other_go_versions() {
         let toolchains = other_toolchains();
-        if toolchains.len() < 2 {
-            eprintln!("SKIPPED: no Go besides the default in /usr/lib/go-1.N: {toolchains:?}");
+        if toolchains.is_empty() {
+            eprintln!("SKIPPED: no Go besides the default in /usr/lib/go-1.N");
+            return;
         }
         let dir = tempfile::tempdir().unwrap();
         for (index, go) in toolchains.iter().enumerate() {
