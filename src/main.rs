@@ -139,9 +139,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         },
         Command::Capture { url, profile, seconds, out } => {
             let settings = CaptureConfig {
-                timeout_margin: std::time::Duration::from_secs(10),
                 max_profile_bytes: 1 << 30,
                 shutdown_grace: std::time::Duration::ZERO,
+                ..CaptureConfig::default()
             };
             let (url, note) = manual::base_url(&url)?;
             if let Some(note) = note {

@@ -2,6 +2,7 @@
 //! staged file with a size bound and a timeout, retries Go's `cpu profiling already in
 //! use`, validates what arrived, and hands it to the store, kept or failed.
 
+pub mod perf;
 mod validate;
 
 use std::path::Path;

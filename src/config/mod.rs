@@ -21,7 +21,7 @@ use std::time::Duration;
 use reqwest::Url;
 use serde_json::Value;
 
-use checks::check_lookback;
+use checks::{check_kinds, check_lookback};
 use fleet::read_alertmanager_api;
 pub use fleet::{AlertmanagerApiConfig, ObjectStoreConfig};
 pub use recorder::RecorderConfig;
@@ -185,6 +185,7 @@ fn read_config(w: &mut Walker, tree: &Value, base: &Path) -> Option<Config> {
     let targets = read_targets(w, top.get("targets"));
     let rules = read_rules(w, top.get("rules"), &declared_targets(top.get("targets")));
     if let (Some(targets), Some(rules)) = (&targets, &rules) {
+        check_kinds(w, targets, rules);
         check_lookback(w, targets, rules);
     }
     let Basics { listen_address, external_url, sample_interval, history, cgroup_root, proc_root } = basics?;

@@ -10,13 +10,19 @@ use super::walk::{Walker, field, optional};
 use crate::model::ProfileKind;
 
 /// A target's recorder: back-to-back CPU segments and periodic heap and goroutine
-/// snapshots, kept for `keep` within `max_bytes`.
+/// snapshots from its pprof endpoint, and back-to-back perf segments of its process,
+/// kept for `keep` within `max_bytes`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecorderConfig {
     /// Each CPU segment's period, whole seconds; `None`: CPU is not recorded.
     pub cpu: Option<Duration>,
     pub heap: Option<Duration>,
     pub goroutine: Option<Duration>,
+    /// Each perf segment's period, whole seconds, sampled back to back; `None`: not
+    /// recorded (the default).
+    pub perf: Option<Duration>,
+    /// How often a recorded perf segment samples: low, since it samples all the time.
+    pub perf_frequency: u32,
     /// How far back the recorder reaches.
     pub keep: Duration,
     /// The most its segments of this target take on disk.
@@ -31,6 +37,8 @@ impl Default for RecorderConfig {
             cpu: Some(Duration::from_secs(10)),
             heap: Some(Duration::from_secs(15)),
             goroutine: Some(Duration::from_secs(15)),
+            perf: None,
+            perf_frequency: 19,
             keep: Duration::from_secs(300),
             max_bytes: 64 << 20,
             cpu_duty: 1.0,
@@ -40,7 +48,8 @@ impl Default for RecorderConfig {
 
 impl RecorderConfig {
     /// The kinds a recorder can keep.
-    pub const KINDS: [ProfileKind; 3] = [ProfileKind::Cpu, ProfileKind::Heap, ProfileKind::Goroutine];
+    pub const KINDS: [ProfileKind; 4] =
+        [ProfileKind::Cpu, ProfileKind::Heap, ProfileKind::Goroutine, ProfileKind::Perf];
 
     /// How often `kind` is recorded; `None` if it is not.
     pub fn interval(&self, kind: ProfileKind) -> Option<Duration> {
@@ -48,6 +57,7 @@ impl RecorderConfig {
             ProfileKind::Cpu => self.cpu,
             ProfileKind::Heap => self.heap,
             ProfileKind::Goroutine => self.goroutine,
+            ProfileKind::Perf => self.perf,
             _ => None,
         }
     }
@@ -98,9 +108,29 @@ const SNAPSHOT_EVERY: (Duration, Duration) = (Duration::from_secs(1), Duration::
 const MIN_MAX_BYTES: u64 = 1 << 20;
 const MAX_KEEP: Duration = Duration::from_secs(24 * 3600);
 
-pub(super) fn read_recorder(w: &mut Walker, path: &str, value: &Value) -> Option<RecorderConfig> {
-    let object = w.object(path, value, &["cpu", "heap", "goroutine", "keep", "max_bytes", "cpu_duty"])?;
-    let default = RecorderConfig::default();
+/// The most a recorded perf segment samples a second.
+const MAX_RECORDED_PERF_HZ: u64 = 100;
+
+/// A target's recorder; for a target without a pprof endpoint (`has_pprof` false), cpu,
+/// heap and goroutine are off unless named, and naming them is a mistake.
+pub(super) fn read_recorder(
+    w: &mut Walker,
+    path: &str,
+    value: &Value,
+    has_pprof: bool,
+) -> Option<RecorderConfig> {
+    let keys = ["cpu", "heap", "goroutine", "perf", "perf_frequency", "keep", "max_bytes", "cpu_duty"];
+    let object = w.object(path, value, &keys)?;
+    let mut default = RecorderConfig::default();
+    if !has_pprof {
+        (default.cpu, default.heap, default.goroutine) = (None, None, None);
+        for key in ["cpu", "heap", "goroutine"].into_iter().filter(|key| object.has(key)) {
+            w.report(
+                &field(path, key),
+                "needs the target's pprof_url; a target without one records perf only",
+            );
+        }
+    }
     let every = |w: &mut Walker, key: &str, default: Option<Duration>| {
         optional(w, &object, key, default, |w, p, v| {
             // `off` is `false` to YAML 1.1.
@@ -113,6 +143,10 @@ pub(super) fn read_recorder(w: &mut Walker, path: &str, value: &Value) -> Option
     let cpu = every(w, "cpu", default.cpu);
     let heap = every(w, "heap", default.heap);
     let goroutine = every(w, "goroutine", default.goroutine);
+    let perf = every(w, "perf", default.perf);
+    let perf_frequency = optional(w, &object, "perf_frequency", default.perf_frequency as u64, |w, p, v| {
+        w.integer(p, v, 1, MAX_RECORDED_PERF_HZ)
+    });
     let keep = optional(w, &object, "keep", default.keep, Walker::positive_duration);
     let max_bytes = optional(w, &object, "max_bytes", default.max_bytes, Walker::size);
     let cpu_duty = optional(w, &object, "cpu_duty", default.cpu_duty, Walker::number);
@@ -120,6 +154,8 @@ pub(super) fn read_recorder(w: &mut Walker, path: &str, value: &Value) -> Option
         cpu: cpu?,
         heap: heap?,
         goroutine: goroutine?,
+        perf: perf?,
+        perf_frequency: perf_frequency? as u32,
         keep: keep?,
         max_bytes: max_bytes?,
         cpu_duty: cpu_duty?,
@@ -135,10 +171,12 @@ fn check_recorder(w: &mut Walker, path: &str, recorder: &RecorderConfig) -> bool
         w.report(&if key.is_empty() { path.to_string() } else { field(path, key) }, message);
         ok = false;
     };
-    if let Some(cpu) = recorder.cpu
-        && (cpu.subsec_nanos() != 0 || cpu < CPU_PERIOD.0 || cpu > CPU_PERIOD.1)
-    {
-        report(w, "cpu", format!("{} must be whole seconds from 1s to 1m", format_duration(cpu)));
+    for (key, period) in [("cpu", recorder.cpu), ("perf", recorder.perf)] {
+        if let Some(period) = period
+            && (period.subsec_nanos() != 0 || period < CPU_PERIOD.0 || period > CPU_PERIOD.1)
+        {
+            report(w, key, format!("{} must be whole seconds from 1s to 1m", format_duration(period)));
+        }
     }
     for (key, every) in [("heap", recorder.heap), ("goroutine", recorder.goroutine)] {
         if let Some(every) = every
@@ -155,7 +193,11 @@ fn check_recorder(w: &mut Walker, path: &str, recorder: &RecorderConfig) -> bool
         report(w, "cpu_duty", format!("holds the profiler less than 1s of each {}", format_duration(cpu)));
     }
     if recorder.kinds().is_empty() {
-        report(w, "", "records nothing: cpu, heap and goroutine are all off; omit recorder".to_string());
+        report(
+            w,
+            "",
+            "records nothing: cpu, heap, goroutine and perf are all off; omit recorder".to_string(),
+        );
     }
     if recorder.keep > MAX_KEEP {
         report(

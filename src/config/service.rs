@@ -117,6 +117,25 @@ pub struct CaptureConfig {
     pub max_profile_bytes: u64,
     /// On shutdown, how long captures in flight may still run before they are cancelled.
     pub shutdown_grace: Duration,
+    /// How often a `perf` capture samples its process's CPU time, a second: 99, not 100,
+    /// so the samples do not beat with the target's own timers.
+    pub perf_frequency: u32,
+}
+
+impl CaptureConfig {
+    /// The most a `perf` capture may sample a second.
+    pub const MAX_PERF_FREQUENCY: u64 = 1000;
+}
+
+impl Default for CaptureConfig {
+    fn default() -> CaptureConfig {
+        CaptureConfig {
+            timeout_margin: Duration::from_secs(10),
+            max_profile_bytes: 512 << 20,
+            shutdown_grace: Duration::from_secs(20),
+            perf_frequency: 99,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -251,23 +270,24 @@ pub(super) fn read_gate(w: &mut Walker, entry: Option<(String, &Value)>) -> Opti
 }
 
 pub(super) fn read_capture(w: &mut Walker, entry: Option<(String, &Value)>) -> Option<CaptureConfig> {
-    let default = CaptureConfig {
-        timeout_margin: Duration::from_secs(10),
-        max_profile_bytes: 512 << 20,
-        shutdown_grace: Duration::from_secs(20),
-    };
+    let default = CaptureConfig::default();
     let Some((path, value)) = entry else {
         return Some(default);
     };
-    let object = w.object(&path, value, &["timeout_margin", "max_profile_size", "shutdown_grace"])?;
+    let keys = ["timeout_margin", "max_profile_size", "shutdown_grace", "perf_frequency"];
+    let object = w.object(&path, value, &keys)?;
     let timeout_margin =
         optional(w, &object, "timeout_margin", default.timeout_margin, Walker::positive_duration);
     let max_profile_bytes = optional(w, &object, "max_profile_size", default.max_profile_bytes, Walker::size);
     let shutdown_grace = optional(w, &object, "shutdown_grace", default.shutdown_grace, Walker::duration);
+    let perf_frequency = optional(w, &object, "perf_frequency", default.perf_frequency as u64, |w, p, v| {
+        w.integer(p, v, 1, CaptureConfig::MAX_PERF_FREQUENCY)
+    });
     Some(CaptureConfig {
         timeout_margin: timeout_margin?,
         max_profile_bytes: max_profile_bytes?,
         shutdown_grace: shutdown_grace?,
+        perf_frequency: perf_frequency? as u32,
     })
 }
 

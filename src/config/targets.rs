@@ -1,5 +1,5 @@
-//! `targets:`: where each service's pprof endpoint is, how to find its local process, and
-//! which alerts are for it.
+//! `targets:`: where each service's pprof endpoint is (if it has one), how to find its
+//! local process, and which alerts are for it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -16,7 +16,8 @@ use crate::model::{AllowedTarget, Endpoint, EndpointError, Name, UrlSpec, UrlTem
 pub struct Target {
     pub name: Name,
     /// Base URL; `/debug/pprof/...` is appended. May be templated from alert labels.
-    pub pprof_url: UrlSpec,
+    /// `None`: the service serves no pprof; only `perf` profiles its process.
+    pub pprof_url: Option<UrlSpec>,
     pub metrics_url: Option<UrlSpec>,
     /// Where templated URLs may lead; required with them.
     pub allowed_targets: Vec<AllowedTarget>,
@@ -50,7 +51,7 @@ impl Target {
             Some(fixed) => Ok(fixed.clone()),
             None => {
                 let endpoint = Endpoint::render(
-                    &self.pprof_url,
+                    self.pprof_url.as_ref(),
                     self.metrics_url.as_ref(),
                     &self.allowed_targets,
                     labels,
@@ -106,9 +107,13 @@ fn read_target(w: &mut Walker, path: &str, value: &Value, seen: &mut HashSet<Str
     )?;
     let name = read_name(w, &object, seen, "target");
     let pprof_url = match object.get("pprof_url") {
-        Some((p, v)) => read_url_spec(w, &p, v),
+        Some((p, v)) => read_url_spec(w, &p, v).map(Some),
+        None if object.has("process") => Some(None),
         None => {
-            w.report(path, "needs pprof_url");
+            w.report(
+                path,
+                "needs pprof_url, or a process to profile with perf (process: {pid | listen_port | cgroup})",
+            );
             None
         }
     };
@@ -149,24 +154,33 @@ fn read_target(w: &mut Walker, path: &str, value: &Value, seen: &mut HashSet<Str
             &field(path, "process"),
             "a templated target has no one local process; give its cgroup from the alert's labels, as {cgroup: \"{{ labels.id }}\"}",
         ),
-        (false, Some(Some(ProcessRef::CgroupTemplate(_)))) => {
+        // With no pprof endpoint at all, the alert's cgroup is profiled with perf.
+        (false, Some(Some(ProcessRef::CgroupTemplate(_)))) if object.has("pprof_url") => {
             w.report(&field(path, "process.cgroup"), "templates need a templated pprof_url: the process is the alert's")
         }
         (false, Some(Some(_))) => {}
     }
-    let recorder = optional(w, &object, "recorder", None, |w, p, v| read_recorder(w, p, v).map(Some));
-    if templated && matches!(recorder, Some(Some(_))) {
+    let has_pprof = object.has("pprof_url");
+    let recorder =
+        optional(w, &object, "recorder", None, |w, p, v| read_recorder(w, p, v, has_pprof).map(Some));
+    let per_alert = templated || matches!(process, Some(Some(ProcessRef::CgroupTemplate(_))));
+    if per_alert && matches!(recorder, Some(Some(_))) {
         w.report(&field(path, "recorder"), "a templated target has no one instance to record");
     }
     let pprof_url = pprof_url?;
     let metrics_url = metrics_url?;
+    let process = process?;
+    let fixed = match &process {
+        Some(ProcessRef::CgroupTemplate(_)) => None,
+        _ => Endpoint::fixed(pprof_url.as_ref(), metrics_url.as_ref()),
+    };
     Some(Target {
-        endpoint: Endpoint::fixed(&pprof_url, metrics_url.as_ref()),
+        endpoint: fixed,
         name: name?.into(),
         pprof_url,
         metrics_url,
         allowed_targets: allowed_targets?,
-        process: process?,
+        process,
         alert_labels: alert_labels?,
         recorder: recorder?,
     })

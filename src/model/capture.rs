@@ -72,6 +72,7 @@ pub struct PendingCapture {
     pub diff: Option<Diff>,
     pub window: Option<Window>,
     pub segments: Vec<SegmentRef>,
+    pub perf: Option<PerfStats>,
 }
 
 impl PendingCapture {
@@ -101,6 +102,7 @@ impl PendingCapture {
             diff: None,
             window: None,
             segments: Vec::new(),
+            perf: None,
         }
     }
 
@@ -165,6 +167,49 @@ pub struct CaptureMeta {
     /// The recorder's segments it was made of, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub segments: Vec<SegmentRef>,
+    /// For a `perf` capture: how its samples came out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perf: Option<PerfStats>,
+}
+
+/// How a `perf` capture's samples came out, kept with it: how far to trust its profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerfStats {
+    pub frequency_hz: u32,
+    pub samples: u64,
+    /// Dropped by the kernel (its buffer full) or unreadable.
+    pub lost: u64,
+    /// Call chains that stopped early: at the kernel's depth limit, or at a frame without
+    /// a frame pointer.
+    pub cut_short: u64,
+    /// Locations left as bare addresses.
+    pub unsymbolized_locations: u64,
+    /// Binaries whose frames could not be named, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable_binaries: Vec<String>,
+    pub processes: usize,
+    pub threads: usize,
+    /// The process exited this long after sampling began: the profile covers that part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exited_after_ms: Option<u64>,
+}
+
+impl PerfStats {
+    /// What the decision, the page and the log say of it: `812 samples at 99 Hz, 0 lost,
+    /// 2 call chains cut short`.
+    pub fn line(&self) -> String {
+        let mut line = format!(
+            "{} samples at {} Hz, {} lost, {} call chains cut short",
+            self.samples, self.frequency_hz, self.lost, self.cut_short
+        );
+        if self.unsymbolized_locations > 0 {
+            line.push_str(&format!(", {} locations not named", self.unsymbolized_locations));
+        }
+        if let Some(ms) = self.exited_after_ms {
+            line.push_str(&format!(", the process exited {:.1}s in", ms as f64 / 1000.0));
+        }
+        line
+    }
 }
 
 /// A span of time a capture covers.
@@ -209,6 +254,7 @@ impl CaptureMeta {
             diff,
             window,
             segments,
+            perf,
         } = pending;
         CaptureMeta {
             id,
@@ -232,6 +278,7 @@ impl CaptureMeta {
             diff,
             window,
             segments,
+            perf,
         }
     }
 

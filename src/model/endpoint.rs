@@ -56,7 +56,8 @@ pub enum EndpointError {
 /// A target's URLs for one job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
-    pub pprof_url: reqwest::Url,
+    /// `None` for a target with no pprof endpoint: only `perf` profiles its process.
+    pub pprof_url: Option<reqwest::Url>,
     pub metrics_url: Option<reqwest::Url>,
     /// Whether the URLs came from alert labels (and so were checked against
     /// `allowed_targets`, and their host names must be checked once resolved).
@@ -70,7 +71,7 @@ impl Endpoint {
     /// The URLs for an alert with `labels`: templates rendered and checked against
     /// `allowed`, fixed URLs as they are.
     pub fn render(
-        pprof_url: &UrlSpec,
+        pprof_url: Option<&UrlSpec>,
         metrics_url: Option<&UrlSpec>,
         allowed: &[AllowedTarget],
         labels: &BTreeMap<String, String>,
@@ -86,18 +87,21 @@ impl Endpoint {
             }
         };
         Ok(Arc::new(Endpoint {
-            pprof_url: render(pprof_url)?,
+            pprof_url: pprof_url.map(render).transpose()?,
             metrics_url: metrics_url.map(render).transpose()?,
-            templated: matches!(pprof_url, UrlSpec::Template(_))
+            templated: matches!(pprof_url, Some(UrlSpec::Template(_)))
                 || matches!(metrics_url, Some(UrlSpec::Template(_))),
             cgroup: None,
         }))
     }
 
     /// The URLs of a target whose URLs are fixed, built once with the config.
-    pub fn fixed(pprof_url: &UrlSpec, metrics_url: Option<&UrlSpec>) -> Option<Arc<Endpoint>> {
+    pub fn fixed(pprof_url: Option<&UrlSpec>, metrics_url: Option<&UrlSpec>) -> Option<Arc<Endpoint>> {
         Some(Arc::new(Endpoint {
-            pprof_url: pprof_url.fixed()?.clone(),
+            pprof_url: match pprof_url {
+                Some(spec) => Some(spec.fixed()?.clone()),
+                None => None,
+            },
             metrics_url: match metrics_url {
                 Some(spec) => Some(spec.fixed()?.clone()),
                 None => None,
@@ -111,19 +115,24 @@ impl Endpoint {
     /// instance it was rendered to (one entry stands for many instances, and a capture of
     /// one is no reason to refuse another).
     pub fn gate_target<'a>(&self, target: &'a str) -> Cow<'a, str> {
-        match self.templated {
+        match self.templated || self.cgroup.is_some() {
             true => Cow::Owned(self.slot_key(target)),
             false => Cow::Borrowed(target),
         }
     }
 
-    /// What the gate serializes CPU profiles on: the target and the host it reaches.
+    /// What the gate serializes CPU profiles on: the target and the host it reaches, or,
+    /// with no pprof endpoint, the alert's cgroup.
     pub fn slot_key(&self, target: &str) -> String {
-        format!(
-            "{target}@{}:{}",
-            self.pprof_url.host_str().unwrap_or(""),
-            self.pprof_url.port_or_known_default().unwrap_or(0)
-        )
+        match (&self.pprof_url, &self.cgroup) {
+            (Some(url), _) => format!(
+                "{target}@{}:{}",
+                url.host_str().unwrap_or(""),
+                url.port_or_known_default().unwrap_or(0)
+            ),
+            (None, Some(cgroup)) => format!("{target}@/{}", cgroup.display()),
+            (None, None) => target.to_string(),
+        }
     }
 }
 

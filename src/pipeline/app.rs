@@ -198,6 +198,7 @@ impl App {
         let recording = RecorderLoops {
             recorder: self.recorder.clone(),
             client: steps.capturer.client.failing_when_in_use(),
+            perf: steps.capturer.perf.clone(),
             staging: steps.capturer.staging.clone(),
             metrics: self.metrics.clone(),
         };

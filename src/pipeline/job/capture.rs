@@ -12,9 +12,13 @@ use tokio_util::sync::CancellationToken;
 use crate::analyze::stored::{self, AnalysisError};
 use crate::analyze::{DIFF_KEPT, FunctionTable, Measure, TOP_KEPT, diff, top_line};
 use crate::capture::PprofClient;
+use crate::capture::perf::PerfSampler;
 use crate::gate::Gate;
 use crate::metrics::Metrics;
-use crate::model::{CaptureId, CaptureMeta, CaptureRole, Diff, PendingCapture, ProfileKind, Summary};
+use crate::model::{
+    CaptureId, CaptureMeta, CaptureRole, Diff, PendingCapture, PerfStats, ProfileKind, Summary,
+};
+use crate::perf::{PerfSettings, PerfTarget};
 use crate::pipeline::analyses::Analyses;
 use crate::store::{ProfileStore, StagedFile, Staging};
 
@@ -89,6 +93,8 @@ pub struct Capturer {
     pub staging: Staging,
     /// The shared client; a job to a templated target pins its own.
     pub client: PprofClient,
+    /// `perf` captures, with the symbol cache they share.
+    pub perf: PerfSampler,
     /// One CPU profile or trace per target at a time, and a cap on captures in flight.
     gate: Arc<Gate>,
     analyses: Analyses,
@@ -107,7 +113,7 @@ impl Capturer {
         metrics: Arc<Metrics>,
         abort: CancellationToken,
     ) -> Capturer {
-        Capturer { store, staging, client, gate, analyses, metrics, abort }
+        Capturer { store, staging, client, perf: PerfSampler::default(), gate, analyses, metrics, abort }
     }
 
     /// A new capture of `kind` by `rule` in `role`, named by the store, starting now.
@@ -143,6 +149,39 @@ impl Capturer {
         match fetched {
             Ok(fetched) => StagedCapture::ready(pending, staged, fetched.bytes, fetched.sha256, clock),
             Err(error) => StagedCapture::failed(pending, error.to_string(), clock),
+        }
+    }
+
+    /// Samples `target` with perf events for `pending`, while holding its places: one
+    /// among the captures in flight, and the target's perf slot (`slot_key`).
+    pub async fn sample_perf(
+        &self,
+        mut pending: PendingCapture,
+        target: PerfTarget,
+        settings: PerfSettings,
+        slot_key: &str,
+    ) -> StagedCapture {
+        let _slot = self.gate.exclusive(slot_key, ProfileKind::Perf).await;
+        let _permit = self.gate.in_flight().await;
+        let clock = Instant::now();
+        self.metrics.captures_in_flight.inc();
+        pending.started_at = Utc::now();
+        tracing::info!(id = %pending.id, source = %pending.url, "Capture started.");
+        let staged = self.staging.file(pending.id.as_str());
+        let (sampler, dest, cancel) = (self.perf.clone(), staged.path().to_path_buf(), self.abort.clone());
+        let frequency = settings.frequency_hz;
+        let sampled = spawn_blocking(move || sampler.capture(&target, &settings, &cancel, &dest)).await;
+        pending.finished_at = Utc::now();
+        self.metrics.captures_in_flight.dec();
+        match sampled {
+            Ok(Ok(captured)) => {
+                pending.perf = Some(perf_stats(&captured.summary, frequency));
+                StagedCapture::ready(pending, staged, captured.bytes, captured.sha256, clock)
+            }
+            Ok(Err(error)) => StagedCapture::failed(pending, error.to_string(), clock),
+            Err(error) => {
+                StagedCapture::failed(pending, format!("perf: the sampling task failed: {error}"), clock)
+            }
         }
     }
 
@@ -249,5 +288,24 @@ impl Subject {
                 tracing::warn!(id = %self.id, base = %base, error = %error, "Cannot compare with the earlier profile.")
             })
             .ok()
+    }
+}
+
+/// What a `perf` capture's metadata keeps of its summary.
+pub fn perf_stats(summary: &crate::perf::PerfSummary, frequency_hz: u32) -> PerfStats {
+    PerfStats {
+        frequency_hz,
+        samples: summary.samples,
+        lost: summary.lost,
+        cut_short: summary.cut_short,
+        unsymbolized_locations: summary.unsymbolized_locations,
+        unreadable_binaries: summary
+            .unreadable_binaries
+            .iter()
+            .map(|binary| format!("{}: {}", binary.path.display(), binary.error))
+            .collect(),
+        processes: summary.processes,
+        threads: summary.threads,
+        exited_after_ms: summary.exited_after.map(|after| after.as_millis() as u64),
     }
 }

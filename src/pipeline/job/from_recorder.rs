@@ -30,41 +30,43 @@ pub fn window(job: &Job, now: DateTime<Utc>) -> Window {
     Window { from: start - lookback, to: now + Duration::seconds(rule.seconds.into()) }
 }
 
-/// A recorded target's CPU profile over `pending`'s window: waits until the recorder has
-/// recorded past its end, then merges the segments that overlap it.
-pub async fn merged_cpu(
+/// A recorded target's CPU (or perf) profile over `pending`'s window: waits until the
+/// recorder has recorded past its end, then merges the segments that overlap it.
+pub async fn merged(
     capturer: &Capturer,
     recording: &Recording,
     mut pending: PendingCapture,
 ) -> StagedCapture {
-    let clock = Instant::now();
+    let (clock, kind) = (Instant::now(), pending.kind);
     let window = pending.window.expect("a capture from the recorder has a window");
-    pending.seconds = Some(recording.config().cpu_seconds());
-    tracing::info!(id = %pending.id, from = %window.from, to = %window.to, "Capture from the recorder: waiting for its CPU segments to reach the window's end.");
+    let config = recording.config();
+    let period = config.interval(kind).unwrap_or_default();
+    pending.seconds = Some(match kind {
+        ProfileKind::Cpu => config.cpu_seconds(),
+        _ => period.as_secs() as u32,
+    });
+    tracing::info!(id = %pending.id, from = %window.from, to = %window.to, "Capture from the recorder: waiting for its segments to reach the window's end.");
     // The segment running at the window's end ends within a period, and its download
     // within the capture's margin after that.
-    let wait = (window.to - Utc::now()).to_std().unwrap_or_default()
-        + recording.config().cpu.unwrap_or_default()
-        + capturer.client.timeout(ProfileKind::Cpu, 0);
+    let wait =
+        (window.to - Utc::now()).to_std().unwrap_or_default() + period + capturer.client.timeout(kind, 0);
     let deadline = tokio::time::Instant::now() + wait;
     let reached = tokio::select! {
-        reached = recording.tape.wait_until(ProfileKind::Cpu, window.to, deadline) => reached,
+        reached = recording.tape.wait_until(kind, window.to, deadline) => reached,
         () = capturer.abort.cancelled() => {
             return StagedCapture::failed(pending, "stopped: alertprof is shutting down", clock);
         }
     };
-    let segments = recording.tape.overlapping(ProfileKind::Cpu, window);
+    let segments = recording.tape.overlapping(kind, window);
+    let what = if kind == ProfileKind::Cpu { "CPU".to_string() } else { kind.to_string() };
     if segments.is_empty() {
-        let why = recording.trouble(ProfileKind::Cpu).unwrap_or_else(|| "none was recorded".into());
+        let why = recording.trouble(kind).unwrap_or_else(|| "none was recorded".into());
         let (from, to) = (window.from.format("%H:%M:%S"), window.to.format("%H:%M:%S"));
-        return StagedCapture::failed(
-            pending,
-            format!("the recorder has no CPU segment from {from} to {to}: {why}"),
-            clock,
-        );
+        let reason = format!("the recorder has no {what} segment from {from} to {to}: {why}");
+        return StagedCapture::failed(pending, reason, clock);
     }
     if !reached {
-        let why = recording.trouble(ProfileKind::Cpu).unwrap_or_else(|| "no segment came in time".into());
+        let why = recording.trouble(kind).unwrap_or_else(|| "no segment came in time".into());
         tracing::warn!(id = %pending.id, why = %why, "The recorder did not reach the window's end; the capture covers less.");
     }
     merge_into(capturer, pending, segments, clock).await

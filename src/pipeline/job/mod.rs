@@ -7,6 +7,7 @@ pub mod capture;
 mod claim;
 pub mod from_recorder;
 pub mod outcome;
+mod perf;
 mod steps;
 pub mod verify;
 
@@ -19,6 +20,7 @@ use futures_util::future::join_all;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::capture::PprofClient;
+use crate::capture::perf::RECORDED_SOURCE;
 use crate::model::{
     CaptureMeta, CaptureRole, Decision, Outcome, PendingCapture, ProfileKind, Readings, Window,
 };
@@ -120,7 +122,9 @@ fn pending(
         pending.signals = steps.verifier.series(&target.name);
     }
     pending.seconds = kind.is_timed().then_some(rule.seconds);
-    pending.url = PprofClient::profile_url(&job.endpoint.pprof_url, kind, rule.seconds).to_string();
+    if let Some(base) = job.endpoint.pprof_url.as_ref().filter(|_| kind.needs_pprof_url()) {
+        pending.url = PprofClient::profile_url(base, kind, rule.seconds).to_string();
+    }
     pending
 }
 
@@ -168,12 +172,23 @@ async fn capture_kind(
 ) -> Vec<StagedCapture> {
     let capturer = &steps.capturer;
     let slot_key = job.endpoint.slot_key(&job.target().name);
-    let fetch = |pending| capturer.fetch(pending, client, &job.endpoint.pprof_url, &slot_key);
+    let fetch = |pending: PendingCapture| async {
+        match &job.endpoint.pprof_url {
+            Some(base) => capturer.fetch(pending, client, base, &slot_key).await,
+            None => StagedCapture::failed(pending, "the target has no pprof_url", std::time::Instant::now()),
+        }
+    };
     match recorded {
-        Some(recording) if kind == ProfileKind::Cpu => {
+        Some(recording) if kind.is_continuous() => {
             let mut pending = pending(steps, job, kind, job.role, readings);
             pending.window = Some(window);
-            vec![from_recorder::merged_cpu(capturer, recording, pending).await]
+            if kind == ProfileKind::Perf {
+                pending.url = RECORDED_SOURCE.to_string();
+            }
+            vec![from_recorder::merged(capturer, recording, pending).await]
+        }
+        _ if kind == ProfileKind::Perf => {
+            vec![sample_perf(steps, job, pending(steps, job, kind, job.role, readings)).await]
         }
         Some(recording) if !job.is_baseline() => {
             let before = match from_recorder::snapshot_before(recording, kind, window, Utc::now()) {
@@ -198,4 +213,25 @@ async fn capture_kind(
         }
         _ => vec![fetch(pending(steps, job, kind, job.role, readings)).await],
     }
+}
+
+/// A `perf` capture: the job's process or cgroup found on this host, and sampled.
+async fn sample_perf(steps: &JobSteps, job: &Job, mut pending: PendingCapture) -> StagedCapture {
+    let lookup = perf::lookup(job);
+    let found = {
+        let lookup = lookup.clone();
+        tokio::task::spawn_blocking(move || lookup.find()).await
+    };
+    let target = match found {
+        Ok(Ok(target)) => target,
+        Ok(Err(why)) => {
+            return StagedCapture::failed(pending, format!("perf: {why}"), std::time::Instant::now());
+        }
+        Err(error) => {
+            return StagedCapture::failed(pending, format!("perf: {error}"), std::time::Instant::now());
+        }
+    };
+    pending.url = lookup.source(&target);
+    let slot_key = job.endpoint.slot_key(&job.target().name);
+    steps.capturer.sample_perf(pending, target, perf::settings(job), &slot_key).await
 }

@@ -4,7 +4,7 @@
 use chrono::Utc;
 
 use crate::analyze::{grew_line, top_line};
-use crate::model::{CaptureMeta, Decision, Outcome, ProfileKind, Readings, Reason, Refusal};
+use crate::model::{CaptureMeta, Decision, Outcome, Readings, Reason, Refusal};
 use crate::rules::Job;
 
 /// A decision about `job` without captures or readings.
@@ -43,11 +43,14 @@ pub fn outcome_of(captures: &[CaptureMeta], what: &str) -> (Outcome, String) {
     }
 }
 
-/// A kept capture as the decision names it: its kind, and for one merged from the
-/// recorder, how.
+/// A kept capture as the decision names it: its kind, for one merged from the recorder
+/// how, and for a perf capture how its samples came out.
 fn kept_line(meta: &CaptureMeta) -> String {
+    if let Some(perf) = &meta.perf {
+        return format!("{} ({})", meta.kind, perf.line());
+    }
     match &meta.window {
-        Some(window) if !meta.segments.is_empty() && meta.kind == ProfileKind::Cpu => format!(
+        Some(window) if !meta.segments.is_empty() && meta.kind.is_continuous() => format!(
             "{} (merged from {} recorded segments, {}–{})",
             meta.kind,
             meta.segments.len(),

@@ -162,7 +162,8 @@ async fn checked_addresses(
 
 /// The pprof client for a job: the shared one, or one pinned to checked addresses.
 pub async fn pinned_client(shared: &PprofClient, job: &Job) -> Result<PprofClient, Refused> {
-    Ok(match checked_addresses(&job.endpoint.pprof_url, job).await? {
+    let Some(pprof_url) = &job.endpoint.pprof_url else { return Ok(shared.clone()) };
+    Ok(match checked_addresses(pprof_url, job).await? {
         Some((host, addresses)) => shared.pinned(&host, &addresses),
         None => shared.clone(),
     })

@@ -10,6 +10,7 @@ use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::PprofClient;
+use crate::capture::perf::RECORDED_SOURCE;
 use crate::config::EXIT_RULE;
 use crate::metrics::Metrics;
 use crate::model::{
@@ -87,8 +88,8 @@ impl ExitKeeper {
         Decision { annotations, ..with_captures(decision(outcome, reason), captures) }
     }
 
-    /// The recorder's latest snapshots of the process, and its CPU segments of its last
-    /// minute merged, staged as captures.
+    /// The recorder's latest snapshots of the process, and its CPU and perf segments of its
+    /// last minute merged, staged as captures.
     async fn last_profiles(&self, exit: &Exit, recording: &Recording) -> Vec<StagedCapture> {
         let last = exit.ended.last_alive;
         let window =
@@ -107,15 +108,19 @@ impl ExitKeeper {
             pending.window = Some(window);
             staged.push(snapshot_into(&self.steps.capturer, pending, opened, Instant::now()).await);
         }
-        if recorded.records(ProfileKind::Cpu) {
+        for kind in [ProfileKind::Cpu, ProfileKind::Perf].into_iter().filter(|&k| recorded.records(k)) {
             let segments: Vec<_> = recording
                 .tape
-                .overlapping(ProfileKind::Cpu, window)
+                .overlapping(kind, window)
                 .into_iter()
                 .filter(|segment| segment.to <= last && of_this_process(segment.from))
                 .collect();
             if !segments.is_empty() {
-                let mut pending = self.pending(exit, ProfileKind::Cpu, recorded.cpu_seconds());
+                let seconds = match kind {
+                    ProfileKind::Cpu => recorded.cpu_seconds(),
+                    _ => recorded.interval(kind).unwrap_or_default().as_secs() as u32,
+                };
+                let mut pending = self.pending(exit, kind, seconds);
                 pending.window = Some(window);
                 staged.push(merge_into(&self.steps.capturer, pending, segments, Instant::now()).await);
             }
@@ -132,9 +137,13 @@ impl ExitKeeper {
         let id = self.steps.capturer.name(EXIT_RULE, CaptureRole::Spike, kind);
         let mut pending = PendingCapture::new(id, &exit.target, EXIT_RULE, kind, trigger, Utc::now());
         let config = self.config.current();
-        let base = config.target(&exit.target).and_then(|t| t.endpoint.clone()).map(|e| e.pprof_url.clone());
-        pending.url =
-            base.map(|base| PprofClient::profile_url(&base, kind, seconds).to_string()).unwrap_or_default();
+        let base =
+            config.target(&exit.target).and_then(|t| t.endpoint.clone()).and_then(|e| e.pprof_url.clone());
+        pending.url = match base.filter(|_| kind.needs_pprof_url()) {
+            Some(base) => PprofClient::profile_url(&base, kind, seconds).to_string(),
+            None if kind == ProfileKind::Perf => RECORDED_SOURCE.to_string(),
+            None => String::new(),
+        };
         pending
     }
 }

@@ -4,15 +4,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::capture::PprofClient;
+use crate::capture::perf::{PerfLookup, PerfSampler};
 use crate::config::{Config, RecorderConfig};
 use crate::metrics::Metrics;
 use crate::pipeline::live::LiveConfig;
-use crate::recorder::{Recorder, Recording, Tools, keep_recording};
+use crate::recorder::{Recorder, Recording, Sources, Tools, keep_recording};
 use crate::store::Staging;
 
 /// What the recorder's loops use.
@@ -20,6 +20,8 @@ pub struct RecorderLoops {
     pub recorder: Arc<Recorder>,
     /// Fails at once when the profiler is in use: the recorder backs off then.
     pub client: PprofClient,
+    /// Shared with the captures: a binary's symbols are read once.
+    pub perf: PerfSampler,
     pub staging: Staging,
     pub metrics: Arc<Metrics>,
 }
@@ -29,7 +31,7 @@ pub struct RecorderLoops {
 struct Wanted {
     name: String,
     config: RecorderConfig,
-    url: Url,
+    sources: Sources,
 }
 
 impl RecorderLoops {
@@ -55,12 +57,17 @@ impl RecorderLoops {
                     continue;
                 }
                 let stop = shutdown.child_token();
-                let (url, client, staging, metrics) =
-                    (want.url.clone(), self.client.clone(), self.staging.clone(), self.metrics.clone());
+                let (sources, client, perf, staging, metrics) = (
+                    want.sources.clone(),
+                    self.client.clone(),
+                    self.perf.clone(),
+                    self.staging.clone(),
+                    self.metrics.clone(),
+                );
                 running.insert(want.name.clone(), (want, stop.clone()));
                 tasks.spawn(async move {
-                    let tools = Tools { client: &client, staging: &staging, metrics: &metrics };
-                    keep_recording(recording, url, tools, stop).await;
+                    let tools = Tools { client: &client, perf: &perf, staging: &staging, metrics: &metrics };
+                    keep_recording(recording, sources, tools, stop).await;
                 });
             }
             tokio::select! {
@@ -74,17 +81,24 @@ impl RecorderLoops {
     }
 }
 
-/// The recorded targets of `config`.
+/// The recorded targets of `config` (templated ones are not: they have no fixed place).
 fn wanted(config: &Config) -> Vec<Wanted> {
     config
         .targets
         .iter()
         .filter_map(|target| {
             let endpoint = target.endpoint.as_ref()?;
+            let recorder = target.recorder.clone()?;
+            let perf = recorder.perf.map(|_| PerfLookup {
+                cgroup: endpoint.cgroup.clone(),
+                process: target.process.clone(),
+                cgroup_root: config.cgroup_root.clone(),
+                proc_root: config.proc_root.clone(),
+            });
             Some(Wanted {
                 name: target.name.to_string(),
-                config: target.recorder.clone()?,
-                url: endpoint.pprof_url.clone(),
+                config: recorder,
+                sources: Sources { pprof: endpoint.pprof_url.clone(), perf },
             })
         })
         .collect()
