@@ -10,7 +10,7 @@ mod merge;
 mod tape;
 
 pub use lifetime::{Ended, Seen};
-pub use merge::{Merged, merge_segments};
+pub use merge::{Merged, SegmentMergeError, SkipReason, SkippedSegment, merge_segments, skipped_text};
 pub use tape::{Holding, Opened, Segment, Tape};
 
 use std::collections::{BTreeMap, HashMap};
