@@ -53,7 +53,7 @@ enum Command {
         url: String,
         /// Profile kind: cpu, heap, allocs, block, mutex, threadcreate, goroutine,
         /// goroutine_text, trace, fgprof.
-        #[arg(long, value_parser = parse_kind)]
+        #[arg(long)]
         profile: ProfileKind,
         /// Seconds a timed profile (cpu, trace, fgprof) runs.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=300))]
@@ -66,13 +66,6 @@ enum Command {
 
 /// Threads for blocking work (file I/O, /proc and cgroup reads, profile validation).
 const MAX_BLOCKING_THREADS: usize = 16;
-
-fn parse_kind(name: &str) -> Result<ProfileKind, String> {
-    ProfileKind::parse(name).ok_or_else(|| {
-        let known: Vec<_> = ProfileKind::ALL.iter().map(|kind| kind.name()).collect();
-        format!("unknown kind {name:?} (known: {})", known.join(", "))
-    })
-}
 
 fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

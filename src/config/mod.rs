@@ -36,7 +36,7 @@ use service::{
 };
 pub use targets::{ProcessRef, Target};
 use targets::{declared_targets, read_targets};
-pub use units::{format_duration, parse_duration, parse_size};
+pub use units::{UnitError, format_duration, parse_duration, parse_size};
 use values::read_bounded;
 pub use walk::Problem;
 use walk::{Walker, optional};

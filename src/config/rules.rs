@@ -227,15 +227,14 @@ fn read_kinds(w: &mut Walker, path: &str, value: &Value) -> Option<Vec<ProfileKi
             ok = false;
             continue;
         };
-        match ProfileKind::parse(name) {
-            Some(kind) if kinds.contains(&kind) => {
+        match name.parse::<ProfileKind>() {
+            Ok(kind) if kinds.contains(&kind) => {
                 w.report(&item_path, format!("kind {name:?} is listed twice"));
                 ok = false;
             }
-            Some(kind) => kinds.push(kind),
-            None => {
-                let known: Vec<_> = ProfileKind::ALL.iter().map(|k| k.name()).collect();
-                w.report(&item_path, format!("unknown kind {name:?} (known: {})", known.join(", ")));
+            Ok(kind) => kinds.push(kind),
+            Err(unknown) => {
+                w.report(&item_path, unknown.to_string());
                 ok = false;
             }
         }

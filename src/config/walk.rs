@@ -134,7 +134,7 @@ impl Walker {
             return None;
         }
         let text = self.string(path, value)?;
-        parse_duration(text).map_err(|message| self.report(path, message)).ok()
+        parse_duration(text).map_err(|error| self.report(path, error.to_string())).ok()
     }
 
     /// A duration that must be longer than zero.
@@ -152,7 +152,7 @@ impl Walker {
             Value::Number(_) => self.integer(path, value, 0, u64::MAX),
             _ => {
                 let text = self.string(path, value)?;
-                parse_size(text).map_err(|message| self.report(path, message)).ok()
+                parse_size(text).map_err(|error| self.report(path, error.to_string())).ok()
             }
         }
     }

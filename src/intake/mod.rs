@@ -7,14 +7,14 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::config::Config;
-use crate::model::{Decision, Outcome, Reason, TriggerSource, WebhookPayload};
+use crate::model::{Decision, MalformedPayload, Outcome, Reason, TriggerSource, WebhookPayload};
 use crate::rules::{GateCheck, Job, Match, match_alert};
 
 /// Why a payload is not taken. Nothing was queued or recorded for it.
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
     #[error("malformed payload: {0}")]
-    Malformed(String),
+    Malformed(#[from] MalformedPayload),
     #[error("{count} alerts in one payload; at most {max} are taken (webhook.max_alerts)")]
     TooManyAlerts { count: usize, max: usize },
 }
@@ -35,9 +35,8 @@ pub struct Intake {
 
 /// Parses and checks a webhook body.
 pub fn parse(body: &[u8]) -> Result<WebhookPayload<'_>, IntakeError> {
-    let payload: WebhookPayload =
-        serde_json::from_slice(body).map_err(|error| IntakeError::Malformed(error.to_string()))?;
-    payload.check().map_err(IntakeError::Malformed)?;
+    let payload: WebhookPayload = serde_json::from_slice(body).map_err(MalformedPayload::from)?;
+    payload.check()?;
     Ok(payload)
 }
 

@@ -55,10 +55,15 @@ impl AsRef<str> for CaptureId {
     }
 }
 
+/// Text that is not an id alertprof could have made (in metadata read back).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a capture id")]
+pub struct NotACaptureId(pub String);
+
 impl TryFrom<String> for CaptureId {
-    type Error = String;
-    fn try_from(text: String) -> Result<CaptureId, String> {
-        CaptureId::parse(&text).ok_or_else(|| format!("{text:?} is not a capture id"))
+    type Error = NotACaptureId;
+    fn try_from(text: String) -> Result<CaptureId, NotACaptureId> {
+        CaptureId::parse(&text).ok_or(NotACaptureId(text))
     }
 }
 

@@ -147,6 +147,22 @@ impl ProfileKind {
     }
 }
 
+/// A name that is no profile kind's; the message lists the known ones.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown kind {0:?} (known: {known})", known = known_kinds())]
+pub struct UnknownKind(pub String);
+
+fn known_kinds() -> String {
+    ProfileKind::ALL.map(ProfileKind::name).join(", ")
+}
+
+impl std::str::FromStr for ProfileKind {
+    type Err = UnknownKind;
+    fn from_str(name: &str) -> Result<ProfileKind, UnknownKind> {
+        ProfileKind::parse(name).ok_or_else(|| UnknownKind(name.to_string()))
+    }
+}
+
 impl fmt::Display for ProfileKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -164,6 +180,11 @@ mod tests {
             assert_eq!(ProfileKind::parse(kind.name()), Some(kind));
         }
         assert_eq!(ProfileKind::parse("bogus"), None);
+        assert_eq!(
+            "bogus".parse::<ProfileKind>().unwrap_err().to_string(),
+            "unknown kind \"bogus\" (known: cpu, heap, allocs, block, mutex, threadcreate, \
+             goroutine, goroutine_text, trace, fgprof, perf)"
+        );
         assert_eq!(ProfileKind::Cpu.request_path(7), "/debug/pprof/profile?seconds=7");
         assert_eq!(ProfileKind::Heap.request_path(7), "/debug/pprof/heap");
         assert_eq!(ProfileKind::GoroutineText.request_path(7), "/debug/pprof/goroutine?debug=2");

@@ -15,12 +15,12 @@ pub mod summary;
 pub mod text;
 pub mod trigger;
 
-pub use alert::{Alert, AlertStatus, Labels, WebhookPayload};
+pub use alert::{Alert, AlertStatus, Labels, MalformedPayload, UnknownStatus, WebhookPayload};
 pub use capture::{CaptureMeta, CaptureStatus, PendingCapture, PerfStats, SegmentRef, Window};
 pub use decision::{AnnotationOutcome, Decision, Outcome, Reason, Refusal};
 pub use endpoint::{AllowedTarget, Endpoint, EndpointError, UrlSpec, UrlTemplate};
-pub use id::{CaptureId, CaptureRole};
-pub use kind::{BodyFormat, ProfileKind};
+pub use id::{CaptureId, CaptureRole, NotACaptureId};
+pub use kind::{BodyFormat, ProfileKind, UnknownKind};
 pub use links::CaptureLinks;
 pub use name::{Name, Secret};
 pub use signal::{Readings, Series, Signal, SignalCheck, SignalKey, Threshold};

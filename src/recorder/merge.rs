@@ -3,12 +3,14 @@
 //! holds: only the merged profile is held.
 
 use std::io::BufReader;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
 
 use super::tape::Segment;
 use crate::durable::Hashed;
 use crate::model::SegmentRef;
-use crate::profile::{Merger, decode_profile, write_gzipped};
+use crate::profile::{InvalidBody, MergeError, Merger, decode_profile, write_gzipped};
 
 /// What came of merging.
 #[derive(Debug, Default)]
@@ -16,38 +18,81 @@ pub struct Merged {
     /// The segments in the profile, oldest first.
     pub used: Vec<SegmentRef>,
     /// The segments left out, and why.
-    pub skipped: Vec<String>,
+    pub skipped: Vec<SkippedSegment>,
     /// The size and SHA-256 of what was written, taken as it was written.
     pub bytes: u64,
     pub sha256: String,
 }
 
+/// A segment left out of a merge: named by its start, with why.
+#[derive(Debug, thiserror::Error)]
+#[error("the segment from {}: {why}", .from.format("%H:%M:%S"))]
+pub struct SkippedSegment {
+    pub from: DateTime<Utc>,
+    #[source]
+    pub why: SkipReason,
+}
+
+/// Why a segment is left out.
+#[derive(Debug, thiserror::Error)]
+pub enum SkipReason {
+    /// Pruned between the listing and the merge, say.
+    #[error("cannot open it: {0}")]
+    Open(#[source] std::io::Error),
+    /// A disk fault, or a crash before its data reached the disk.
+    #[error("{0}")]
+    Invalid(#[from] InvalidBody),
+    /// It does not fit the segments before it.
+    #[error("{0}")]
+    Mismatch(#[from] MergeError),
+}
+
+/// Why segments make no merged profile; nothing is written.
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentMergeError {
+    #[error("no segment")]
+    NoSegment,
+    /// Every segment was left out: each, with why.
+    #[error("{}", skipped_text(.0))]
+    AllSkipped(Vec<SkippedSegment>),
+    #[error("cannot write {}: {source}", .path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// Segments left out, as a log line or a reason names them: `the segment from 12:00:00:
+/// not gzip: …; the segment from …`.
+pub fn skipped_text(skipped: &[SkippedSegment]) -> String {
+    let each: Vec<String> = skipped.iter().map(SkippedSegment::to_string).collect();
+    each.join("; ")
+}
+
 /// Merges `segments` and writes the result gzip'd to `dest`. A segment that cannot be read
 /// (pruned meanwhile, say) or does not fit the others is left out and named; with none
 /// left, nothing is written and the error says why.
-pub fn merge_segments(segments: Vec<Segment>, max_unzipped: u64, dest: &Path) -> Result<Merged, String> {
+pub fn merge_segments(
+    segments: Vec<Segment>,
+    max_unzipped: u64,
+    dest: &Path,
+) -> Result<Merged, SegmentMergeError> {
     let mut merger = Merger::new();
     let mut merged = Merged::default();
     for segment in segments {
-        let when = segment.from.format("%H:%M:%S");
-        let decoded = std::fs::File::open(&segment.path)
-            .map_err(|error| format!("cannot open it: {error}"))
-            .and_then(|file| decode_profile(BufReader::new(file), max_unzipped).map_err(|e| e.to_string()));
-        match decoded {
-            Ok(profile) => match merger.add(&profile) {
-                Ok(()) => merged.used.push(segment.reference()),
-                Err(error) => merged.skipped.push(format!("the segment from {when}: {error}")),
-            },
-            Err(error) => merged.skipped.push(format!("the segment from {when}: {error}")),
+        let added = std::fs::File::open(&segment.path)
+            .map_err(SkipReason::Open)
+            .and_then(|file| Ok(decode_profile(BufReader::new(file), max_unzipped)?))
+            .and_then(|profile| Ok(merger.add(&profile)?));
+        match added {
+            Ok(()) => merged.used.push(segment.reference()),
+            Err(why) => merged.skipped.push(SkippedSegment { from: segment.from, why }),
         }
     }
     let Some(profile) = merger.finish() else {
         return Err(match merged.skipped.is_empty() {
-            true => "no segment".to_string(),
-            false => merged.skipped.join("; "),
+            true => SegmentMergeError::NoSegment,
+            false => SegmentMergeError::AllSkipped(merged.skipped),
         });
     };
-    let cannot_write = |error: std::io::Error| format!("cannot write {}: {error}", dest.display());
+    let cannot_write = |source| SegmentMergeError::Write { path: dest.to_path_buf(), source };
     let mut out = Hashed::new(std::io::BufWriter::new(std::fs::File::create(dest).map_err(cannot_write)?));
     write_gzipped(&profile, &mut out).map_err(cannot_write)?;
     (_, merged.bytes, merged.sha256) = out.finish().map_err(cannot_write)?;
@@ -84,8 +129,13 @@ mod tests {
         let merged = merge_segments(tape.overlapping(ProfileKind::Cpu, window), 1 << 20, &dest).unwrap();
         assert_eq!(merged.used.iter().map(|s| s.from).collect::<Vec<_>>(), [at(0), at(30)]);
         assert_eq!(merged.skipped.len(), 2, "{:?}", merged.skipped);
-        assert!(merged.skipped[0].contains("not gzip"), "{:?}", merged.skipped);
-        assert!(merged.skipped[1].contains("inuse_space"), "{:?}", merged.skipped);
+        assert!(matches!(merged.skipped[0].why, SkipReason::Invalid(InvalidBody::NotGzip(_))));
+        assert_eq!(merged.skipped[0].from, at(10));
+        assert!(matches!(merged.skipped[1].why, SkipReason::Mismatch(MergeError::SampleTypes { .. })));
+        let skipped = skipped_text(&merged.skipped);
+        assert!(skipped.starts_with("the segment from 08:00:10: not gzip"), "{skipped}");
+        assert!(skipped.contains("; the segment from 08:00:20: its sample types"), "{skipped}");
+        assert!(skipped.contains("inuse_space"), "{skipped}");
         let profile = crate::profile::decode_profile(std::fs::File::open(&dest).unwrap(), 1 << 20).unwrap();
         assert_eq!(profile.sample.iter().map(|s| s.value[1]).sum::<i64>(), 100);
         // Its size and digest, taken as it was written, are the file's.
@@ -99,15 +149,21 @@ mod tests {
         std::fs::remove_file(&listed[3].path).unwrap();
         let merged = merge_segments(listed, 1 << 20, &dest).unwrap();
         assert_eq!(merged.used.len(), 1);
-        assert!(merged.skipped[2].contains("cannot open it"), "{:?}", merged.skipped);
+        assert!(
+            matches!(&merged.skipped[2].why, SkipReason::Open(e) if e.kind() == std::io::ErrorKind::NotFound)
+        );
+        assert!(merged.skipped[2].to_string().contains("cannot open it"), "{:?}", merged.skipped);
 
         let bad = Tape::open(&dir.path().join("bad")).unwrap();
         std::fs::write(&part, b"not a profile").unwrap();
         bad.add(ProfileKind::Cpu, at(0), at(10), &part).unwrap();
         let nothing = dir.path().join("nothing.pb.gz");
         let error = merge_segments(bad.overlapping(ProfileKind::Cpu, window), 1 << 20, &nothing).unwrap_err();
-        assert!(error.contains("not gzip"), "{error}");
+        assert!(matches!(&error, SegmentMergeError::AllSkipped(skipped) if skipped.len() == 1), "{error}");
+        assert!(error.to_string().starts_with("the segment from 08:00:00: not gzip"), "{error}");
         assert!(!nothing.exists());
-        assert_eq!(merge_segments(Vec::new(), 1 << 20, &nothing).unwrap_err(), "no segment");
+        let error = merge_segments(Vec::new(), 1 << 20, &nothing).unwrap_err();
+        assert!(matches!(error, SegmentMergeError::NoSegment));
+        assert_eq!(error.to_string(), "no segment");
     }
 }

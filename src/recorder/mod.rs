@@ -11,7 +11,7 @@ mod record;
 mod tape;
 
 pub use lifetime::{Ended, Seen};
-pub use merge::{Merged, merge_segments};
+pub use merge::{Merged, SegmentMergeError, SkipReason, SkippedSegment, merge_segments, skipped_text};
 pub use record::{Sources, Tools, keep_recording};
 pub use tape::{Holding, Opened, Segment, Tape};
 

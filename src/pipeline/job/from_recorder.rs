@@ -12,7 +12,7 @@ use super::capture::{Capturer, StagedCapture};
 use crate::capture::MAX_UNZIP_RATIO;
 use crate::durable::Hashed;
 use crate::model::{PendingCapture, ProfileKind, Window};
-use crate::recorder::{Opened, Recording, Segment, merge_segments};
+use crate::recorder::{Opened, Recording, Segment, merge_segments, skipped_text};
 use crate::rules::Job;
 
 /// The window a job's captures of recorded kinds cover: from the trigger's start (an
@@ -82,21 +82,13 @@ pub async fn merge_into(
     let staged = capturer.staging.file(pending.id.as_str());
     let dest = staged.path().to_path_buf();
     let limit = capturer.client.max_profile_bytes().saturating_mul(MAX_UNZIP_RATIO);
-    let merged = spawn_blocking(move || merge_segments(segments, limit, &dest))
-        .await
-        .unwrap_or_else(|error| Err(error.to_string()));
-    let merged = match merged {
-        Ok(merged) => merged,
-        Err(error) => {
-            return StagedCapture::failed(
-                pending,
-                format!("cannot merge the recorder's segments: {error}"),
-                clock,
-            );
-        }
+    let merged = match spawn_blocking(move || merge_segments(segments, limit, &dest)).await {
+        Ok(Ok(merged)) => merged,
+        Ok(Err(error)) => return merge_failed(pending, &error, clock),
+        Err(error) => return merge_failed(pending, &error, clock),
     };
     if !merged.skipped.is_empty() {
-        tracing::warn!(id = %pending.id, skipped = %merged.skipped.join("; "), "Segments left out of the merge.");
+        tracing::warn!(id = %pending.id, skipped = %skipped_text(&merged.skipped), "Segments left out of the merge.");
     }
     let (first, last) =
         (merged.used.first().expect("merged from one at least"), merged.used.last().expect("one"));
@@ -104,6 +96,10 @@ pub async fn merge_into(
     pending.seconds = Some(merged.used.iter().map(|s| (s.to - s.from).num_seconds().max(0) as u32).sum());
     pending.segments = merged.used;
     StagedCapture::ready(pending, staged, merged.bytes, merged.sha256, clock)
+}
+
+fn merge_failed(pending: PendingCapture, why: &dyn std::fmt::Display, clock: Instant) -> StagedCapture {
+    StagedCapture::failed(pending, format!("cannot merge the recorder's segments: {why}"), clock)
 }
 
 /// The recorder's snapshot of the pending capture's kind from just before its window (or,

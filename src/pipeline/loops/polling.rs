@@ -24,6 +24,35 @@ const MAX_ANSWER: usize = 32 << 20;
 /// How long one request may take, at most: a poll never overlaps the next by much.
 const MAX_REQUEST: Duration = Duration::from_secs(10);
 
+/// Why a poll (or one URL of it) got no list of alerts.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// The URL of the alerts could not be made from a configured URL.
+    #[error("{0}")]
+    Url(#[from] url::ParseError),
+    /// The request failed, or its answer could not be read to the end.
+    #[error("{}", crate::http::error_chain(.0))]
+    Request(#[source] reqwest::Error),
+    #[error("answer over {} MiB", MAX_ANSWER >> 20)]
+    TooLarge,
+    /// Not a success; `body` is the start of the answer, for the reason it may give.
+    #[error("HTTP {status}: {body}")]
+    Status { status: reqwest::StatusCode, body: String },
+    #[error("not a list of alerts: {0}")]
+    NotAlerts(#[source] serde_json::Error),
+    /// No URL answered: each with its error, in the order they were tried.
+    #[error("{}", failures(.0))]
+    EveryUrlFailed(Vec<(reqwest::Url, PollError)>),
+}
+
+fn failures(errors: &[(reqwest::Url, PollError)]) -> String {
+    let each: Vec<String> = errors.iter().map(|(url, error)| format!("{url}: {error}")).collect();
+    each.join("; ")
+}
+
+/// How much of a failed answer's body a `PollError::Status` keeps.
+const BODY_SHOWN: usize = 200;
+
 /// An alert as `GET /api/v2/alerts` gives it (`gettableAlert`), the fields intake uses,
 /// typed as intake reads them: an alert that does not parse is skipped alone.
 #[derive(Debug, Deserialize)]
@@ -101,7 +130,8 @@ struct Poller {
     seen: HashSet<String>,
     /// The URL that answered last, tried first.
     current: usize,
-    /// Why the last poll failed, while polls fail: said once, and again when it changes.
+    /// Why the last poll failed (as logged), while polls fail: said once, and again when
+    /// it changes.
     trouble: Option<String>,
     /// Fingerprints of the listed alerts that cannot be read, told once each.
     malformed: HashSet<String>,
@@ -120,8 +150,9 @@ impl Poller {
                 }
                 alerts
             }
-            Err(why) => {
+            Err(error) => {
                 self.metrics.alertmanager_poll("failed", 0);
+                let why = error.to_string();
                 if self.trouble.as_ref() != Some(&why) {
                     tracing::error!(error = %why, "Cannot poll Alertmanager's API; alerts wait until it answers.");
                     self.trouble = Some(why);
@@ -177,7 +208,7 @@ impl Poller {
 
     /// The active, unsilenced, uninhibited alerts that match, from the first URL that
     /// answers (the one that answered last tried first).
-    async fn fetch(&mut self, api: &AlertmanagerApiConfig) -> Result<Vec<Value>, String> {
+    async fn fetch(&mut self, api: &AlertmanagerApiConfig) -> Result<Vec<Value>, PollError> {
         let timeout = api.interval.min(MAX_REQUEST);
         let mut errors = Vec::new();
         for step in 0..api.urls.len() {
@@ -187,7 +218,7 @@ impl Poller {
             if !base.path().ends_with('/') {
                 base.set_path(&format!("{}/", base.path()));
             }
-            let url = base.join("api/v2/alerts").map_err(|error| error.to_string())?;
+            let url = base.join("api/v2/alerts")?;
             let mut query: Vec<(&str, &str)> = vec![
                 ("active", "true"),
                 ("silenced", "false"),
@@ -203,10 +234,10 @@ impl Poller {
                     }
                     return Ok(alerts);
                 }
-                Err(why) => errors.push(format!("{}: {why}", api.urls[at])),
+                Err(error) => errors.push((api.urls[at].clone(), error)),
             }
         }
-        Err(errors.join("; "))
+        Err(PollError::EveryUrlFailed(errors))
     }
 }
 
@@ -215,22 +246,46 @@ async fn get_alerts(
     url: reqwest::Url,
     query: &[(&str, &str)],
     timeout: Duration,
-) -> Result<Vec<Value>, String> {
+) -> Result<Vec<Value>, PollError> {
     let mut url = url;
     url.query_pairs_mut().extend_pairs(query);
-    let mut response =
-        client.get(url).timeout(timeout).send().await.map_err(|error| crate::http::error_chain(&error))?;
+    let mut response = client.get(url).timeout(timeout).send().await.map_err(PollError::Request)?;
     let status = response.status();
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|error| crate::http::error_chain(&error))? {
+    while let Some(chunk) = response.chunk().await.map_err(PollError::Request)? {
         if body.len() + chunk.len() > MAX_ANSWER {
-            return Err(format!("answer over {} MiB", MAX_ANSWER >> 20));
+            return Err(PollError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }
     if !status.is_success() {
-        let text = String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string();
-        return Err(format!("HTTP {status}: {text}"));
+        let text = String::from_utf8_lossy(&body[..body.len().min(BODY_SHOWN)]).trim().to_string();
+        return Err(PollError::Status { status, body: text });
     }
-    serde_json::from_slice(&body).map_err(|error| format!("not a list of alerts: {error}"))
+    serde_json::from_slice(&body).map_err(PollError::NotAlerts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// When no Alertmanager answers, the error names each URL with its own error, in the
+    /// order they were tried, as the log line has always said it.
+    #[test]
+    fn every_url_is_named() {
+        let url = |text: &str| reqwest::Url::parse(text).unwrap();
+        let status = reqwest::StatusCode::SERVICE_UNAVAILABLE;
+        let error = PollError::EveryUrlFailed(vec![
+            (url("http://am-0:9093"), PollError::Status { status, body: "not ready".into() }),
+            (url("http://am-1:9093/am"), PollError::TooLarge),
+        ]);
+        assert_eq!(
+            error.to_string(),
+            "http://am-0:9093/: HTTP 503 Service Unavailable: not ready; http://am-1:9093/am: answer over 32 MiB"
+        );
+        let json = serde_json::from_slice::<Vec<Value>>(b"{}").unwrap_err();
+        let error = PollError::NotAlerts(json);
+        assert!(error.to_string().starts_with("not a list of alerts: invalid type: map"), "{error}");
+        assert!(std::error::Error::source(&error).is_some_and(|e| e.is::<serde_json::Error>()));
+    }
 }

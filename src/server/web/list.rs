@@ -18,7 +18,7 @@ use super::recorded::{self, RecorderRow};
 use crate::analyze::{Measure, short};
 use crate::config::Config;
 use crate::model::text::time;
-use crate::model::{CaptureMeta, Decision, ProfileKind, Series, Signal};
+use crate::model::{CaptureMeta, Decision, ProfileKind, Series, Signal, UnknownKind};
 use crate::pipeline::App;
 use crate::recorder::Status;
 use crate::server::api::{ApiError, from_store};
@@ -41,12 +41,12 @@ pub struct ListQuery {
 
 impl ListQuery {
     /// The filter, or the kind it names that is none.
-    fn filter(&self) -> Result<CaptureFilter, String> {
+    fn filter(&self) -> Result<CaptureFilter, UnknownKind> {
         let given = |value: &Option<String>| value.clone().filter(|v| !v.is_empty());
         let limit = self.limit.as_deref().and_then(|l| l.trim().parse().ok()).unwrap_or(DEFAULT_LIMIT);
         let kind = match given(&self.kind) {
             None => None,
-            Some(name) => Some(ProfileKind::parse(&name).ok_or(name)?),
+            Some(name) => Some(name.parse::<ProfileKind>()?),
         };
         Ok(CaptureFilter {
             target: given(&self.target),
@@ -62,7 +62,7 @@ pub async fn index(State(app): State<Arc<App>>, Query(query): Query<ListQuery>) 
     let config = app.config();
     let filter = match query.filter() {
         Ok(filter) => filter,
-        Err(kind) => return html::error_page(PageError::UnknownKind(&kind), &config),
+        Err(UnknownKind(kind)) => return html::error_page(PageError::UnknownKind(&kind), &config),
     };
     let listed = filter.clone();
     let captures = match from_store(&app, move |store| Ok::<_, ApiError>(store.list(&listed))).await {
