@@ -82,8 +82,10 @@ pub enum PerfCaptureError {
     NotFound(#[from] NoPerfTarget),
     #[error("perf: {0}")]
     Sampling(#[from] PerfError),
-    #[error("cannot write {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: std::path::PathBuf, source: std::io::Error },
+    #[error("perf: the sampling task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// What a `perf` capture kept: its size and digest, and how far to trust it.
@@ -132,7 +134,7 @@ impl PerfSampler {
         recording: crate::perf::PerfRecording,
         dest: &Path,
     ) -> Result<PerfCaptured, PerfCaptureError> {
-        let cannot_write = |source| PerfCaptureError::Write { path: dest.display().to_string(), source };
+        let cannot_write = |source| PerfCaptureError::Write { path: dest.to_path_buf(), source };
         let mut out =
             Hashed::new(std::io::BufWriter::new(std::fs::File::create(dest).map_err(cannot_write)?));
         let summary = self.symbols.lock().unwrap().write_profile(recording, &mut out)?;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::analyze::stored::{self, AnalysisError};
 use crate::analyze::{DIFF_KEPT, FunctionTable, Measure, TOP_KEPT, diff, top_line};
 use crate::capture::PprofClient;
-use crate::capture::perf::PerfSampler;
+use crate::capture::perf::{PerfCaptureError, PerfSampler};
 use crate::gate::Gate;
 use crate::metrics::Metrics;
 use crate::model::{
@@ -173,15 +173,12 @@ impl Capturer {
         let sampled = spawn_blocking(move || sampler.capture(&target, &settings, &cancel, &dest)).await;
         pending.finished_at = Utc::now();
         self.metrics.captures_in_flight.dec();
-        match sampled {
-            Ok(Ok(captured)) => {
+        match sampled.map_err(PerfCaptureError::from).and_then(|sampled| sampled) {
+            Ok(captured) => {
                 pending.perf = Some(perf_stats(&captured.summary, frequency));
                 StagedCapture::ready(pending, staged, captured.bytes, captured.sha256, clock)
             }
-            Ok(Err(error)) => StagedCapture::failed(pending, error.to_string(), clock),
-            Err(error) => {
-                StagedCapture::failed(pending, format!("perf: the sampling task failed: {error}"), clock)
-            }
+            Err(error) => StagedCapture::failed(pending, error.to_string(), clock),
         }
     }
 
