@@ -11,6 +11,7 @@ use alertprof::config::{CaptureConfig, Config};
 use alertprof::manual;
 use alertprof::model::ProfileKind;
 use alertprof::model::text::quantity;
+use alertprof::perf::PerfTarget;
 
 /// Catches performance spikes of Go services in the act: pprof profiles on alerts,
 /// re-verified locally, kept safely, marked in Grafana.
@@ -46,18 +47,30 @@ enum Command {
         /// The YAML config file.
         file: PathBuf,
     },
-    /// Capture one profile by hand from a pprof base URL, e.g. http://127.0.0.1:6060.
+    /// Capture one profile by hand from a pprof base URL, e.g. http://127.0.0.1:6060, or with
+    /// --profile perf, of a process or cgroup of this host.
     Capture {
         /// Base URL of the service, e.g. 127.0.0.1:6060; /debug/pprof/... is appended (a URL
-        /// that already ends in /debug/pprof is taken as the base above it).
-        url: String,
+        /// that already ends in /debug/pprof is taken as the base above it). Not with perf.
+        url: Option<String>,
         /// Profile kind: cpu, heap, allocs, block, mutex, threadcreate, goroutine,
-        /// goroutine_text, trace, fgprof.
+        /// goroutine_text, trace, fgprof, or perf (sampled here with the kernel's perf
+        /// events: give --pid or --cgroup instead of a URL).
         #[arg(long)]
         profile: ProfileKind,
-        /// Seconds a timed profile (cpu, trace, fgprof) runs.
+        /// Seconds a timed profile (cpu, trace, fgprof, perf) runs.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=300))]
         seconds: u32,
+        /// With --profile perf: the process to sample, every thread of it.
+        #[arg(long, conflicts_with_all = ["url", "cgroup"])]
+        pid: Option<u32>,
+        /// With --profile perf: a cgroup v2 directory (e.g. /sys/fs/cgroup/system.slice/x.service),
+        /// every process in it.
+        #[arg(long, conflicts_with = "url")]
+        cgroup: Option<PathBuf>,
+        /// With --profile perf: samples a second of CPU time.
+        #[arg(long, default_value_t = 99, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        frequency: u32,
         /// Directory to write the profile to.
         #[arg(long, default_value = ".")]
         out: PathBuf,
@@ -130,17 +143,46 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
-        Command::Capture { url, profile, seconds, out } => {
-            let settings = CaptureConfig {
-                max_profile_bytes: 1 << 30,
-                shutdown_grace: std::time::Duration::ZERO,
-                ..CaptureConfig::default()
+        Command::Capture { url, profile, seconds, pid, cgroup, frequency, out } => {
+            let kept = match (profile, url, pid, cgroup) {
+                (ProfileKind::Perf, None, Some(pid), None) => runtime.block_on(manual::capture_perf(
+                    PerfTarget::Pid(pid),
+                    seconds,
+                    frequency,
+                    &out,
+                    true,
+                ))?,
+                (ProfileKind::Perf, None, None, Some(cgroup)) => runtime.block_on(manual::capture_perf(
+                    PerfTarget::Cgroup(cgroup),
+                    seconds,
+                    frequency,
+                    &out,
+                    true,
+                ))?,
+                (ProfileKind::Perf, ..) => {
+                    anyhow::bail!(
+                        "--profile perf samples a process of this host: give --pid PID or --cgroup DIR, not a URL"
+                    )
+                }
+                (_, Some(url), None, None) => {
+                    let settings = CaptureConfig {
+                        max_profile_bytes: 1 << 30,
+                        shutdown_grace: std::time::Duration::ZERO,
+                        ..CaptureConfig::default()
+                    };
+                    let (url, note) = manual::base_url(&url)?;
+                    if let Some(note) = note {
+                        eprintln!("alertprof: {note}");
+                    }
+                    runtime.block_on(manual::capture(&url, profile, seconds, &out, settings, true))?
+                }
+                (_, None, None, None) => anyhow::bail!(
+                    "--profile {profile} needs the service's pprof base URL, e.g. 127.0.0.1:6060"
+                ),
+                (..) => anyhow::bail!(
+                    "--pid and --cgroup go with --profile perf only; --profile {profile} takes a URL"
+                ),
             };
-            let (url, note) = manual::base_url(&url)?;
-            if let Some(note) = note {
-                eprintln!("alertprof: {note}");
-            }
-            let kept = runtime.block_on(manual::capture(&url, profile, seconds, &out, settings, true))?;
             println!(
                 "{} ({} bytes, sha256 {})",
                 kept.path.display(),
@@ -163,6 +205,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             for warning in kept.warnings(profile) {
                 eprintln!("alertprof: warning: {warning}");
+            }
+            if let Some(perf) = &kept.perf {
+                println!("perf: {}", perf.line());
+                for binary in &perf.unreadable_binaries {
+                    eprintln!("alertprof: warning: frames left unnamed: {binary}");
+                }
             }
             println!("open it with: {}", profile.open_command(&kept.path.display().to_string()));
             Ok(ExitCode::SUCCESS)

@@ -331,3 +331,74 @@ async fn config_reads_are_bounded() {
     let ready = support::client().get(format!("{}/-/ready", serve.base)).send().await.unwrap();
     assert_eq!(ready.status(), 200);
 }
+
+/// `alertprof capture --profile perf` samples a process of this host by pid, with no URL:
+/// the Go demo target, burning, comes out with its own function names, and the sampling's
+/// counts are said. A URL with perf, a pid without perf, and a pid that is gone are each
+/// refused with what to do, and leave nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_perf_capture() {
+    let demo = Demo::start();
+    let dir = tempfile::tempdir().unwrap();
+    demo.get("/burn?seconds=60&workers=1").await;
+    let pid = demo.child.0.id().to_string();
+    let output = alertprof(
+        &["capture", "--profile", "perf", "--pid", &pid, "--seconds", "2", "--out", "p"],
+        dir.path(),
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let files = support::files_in(&dir.path().join("p"));
+    assert_eq!(files.len(), 1);
+    assert!(files[0].ends_with("-manual-perf.pb.gz"), "{files:?}");
+    assert!(stdout.contains("top functions (cpu/nanoseconds):"), "{stdout}");
+    assert!(
+        stdout.contains("main.spin") || stdout.contains("main.burnCPU"),
+        "the burning function by name: {stdout}"
+    );
+    let perf = stdout.lines().find_map(|line| line.strip_prefix("perf: ")).expect("the sampling's counts");
+    let samples: u64 = perf.split(' ').next().unwrap().parse().unwrap();
+    assert!(samples > 0 && perf.contains("at 99 Hz") && perf.contains("lost"), "{perf}");
+    let top = Command::new("go")
+        .args(["tool", "pprof", "-top"])
+        .arg(dir.path().join("p").join(&files[0]))
+        .output()
+        .unwrap();
+    assert!(top.status.success(), "go tool pprof opens it: {}", String::from_utf8_lossy(&top.stderr));
+
+    let url = demo.url();
+    let refusals = [
+        (vec!["capture", &url, "--profile", "perf"], "give --pid PID or --cgroup DIR, not a URL"),
+        (vec!["capture", "--profile", "perf"], "give --pid PID or --cgroup DIR"),
+        (
+            vec!["capture", "--profile", "heap", "--pid", &pid],
+            "--pid and --cgroup go with --profile perf only",
+        ),
+        (vec!["capture", "--profile", "heap"], "--profile heap needs the service's pprof base URL"),
+        (
+            vec!["capture", "--profile", "perf", "--pid", "4000000", "--seconds", "1", "--out", "p"],
+            "process 4000000 does not exist",
+        ),
+        (
+            vec![
+                "capture",
+                "--profile",
+                "perf",
+                "--cgroup",
+                "/sys/fs/cgroup/no-such-group",
+                "--seconds",
+                "1",
+                "--out",
+                "p",
+            ],
+            "no-such-group",
+        ),
+    ];
+    for (args, says) in refusals {
+        let output = alertprof(&args, dir.path());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?} should say {says:?}: {stderr}");
+    }
+    assert_eq!(support::files_in(&dir.path().join("p")).len(), 1, "a refusal leaves nothing behind");
+}

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ProcessRef;
 use crate::durable::Hashed;
+use crate::model::PerfStats;
 use crate::perf::{PerfError, PerfSettings, PerfSummary, PerfTarget, Symbolizer};
 use crate::verify::cgroup::CgroupReader;
 use crate::verify::procfs::ProcReader;
@@ -94,6 +95,28 @@ pub struct PerfCaptured {
     pub bytes: u64,
     pub sha256: String,
     pub summary: PerfSummary,
+}
+
+impl PerfCaptured {
+    /// What the capture's metadata keeps of the sampling: how far to trust the profile.
+    pub fn stats(&self, frequency_hz: u32) -> PerfStats {
+        let summary = &self.summary;
+        PerfStats {
+            frequency_hz,
+            samples: summary.samples,
+            lost: summary.lost,
+            cut_short: summary.cut_short,
+            unsymbolized_locations: summary.unsymbolized_locations,
+            unreadable_binaries: summary
+                .unreadable_binaries
+                .iter()
+                .map(|binary| format!("{}: {}", binary.path.display(), binary.error))
+                .collect(),
+            processes: summary.processes,
+            threads: summary.threads,
+            exited_after_ms: summary.exited_after.map(|after| after.as_millis() as u64),
+        }
+    }
 }
 
 /// Samples with perf events, and names the frames with a cache shared by every capture.
