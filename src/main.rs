@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use alertprof::config::{CaptureConfig, Config};
 use alertprof::manual;
 use alertprof::model::ProfileKind;
-use alertprof::model::text::quantity;
+use alertprof::model::text::{counted, quantity};
 use alertprof::perf::PerfTarget;
 
 /// Catches performance spikes of Go services in the act: pprof profiles on alerts,
@@ -45,7 +45,11 @@ enum Command {
     /// Check a config file; print every problem with its place and exit 1 if there are any.
     CheckConfig {
         /// The YAML config file.
-        file: PathBuf,
+        #[arg(required_unless_present = "config", conflicts_with = "config", value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// The same, as `serve` takes it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Capture one profile by hand from a pprof base URL, e.g. http://127.0.0.1:6060, or with
     /// --profile perf, of a process or cgroup of this host.
@@ -95,6 +99,29 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
+/// `check-config`: `valid`, or every problem with its place (exit 1).
+fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    match Config::load(file) {
+        Ok(config) => {
+            println!(
+                "{}: valid ({}, {})",
+                file.display(),
+                counted(config.targets.len(), "target"),
+                counted(config.rules.len(), "rule")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            let problems = error.problems();
+            eprintln!("{}: {}", file.display(), counted(problems.len(), "problem"));
+            for problem in problems {
+                eprintln!("  {problem}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     alertprof::init();
     let cli = Cli::parse();
@@ -124,25 +151,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             runtime.block_on(alertprof::server::serve(config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(config) => {
-                println!(
-                    "{}: valid ({} targets, {} rules)",
-                    file.display(),
-                    config.targets.len(),
-                    config.rules.len()
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(error) => {
-                let problems = error.problems();
-                eprintln!("{}: {} problem(s)", file.display(), problems.len());
-                for problem in problems {
-                    eprintln!("  {problem}");
-                }
-                Ok(ExitCode::FAILURE)
-            }
-        },
+        Command::CheckConfig { file, config } => {
+            let file = file.or(config).expect("clap requires one");
+            check_config(&file)
+        }
         Command::Capture { url, profile, seconds, pid, cgroup, frequency, out } => {
             let kept = match (profile, url, pid, cgroup) {
                 (ProfileKind::Perf, None, Some(pid), None) => runtime.block_on(manual::capture_perf(

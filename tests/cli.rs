@@ -65,7 +65,16 @@ fn check_config_reports_every_problem() {
     for (problem, wanted) in problems.iter().zip(expected) {
         assert!(problem.starts_with(wanted), "{problem:?} should start with {wanted:?}");
     }
-    assert!(stderr.starts_with(&format!("bad.yaml: {} problem(s)", expected.len())));
+    assert!(stderr.starts_with(&format!("bad.yaml: {} problems\n", expected.len())), "{stderr}");
+
+    // One problem is one; the file may be given as `serve` takes it.
+    std::fs::write(dir.path().join("one.yaml"), "sample_interval: 5\n").unwrap();
+    let output = alertprof(&["check-config", "--config", "one.yaml"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.starts_with("one.yaml: 1 problem\n  sample_interval: 5 needs a unit"), "{stderr}");
+    let output = alertprof(&["check-config"], dir.path());
+    assert_eq!(output.status.code(), Some(2), "no file is a usage error");
 }
 
 /// The annotated example config is valid; YAML syntax errors and missing files are
@@ -75,7 +84,7 @@ fn check_config_valid_syntax_and_missing() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let output = alertprof(&["check-config", "alertprof.yaml"], &examples);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("valid (1 targets, 2 rules)"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("valid (1 target, 2 rules)"));
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("broken.yaml"), "targets: [\n  - {name: x\n").unwrap();
