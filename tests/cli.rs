@@ -368,12 +368,11 @@ async fn manual_perf_capture() {
     let perf = stdout.lines().find_map(|line| line.strip_prefix("perf: ")).expect("the sampling's counts");
     let samples: u64 = perf.split(' ').next().unwrap().parse().unwrap();
     assert!(samples > 0 && perf.contains("at 99 Hz") && perf.contains("lost"), "{perf}");
-    let top = Command::new("go")
-        .args(["tool", "pprof", "-top"])
-        .arg(dir.path().join("p").join(&files[0]))
-        .output()
-        .unwrap();
-    assert!(top.status.success(), "go tool pprof opens it: {}", String::from_utf8_lossy(&top.stderr));
+    let rows = support::pprof_top(&dir.path().join("p").join(&files[0]));
+    assert!(
+        rows.iter().any(|row| row.contains("main.")),
+        "go tool pprof names the demo's functions: {rows:?}"
+    );
 
     let url = demo.url();
     let refusals = [

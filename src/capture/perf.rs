@@ -79,13 +79,13 @@ impl PerfLookup {
 /// Why a `perf` capture failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PerfCaptureError {
-    #[error("perf: {0}")]
+    #[error(transparent)]
     NotFound(#[from] NoPerfTarget),
-    #[error("perf: {0}")]
+    #[error(transparent)]
     Sampling(#[from] PerfError),
     #[error("cannot write {}: {source}", path.display())]
     Write { path: std::path::PathBuf, source: std::io::Error },
-    #[error("perf: the sampling task failed: {0}")]
+    #[error("the sampling task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
 
