@@ -489,7 +489,7 @@ rules:
             [
                 "rules[0].baseline.every: must be at least 1m: a baseline is a full capture",
                 "rules[1].baseline: needs on_resolved: true or every, or both",
-                "rules[2].baseline: target \"any\" has a templated URL; baseline.every needs fixed URLs",
+                "rules[2].baseline: target \"any\" is templated from alert labels; baseline.every needs a fixed target",
                 "rules[3].on_resolved: moved: write baseline: {on_resolved: true}",
                 "rules[4].baseline.often: unknown key \"often\" (known: on_resolved, every)",
                 "rules[4].baseline: needs on_resolved: true or every, or both",

@@ -53,7 +53,7 @@ pub async fn verify(steps: &JobSteps, job: &Job, now: DateTime<Utc>) -> Verified
         return quiet(steps, job, now).map(|readings| (readings, Vec::new()));
     }
     let (rule, target) = (job.rule(), job.target());
-    let verdict = if job.endpoint.templated && !rule.verify.is_empty() {
+    let verdict = if job.endpoint.per_alert() && !rule.verify.is_empty() {
         on_arrival(steps, job).await
     } else if rule.lookback.is_some() {
         let from = super::from_recorder::window(job, now).from;
@@ -92,7 +92,7 @@ pub fn quiet(steps: &JobSteps, job: &Job, now: DateTime<Utc>) -> Result<Readings
         ));
     }
     // A templated target has no local readings: its alert resolving is what says quiet.
-    if job.endpoint.templated {
+    if job.endpoint.per_alert() {
         return Ok(Readings::new());
     }
     let readings = steps.verifier.readings(&target.name);
