@@ -87,7 +87,7 @@ pub fn quiet(steps: &JobSteps, job: &Job, now: DateTime<Utc>) -> Result<Readings
         && let Some(Refusal::Cooldown { until }) = steps.gate.check(None, &spike_cooldown, now)
     {
         return Err(not_quiet(
-            format!("the rule captured a spike; in cooldown until {until}"),
+            format!("the rule captured a spike; in cooldown until {}", crate::model::text::time(&until)),
             Readings::new(),
         ));
     }
