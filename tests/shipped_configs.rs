@@ -139,8 +139,8 @@ async fn in_bucket(moto: &Moto, shipped: &Shipped, opened: &[Value]) {
 /// `examples/alertprof.yaml`, the annotated example, run as systemd runs it: the demo
 /// target recorded all the time; a `ProcessCPUHigh` alert on a burning target becomes a CPU
 /// profile merged from the recorder over the rule's lookback, with the goroutine profile
-/// beside it, and a `GoroutineSpike` alert in the same payload its goroutine and heap
-/// profiles, all kept beside the config file.
+/// beside it, and the README's test alert (`examples/test-alert.json`, a `GoroutineSpike`)
+/// its goroutine and heap profiles, all kept beside the config file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_config() {
     let dir = tempfile::tempdir().unwrap();
@@ -158,11 +158,22 @@ async fn the_example_config() {
     let serve = serve_file(dir.path(), &shipped).await;
 
     demo.get("/burn?seconds=30&workers=1").await;
-    let (mut cpu, mut leak) = (shipped.alert_labels("cpu-spike"), shipped.alert_labels("goroutine-leak"));
-    for labels in [&mut cpu, &mut leak] {
-        labels.insert("job".into(), json!("demo"));
-    }
-    post_webhook(&serve, None, &firing(&[&cpu, &leak])).await;
+    let mut cpu = shipped.alert_labels("cpu-spike");
+    cpu.insert("job".into(), json!("demo"));
+    post_webhook(&serve, None, &firing(&[&cpu])).await;
+    // The README's test alert, as its one line sends it: startsAt filled in with now.
+    let test_alert =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/test-alert.json"))
+            .unwrap()
+            .replace("@NOW@", &chrono::Utc::now().to_rfc3339());
+    let test_alert: Value = serde_json::from_str(&test_alert).unwrap();
+    let leak = test_alert["alerts"][0]["labels"].as_object().unwrap().clone();
+    assert_eq!(
+        json!(shipped.alert_labels("goroutine-leak")["alertname"]),
+        leak["alertname"],
+        "for the example's rule"
+    );
+    post_webhook(&serve, None, &test_alert).await;
     let by_rule = |rule: &'static str| move |d: &Value| d["rule"] == rule && d["source"] == "alertmanager";
     let decision = captured_by(&serve, "the CPU alert", Duration::from_secs(90), by_rule("cpu-spike")).await;
     let opened = open_captures(&serve, &decision, dir.path()).await;

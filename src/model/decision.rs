@@ -10,8 +10,8 @@ use super::id::CaptureId;
 use super::kind::ProfileKind;
 use super::name::Name;
 use super::signal::Readings;
-use super::trigger::TriggerSource;
 use super::text::time;
+use super::trigger::TriggerSource;
 
 /// Why the gate refuses a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +172,11 @@ impl std::fmt::Display for Reason {
                 write!(f, "alert already handled for this rule and target at {}", time(first_seen))
             }
             Reason::Refused(Refusal::Pending { since }) => {
-                write!(f, "a copy of this alert came first, at {}; its capture is queued or running", time(since))
+                write!(
+                    f,
+                    "a copy of this alert came first, at {}; its capture is queued or running",
+                    time(since)
+                )
             }
             Reason::Refused(Refusal::Cooldown { until }) => write!(f, "in cooldown until {}", time(until)),
             Reason::Refused(Refusal::DuplicateElsewhere { first_seen, by }) => {
