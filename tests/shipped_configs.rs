@@ -326,12 +326,14 @@ async fn the_agent_configmap() {
     let decision = captured_by(&serve, "the CPU alert", Duration::from_secs(90), by_rule("cpu-spike")).await;
     let reason = decision["reason"].as_str().unwrap();
     assert!(reason.contains("cpu_percent"), "verified on the cgroup's CPU: {decision}");
+    assert!(reason.contains("(of the cgroup's quota of 0.2 CPU)"), "says what 100% is: {decision}");
     let opened = open_captures(&serve, &decision, d).await;
     assert_eq!(kinds(&opened), ["cpu", "goroutine"], "{opened:?}");
     in_bucket(&moto, &shipped, &opened).await;
     let decision = captured(&serve, memory["alertname"].as_str().unwrap(), Duration::from_secs(60)).await;
     let reason = decision["reason"].as_str().unwrap();
     assert!(reason.contains("memory_percent"), "verified on the cgroup's memory: {decision}");
+    assert!(reason.contains("(of the memory limit of 128.00MiB)"), "says what 100% is: {decision}");
     let opened = open_captures(&serve, &decision, d).await;
     assert_eq!(kinds(&opened), ["goroutine", "heap"], "{opened:?}");
     in_bucket(&moto, &shipped, &opened).await;

@@ -139,7 +139,8 @@ async fn on_arrival(steps: &JobSteps, job: &Job) -> Verdict {
         proc_root: &config.proc_root,
     });
     let sample = sample_now(target, &[rule], url, &http, SCRAPE_TIMEOUT, cgroup).await;
-    steps.verifier.judge_sample(&rule.verify, sample)
+    let (sample, bases) = sample;
+    steps.verifier.judge_sample(&rule.verify, sample, &bases)
 }
 
 /// For a templated URL with a host name: the addresses it resolves to, once checked
