@@ -55,7 +55,9 @@ fn write_captures(data: &std::path::Path) {
             "signals": {
                 "cpu_percent": [[1795254900000i64, 4.0], [1795254960000i64, 6.5], [1795254990000i64, 87.5]],
                 "goroutines": [[1795254900000i64, 20.0], [1795254990000i64, 300.0]],
+                "memory_percent": [[1795254900000i64, 0.02], [1795254990000i64, 0.02]],
             },
+            "bases": {"cpu_percent": {"quota": 0.5}, "memory_percent": {"host_memory": 25_165_824_000u64}},
             "url": "http://127.0.0.1:9/debug/pprof/profile?seconds=10", "seconds": 10,
             "started_at": "2026-11-21T10:00:00Z", "finished_at": "2026-11-21T10:00:10Z",
             "bytes": 2048, "sha256": "ab".repeat(32), "file": format!("{CPU}.pb.gz"),
@@ -392,9 +394,13 @@ async fn charts() {
         "<polyline points=",
         ">09:55:00</text>",
         ">10:00:10</text>",
+        // What 100% is, with the caption; memory with no limit said, not drawn at 0%.
+        "cpu_percent 87.5 (of the cgroup&#39;s quota of 0.5 CPU)",
+        "memory_percent: no limit (of the host&#39;s 23.44GiB: no memory limit)",
     ] {
         assert!(page.contains(wanted), "{wanted} not in:\n{page}");
     }
+    assert!(!page.contains("id=\"chart-memory_percent\""), "no flat line for memory with no limit");
     let heap = call(&f.app, get(&format!("/captures/{HEAP}"))).await.body;
     assert!(!heap.contains("id=\"signals\""), "no readings kept, no chart");
 

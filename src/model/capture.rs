@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::id::{CaptureId, CaptureRole};
 use super::kind::ProfileKind;
-use super::signal::{Readings, Series};
+use super::signal::{Bases, Readings, Series};
 use super::summary::{Diff, Summary};
 use super::trigger::Trigger;
 
@@ -63,6 +63,8 @@ pub struct PendingCapture {
     pub readings: Readings,
     /// The target's readings over the minutes before the capture, for its chart.
     pub signals: Series,
+    /// What 100% of each percent signal was.
+    pub bases: Bases,
     /// Where the profile is fetched from.
     pub url: String,
     pub seconds: Option<u32>,
@@ -94,6 +96,7 @@ impl PendingCapture {
             trigger,
             readings: Readings::new(),
             signals: Series::new(),
+            bases: Bases::new(),
             url: String::new(),
             seconds: None,
             started_at: at,
@@ -136,6 +139,9 @@ pub struct CaptureMeta {
     /// The target's readings over the minutes before the capture, for its chart.
     #[serde(default, skip_serializing_if = "Series::is_empty")]
     pub signals: Series,
+    /// What 100% of each percent signal was.
+    #[serde(default, skip_serializing_if = "Bases::is_empty")]
+    pub bases: Bases,
     /// The URL the profile was fetched from.
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -246,6 +252,7 @@ impl CaptureMeta {
             trigger,
             readings,
             signals,
+            bases,
             url,
             seconds,
             started_at,
@@ -266,6 +273,7 @@ impl CaptureMeta {
             trigger,
             readings,
             signals,
+            bases,
             url,
             seconds,
             started_at,

@@ -23,6 +23,6 @@ pub use id::{CaptureId, CaptureRole, NotACaptureId};
 pub use kind::{BodyFormat, ProfileKind, UnknownKind};
 pub use links::CaptureLinks;
 pub use name::{Name, Secret};
-pub use signal::{Readings, Series, Signal, SignalCheck, SignalKey, Threshold};
+pub use signal::{Bases, Basis, Readings, Series, Signal, SignalCheck, SignalKey, Threshold};
 pub use summary::{Diff, Summary, TopFunction};
 pub use trigger::{Trigger, TriggerSource};

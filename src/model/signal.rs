@@ -12,6 +12,49 @@ pub type Readings = BTreeMap<SignalKey, f64>;
 /// Recent readings of each signal, by key: (epoch milliseconds, value), oldest first.
 pub type Series = BTreeMap<SignalKey, Vec<(i64, f64)>>;
 
+/// What 100% of each percent signal was, by signal.
+pub type Bases = BTreeMap<SignalKey, Basis>;
+
+/// What 100% of a percent signal is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// The CPUs the process may run on (no quota).
+    Cpus(f64),
+    /// The cgroup's CPU quota, in CPUs.
+    Quota(f64),
+    /// The cgroup's memory limit, in bytes.
+    MemoryLimit(u64),
+    /// The host's memory, in bytes: there is no memory limit.
+    HostMemory(u64),
+}
+
+impl Basis {
+    /// Whether the signal is measured against a limit of its own: a memory percent of the
+    /// host's memory is not, and tells little.
+    pub fn is_limit(&self) -> bool {
+        !matches!(self, Basis::HostMemory(_))
+    }
+}
+
+impl fmt::Display for Basis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cpus = |cores: f64| {
+            let text = format!("{cores:.2}");
+            text.trim_end_matches('0').trim_end_matches('.').to_string()
+        };
+        let bytes = |bytes: u64| super::text::quantity(bytes as i64, "bytes");
+        match self {
+            Basis::Cpus(cores) => {
+                write!(f, "of {} CPU{}", cpus(*cores), if *cores == 1.0 { "" } else { "s" })
+            }
+            Basis::Quota(cores) => write!(f, "of the cgroup's quota of {} CPU", cpus(*cores)),
+            Basis::MemoryLimit(limit) => write!(f, "of the memory limit of {}", bytes(*limit)),
+            Basis::HostMemory(total) => write!(f, "of the host's {}: no memory limit", bytes(*total)),
+        }
+    }
+}
+
 /// What a signal's readings are kept under: its name, and for a metric its label matchers
 /// too (`http_requests_total{code="500"}`). Made only by `Signal::key`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

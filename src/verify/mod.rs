@@ -10,7 +10,6 @@ pub mod target_metrics;
 pub mod trigger;
 
 pub use reading::{NoReading, Sample, SampleError};
-pub use sampler::Bases;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -18,7 +17,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{Readings, Series, SignalCheck, SignalKey};
+use crate::model::{Bases, Readings, Series, SignalCheck, SignalKey};
 use trigger::Judgement;
 
 /// Whether a rule's condition holds now, with the readings it was judged on.
@@ -139,6 +138,11 @@ impl Verifier {
     pub fn record_bases(&self, target: &str, bases: &Bases) {
         let mut targets = self.targets.lock().unwrap();
         targets.entry(target.to_string()).or_default().bases.clone_from(bases);
+    }
+
+    /// What 100% of each of a target's percent signals is, as its latest sample found.
+    pub fn bases(&self, target: &str) -> Bases {
+        self.targets.lock().unwrap().get(target).map(|s| s.bases.clone()).unwrap_or_default()
     }
 
     /// The latest readings of a target.
@@ -311,7 +315,8 @@ mod tests {
         let verifier = Verifier::new(3, Duration::from_secs(10));
         let now = Utc::now();
         verifier.record("t", now, Sample::from([(Signal::CpuPercent.key(), Ok(45.0))]));
-        verifier.record_bases("t", &Bases::from([(Signal::CpuPercent.key(), "of 2 CPUs".to_string())]));
+        verifier
+            .record_bases("t", &Bases::from([(Signal::CpuPercent.key(), crate::model::Basis::Cpus(2.0))]));
         let cpu = |abs| {
             vec![SignalCheck {
                 signal: Signal::CpuPercent,

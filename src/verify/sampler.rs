@@ -11,7 +11,7 @@ use super::procfs::{ProcReader, ProcessSample};
 use super::reading::{NoReading, Sample, SampleError};
 use super::target_metrics::{TargetMetrics, scrape};
 use crate::config::{ProcessRef, Rule, Target};
-use crate::model::{Signal, SignalKey};
+use crate::model::{Bases, Basis, Signal, SignalKey};
 
 /// A metric signal some rule reads from this target.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,10 +44,6 @@ pub struct Probe {
     /// What 100% of each percent signal was in the last sample.
     bases: Bases,
 }
-
-/// What 100% of a percent signal is, by signal: `of 2 CPUs`, `of the cgroup's quota of
-/// 0.5 CPU`, `of the memory limit of 128 MiB`.
-pub type Bases = BTreeMap<SignalKey, String>;
 
 /// CPU time used by the target at a wall-clock moment.
 #[derive(Debug, Clone, Copy)]
@@ -199,11 +195,7 @@ impl Probe {
             .or_else(|| self.cgroups.cpuset_cpus(&dirs))
             .or_else(|| host_cpus.map(|n| n as f64))
             .unwrap_or(1.0);
-        let cpus = match quota {
-            Some(quota) => format!("of the cgroup's quota of {} CPU", trimmed(quota)),
-            None => format!("of {} CPU{}", trimmed(cores), if cores == 1.0 { "" } else { "s" }),
-        };
-        self.bases.insert(Signal::CpuPercent.key(), cpus);
+        self.bases.insert(Signal::CpuPercent.key(), quota.map_or(Basis::Cpus(cores), Basis::Quota));
         let cpu = match (used, self.last_cpu) {
             (None, _) => Err(NoReading::NoCpuUsage),
             (Some(now_ns), Some(then)) if then.whose == whose && wall > then.wall => {
@@ -221,11 +213,7 @@ impl Probe {
         let cgroup_memory = self.cgroups.memory(&dirs);
         let cgroup_limit = cgroup_memory.and_then(|m| m.limit);
         let limit = cgroup_limit.or(host_memory);
-        let memory_basis = match (cgroup_limit, host_memory) {
-            (Some(bytes), _) => Some(format!("of the memory limit of {}", human_bytes(bytes))),
-            (None, Some(bytes)) => Some(format!("of the host's {}: no memory limit", human_bytes(bytes))),
-            (None, None) => None,
-        };
+        let memory_basis = cgroup_limit.map(Basis::MemoryLimit).or(host_memory.map(Basis::HostMemory));
         match memory_basis {
             Some(basis) => drop(self.bases.insert(Signal::MemoryPercent.key(), basis)),
             None => drop(self.bases.remove(&Signal::MemoryPercent.key())),
@@ -327,17 +315,6 @@ async fn off_thread<T: Send + 'static>(
     })
     .await
     .map_err(SampleError::from)
-}
-
-/// `0.5`, `2`: a count of CPUs without trailing zeros.
-fn trimmed(cores: f64) -> String {
-    let text = format!("{cores:.2}");
-    text.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-/// `128 MiB`, `23.4 GiB`.
-fn human_bytes(bytes: u64) -> String {
-    crate::model::text::quantity(bytes as i64, "bytes")
 }
 
 /// No local CPU or memory reading, for `why`.

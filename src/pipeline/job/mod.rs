@@ -120,6 +120,7 @@ fn pending(
     // A templated target is not sampled: it has no readings over time.
     if !job.endpoint.per_alert() {
         pending.signals = steps.verifier.series(&target.name);
+        pending.bases = steps.verifier.bases(&target.name);
     }
     pending.seconds = kind.is_timed().then_some(rule.seconds);
     if let Some(base) = job.endpoint.pprof_url.as_ref().filter(|_| kind.needs_pprof_url()) {

@@ -18,7 +18,7 @@ use crate::analyze::{Measure, grown};
 use crate::config::{Config, Credentials};
 use crate::model::summary::unit_of;
 use crate::model::text::{change, quantity, reading, time};
-use crate::model::{CaptureId, CaptureMeta, Decision, Diff, TopFunction};
+use crate::model::{Basis, CaptureId, CaptureMeta, Decision, Diff, TopFunction};
 use crate::pipeline::App;
 use crate::server::api::{ApiError, from_store};
 
@@ -131,6 +131,8 @@ struct Signals<'a> {
     /// When the trigger started, if that was before the first reading shown.
     trigger_before: Option<String>,
     charts: Vec<Chart<'a>>,
+    /// Signals with no limit to be a percent of, each said in a line instead of drawn.
+    unlimited: Vec<String>,
 }
 
 impl<'a> Signals<'a> {
@@ -159,14 +161,27 @@ impl<'a> Signals<'a> {
             window: Some(window),
             captures: Vec::new(),
         };
-        let charts = meta.signals.iter().filter(|(_, points)| !points.is_empty()).map(|(signal, points)| {
+        // A percent of nothing of its own (memory with no limit: of the host's memory) is
+        // said, not drawn: its line would lie flat at 0%.
+        let (charted, unlimited): (Vec<_>, Vec<_>) = meta
+            .signals
+            .iter()
+            .filter(|(_, points)| !points.is_empty())
+            .partition(|(signal, _)| meta.bases.get(*signal).is_none_or(Basis::is_limit));
+        let charts = charted.into_iter().map(|(signal, points)| {
             let latest = points.last().map(|(_, value)| reading(signal.as_str(), *value)).unwrap_or_default();
-            let (caption, id) = (format!("{signal} {latest}"), format!("chart-{signal}"));
-            Chart::new(caption, id, signal.as_str(), points, (from, to), 80.0, &marks)
+            let caption = match meta.bases.get(signal) {
+                Some(basis) => format!("{signal} {latest} ({basis})"),
+                None => format!("{signal} {latest}"),
+            };
+            Chart::new(caption, format!("chart-{signal}"), signal.as_str(), points, (from, to), 80.0, &marks)
         });
+        let unlimited =
+            unlimited.into_iter().map(|(signal, _)| format!("{signal}: no limit ({})", meta.bases[signal]));
         Some(Signals {
             trigger_before: trigger.starts_at.filter(|at| at.timestamp_millis() < from).as_ref().map(time),
             charts: charts.collect(),
+            unlimited: unlimited.collect(),
         })
     }
 }
