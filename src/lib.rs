@@ -11,7 +11,8 @@
 //!   `Job`), [`verify`] (local readings), [`gate`] (dedupe, cooldown, concurrency),
 //!   [`capture`] (fetch and validate), [`store`] (keep, index, retention), [`analyze`]
 //!   (top functions, diffs, flame graphs), [`annotate`] (Grafana), [`metrics`], [`recorder`]
-//!   (each recorded target's recent profiles, and the end of its process).
+//!   (each recorded target's recent profiles, and the end of its process), [`pyroscope`]
+//!   (kept profiles pushed to Pyroscope from a queue on disk; links to their views).
 //! - [`pipeline`] — the `App` state, workers, one job end to end, watch, reload.
 //! - [`server`] — the router, auth, webhook, API, web page, and `serve`.
 
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod profile;
+pub mod pyroscope;
 pub mod recorder;
 pub mod rules;
 pub mod server;
