@@ -51,8 +51,13 @@ fn intake(c: &mut Criterion) {
                     .alerts
                     .iter()
                     .map(|alert| {
-                        match_alert(&config, alert, chrono::Utc::now(), |_: &str, _: &str, _: &str| None)
-                            .len()
+                        match_alert(
+                            &config,
+                            alert,
+                            chrono::Utc::now(),
+                            |_: &alertprof::gate::DedupeKey, _: &alertprof::gate::CooldownKey<'_>| Ok(None),
+                        )
+                        .len()
                     })
                     .sum::<usize>()
             })

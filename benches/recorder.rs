@@ -132,7 +132,7 @@ async fn merge(demo_binary: &Path, data: &Path) -> PathBuf {
     let tape = Tape::open(&tape_dir).unwrap();
     let all = Window { from: DateTime::<Utc>::MIN_UTC, to: DateTime::<Utc>::MAX_UTC };
     let count = tape.overlapping(ProfileKind::Cpu, all).len();
-    let bytes: u64 = tape.overlapping(ProfileKind::Cpu, all).iter().map(|s| s.segment.bytes).sum();
+    let bytes: u64 = tape.overlapping(ProfileKind::Cpu, all).iter().map(|s| s.bytes).sum();
     let out = tempfile::tempdir().unwrap();
     let mut times = Vec::new();
     let mut merged_bytes = 0;

@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 #[path = "common/mod.rs"]
 mod common;
 use common::*;
+#[path = "../tests/support/profiles.rs"]
+mod profiles;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
@@ -501,7 +503,7 @@ async fn idle(target: &str) {
 /// Profiles that say too much, clients that never finish and bodies that hold: what each
 /// costs alertprof, with a 1,024-descriptor limit as systemd gives by default.
 async fn hostile(fake: &Arc<Fake>, target: &str) {
-    use alertprof::profile::fixtures::{deep_stacks, inlined_bomb};
+    use profiles::{deep_stacks, inlined_bomb};
     fake.extra.lock().unwrap().extend([
         ("/bomb".to_string(), Bytes::from(inlined_bomb(1000, 250_000))),
         ("/deep".to_string(), Bytes::from(deep_stacks(10_000, 6_000))),

@@ -59,41 +59,14 @@ python3 "$root/examples/grafana-stub.py" "$grafana_port" "$work/grafana-token" >
 pids+=($!)
 wait_for "http://127.0.0.1:$demo_port/metrics" "the demo service"
 
-cat >"$work/alertprof.yaml" <<YAML
-listen_address: 127.0.0.1:$alertprof_port
-external_url: http://127.0.0.1:$alertprof_port
-auth: {bearer_token_file: alertprof-token}
-sample_interval: 1s
-storage: {dir: data}
-grafana:
-  url: http://127.0.0.1:$grafana_port
-  token_file: grafana-token
-  dashboard_uid: alertprof
-targets:
-  - name: demo
-    pprof_url: http://127.0.0.1:$demo_port
-    metrics_url: http://127.0.0.1:$demo_port/metrics
-    process: {listen_port: $demo_port}
-    alert_labels: {job: demo}
-    # Records the service all the time: CPU in back-to-back 2 s segments, heap and
-    # goroutines every 5 s, the last 2 minutes kept. Its CPU captures come from here.
-    recorder: {cpu: 2s, heap: 5s, goroutine: 5s, keep: 2m}
-rules:
-  - name: late-burst        # an alert that comes after the burst is over
-    alert_labels: {alertname: CPUBurst}
-    verify:
-      cpu_percent: {abs: 30}  # on the readings since the window's start
-    capture: [cpu, heap]
-    seconds: 1
-    lookback: 5s            # the window starts 5 s before the alert's startsAt
-  - name: goroutine-spike
-    alert_labels: {alertname: GoroutineSpike}
-    verify:
-      goroutines: {min: 500}
-    capture: [goroutine, cpu]
-    seconds: 3
-    baseline: {every: 1h}   # normal times, taken as soon as the quiet service is sampled
-YAML
+# The config in examples/demo/alertprof.yaml (tests/shipped_configs.rs runs it too), its
+# ports filled in.
+sed -e "s/@ALERTPROF_PORT@/$alertprof_port/g" -e "s/@DEMO_PORT@/$demo_port/g" \
+    -e "s/@GRAFANA_PORT@/$grafana_port/g" "$root/examples/demo/alertprof.yaml" >"$work/alertprof.yaml"
+if grep -n '@[A-Z_]*@' "$work/alertprof.yaml"; then
+  echo "demo: examples/demo/alertprof.yaml has a placeholder the demo does not fill" >&2
+  exit 1
+fi
 "$alertprof" check-config "$work/alertprof.yaml"
 "$alertprof" serve --config "$work/alertprof.yaml" 2>"$work/alertprof.log" &
 pids+=($!)

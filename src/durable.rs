@@ -11,6 +11,39 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// at once (two first requests for one flame graph) must not share a temp file.
 static TEMP: AtomicU64 = AtomicU64::new(0);
 
+/// A writer that counts and hashes (SHA-256) what passes through it: a file's size and
+/// digest are known once it is written, without reading it back.
+pub struct Hashed<W> {
+    inner: W,
+    hasher: sha2::Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Hashed<W> {
+    pub fn new(inner: W) -> Hashed<W> {
+        Hashed { inner, hasher: sha2::Digest::new(), bytes: 0 }
+    }
+
+    /// Flushes, and gives back the writer, the bytes written and their SHA-256 in hex.
+    pub fn finish(mut self) -> std::io::Result<(W, u64, String)> {
+        self.inner.flush()?;
+        Ok((self.inner, self.bytes, hex::encode(sha2::Digest::finalize(self.hasher))))
+    }
+}
+
+impl<W: Write> Write for Hashed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..written]);
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename,
 /// fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

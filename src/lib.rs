@@ -11,21 +11,25 @@
 //!   `Job`), [`verify`] (local readings), [`gate`] (dedupe, cooldown, concurrency),
 //!   [`capture`] (fetch and validate), [`store`] (keep, index, retention), [`analyze`]
 //!   (top functions, diffs, flame graphs), [`annotate`] (Grafana), [`metrics`], [`recorder`]
-//!   (each recorded target's recent profiles, and the end of its process), [`pyroscope`]
-//!   (kept profiles pushed to Pyroscope from a queue on disk; links to their views).
+//!   (each recorded target's recent profiles, and the end of its process), [`perf`] (CPU
+//!   profiles sampled with perf events and symbolized on the host), [`pyroscope`] (kept
+//!   profiles pushed to Pyroscope from a queue on disk; links to their views).
 //! - [`pipeline`] — the `App` state, workers, one job end to end, watch, reload.
 //! - [`server`] — the router, auth, webhook, API, web page, and `serve`.
 
 pub mod analyze;
 pub mod annotate;
+pub mod bucket;
 pub mod capture;
 pub mod config;
 pub mod durable;
 pub mod gate;
 pub mod http;
 pub mod intake;
+pub mod manual;
 pub mod metrics;
 pub mod model;
+pub mod perf;
 pub mod pipeline;
 pub mod profile;
 pub mod pyroscope;
@@ -33,7 +37,13 @@ pub mod recorder;
 pub mod rules;
 pub mod server;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod verify;
+
+// The unit tests share files with the integration tests, which name the crate `alertprof`.
+#[cfg(test)]
+extern crate self as alertprof;
 
 /// Process-wide set-up, once, before anything else: `main` calls it first, and so do the
 /// tests and benchmarks. Installs rustls on ring as the TLS provider of every HTTP client,

@@ -8,9 +8,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use alertprof::config::{CaptureConfig, Config};
+use alertprof::manual;
 use alertprof::model::ProfileKind;
 use alertprof::model::text::quantity;
-use alertprof::pipeline::manual;
 
 /// Catches performance spikes of Go services in the act: pprof profiles on alerts,
 /// re-verified locally, kept safely, marked in Grafana.
@@ -53,7 +53,7 @@ enum Command {
         url: String,
         /// Profile kind: cpu, heap, allocs, block, mutex, threadcreate, goroutine,
         /// goroutine_text, trace, fgprof.
-        #[arg(long, value_parser = parse_kind)]
+        #[arg(long)]
         profile: ProfileKind,
         /// Seconds a timed profile (cpu, trace, fgprof) runs.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=300))]
@@ -67,13 +67,6 @@ enum Command {
 /// Threads for blocking work (file I/O, /proc and cgroup reads, profile validation).
 const MAX_BLOCKING_THREADS: usize = 16;
 
-fn parse_kind(name: &str) -> Result<ProfileKind, String> {
-    ProfileKind::parse(name).ok_or_else(|| {
-        let known: Vec<_> = ProfileKind::ALL.iter().map(|kind| kind.name()).collect();
-        format!("unknown kind {name:?} (known: {})", known.join(", "))
-    })
-}
-
 fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
@@ -83,7 +76,9 @@ fn init_logging(format: LogFormat, level: &str) {
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        // Without the module path: its key is `target`, which the events' own `target` (the
+        // alertprof target a line is about) would share, and a JSON reader keeps one.
+        LogFormat::Json => builder.json().flatten_event(true).with_target(false).init(),
     }
 }
 
@@ -137,9 +132,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         },
         Command::Capture { url, profile, seconds, out } => {
             let settings = CaptureConfig {
-                timeout_margin: std::time::Duration::from_secs(10),
                 max_profile_bytes: 1 << 30,
                 shutdown_grace: std::time::Duration::ZERO,
+                ..CaptureConfig::default()
             };
             let (url, note) = manual::base_url(&url)?;
             if let Some(note) = note {

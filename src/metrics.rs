@@ -1,11 +1,13 @@
 //! alertprof's own Prometheus metrics, all prefixed `alertprof_`.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::model::{Outcome, ProfileKind};
 
@@ -35,6 +37,7 @@ fn duration_histogram() -> Histogram {
 
 /// Counters of the hottest series, looked up once: a family lookup takes a lock and
 /// allocates its labels, which shows at tens of thousands of alerts a second.
+#[derive(Default)]
 struct Hot {
     alerts: [Counter; 3],
     codes: Vec<(u16, Counter)>,
@@ -54,6 +57,8 @@ pub struct Metrics {
     annotations: Family<Labels, Counter>,
     alertmanager_polls: Family<Labels, Counter>,
     alertmanager_alerts: Gauge,
+    /// Alerts of Alertmanager's API that intake cannot read, each counted once.
+    pub alertmanager_alerts_malformed: Counter,
     pub queue_depth: Gauge,
     pub queue_capacity: Gauge,
     pub captures_in_flight: Gauge,
@@ -94,6 +99,38 @@ impl RecorderMetrics {
         self.exits.get_or_create(&vec![("target", target.to_string())]).inc();
     }
 
+    /// The recorder's metrics with their names and help, in the order /metrics lists them.
+    fn described(&self) -> Vec<(&'static str, &'static str, AnyMetric)> {
+        vec![
+            (
+                "recorder_segments",
+                "Profiles the recorder keeps, by target and kind",
+                AnyMetric::of(&self.segments),
+            ),
+            ("recorder_bytes", "Bytes the recorder keeps, by target", AnyMetric::of(&self.bytes)),
+            (
+                "recorder_reach_seconds",
+                "How far back the recorder's oldest profile of a target reaches",
+                AnyMetric::of(&self.reach),
+            ),
+            (
+                "recorder_fetches",
+                "The recorder's requests, by target, kind and result (ok, failed, in_use: someone else held the CPU profiler)",
+                AnyMetric::of(&self.fetches),
+            ),
+            (
+                "recorder_backing_off",
+                "1 while the recorder leaves a target's CPU profiler to someone else who holds it",
+                AnyMetric::of(&self.backing_off),
+            ),
+            (
+                "process_exits",
+                "Ends of a recorded target's process (exit, kill, restart), by target",
+                AnyMetric::of(&self.exits),
+            ),
+        ]
+    }
+
     /// Forgets a target no longer recorded.
     pub fn forget(&self, target: &str, kinds: &[ProfileKind]) {
         let by_target = vec![("target", target.to_string())];
@@ -112,34 +149,11 @@ impl Default for Metrics {
     }
 }
 
-impl Metrics {
-    pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("alertprof");
-        let metrics = Metrics {
-            alerts_received: Family::default(),
-            webhook_requests: Family::default(),
-            decisions: Family::default(),
-            captures: Family::default(),
-            capture_duration: Family::new_with_constructor(duration_histogram),
-            capture_bytes: Family::default(),
-            retention_deleted: Counter::default(),
-            annotations: Family::default(),
-            alertmanager_polls: Family::default(),
-            alertmanager_alerts: Gauge::default(),
-            queue_depth: Gauge::default(),
-            queue_capacity: Gauge::default(),
-            captures_in_flight: Gauge::default(),
-            analyses_running: Gauge::default(),
-            http_connections: Gauge::default(),
-            config_reload_success: Gauge::default(),
-            store_up: Gauge::default(),
-            signal: Family::default(),
-            recorder: RecorderMetrics::default(),
-            registry: Registry::default(),
-            hot: Hot { alerts: Default::default(), codes: Vec::new(), outcomes: Vec::new() },
-        };
+impl Hot {
+    /// The hottest series of `metrics`, created now so they are listed from the start.
+    fn new(metrics: &Metrics) -> Hot {
         let label = |name: &'static str, value: &str| vec![(name, value.to_string())];
-        let hot = Hot {
+        Hot {
             alerts: ["firing", "resolved", "other"]
                 .map(|status| metrics.alerts_received.get_or_create(&label("status", status)).clone()),
             codes: [200u16, 400, 401, 413, 503]
@@ -152,95 +166,135 @@ impl Metrics {
                 .iter()
                 .map(|outcome| metrics.decisions.get_or_create(&label("outcome", outcome.name())).clone())
                 .collect(),
+        }
+    }
+}
+
+/// A metric of any type, for the table of `Metrics::described`.
+#[derive(Debug)]
+struct AnyMetric(Box<dyn Metric>);
+
+impl AnyMetric {
+    /// A handle on `metric` (metrics are shared handles: a clone counts in the same place).
+    fn of(metric: &(impl Metric + Clone)) -> AnyMetric {
+        AnyMetric(Box::new(metric.clone()))
+    }
+}
+
+impl EncodeMetric for AnyMetric {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut metrics = Metrics {
+            alerts_received: Family::default(),
+            webhook_requests: Family::default(),
+            decisions: Family::default(),
+            captures: Family::default(),
+            capture_duration: Family::new_with_constructor(duration_histogram),
+            capture_bytes: Family::default(),
+            retention_deleted: Counter::default(),
+            annotations: Family::default(),
+            alertmanager_polls: Family::default(),
+            alertmanager_alerts: Gauge::default(),
+            alertmanager_alerts_malformed: Counter::default(),
+            queue_depth: Gauge::default(),
+            queue_capacity: Gauge::default(),
+            captures_in_flight: Gauge::default(),
+            analyses_running: Gauge::default(),
+            http_connections: Gauge::default(),
+            config_reload_success: Gauge::default(),
+            store_up: Gauge::default(),
+            signal: Family::default(),
+            recorder: RecorderMetrics::default(),
+            registry: Registry::with_prefix("alertprof"),
+            hot: Hot::default(),
         };
-        registry.register(
-            "alerts_received",
-            "Alerts received on the webhook, by status",
-            metrics.alerts_received.clone(),
-        );
-        registry.register(
-            "webhook_requests",
-            "Webhook requests, by HTTP status code",
-            metrics.webhook_requests.clone(),
-        );
-        registry.register("decisions", "Decisions, by outcome", metrics.decisions.clone());
-        registry.register(
-            "alertmanager_polls",
-            "Polls of Alertmanager's API (alertmanager_api), by result (ok, failed)",
-            metrics.alertmanager_polls.clone(),
-        );
-        registry.register(
-            "alertmanager_alerts",
-            "Alerts that matched in the last successful poll of Alertmanager's API",
-            metrics.alertmanager_alerts.clone(),
-        );
-        registry.register("captures", "Captures, by kind and result (ok, failed)", metrics.captures.clone());
-        registry.register(
-            "capture_duration_seconds",
-            "Time from a capture's first request to its stored profile, by kind",
-            metrics.capture_duration.clone(),
-        );
-        registry.register("capture_bytes", "Bytes of profiles kept, by kind", metrics.capture_bytes.clone());
-        registry.register(
-            "retention_deleted",
-            "Captures deleted by retention",
-            metrics.retention_deleted.clone(),
-        );
-        registry.register(
-            "annotations",
-            "Grafana annotations, by result (ok, rejected, failed)",
-            metrics.annotations.clone(),
-        );
-        registry.register("queue_depth", "Jobs waiting in the queue", metrics.queue_depth.clone());
-        registry.register("queue_capacity", "Size of the job queue", metrics.queue_capacity.clone());
-        registry.register("captures_in_flight", "Captures running now", metrics.captures_in_flight.clone());
-        registry.register("http_connections", "HTTP connections open now", metrics.http_connections.clone());
-        registry.register(
-            "analyses_running",
-            "Analyses of profiles (summaries, diffs, flame graphs) running now",
-            metrics.analyses_running.clone(),
-        );
-        registry.register(
-            "config_last_reload_successful",
-            "Whether the last config reload succeeded (1) or kept the old config (0)",
-            metrics.config_reload_success.clone(),
-        );
-        registry.register("signal", "Latest reading of each signal of each target", metrics.signal.clone());
-        let recorder = &metrics.recorder;
-        registry.register(
-            "recorder_segments",
-            "Profiles the recorder keeps, by target and kind",
-            recorder.segments.clone(),
-        );
-        registry.register("recorder_bytes", "Bytes the recorder keeps, by target", recorder.bytes.clone());
-        registry.register(
-            "recorder_reach_seconds",
-            "How far back the recorder's oldest profile of a target reaches",
-            recorder.reach.clone(),
-        );
-        registry.register(
-            "recorder_fetches",
-            "The recorder's requests, by target, kind and result (ok, failed, in_use: someone else held the CPU profiler)",
-            recorder.fetches.clone(),
-        );
-        registry.register(
-            "recorder_backing_off",
-            "1 while the recorder leaves a target's CPU profiler to someone else who holds it",
-            recorder.backing_off.clone(),
-        );
-        registry.register(
-            "process_exits",
-            "Ends of a recorded target's process (exit, kill, restart), by target",
-            recorder.exits.clone(),
-        );
-        registry.register(
-            "store_up",
-            "1 while the store answers; 0 while a shared store (storage.object_store) cannot be listed",
-            metrics.store_up.clone(),
-        );
+        metrics.hot = Hot::new(&metrics);
+        for (name, help, metric) in metrics.described() {
+            metrics.registry.register(name, help, metric);
+        }
         metrics.config_reload_success.set(1);
         metrics.store_up.set(1);
-        Metrics { registry, hot, ..metrics }
+        metrics
+    }
+
+    /// Every metric with its name and help, in the order /metrics lists them.
+    fn described(&self) -> Vec<(&'static str, &'static str, AnyMetric)> {
+        let mut described = vec![
+            (
+                "alerts_received",
+                "Alerts received on the webhook, by status",
+                AnyMetric::of(&self.alerts_received),
+            ),
+            (
+                "webhook_requests",
+                "Webhook requests, by HTTP status code",
+                AnyMetric::of(&self.webhook_requests),
+            ),
+            ("decisions", "Decisions, by outcome", AnyMetric::of(&self.decisions)),
+            (
+                "alertmanager_polls",
+                "Polls of Alertmanager's API (alertmanager_api), by result (ok, failed)",
+                AnyMetric::of(&self.alertmanager_polls),
+            ),
+            (
+                "alertmanager_alerts",
+                "Alerts that matched in the last successful poll of Alertmanager's API",
+                AnyMetric::of(&self.alertmanager_alerts),
+            ),
+            (
+                "alertmanager_alerts_malformed",
+                "Alerts of Alertmanager's API skipped because intake cannot read them (a label that is not a string, a startsAt that is not a time), each counted once",
+                AnyMetric::of(&self.alertmanager_alerts_malformed),
+            ),
+            ("captures", "Captures, by kind and result (ok, failed)", AnyMetric::of(&self.captures)),
+            (
+                "capture_duration_seconds",
+                "Time from a capture's first request to its stored profile, by kind",
+                AnyMetric::of(&self.capture_duration),
+            ),
+            ("capture_bytes", "Bytes of profiles kept, by kind", AnyMetric::of(&self.capture_bytes)),
+            ("retention_deleted", "Captures deleted by retention", AnyMetric::of(&self.retention_deleted)),
+            (
+                "annotations",
+                "Grafana annotations, by result (ok, rejected, failed)",
+                AnyMetric::of(&self.annotations),
+            ),
+            ("queue_depth", "Jobs waiting in the queue", AnyMetric::of(&self.queue_depth)),
+            ("queue_capacity", "Size of the job queue", AnyMetric::of(&self.queue_capacity)),
+            ("captures_in_flight", "Captures running now", AnyMetric::of(&self.captures_in_flight)),
+            ("http_connections", "HTTP connections open now", AnyMetric::of(&self.http_connections)),
+            (
+                "analyses_running",
+                "Analyses of profiles (summaries, diffs, flame graphs) running now",
+                AnyMetric::of(&self.analyses_running),
+            ),
+            (
+                "config_last_reload_successful",
+                "Whether the last config reload succeeded (1) or kept the old config (0)",
+                AnyMetric::of(&self.config_reload_success),
+            ),
+            ("signal", "Latest reading of each signal of each target", AnyMetric::of(&self.signal)),
+        ];
+        described.extend(self.recorder.described());
+        described.push((
+            "store_up",
+            "1 while the store answers; 0 while a shared store (storage.object_store) cannot be listed",
+            AnyMetric::of(&self.store_up),
+        ));
+        described
     }
 
     pub fn alert_received(&self, status: &str) {

@@ -4,10 +4,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use alertprof::profile::fixtures::{deep_stacks, inlined_bomb, profile};
 use axum::extract::Request;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
+use support::profiles::{deep_stacks, inlined_bomb, profile};
 use support::{Running, client, fake_target_with_request, payload};
 
 const RUNNING: &str = "alertprof_analyses_running";
@@ -46,17 +46,13 @@ async fn alert(running: &Running, job: &str) {
 
 /// The decision that captured `target`, once there is one.
 async fn captured(running: &Running, target: &str, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
+    let decision = support::eventually(&format!("a decision on {target}"), within, async || {
         let decisions = running.get_json("/api/v1/decisions").await;
-        let found = decisions.as_array().unwrap().iter().find(|d| d["target"] == target).cloned();
-        if let Some(decision) = found {
-            assert_eq!(decision["outcome"], "captured", "{decision}");
-            return decision;
-        }
-        assert!(Instant::now() < deadline, "{target} not captured after {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        decisions.as_array().unwrap().iter().find(|d| d["target"] == target).cloned()
+    })
+    .await;
+    assert_eq!(decision["outcome"], "captured", "{decision}");
+    decision
 }
 
 /// Profiles that say too much are kept, and their analysis says why it was cut short; a

@@ -7,7 +7,7 @@ mod support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{Demo, Killed, Running, payload};
@@ -81,22 +81,17 @@ impl Browser {
             http: support::client(),
             _profile: profile,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        support::eventually("chromedriver to be ready", Duration::from_secs(20), async || {
             let status = browser.http.get(browser.url("/status")).send().await;
             if let Ok(response) = status
                 && let Ok(status) = response.json::<Value>().await
                 && status["value"]["ready"] == true
             {
-                break;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver not ready: {}",
-                std::fs::read_to_string(log).unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            Err(std::fs::read_to_string(log).unwrap())
+        })
+        .await;
         let args = [
             "--headless=new".to_string(),
             "--no-sandbox".into(),
@@ -148,18 +143,17 @@ impl Browser {
 
     /// Waits for an element matching `css` and returns its reference.
     async fn find(&self, css: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        support::eventually(&format!("{css} on the page"), Duration::from_secs(10), async || {
             let path = format!("/session/{}/element", self.session);
             let body = json!({"using": "css selector", "value": css});
             let response = self.http.post(self.url(&path)).json(&body).send().await.unwrap();
             if response.status().is_success() {
                 let answer: Value = response.json().await.unwrap();
-                return answer["value"][ELEMENT].as_str().unwrap().to_string();
+                return Ok(answer["value"][ELEMENT].as_str().unwrap().to_string());
             }
-            assert!(Instant::now() < deadline, "no {css} on {}", self.current_url().await);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            Err(format!("at {}", self.current_url().await))
+        })
+        .await
     }
 
     async fn text(&self, css: &str) -> String {
@@ -192,15 +186,11 @@ impl Browser {
 
     /// Waits until the page's URL satisfies `ok`.
     async fn wait_url(&self, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        support::eventually("the page's URL", Duration::from_secs(10), async || {
             let url = self.current_url().await;
-            if ok(&url) {
-                return url;
-            }
-            assert!(Instant::now() < deadline, "still at {url}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            if ok(&url) { Ok(url) } else { Err(url) }
+        })
+        .await
     }
 
     async fn screenshot(&self) -> Vec<u8> {
@@ -267,25 +257,21 @@ async fn sign_in_list_and_open_a_capture() {
     let running = Running::start(&config, data.path()).await;
     // A few readings of the burning demo (points at least 3 s apart), for the charts.
     running.wait_signal("demo", "cpu_percent", Duration::from_secs(20), |v| v > 10.0).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while running.app.verifier.series("demo").get("cpu_percent").is_none_or(|points| points.len() < 3) {
-        assert!(Instant::now() < deadline, "too few readings");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::eventually("three readings", Duration::from_secs(30), async || {
+        let series = running.app.verifier.series("demo");
+        series.get("cpu_percent").is_some_and(|points| points.len() >= 3).then_some(())
+    })
+    .await;
     let mut alert = payload(&[(json!({"alertname": "HighCPU", "job": "demo"}), "fp-browser")]);
     // Late, as alerts are: the burn began a few seconds before the alert says it did.
     alert["alerts"][0]["startsAt"] = json!((chrono::Utc::now() - chrono::Duration::seconds(4)).to_rfc3339());
     let answer = support::client().post(running.url("/api/v1/alerts")).bearer_auth(TOKEN).json(&alert).send();
     assert_eq!(answer.await.unwrap().status(), 200);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let capture = loop {
+    let capture = support::eventually("a capture", Duration::from_secs(30), async || {
         let captures = running.get_json_auth("/api/v1/captures", TOKEN).await;
-        if let Some(capture) = captures.as_array().and_then(|list| list.first()) {
-            break capture.clone();
-        }
-        assert!(Instant::now() < deadline, "no capture after 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        captures.as_array().and_then(|list| list.first()).cloned()
+    })
+    .await;
     assert_eq!(capture["status"], "ok", "{capture}");
     let id = capture["id"].as_str().unwrap().to_string();
     let top = capture["summary"]["top"][0]["function"].as_str().expect("a top function").to_string();
@@ -334,17 +320,12 @@ async fn sign_in_list_and_open_a_capture() {
     assert!(browser.text("#open-command").await.contains(&format!("go tool pprof -http=: {id}.pb.gz")));
     // The flame graph is drawn, loaded as an image with the session cookie, and names the
     // burning function.
-    let mut loaded = Value::Null;
-    for _ in 0..100 {
-        loaded = browser
-            .script("const i = document.getElementById('flamegraph'); return i.complete ? i.naturalWidth : 0")
-            .await;
-        if loaded.as_u64().is_some_and(|width| width > 0) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(loaded.as_u64().is_some_and(|width| width > 100), "flame graph not loaded: {loaded}");
+    let loaded = support::eventually("the flame graph loaded", Duration::from_secs(10), async || {
+        let width = "const i = document.getElementById('flamegraph'); return i.complete ? i.naturalWidth : 0";
+        browser.script(width).await.as_u64().filter(|&width| width > 0)
+    })
+    .await;
+    assert!(loaded > 100, "the flame graph is {loaded} pixels wide");
     browser.script("document.getElementById('flamegraph').scrollIntoView()").await;
     std::fs::write(dir.join("capture.png"), browser.screenshot().await).unwrap();
     // The signals around the capture, drawn: the readings' line, the trigger, the window.

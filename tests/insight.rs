@@ -7,7 +7,8 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use alertprof::model::Refusal;
+use alertprof::gate::CooldownKey;
+use alertprof::model::{CaptureRole, Refusal};
 use serde_json::{Value, json};
 use support::grafana::Grafana;
 use support::{Demo, Running, payload};
@@ -216,28 +217,25 @@ rules:
     assert!(reason.starts_with("not quiet, no baseline: goroutines"), "{reason}");
 
     running.post_alerts(&payload_resolved("Busy")).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let decisions = running.get_json("/api/v1/decisions").await;
-        let resolved = decisions.as_array().unwrap().iter().find(|d| d["source"] == "alertmanager").cloned();
-        if let Some(decision) = resolved {
-            assert_eq!(decision["outcome"], "not_verified", "{decision}");
-            assert!(decision["reason"].as_str().unwrap().starts_with("not quiet"), "{decision}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no decision on the resolved alert");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let decision =
+        support::eventually("a decision on the resolved alert", Duration::from_secs(10), async || {
+            let decisions = running.get_json("/api/v1/decisions").await;
+            decisions.as_array().unwrap().iter().find(|d| d["source"] == "alertmanager").cloned()
+        })
+        .await;
+    assert_eq!(decision["outcome"], "not_verified", "{decision}");
+    assert!(decision["reason"].as_str().unwrap().starts_with("not quiet"), "{decision}");
 
     // The baseline holds off the next one for `every` (1m), not the rule's cooldown (5m
     // by default), and a spike of the rule is not held off by it.
     let taken: chrono::DateTime<chrono::Utc> = meta["started_at"].as_str().unwrap().parse().unwrap();
-    let gate = &running.app.gate;
+    let gate = running.app.gate();
+    let key = |role| CooldownKey::new("calm", role, std::borrow::Cow::Borrowed("demo"));
     let refused =
-        |after: i64| gate.check(None, "calm/baseline", "demo", taken + chrono::Duration::seconds(after));
+        |after: i64| gate.check(None, &key(CaptureRole::Baseline), taken + chrono::Duration::seconds(after));
     assert!(matches!(refused(50), Some(Refusal::Cooldown { .. })), "{:?}", refused(50));
     assert_eq!(refused(75), None);
-    assert_eq!(gate.check(None, "calm", "demo", taken + chrono::Duration::seconds(1)), None);
+    assert_eq!(gate.check(None, &key(CaptureRole::Spike), taken + chrono::Duration::seconds(1)), None);
     let captures = running.get_json("/api/v1/captures").await;
     assert_eq!(captures.as_array().unwrap().len(), 1, "{captures}");
     running.stop().await;

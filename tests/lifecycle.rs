@@ -26,11 +26,8 @@ async fn wait_until_downloading(staged: &Path) {
             .first()
             .is_some_and(|part| std::fs::metadata(staged.join(part)).is_ok_and(|m| m.len() >= 8))
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !started() {
-        assert!(Instant::now() < deadline, "the download never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::eventually("the download to start", Duration::from_secs(10), async || started().then_some(()))
+        .await;
 }
 
 /// A CPU profile of 10 s that the target answers only at the end (as Go does), behind a
@@ -214,15 +211,12 @@ async fn sigterm_with_half_sent_requests() {
         tokio::io::AsyncWriteExt::write_all(&mut stream, start).await.unwrap();
         open.push(stream);
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while support::metric(
-        &client().get(format!("{}/metrics", serve.base)).send().await.unwrap().text().await.unwrap(),
-        "alertprof_http_connections",
-    ) < 2.0
-    {
-        assert!(Instant::now() < deadline, "the connections were not taken");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::eventually("the connections taken", Duration::from_secs(10), async || {
+        let metrics =
+            client().get(format!("{}/metrics", serve.base)).send().await.unwrap().text().await.unwrap();
+        (support::metric(&metrics, "alertprof_http_connections") >= 2.0).then_some(())
+    })
+    .await;
     let stopping = Instant::now();
     serve.signal("-TERM");
     let log = dir.path().join("alertprof.log");

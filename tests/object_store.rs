@@ -7,73 +7,25 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
+use alertprof::bucket::Bucket;
 use alertprof::config::ObjectStoreConfig;
 use alertprof::gate::Claims;
+use alertprof::gate::{CooldownKey, DedupeKey};
+use alertprof::model::CaptureRole;
 use alertprof::model::{Refusal, Secret};
-use alertprof::store::Bucket;
 use chrono::Utc;
 use serde_json::{Value, json};
-use support::{Demo, Killed, Running, client, closed_port, payload};
+use support::moto::Moto;
+use support::{Demo, Running, client, closed_port, payload};
 
-/// moto's S3 server on a loopback port, killed on drop.
-struct Moto {
-    _child: Killed,
-    url: String,
-}
-
-fn moto_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("MOTO_SERVER") {
-        return PathBuf::from(path);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
-    let installed = cache.join("alertprof/moto/bin/moto_server");
-    if installed.exists() {
-        return installed;
-    }
-    PathBuf::from("moto_server")
-}
-
-impl Moto {
-    async fn start() -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(moto_binary())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server runs (tests/run.sh installs it: pip install \"moto[server]\")");
-        let moto = Moto { _child: Killed(child), url: format!("http://127.0.0.1:{port}") };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while client().get(&moto.url).send().await.is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not come up");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        moto
-    }
-
-    async fn create_bucket(&self, bucket: &str) {
-        let answer = client().put(format!("{}/{bucket}", self.url)).send().await.unwrap();
-        assert!(answer.status().is_success(), "{answer:?}");
-    }
-
-    /// Every key under `prefix`, as S3's ListObjectsV2 gives them.
-    async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        let url = format!("{}/{bucket}?list-type=2&prefix={prefix}", self.url);
-        let text = client().get(url).send().await.unwrap().text().await.unwrap();
-        text.split("<Key>")
-            .skip(1)
-            .filter_map(|part| part.split("</Key>").next())
-            .map(str::to_string)
-            .collect()
-    }
+/// A spike's cooldown key of `rule` on `target`.
+fn spike<'a>(rule: &'a str, target: &'a str) -> CooldownKey<'a> {
+    CooldownKey::new(rule, CaptureRole::Spike, std::borrow::Cow::Borrowed(target))
 }
 
 fn config(demo: &Demo, endpoint: &str, data: &Path, retention: &str) -> String {
@@ -103,16 +55,11 @@ async fn alert(running: &Running, fingerprint: &str) -> Value {
 /// Posts `body` and waits for the decision on the alert with `fingerprint`.
 async fn alert_with(running: &Running, body: &Value, fingerprint: &str) -> Value {
     assert_eq!(running.post_alerts(body).await.0, 200);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    support::eventually(&format!("a decision on {fingerprint}"), Duration::from_secs(30), async || {
         let decisions = running.get_json("/api/v1/decisions").await;
-        if let Some(decision) = decisions.as_array().unwrap().iter().find(|d| d["fingerprint"] == fingerprint)
-        {
-            return decision.clone();
-        }
-        assert!(Instant::now() < deadline, "no decision for {fingerprint}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        decisions.as_array().unwrap().iter().find(|d| d["fingerprint"] == fingerprint).cloned()
+    })
+    .await
 }
 
 async fn ids(running: &Running) -> Vec<String> {
@@ -121,19 +68,16 @@ async fn ids(running: &Running) -> Vec<String> {
 }
 
 async fn wait_ids(running: &Running, ok: impl Fn(&[String]) -> bool) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    support::eventually("the listing", Duration::from_secs(30), async || {
         let ids = ids(running).await;
-        if ok(&ids) {
-            return ids;
-        }
-        assert!(Instant::now() < deadline, "the listing never came to that: {ids:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        if ok(&ids) { Ok(ids) } else { Err(format!("{ids:?}")) }
+    })
+    .await
 }
 
-/// Instance A captures; B, with its own local directory, lists the capture and serves its
-/// profile and flame graph from the bucket. The bucket holds the local layout under the
+/// Instance A captures; B, with its own local directory, serves its profile at once (an id
+/// it does not know yet makes it list the bucket), lists the capture and serves its flame
+/// graph from the bucket. The bucket holds the local layout under the
 /// prefix, and A's own directory holds no profile. A second capture puts the first over
 /// A's retention: it is deleted from the bucket, and B's listing loses it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,13 +98,15 @@ async fn two_instances_share_one_bucket() {
     }
     assert!(!dir_a.path().join("demo").exists(), "no profile kept locally");
 
-    wait_ids(&b, |ids| ids.contains(&first)).await;
+    // Asked for it at once (the link in A's annotation may reach B), B finds it in the
+    // bucket before its next listing.
     let from_a = client().get(a.url(&format!("/api/v1/captures/{first}/profile"))).send().await.unwrap();
     let from_b = client().get(b.url(&format!("/api/v1/captures/{first}/profile"))).send().await.unwrap();
     assert_eq!(from_b.status(), 200);
     let (from_a, from_b) = (from_a.bytes().await.unwrap(), from_b.bytes().await.unwrap());
     assert!(!from_b.is_empty());
     assert_eq!(from_a, from_b, "B serves the bytes A kept");
+    wait_ids(&b, |ids| ids.contains(&first)).await;
     let flame =
         client().get(b.url(&format!("/api/v1/captures/{first}/flamegraph.svg"))).send().await.unwrap();
     assert_eq!(flame.status(), 200);
@@ -295,7 +241,15 @@ async fn a_dead_holders_claim_expires() {
     let (now, hold, none) = (Utc::now(), Duration::from_secs(30), Duration::ZERO);
     let later = |seconds| now + chrono::Duration::seconds(seconds);
     let claim = |claims: &Claims, at| {
-        claims.claim(Some("fp@1/rule/target"), "rule", "target", none, hold, at).unwrap()
+        claims
+            .claim(
+                Some(&DedupeKey::new("fp", 1, "rule", "target", false)),
+                &spike("rule", "target"),
+                none,
+                hold,
+                at,
+            )
+            .unwrap()
     };
 
     assert!(claim(&dead, now).is_ok());
@@ -314,7 +268,7 @@ async fn a_dead_holders_claim_expires() {
     assert!(claim(&dead, later(8 * 86400)).is_ok(), "past dedupe_ttl it may be captured again");
 
     let cooldown = |claims: &Claims, at| {
-        claims.claim(None, "rule", "target", Duration::from_secs(300), hold, at).unwrap()
+        claims.claim(None, &spike("rule", "target"), Duration::from_secs(300), hold, at).unwrap()
     };
     assert!(cooldown(&dead, now).is_ok());
     assert!(
@@ -330,7 +284,7 @@ async fn a_dead_holders_claim_expires() {
 
     // The instances of a templated target each have their own cooldown.
     let instance = |claims: &Claims, target: &str| {
-        claims.claim(None, "rule", target, Duration::from_secs(300), hold, now).unwrap()
+        claims.claim(None, &spike("rule", target), Duration::from_secs(300), hold, now).unwrap()
     };
     for target in ["pods@10.0.0.5:6060", "pods@[fd00::1]:6060"] {
         assert!(instance(&dead, target).is_ok(), "{target}");
@@ -344,4 +298,95 @@ async fn a_dead_holders_claim_expires() {
             "fleet/.claims/cooldown/rule/pods@fd00::1:6060.json"
         ]
     );
+}
+
+/// Claims taken for a capture that the local gate then refused are given back: another
+/// instance may take them at once. Pruning deletes the cooldowns that ended and keeps those
+/// that hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_given_back_are_free_again() {
+    let moto = Moto::start().await;
+    moto.create_bucket("claims").await;
+    let config = ObjectStoreConfig {
+        bucket: "claims".into(),
+        prefix: "fleet".into(),
+        endpoint: Some(moto.url.parse().unwrap()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some(Secret::new("testing")),
+        secret_access_key: Some(Secret::new("testing")),
+    };
+    let bucket = Arc::new(Bucket::open(&config).unwrap());
+    let week = Duration::from_secs(7 * 86400);
+    let (one, other) =
+        (Claims::new(bucket.clone(), "one".into(), week), Claims::new(bucket.clone(), "other".into(), week));
+    let (now, hold, cooldown) = (Utc::now(), Duration::from_secs(30), Duration::from_secs(300));
+    let claim = |claims: &Claims, rule: &str| {
+        let key = DedupeKey::new("fp", 1, rule, "t", false);
+        tokio::task::block_in_place(|| {
+            claims.claim(Some(&key), &spike(rule, "t"), cooldown, hold, now).unwrap()
+        })
+    };
+    let held = claim(&one, "given-back").expect("free");
+    assert!(matches!(claim(&other, "given-back"), Err(Refusal::DuplicateElsewhere { .. })));
+    tokio::task::block_in_place(|| one.give_back(&held));
+    assert!(claim(&other, "given-back").is_ok(), "given back: free for another instance");
+
+    // Pruning: a cooldown that ended goes, one that holds stays.
+    let short = tokio::task::block_in_place(|| {
+        one.claim(
+            None,
+            &spike("short", "t"),
+            Duration::from_secs(1),
+            hold,
+            now - chrono::Duration::seconds(10),
+        )
+        .unwrap()
+    });
+    assert!(short.is_ok());
+    let pruned = tokio::task::block_in_place(|| one.prune(Utc::now()).unwrap());
+    assert_eq!(pruned, 1);
+    let keys = moto.keys("claims", "fleet/.claims/cooldown/").await;
+    assert_eq!(keys, ["fleet/.claims/cooldown/given-back/t.json"]);
+}
+
+/// Metadata that cannot be read is skipped and said once, not read again at every refresh,
+/// until it changes; then it is taken in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_metadata_is_read_again_only_once_it_changes() {
+    support::logs();
+    let moto = Moto::start().await;
+    moto.create_bucket("skips").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key-id"), "testing\n").unwrap();
+    std::fs::write(dir.path().join("secret"), "testing\n").unwrap();
+    let text = format!(
+        "storage:\n  dir: data\n  retention: {{}}\n  object_store: {{url: s3://skips/fleet, endpoint: \"{}\", \
+         region: us-east-1, access_key_id_file: key-id, secret_access_key_file: secret}}\n",
+        moto.url
+    );
+    let config = alertprof::config::Config::parse(&text, dir.path()).unwrap();
+    let bucket = Arc::new(Bucket::open(config.storage.object_store.as_ref().unwrap()).unwrap());
+    let id = format!("{}-r-heap-abcd", Utc::now().format("%Y%m%dT%H%M%S%.3fZ"));
+    let id = id.as_str();
+    tokio::task::block_in_place(|| {
+        bucket.put(&format!("t/{id}.json"), bytes::Bytes::from_static(b"{not json"))
+    })
+    .unwrap();
+    let store = tokio::task::block_in_place(|| {
+        alertprof::store::ProfileStore::open(&config.storage, Some(bucket.clone())).unwrap()
+    });
+    for _ in 0..3 {
+        tokio::task::block_in_place(|| store.refresh()).unwrap();
+    }
+    let said = |logs: &str| {
+        logs.lines().filter(|l| l.contains("Unreadable capture metadata skipped.") && l.contains(id)).count()
+    };
+    assert_eq!(said(&support::logs()), 1, "{}", support::logs());
+
+    let meta = json!({"id": id, "target": "t", "rule": "r", "kind": "heap", "status": "failed", "error": "x",
+        "trigger": {"source": "manual"}, "url": "http://t", "started_at": Utc::now(), "finished_at": Utc::now(), "bytes": 0});
+    tokio::task::block_in_place(|| bucket.put(&format!("t/{id}.json"), bytes::Bytes::from(meta.to_string())))
+        .unwrap();
+    let added = tokio::task::block_in_place(|| store.refresh()).unwrap();
+    assert_eq!(added, 1, "changed, read again and taken in");
 }

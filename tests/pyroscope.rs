@@ -2,6 +2,8 @@
 //! that decodes every push with the vendored protos: the labels, tenant, auth and profile
 //! sent; a Pyroscope down, busy, refusing or hanging; a restart; the queue's bounds.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -142,7 +144,7 @@ impl Setup {
     /// A stored profile of capture `cap-{n}` (each one different) and its push.
     fn item(&self, n: usize) -> PushItem {
         let function = format!("main.work{n}");
-        let profile = alertprof::profile::fixtures::profile(&[&function, "main.main"], &[(&[1, 2], [3, 30])]);
+        let profile = support::profiles::profile(&[&function, "main.main"], &[(&[1, 2], [3, 30])]);
         let file = self.store.path().join(format!("cap-{n}.pb.gz"));
         std::fs::write(&file, profile).unwrap();
         PushItem {

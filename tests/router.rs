@@ -119,6 +119,37 @@ async fn body_limit_and_unknown_fields() {
     assert_eq!((status, answer), (StatusCode::OK, json!({"accepted": 1, "ignored": 0})));
 }
 
+/// HA Alertmanager peers each send every payload: a copy of an alert whose job is still
+/// queued is a duplicate at intake (accepted 0) and takes no place in the queue, so it can
+/// never push a real alert into 503. Once the job is done, a copy is taken again.
+#[tokio::test]
+async fn copies_of_queued_alerts_take_no_place() {
+    let mut f =
+        Fixture::new(&BASE.replace("queue_size: 2", "queue_size: 400").replace("2KiB", "1MiB"), |_| {});
+    let fingerprints: Vec<String> = (0..300).map(|n| format!("fp{n}")).collect();
+    let alerts: Vec<(Value, &str)> = fingerprints.iter().map(|fp| high_cpu(fp)).collect();
+    let body = payload(&alerts).to_string();
+    let (status, answer) = call(&f.app, post("/api/v1/alerts", body.clone())).await;
+    assert_eq!((status, answer), (StatusCode::OK, json!({"accepted": 300, "ignored": 0})));
+    for _ in 0..2 {
+        let (status, answer) = call(&f.app, post("/api/v1/alerts", body.clone())).await;
+        assert_eq!((status, answer), (StatusCode::OK, json!({"accepted": 0, "ignored": 300})));
+    }
+    let (_, metrics) = call(&f.app, get("/metrics")).await;
+    assert!(metrics.as_str().unwrap().contains("alertprof_queue_depth 300\n"), "{metrics}");
+    let (_, decisions) = call(&f.app, get("/api/v1/decisions?limit=1000")).await;
+    let decisions = decisions.as_array().unwrap();
+    assert_eq!(decisions.len(), 600);
+    assert!(decisions.iter().all(|d| d["outcome"] == "duplicate"), "{:?}", decisions[0]);
+    let reason = decisions[0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("a copy of this alert came first"), "{reason}");
+
+    // The jobs are done (here: taken off the queue and dropped): their alerts are let go.
+    assert_eq!(f.take_queued().len(), 300);
+    let (status, answer) = call(&f.app, post("/api/v1/alerts", body)).await;
+    assert_eq!((status, answer), (StatusCode::OK, json!({"accepted": 300, "ignored": 0})));
+}
+
 /// When the queue cannot take the whole payload the answer is 503 (Alertmanager retries
 /// 5xx) and nothing of it is queued or recorded.
 #[tokio::test]
@@ -195,7 +226,7 @@ async fn health_and_reload() {
     let valid = format!("storage: {{dir: {:?}}}\n", dir.path().join("data"));
     std::fs::write(&path, &valid).unwrap();
     let config = Config::load(&path).unwrap();
-    let (app, _queue_rx) = App::new(config, Some(path.clone())).unwrap();
+    let app = App::new(config, Some(path.clone())).unwrap();
     assert_eq!(call(&app, get("/-/healthy")).await.0, StatusCode::OK);
     assert_eq!(call(&app, get("/-/ready")).await.0, StatusCode::OK);
 
@@ -226,6 +257,26 @@ async fn health_and_reload() {
     assert!(metrics.as_str().unwrap().contains("alertprof_config_last_reload_successful 0"));
 }
 
+/// A reload says which changed settings take effect only after a restart, each compared
+/// by value: a changed gate and capture are named, an unchanged storage is not.
+#[tokio::test]
+async fn reload_names_the_settings_that_wait_for_a_restart() {
+    support::logs();
+    alertprof::init();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alertprof.yaml");
+    let storage = format!("storage: {{dir: {:?}}}\n", dir.path().join("data"));
+    std::fs::write(&path, format!("{storage}gate: {{max_in_flight: 2}}\n")).unwrap();
+    let app = App::new(Config::load(&path).unwrap(), Some(path.clone())).unwrap();
+    std::fs::write(&path, format!("{storage}gate: {{max_in_flight: 3}}\ncapture: {{shutdown_grace: 1s}}\n"))
+        .unwrap();
+    app.reload().unwrap();
+    let logs = support::logs();
+    let changed: Vec<&str> = logs.lines().filter(|line| line.contains("Changed setting")).collect();
+    assert_eq!(changed.len(), 2, "{logs}");
+    assert!(changed[0].contains("gate") && changed[1].contains("capture"), "{changed:#?}");
+}
+
 /// Deeply nested JSON is skipped or refused, never a stack overflow; 100k alerts in one
 /// payload are refused with 413 before any work; nothing is recorded.
 #[tokio::test]
@@ -235,7 +286,7 @@ async fn hostile_payloads() {
     let text = BASE
         .replace("{data}", &dir.path().join("data").display().to_string())
         .replace("max_body_size: 2KiB", "max_body_size: 16MiB");
-    let (app, _queue_rx) = App::new(Config::parse(&text, dir.path()).unwrap(), None).unwrap();
+    let app = App::new(Config::parse(&text, dir.path()).unwrap(), None).unwrap();
 
     // In an unknown field it is skipped; where a type is expected it is refused at once.
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use alertprof::annotate::GrafanaClient;
 use alertprof::config::Config;
-use alertprof::model::{CaptureMeta, CaptureStatus, Trigger, TriggerSource};
+use alertprof::model::{CaptureId, PendingCapture, Trigger, TriggerSource};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -126,19 +126,11 @@ fn grafana_files_agree_with_annotations() {
         alertname: Some("ProcessCPUHigh".into()),
         ..Trigger::local(TriggerSource::Alertmanager, None)
     };
-    let mut capture = CaptureMeta::pending(
-        "checkout",
-        "cpu-spike",
-        alertprof::model::ProfileKind::Cpu,
-        trigger,
-        String::new(),
-        now,
-    );
-    capture.id = "20261121T232525.702Z-cpu-spike-cpu".into();
-    capture.status = CaptureStatus::Ok;
-    capture.seconds = Some(10);
-    capture.bytes = 1;
-    capture.file = Some("x.pb.gz".into());
+    let id = CaptureId::parse("20261121T232525.702Z-cpu-spike-cpu").unwrap();
+    let mut pending =
+        PendingCapture::new(id, "checkout", "cpu-spike", alertprof::model::ProfileKind::Cpu, trigger, now);
+    pending.seconds = Some(10);
+    let capture = pending.kept(1, "ab".into());
     let sent = client.annotation(&capture, &[]).tags;
     for tag in wanted {
         assert!(sent.iter().any(|t| t == tag), "the dashboard asks for {tag:?}, alertprof sends {sent:?}");
@@ -146,17 +138,20 @@ fn grafana_files_agree_with_annotations() {
 }
 
 /// Every alertprof metric the dashboard queries is one alertprof registers (families
-/// without a series yet are not in a fresh `/metrics`, so their registrations are read).
+/// without a series yet are not in a fresh `/metrics`, so the rows `("name", "help",
+/// metric)` of the table it registers are read).
 #[test]
 fn the_dashboard_queries_metrics_that_exist() {
     let text = std::fs::read_to_string(root().join("grafana/dashboards/alertprof.json")).unwrap();
     let dashboard: Value = serde_json::from_str(&text).unwrap();
     let source = std::fs::read_to_string(root().join("src/metrics.rs")).unwrap();
     let registered: Vec<String> = source
-        .split("register(")
-        .skip(1)
-        .filter_map(|rest| {
-            rest.trim_start().strip_prefix('"')?.split('"').next().map(|name| format!("alertprof_{name}"))
+        .split('(')
+        .filter_map(|row| {
+            let (name, rest) = row.trim_start().strip_prefix('"')?.split_once('"')?;
+            let help = rest.strip_prefix(',')?.trim_start().starts_with('"');
+            let named = !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+            (help && named).then(|| format!("alertprof_{name}"))
         })
         .collect();
     assert!(registered.len() > 10, "{registered:?}");

@@ -6,7 +6,7 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::grafana::Grafana;
@@ -89,34 +89,25 @@ rules:
     wait_ready(&prometheus.url("/-/ready"), &prometheus).await;
 
     // Let Prometheus see the quiet demo for a few scrapes, then spike.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    support::eventually("Prometheus to scrape the demo", Duration::from_secs(30), async || {
         let query = prometheus.url("/api/v1/query?query=count_over_time(go_goroutines[1m])");
         let answer: Value = support::client().get(query).send().await.unwrap().json().await.unwrap();
         let seen = answer["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse::<u32>().ok());
-        if seen.is_some_and(|n| n >= 3) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "Prometheus does not scrape the demo:\n{}", prometheus.log_tail());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        if seen.is_some_and(|n| n >= 3) { Ok(()) } else { Err(format!("\n{}", prometheus.log_tail())) }
+    })
+    .await;
     demo.get("/goroutines?n=2000").await;
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let decision = loop {
+    let what = "a decision from Alertmanager's webhook";
+    let decision = support::eventually(what, Duration::from_secs(60), async || {
         let decisions = running.get_json_auth("/api/v1/decisions", "am-s3cret").await;
-        if let Some(found) = decisions.as_array().unwrap().iter().find(|d| d["alertname"] == "GoroutineSpike")
-        {
-            break found.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no decision from Alertmanager's webhook.\nprometheus:\n{}\nalertmanager:\n{}",
-            prometheus.log_tail(),
-            alertmanager.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        let found =
+            decisions.as_array().unwrap().iter().find(|d| d["alertname"] == "GoroutineSpike").cloned();
+        found.ok_or_else(|| {
+            format!("\nprometheus:\n{}\nalertmanager:\n{}", prometheus.log_tail(), alertmanager.log_tail())
+        })
+    })
+    .await;
     assert_eq!(decision["outcome"], "captured", "{decision}");
     assert_eq!(decision["source"], "alertmanager");
     assert!(decision["reason"].as_str().unwrap().contains("verified: goroutines"), "{decision}");

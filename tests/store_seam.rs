@@ -1,83 +1,60 @@
-//! A second store behind the `ProfileStore` seam, kept in memory here: the service keeps
-//! its captures there with nothing else changed, and the API and the web page serve them.
+//! A second backend behind the store's `Backend` seam, kept in memory here: it only moves
+//! bytes, and the service keeps its captures there with nothing else changed; the API and
+//! the web page serve them.
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Cursor;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alertprof::model::{CaptureMeta, ProfileKind, capture_id};
-use alertprof::store::{CaptureFilter, Derived, ProfileStore, StagedFile, StoreError, StoredFile};
-use chrono::Utc;
+use alertprof::store::{Backend, Listed, ProfileStore, StagedFile, StoreError, StoredFile};
 use serde_json::json;
 use support::{Demo, Running, client, payload};
 
-/// A capture's metadata and, if kept, its body.
-type Kept = (CaptureMeta, Option<Vec<u8>>);
-
-/// Captures and their bodies in memory.
-#[derive(Default)]
-struct MemoryStore {
-    captures: Mutex<BTreeMap<String, Kept>>,
-    derived: Mutex<HashMap<(String, &'static str), Vec<u8>>>,
-    ids: AtomicU64,
+/// Objects by key, in memory.
+#[derive(Default, Clone)]
+struct MemoryBackend {
+    objects: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
 }
 
-impl ProfileStore for MemoryStore {
-    fn new_id(&self, rule: &str, kind: ProfileKind) -> String {
-        let n = self.ids.fetch_add(1, Ordering::SeqCst);
-        format!("{}-{n}", capture_id(Utc::now(), rule, kind))
+impl Backend for MemoryBackend {
+    fn describe(&self) -> String {
+        "memory".into()
     }
 
-    fn keep(&self, mut meta: CaptureMeta, body: Option<StagedFile>) -> Result<CaptureMeta, StoreError> {
-        let bytes = match body.filter(|_| meta.is_ok()) {
-            Some(staged) => {
-                Some(std::fs::read(staged.path()).map_err(StoreError::io("read", staged.path()))?)
-            }
-            None => None,
-        };
-        meta.file = bytes.as_ref().map(|_| format!("{}{}", meta.id, meta.kind.extension()));
-        self.captures.lock().unwrap().insert(meta.id.clone(), (meta.clone(), bytes));
-        Ok(meta)
-    }
-
-    fn get(&self, id: &str) -> Option<CaptureMeta> {
-        self.captures.lock().unwrap().get(id).map(|(meta, _)| meta.clone())
-    }
-
-    fn list(&self, filter: &CaptureFilter) -> Vec<CaptureMeta> {
-        let captures = self.captures.lock().unwrap();
-        let matching = captures.values().rev().map(|(meta, _)| meta).filter(|meta| filter.matches(meta));
-        matching.take(filter.limit.unwrap_or(usize::MAX)).cloned().collect()
-    }
-
-    fn open_profile(&self, id: &str) -> Result<StoredFile, StoreError> {
-        let captures = self.captures.lock().unwrap();
-        let (meta, bytes) = captures.get(id).ok_or_else(|| StoreError::NotFound(id.into()))?;
-        let bytes = bytes.clone().ok_or_else(|| StoreError::NoProfile(id.into()))?;
-        let name = meta.file.clone().unwrap_or_default();
-        Ok(StoredFile { len: bytes.len() as u64, reader: Box::new(Cursor::new(bytes)), name })
-    }
-
-    fn open_derived(&self, id: &str, derived: Derived) -> Result<Option<StoredFile>, StoreError> {
-        let bytes = self.derived.lock().unwrap().get(&(id.to_string(), derived.suffix())).cloned();
-        Ok(bytes.map(|bytes| StoredFile {
-            len: bytes.len() as u64,
-            reader: Box::new(Cursor::new(bytes)),
-            name: id.into(),
-        }))
-    }
-
-    fn put_derived(&self, id: &str, derived: Derived, bytes: &[u8]) -> Result<(), StoreError> {
-        self.derived.lock().unwrap().insert((id.to_string(), derived.suffix()), bytes.to_vec());
+    fn put_file(&self, key: &str, body: StagedFile) -> Result<(), StoreError> {
+        let bytes = std::fs::read(body.path()).map_err(StoreError::io("read", body.path()))?;
+        self.objects.lock().unwrap().insert(key.to_string(), bytes);
         Ok(())
     }
 
-    fn enforce_retention(&self) -> Result<usize, StoreError> {
-        Ok(0)
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.objects.lock().unwrap().insert(key.to_string(), bytes.to_vec());
+        Ok(())
+    }
+
+    fn open(&self, key: &str) -> Result<Option<StoredFile>, StoreError> {
+        let bytes = self.objects.lock().unwrap().get(key).cloned();
+        Ok(bytes.map(|bytes| StoredFile {
+            len: bytes.len() as u64,
+            reader: Box::new(Cursor::new(bytes)),
+            name: key.into(),
+        }))
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.objects.lock().unwrap().remove(key);
+        Ok(())
+    }
+
+    fn list(&self) -> Result<Vec<Listed>, StoreError> {
+        let objects = self.objects.lock().unwrap();
+        Ok(objects
+            .iter()
+            .map(|(key, bytes)| Listed { key: key.clone(), size: bytes.len() as u64, version: None })
+            .collect())
     }
 }
 
@@ -88,7 +65,8 @@ impl ProfileStore for MemoryStore {
 async fn another_store_takes_the_captures() {
     let demo = Demo::start();
     let data = tempfile::tempdir().unwrap();
-    let store = Arc::new(MemoryStore::default());
+    let backend = MemoryBackend::default();
+    let store = Arc::new(ProfileStore::with_backend(Box::new(backend.clone()), None, None));
     let config = format!(
         "storage: {{dir: \"{{data}}\"}}\ntargets: [{{name: demo, pprof_url: \"{}\", alert_labels: {{job: demo}}}}]\n\
          rules: [{{name: mem, alert_labels: {{alertname: HighMemory}}, capture: [heap, goroutine_text]}}]\n",
@@ -107,13 +85,13 @@ async fn another_store_takes_the_captures() {
     assert!(listed[0]["summary"]["top"].as_array().is_some_and(|top| !top.is_empty()), "{listed}");
     let served = client().get(running.url(&format!("/api/v1/captures/{heap}/profile"))).send().await.unwrap();
     assert_eq!(served.status(), 200);
-    let kept = store.captures.lock().unwrap()[&heap].1.clone().unwrap();
+    let kept = backend.objects.lock().unwrap()[&format!("demo/{heap}.pb.gz")].clone();
     assert_eq!(served.bytes().await.unwrap().to_vec(), kept);
 
     let graph =
         client().get(running.url(&format!("/api/v1/captures/{heap}/flamegraph.svg"))).send().await.unwrap();
     assert_eq!(graph.status(), 200);
-    assert!(store.derived.lock().unwrap().contains_key(&(heap.clone(), "flamegraph.svg")));
+    assert!(backend.objects.lock().unwrap().contains_key(&format!("demo/{heap}.flamegraph.svg")));
     let page = running.get_text(&format!("/captures/{heap}")).await;
     assert!(page.contains(&format!("Download {heap}.pb.gz")), "{page}");
 

@@ -3,7 +3,7 @@
 
 mod support;
 
-use alertprof::model::{Decision, Outcome};
+use alertprof::model::{CaptureId, Decision, Outcome, Signal};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use base64::Engine;
@@ -163,8 +163,8 @@ async fn capture_page() {
     decision.outcome = Outcome::Captured;
     decision.reason = "all 1 kinds captured".into();
     decision.target = Some("checkout".into());
-    decision.captures = vec![CPU.into()];
-    f.app.record(decision);
+    decision.captures = vec![CaptureId::parse(CPU).unwrap()];
+    f.app.decisions.record(decision);
     let answer = call(&f.app, get(&format!("/captures/{CPU}"))).await;
     assert_eq!(answer.status, StatusCode::OK);
     let page = &answer.body;
@@ -402,7 +402,7 @@ async fn charts() {
     assert!(!list.contains("id=\"timelines\""), "nothing sampled yet");
     let now = chrono::Utc::now();
     for (seconds, value) in [(-20, 5.0), (-10, 60.0), (0, 12.0)] {
-        let sample = std::collections::BTreeMap::from([("cpu_percent".to_string(), Ok(value))]);
+        let sample = std::collections::BTreeMap::from([(Signal::CpuPercent.key(), Ok(value))]);
         f.app.verifier.record("checkout", now + chrono::Duration::seconds(seconds), sample);
     }
     let list = call(&f.app, get("/")).await.body;

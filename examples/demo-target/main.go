@@ -55,6 +55,9 @@ var (
 	held      [][]byte
 	heldBytes int64 // accessed atomically
 
+	// pauseListener asks main to close the listener for a while.
+	pauseListener = make(chan time.Duration, 1)
+
 	parkMu     sync.Mutex
 	parkCh     = make(chan struct{})
 	parkedNum  int64 // accessed atomically
@@ -316,9 +319,24 @@ const helpText = `demo-target: a Go service for alertprof to profile
   GET /release                       drop held memory, runtime.GC, debug.FreeOSMemory
   GET /goroutines?n=N                park N goroutines in main.parkGoroutine (default 1000, cap 1000000)
   GET /release-goroutines            let parked goroutines exit
+  GET /pause-listener?seconds=N      close the listener for N s (default 4, cap 600), as a restart of
+                                     the HTTP server would; the process lives on
   GET /metrics                       Prometheus text metrics
   GET /debug/pprof/                  net/http/pprof (profile, heap, goroutine, trace, ...)
 `
+
+func handlePauseListener(w http.ResponseWriter, r *http.Request) {
+	secs, ok := intParam(w, r, "seconds", 4, 600)
+	if !ok {
+		return
+	}
+	select {
+	case pauseListener <- time.Duration(secs) * time.Second:
+		fmt.Fprintf(w, "closing the listener for %d s\n", secs)
+	default:
+		http.Error(w, "the listener is being paused already", http.StatusConflict)
+	}
+}
 
 func handleIndex(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != "/" {
@@ -349,6 +367,7 @@ func main() {
 	mux.HandleFunc("/goroutines", handleGoroutines)
 	mux.HandleFunc("/release-goroutines", handleReleaseGoroutines)
 	mux.HandleFunc("/metrics", handleMetrics)
+	mux.HandleFunc("/pause-listener", handlePauseListener)
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -358,22 +377,39 @@ func main() {
 
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
-	select {
-	case sig := <-sigc:
-		log.Printf("demo-target: got %v, shutting down", sig)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if err := srv.Shutdown(ctx); err != nil {
-			log.Printf("demo-target: shutdown: %v", err)
-			_ = srv.Close()
-		}
-		cancel()
-	case err := <-errc:
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Fatalf("demo-target: serve: %v", err)
+	for {
+		go func(ln net.Listener) { errc <- srv.Serve(ln) }(ln)
+		select {
+		case sig := <-sigc:
+			log.Printf("demo-target: got %v, shutting down", sig)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if err := srv.Shutdown(ctx); err != nil {
+				log.Printf("demo-target: shutdown: %v", err)
+				_ = srv.Close()
+			}
+			cancel()
+			return
+		case err := <-errc:
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Fatalf("demo-target: serve: %v", err)
+			}
+			return
+		case pause := <-pauseListener:
+			// New connections are refused until the listener is back; idle ones are
+			// closed, so clients find out.
+			addr := ln.Addr().String()
+			srv.SetKeepAlivesEnabled(false)
+			_ = ln.Close()
+			<-errc
+			log.Printf("demo-target: listener closed for %v", pause)
+			time.Sleep(pause)
+			srv.SetKeepAlivesEnabled(true)
+			if ln, err = net.Listen("tcp", addr); err != nil {
+				log.Fatalf("demo-target: listen %s again: %v", addr, err)
+			}
+			log.Printf("demo-target listening again on %s", ln.Addr())
 		}
 	}
 }

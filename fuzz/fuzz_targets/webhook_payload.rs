@@ -28,7 +28,7 @@ rules:
 fuzz_target!(|data: &[u8]| {
     if let Ok(payload) = parse(data) {
         for alert in &payload.alerts {
-            for found in match_alert(&CONFIG, alert, chrono::Utc::now(), |_: &str, _: &str, _: &str| None) {
+            for found in match_alert(&CONFIG, alert, chrono::Utc::now(), |_: &_, _: &_| Ok(None)) {
                 std::hint::black_box(found);
             }
         }

@@ -6,7 +6,7 @@
 use super::summary::{FunctionTable, Measure, is_runtime};
 use crate::model::summary::unit_of;
 use crate::model::text::change;
-use crate::model::{Diff, TopFunction};
+use crate::model::{CaptureId, Diff, TopFunction};
 
 /// The functions of `diff` that grew, most first. By cum, the runtime's own functions are
 /// left out: they are on every stack.
@@ -40,7 +40,7 @@ pub struct Incompatible {
 pub fn diff(
     profile: &FunctionTable,
     base: &FunctionTable,
-    base_id: &str,
+    base_id: &CaptureId,
     count: usize,
     measure: Measure,
 ) -> Result<Diff, Incompatible> {
@@ -73,7 +73,7 @@ pub fn diff(
         .filter_map(|(which, cut)| cut.as_ref().map(|cut| format!("{which}: {cut}")))
         .collect::<Vec<_>>();
     Ok(Diff {
-        base: base_id.to_string(),
+        base: base_id.clone(),
         sample_type: profile.sample_type.clone(),
         base_total: base.total,
         total: profile.total,
@@ -88,7 +88,11 @@ mod tests {
     use super::*;
     use crate::analyze::stacks::tests::budget;
     use crate::model::ProfileKind;
-    use crate::profile::fixtures::profile;
+
+    fn b() -> CaptureId {
+        CaptureId::parse("b").unwrap()
+    }
+    use crate::testing::profiles::profile;
 
     fn table(samples: &[(&[u64], [i64; 2])]) -> FunctionTable {
         let bytes = profile(&["main.main", "main.serve", "main.leak"], samples);
@@ -101,7 +105,7 @@ mod tests {
     fn grown_first_of_base_total() {
         let base = table(&[(&[2, 1], [1, 100])]);
         let spike = table(&[(&[2, 1], [1, 50]), (&[3, 1], [9, 900])]);
-        let diff = diff(&spike, &base, "b", 10, Measure::Flat).unwrap();
+        let diff = diff(&spike, &base, &b(), 10, Measure::Flat).unwrap();
         assert_eq!(diff.base_total, 100);
         assert_eq!(diff.total, 950);
         let rows: Vec<(&str, i64, i64)> =
@@ -123,14 +127,14 @@ mod tests {
     fn gone_and_unchanged() {
         let base = table(&[(&[3, 1], [1, 70])]);
         let later = table(&[(&[2, 1], [1, 70])]);
-        let rows: Vec<(String, i64)> = diff(&later, &base, "b", 10, Measure::Flat)
+        let rows: Vec<(String, i64)> = diff(&later, &base, &b(), 10, Measure::Flat)
             .unwrap()
             .functions
             .into_iter()
             .map(|f| (f.function, f.flat))
             .collect();
         assert_eq!(rows, [("main.serve".to_string(), 70), ("main.leak".to_string(), -70)]);
-        assert!(diff(&base, &base, "b", 10, Measure::Flat).unwrap().functions.is_empty());
+        assert!(diff(&base, &base, &b(), 10, Measure::Flat).unwrap().functions.is_empty());
     }
 
     /// Against an empty base the percentages are of the profile's total.
@@ -138,7 +142,7 @@ mod tests {
     fn empty_base() {
         let empty = table(&[]);
         let spike = table(&[(&[3, 1], [1, 300]), (&[2, 1], [1, 100])]);
-        let diff = diff(&spike, &empty, "b", 10, Measure::Flat).unwrap();
+        let diff = diff(&spike, &empty, &b(), 10, Measure::Flat).unwrap();
         assert_eq!(diff.functions[0].function, "main.leak");
         assert_eq!(diff.functions[0].flat_percent, 75.0);
     }
@@ -147,7 +151,7 @@ mod tests {
     fn described_in_units() {
         let base = table(&[(&[2, 1], [1, 100])]);
         let spike = table(&[(&[3, 1], [1, 4_000_000_000])]);
-        let diff = diff(&spike, &base, "b", 10, Measure::Flat).unwrap();
+        let diff = diff(&spike, &base, &b(), 10, Measure::Flat).unwrap();
         assert_eq!(describe(&diff, &diff.functions[0], Measure::Flat), "main.leak +4.00s (+4000000000.0%)");
     }
 
@@ -163,7 +167,7 @@ mod tests {
         };
         let (base, spike) = (bytes(1), bytes(500));
         let read = |b: &Vec<u8>| FunctionTable::read(|| Ok(b.as_slice()), &budget()).unwrap();
-        let diff = diff(&read(&spike), &read(&base), "b", 10, Measure::Flat).unwrap();
+        let diff = diff(&read(&spike), &read(&base), &b(), 10, Measure::Flat).unwrap();
         assert_eq!(grown(&diff, Measure::Flat)[0].function, "runtime.gopark");
         let named: Vec<&str> = grown(&diff, Measure::for_kind(ProfileKind::Goroutine))
             .iter()
@@ -177,7 +181,7 @@ mod tests {
         let base = table(&[(&[1], [1, 1])]);
         let other = FunctionTable { sample_type: "inuse_space/bytes".into(), ..base.clone() };
         assert_eq!(
-            diff(&other, &base, "b", 10, Measure::Flat).unwrap_err().to_string(),
+            diff(&other, &base, &b(), 10, Measure::Flat).unwrap_err().to_string(),
             "cannot compare inuse_space/bytes with a baseline of cpu/nanoseconds"
         );
     }

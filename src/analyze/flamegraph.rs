@@ -103,7 +103,7 @@ pub fn render<R: Read>(
 mod tests {
     use super::*;
     use crate::analyze::stacks::tests::budget;
-    use crate::profile::fixtures::profile;
+    use crate::testing::profiles::profile;
 
     fn labels() -> Labels<'static> {
         Labels {

@@ -7,6 +7,7 @@
 pub mod diff;
 pub mod flamegraph;
 pub mod stacks;
+pub mod stored;
 pub mod summary;
 
 pub use diff::{Incompatible, describe, diff, grown};
@@ -23,6 +24,9 @@ pub const TOP_KEPT: usize = 20;
 
 /// Rows kept in a capture's diff.
 pub const DIFF_KEPT: usize = 20;
+/// Time the samples of a new capture may take to analyze (each of its walks); past it the
+/// figures cover the samples read, and say so.
+pub const CAPTURE_ANALYSIS_TIME: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// `main.spin 98.7%` (flat share), or `main.parkGoroutine 99.6% cum`.
 pub fn short(row: &TopFunction, measure: Measure) -> String {
@@ -78,7 +82,7 @@ mod tests {
             "main.f0 10.0%, main.f1 9.0%, main.f2 8.0%, main.f3 7.0%, main.f4 6.0%"
         );
         let diff = Diff {
-            base: "b".into(),
+            base: crate::model::CaptureId::parse("b").unwrap(),
             sample_type: "goroutine/count".into(),
             base_total: 10,
             total: 2010,
@@ -96,7 +100,7 @@ mod tests {
 
     use super::flamegraph::{self, Labels};
     use super::stacks::tests::budget;
-    use crate::profile::fixtures::{deep_stacks, inlined_bomb};
+    use crate::testing::profiles::{deep_stacks, inlined_bomb};
 
     /// Runs `work` on its own thread and fails if it has not finished within `within`.
     fn within<T: Send + 'static>(within: Duration, work: impl FnOnce() -> T + Send + 'static) -> T {
@@ -170,7 +174,7 @@ mod tests {
     #[test]
     fn goroutines_name_code() {
         let stacks = |parked: i64| {
-            crate::profile::fixtures::profile(
+            crate::testing::profiles::profile(
                 &[
                     "runtime.goexit",
                     "main.parkGoroutine",
@@ -193,12 +197,19 @@ mod tests {
         let flat = table(&spike).summary(10, Measure::Flat);
         assert_eq!(flat.top[0].function, "runtime.gopark", "a CPU-like ranking would name the scheduler");
 
-        let diff = diff(&table(&spike), &table(&base), "b", 10, Measure::Cum).unwrap();
+        let diff = diff(
+            &table(&spike),
+            &table(&base),
+            &crate::model::CaptureId::parse("b").unwrap(),
+            10,
+            Measure::Cum,
+        )
+        .unwrap();
         assert_eq!(diff.functions[0].function, "main.parkGoroutine");
         assert_eq!(diff.functions[0].cum, 1990);
         assert_eq!(grew_line(&diff, ProfileKind::Goroutine), "main.parkGoroutine +1.99us cum (+16583.3%)");
 
-        let empty = crate::profile::fixtures::profile(&["main.main"], &[]);
+        let empty = crate::testing::profiles::profile(&["main.main"], &[]);
         assert_eq!(top_line(&table(&empty).summary(10, Measure::Flat), ProfileKind::Cpu), "no samples");
     }
 }

@@ -95,92 +95,19 @@ pub fn walk_stacks<R: Read>(
     mut visit: impl FnMut(&[i64], &[i64]),
 ) -> Result<Walked, InvalidBody> {
     let io = |e: std::io::Error| InvalidBody::Io(e.to_string());
-    let bad = |e: prost::DecodeError| InvalidBody::NotProfile(e.to_string());
-    let cancelled = || InvalidBody::Stopped("the analysis was cancelled".to_string());
-    let max_unzipped = budget.max_unzipped;
-
-    // Pass 1: which functions each location stands for (leaf first), and their names.
-    let mut location_functions: HashMap<u64, Vec<u64>> = HashMap::new();
-    let mut function_names: HashMap<u64, i64> = HashMap::new();
-    let mut sample_types: Vec<ValueType> = Vec::new();
-    let mut default_type: i64 = 0;
-    walk_fields(open().map_err(io)?, max_unzipped, |field| {
-        if budget.cancel.is_cancelled() {
-            return Err(cancelled());
-        }
-        match field {
-            TopField::Bytes(1, bytes) => sample_types.push(ValueType::decode(bytes).map_err(bad)?),
-            TopField::Bytes(4, bytes) => {
-                let location = Location::decode(bytes).map_err(bad)?;
-                location_functions.insert(location.id, location.line.iter().map(|l| l.function_id).collect());
-            }
-            TopField::Bytes(5, bytes) => {
-                let function = Function::decode(bytes).map_err(bad)?;
-                function_names.insert(function.id, function.name);
-            }
-            TopField::Varint(14, value) => default_type = value as i64,
-            _ => {}
-        }
-        Ok(())
-    })?;
-    if sample_types.is_empty() {
-        return Err(InvalidBody::NoSampleTypes);
-    }
+    let frames = read_frames(open().map_err(io)?, budget)?;
 
     // Pass 2: the samples, and the strings their names and the sample types need.
-    let values = sample_types.len();
-    let mut wanted: HashSet<i64> = function_names.values().copied().collect();
-    wanted.extend(sample_types.iter().flat_map(|t| [t.r#type, t.unit]));
-    wanted.insert(default_type);
+    let mut wanted: HashSet<i64> = frames.function_names.values().copied().collect();
+    wanted.extend(frames.sample_types.iter().flat_map(|t| [t.r#type, t.unit]));
+    wanted.insert(frames.default_type);
     let mut strings: HashMap<i64, String> = HashMap::new();
     let mut next_string: i64 = 0;
-    let mut stack: Vec<i64> = Vec::new();
-    let deadline = Instant::now() + budget.time;
-    let (mut work, mut samples, mut cut_stacks) = (0u64, 0u64, 0u64);
-    // Why the rest of the samples is left unread, once it is.
-    let mut stopped: Option<String> = None;
-    walk_fields(open().map_err(io)?, max_unzipped, |field| {
+    let mut samples = Samples::new(&frames, budget);
+    walk_fields(open().map_err(io)?, budget.max_unzipped, |field| {
         match field {
-            TopField::Bytes(2, _) if stopped.is_some() => {}
-            TopField::Bytes(2, bytes) => {
-                samples += 1;
-                if samples % 256 == 0 {
-                    if budget.cancel.is_cancelled() {
-                        return Err(cancelled());
-                    }
-                    if Instant::now() >= deadline {
-                        stopped = Some(format!(
-                            "the samples after the first {} took over {:?}",
-                            samples - 1,
-                            budget.time
-                        ));
-                        return Ok(());
-                    }
-                }
-                let sample = Sample::decode(bytes).map_err(bad)?;
-                if sample.value.len() != values {
-                    return Err(InvalidBody::NotProfile("sample values do not match sample types".into()));
-                }
-                stack.clear();
-                let mut cut = false;
-                'locations: for location in &sample.location_id {
-                    work += 1;
-                    let functions = location_functions.get(location).map_or(&[][..], Vec::as_slice);
-                    for name in functions.iter().filter_map(|f| function_names.get(f)) {
-                        if stack.len() == budget.max_depth {
-                            cut = true;
-                            break 'locations;
-                        }
-                        stack.push(*name);
-                    }
-                }
-                cut_stacks += u64::from(cut);
-                work += stack.len() as u64;
-                visit(&stack, &sample.value);
-                if work >= budget.max_work {
-                    stopped = Some(format!("the samples after the first {samples} were over the work bound"));
-                }
-            }
+            TopField::Bytes(2, _) if samples.stopped.is_some() => {}
+            TopField::Bytes(2, bytes) => samples.take(bytes, &mut visit)?,
             TopField::Bytes(6, bytes) => {
                 if wanted.contains(&next_string) {
                     strings.insert(next_string, String::from_utf8_lossy(bytes).into_owned());
@@ -191,25 +118,173 @@ pub fn walk_stacks<R: Read>(
         }
         Ok(())
     })?;
+    let cut_short = samples.cut_short();
+    Ok(frames.walked(strings, cut_short))
+}
 
-    let text = |index: i64| strings.get(&index).cloned().unwrap_or_default();
-    let main = if default_type != 0 {
-        let name = text(default_type);
-        sample_types.iter().position(|t| text(t.r#type) == name).unwrap_or(values - 1)
-    } else {
-        values - 1
+fn not_profile(error: prost::DecodeError) -> InvalidBody {
+    InvalidBody::NotProfile(error.to_string())
+}
+
+fn cancelled() -> InvalidBody {
+    InvalidBody::Stopped("the analysis was cancelled".to_string())
+}
+
+/// What the first pass learns, all that stacks are made of: the functions each location
+/// stands for, their names, and the sample types.
+struct Frames {
+    /// Function ids of each location, leaf first (inlined frames expanded).
+    location_functions: HashMap<u64, Vec<u64>>,
+    /// The string-table index of each function's name.
+    function_names: HashMap<u64, i64>,
+    sample_types: Vec<ValueType>,
+    /// `default_sample_type`, a string-table index; 0 if none.
+    default_type: i64,
+}
+
+/// Pass 1: the locations, functions and sample types of the profile `reader` reads.
+fn read_frames(reader: impl Read, budget: &Budget) -> Result<Frames, InvalidBody> {
+    let mut frames = Frames {
+        location_functions: HashMap::new(),
+        function_names: HashMap::new(),
+        sample_types: Vec::new(),
+        default_type: 0,
     };
-    let sample_types = sample_types.iter().map(|t| (text(t.r#type), text(t.unit))).collect();
-    let mut cut = Vec::new();
-    if cut_stacks > 0 {
-        cut.push(format!(
-            "{cut_stacks} stacks deeper than {} frames were cut to their leaf end",
-            budget.max_depth
-        ));
+    walk_fields(reader, budget.max_unzipped, |field| {
+        if budget.cancel.is_cancelled() {
+            return Err(cancelled());
+        }
+        match field {
+            TopField::Bytes(1, bytes) => {
+                frames.sample_types.push(ValueType::decode(bytes).map_err(not_profile)?)
+            }
+            TopField::Bytes(4, bytes) => {
+                let location = Location::decode(bytes).map_err(not_profile)?;
+                let functions = location.line.iter().map(|l| l.function_id).collect();
+                frames.location_functions.insert(location.id, functions);
+            }
+            TopField::Bytes(5, bytes) => {
+                let function = Function::decode(bytes).map_err(not_profile)?;
+                frames.function_names.insert(function.id, function.name);
+            }
+            TopField::Varint(14, value) => frames.default_type = value as i64,
+            _ => {}
+        }
+        Ok(())
+    })?;
+    if frames.sample_types.is_empty() {
+        return Err(InvalidBody::NoSampleTypes);
     }
-    cut.extend(stopped.map(|why| format!("{why}, and were left out")));
-    let cut_short = (!cut.is_empty()).then(|| cut.join("; "));
-    Ok(Walked { cut_short, sample_types, main, strings })
+    Ok(frames)
+}
+
+impl Frames {
+    /// What the walk learned, with the strings read in the second pass.
+    fn walked(self, strings: HashMap<i64, String>, cut_short: Option<String>) -> Walked {
+        let text = |index: i64| strings.get(&index).cloned().unwrap_or_default();
+        let last = self.sample_types.len() - 1;
+        let main = if self.default_type != 0 {
+            let name = text(self.default_type);
+            self.sample_types.iter().position(|t| text(t.r#type) == name).unwrap_or(last)
+        } else {
+            last
+        };
+        let sample_types = self.sample_types.iter().map(|t| (text(t.r#type), text(t.unit))).collect();
+        Walked { cut_short, sample_types, main, strings }
+    }
+}
+
+/// Pass 2 over the samples, within the budget: each sample's stack in turn, and how much
+/// of the budget it has taken.
+struct Samples<'a> {
+    frames: &'a Frames,
+    budget: &'a Budget,
+    deadline: Instant,
+    /// The stack of the sample being taken, its memory kept for the next.
+    stack: Vec<i64>,
+    /// Frames and locations looked at so far.
+    work: u64,
+    /// Samples met so far, taken or not.
+    seen: u64,
+    /// Stacks cut to the depth bound.
+    cut_stacks: u64,
+    /// Why the rest of the samples is left unread, once it is.
+    stopped: Option<String>,
+}
+
+impl<'a> Samples<'a> {
+    fn new(frames: &'a Frames, budget: &'a Budget) -> Samples<'a> {
+        Samples {
+            frames,
+            budget,
+            deadline: Instant::now() + budget.time,
+            stack: Vec::new(),
+            work: 0,
+            seen: 0,
+            cut_stacks: 0,
+            stopped: None,
+        }
+    }
+
+    /// Hands one encoded sample's stack and values to `visit`, unless the time is up
+    /// (checked every 256 samples, as is a cancel); past the work bound, stops after it.
+    fn take(&mut self, bytes: &[u8], visit: &mut impl FnMut(&[i64], &[i64])) -> Result<(), InvalidBody> {
+        self.seen += 1;
+        if self.seen.is_multiple_of(256) {
+            if self.budget.cancel.is_cancelled() {
+                return Err(cancelled());
+            }
+            if Instant::now() >= self.deadline {
+                let why =
+                    format!("the samples after the first {} took over {:?}", self.seen - 1, self.budget.time);
+                self.stopped = Some(why);
+                return Ok(());
+            }
+        }
+        let sample = Sample::decode(bytes).map_err(not_profile)?;
+        if sample.value.len() != self.frames.sample_types.len() {
+            return Err(InvalidBody::NotProfile("sample values do not match sample types".into()));
+        }
+        let cut = self.fill_stack(&sample.location_id);
+        self.cut_stacks += u64::from(cut);
+        self.work += self.stack.len() as u64;
+        visit(&self.stack, &sample.value);
+        if self.work >= self.budget.max_work {
+            self.stopped =
+                Some(format!("the samples after the first {} were over the work bound", self.seen));
+        }
+        Ok(())
+    }
+
+    /// Fills `stack` with the function names of `locations`, leaf first; whether it was
+    /// cut to the depth bound.
+    fn fill_stack(&mut self, locations: &[u64]) -> bool {
+        self.stack.clear();
+        for location in locations {
+            self.work += 1;
+            let functions = self.frames.location_functions.get(location).map_or(&[][..], Vec::as_slice);
+            for name in functions.iter().filter_map(|f| self.frames.function_names.get(f)) {
+                if self.stack.len() == self.budget.max_depth {
+                    return true;
+                }
+                self.stack.push(*name);
+            }
+        }
+        false
+    }
+
+    /// Why the figures cover less than the whole profile, if they do.
+    fn cut_short(self) -> Option<String> {
+        let mut cut = Vec::new();
+        if self.cut_stacks > 0 {
+            cut.push(format!(
+                "{} stacks deeper than {} frames were cut to their leaf end",
+                self.cut_stacks, self.budget.max_depth
+            ));
+        }
+        cut.extend(self.stopped.map(|why| format!("{why}, and were left out")));
+        (!cut.is_empty()).then(|| cut.join("; "))
+    }
 }
 
 /// Adds `values` into `into`, saturating.

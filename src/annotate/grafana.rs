@@ -9,8 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::analyze::{grew_line, top_line};
 use crate::config::GrafanaConfig;
-use crate::model::text::{Esc, reading};
-use crate::model::{CaptureLinks, CaptureMeta, Secret};
+use askama::Template;
+
+use crate::model::text::reading;
+use crate::model::{CaptureLinks, CaptureMeta, ProfileKind, Secret};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest wait between two tries, however many there are.
@@ -69,6 +71,121 @@ pub struct GrafanaClient {
     first_backoff: Duration,
 }
 
+/// An annotation's text for a kept capture (`templates/annotation.html`): what set it off,
+/// how it verified, its readings, top functions and what grew, and links to it.
+#[derive(Template)]
+#[template(path = "annotation.html")]
+struct CaptureText<'a> {
+    baseline: bool,
+    kind: ProfileKind,
+    target: &'a str,
+    rule: &'a str,
+    alertname: Option<&'a str>,
+    source: &'static str,
+    why: String,
+    readings: String,
+    /// (sample type, by flat or cum, the top line).
+    top: Option<(&'a str, &'static str, String)>,
+    /// (against what, sample type, what grew).
+    grew: Option<(String, &'a str, String)>,
+    download: String,
+    file: &'a str,
+    bytes: u64,
+    flamegraph: Option<String>,
+    /// (href, label) of the diff.
+    diff: Option<(String, &'static str)>,
+    page: String,
+}
+
+impl<'a> CaptureText<'a> {
+    fn new(links: &CaptureLinks, capture: &'a CaptureMeta, why: &[String]) -> CaptureText<'a> {
+        let readings: Vec<String> =
+            capture.readings.iter().map(|(k, v)| format!("{k}={}", reading(k.as_str(), *v))).collect();
+        let top = capture.summary.as_ref().map(|summary| {
+            let by = if capture.kind.grows_by_cum() { "by cum" } else { "flat" };
+            (summary.sample_type.as_str(), by, top_line(summary, capture.kind))
+        });
+        let grew = capture.diff.as_ref().map(|diff| {
+            let against = match (diff.before_window, &capture.window) {
+                (true, Some(window)) => format!(
+                    "during the spike (vs the recorder's snapshot from before {})",
+                    window.from.format("%H:%M:%S")
+                ),
+                _ => "vs baseline".to_string(),
+            };
+            (against, diff.sample_type.as_str(), grew_line(diff, capture.kind))
+        });
+        let diff = capture.diff.as_ref().map(|diff| {
+            let label = if diff.before_window {
+                "Diff against before the spike"
+            } else {
+                "Diff against the baseline"
+            };
+            (links.diff(&capture.id, &diff.base), label)
+        });
+        CaptureText {
+            baseline: capture.is_baseline(),
+            kind: capture.kind,
+            target: &capture.target,
+            rule: &capture.rule,
+            alertname: capture.trigger.alertname.as_deref(),
+            source: capture.trigger.source.name(),
+            why: why.join("; "),
+            readings: readings.join(", "),
+            top,
+            grew,
+            // The download comes first: it is the link that matters, and the one tools
+            // look for.
+            download: links.profile(&capture.id),
+            file: capture.file_name(),
+            bytes: capture.bytes(),
+            flamegraph: capture.has_pprof().then(|| links.flamegraph(&capture.id)),
+            diff,
+            page: links.page(&capture.id),
+        }
+    }
+}
+
+/// An annotation's text for a recorded process that ended
+/// (`templates/exit_annotation.html`).
+#[derive(Template)]
+#[template(path = "exit_annotation.html")]
+struct ExitText<'a> {
+    target: &'a str,
+    why: &'a str,
+    rows: Vec<ExitRow<'a>>,
+}
+
+/// One of a process's last profiles, in its exit annotation.
+struct ExitRow<'a> {
+    lead: String,
+    /// (sample type, the top line).
+    top: Option<(&'a str, String)>,
+    download: String,
+    file: &'a str,
+    page: String,
+}
+
+impl<'a> ExitRow<'a> {
+    fn new(links: &CaptureLinks, capture: &'a CaptureMeta) -> ExitRow<'a> {
+        let lead = match capture.kind {
+            ProfileKind::Heap => "What held the memory just before the end".to_string(),
+            ProfileKind::Cpu => format!("CPU over its last {}s", capture.seconds.unwrap_or(0)),
+            kind => format!("Its last {kind} profile"),
+        };
+        ExitRow {
+            lead,
+            top: capture
+                .summary
+                .as_ref()
+                .map(|summary| (summary.sample_type.as_str(), top_line(summary, capture.kind))),
+            download: links.profile(&capture.id),
+            file: capture.file_name(),
+            page: links.page(&capture.id),
+        }
+    }
+}
+
 impl GrafanaClient {
     pub fn new(config: &GrafanaConfig, external_url: &Url) -> GrafanaClient {
         let endpoint = Url::parse(&format!("{}/api/annotations", config.url.as_str().trim_end_matches('/')))
@@ -88,75 +205,14 @@ impl GrafanaClient {
     /// The annotation for a kept capture; `why` is what verified it.
     pub fn annotation(&self, capture: &CaptureMeta, why: &[String]) -> Annotation {
         let mut tags = self.tags.clone();
-        let alertname = capture.trigger.alertname.clone();
         let mut extra = vec![capture.target.clone(), capture.rule.clone(), capture.kind.to_string()];
-        extra.extend(alertname.clone());
+        extra.extend(capture.trigger.alertname.clone());
         for tag in extra {
             if !tags.contains(&tag) {
                 tags.push(tag);
             }
         }
-        let trigger = match &alertname {
-            Some(name) => format!("alert <b>{}</b>", Esc(name)),
-            None => format!("{} rule", capture.trigger.source.name()),
-        };
-        let what = if capture.baseline { "baseline " } else { "" };
-        let mut text = format!(
-            "alertprof captured a {what}<b>{}</b> profile of <b>{}</b> (rule {}) on {trigger}.",
-            capture.kind,
-            Esc(&capture.target),
-            Esc(&capture.rule),
-        );
-        if !why.is_empty() {
-            text.push_str(&format!("<br>Verified: {}.", Esc(&why.join("; "))));
-        }
-        if !capture.readings.is_empty() {
-            let readings: Vec<String> =
-                capture.readings.iter().map(|(k, v)| format!("{k}={}", reading(k, *v))).collect();
-            text.push_str(&format!("<br>Readings: {}.", Esc(&readings.join(", "))));
-        }
-        if let Some(summary) = &capture.summary {
-            let by = if capture.kind.grows_by_cum() { "by cum" } else { "flat" };
-            let top = top_line(summary, capture.kind);
-            text.push_str(&format!("<br>Top ({}, {by}): {}.", Esc(&summary.sample_type), Esc(&top)));
-        }
-        if let Some(diff) = &capture.diff {
-            let against = match (diff.before_window, &capture.window) {
-                (true, Some(window)) => {
-                    format!(
-                        "during the spike (vs the recorder's snapshot from before {})",
-                        window.from.format("%H:%M:%S")
-                    )
-                }
-                _ => "vs baseline".to_string(),
-            };
-            text.push_str(&format!(
-                "<br>Grew {} ({}): {}.",
-                Esc(&against),
-                Esc(&diff.sample_type),
-                Esc(&grew_line(diff, capture.kind))
-            ));
-        }
-        // The download comes first: it is the link that matters, and the one tools look for.
-        let link = |href: String, label: &str| format!("<a href=\"{}\">{label}</a>", Esc(&href));
-        text.push_str(&format!(
-            "<br>{} ({} bytes; open with <code>go tool pprof</code>)",
-            link(self.links.profile(&capture.id), &format!("Download {}", Esc(capture.file_name()))),
-            capture.bytes
-        ));
-        if capture.has_pprof() {
-            text.push_str(&format!(" · {}", link(self.links.flamegraph(&capture.id), "Flame graph")));
-        }
-        if let Some(diff) = &capture.diff {
-            let label = if diff.before_window {
-                "Diff against before the spike"
-            } else {
-                "Diff against the baseline"
-            };
-            let diff_link = link(self.links.diff(&capture.id, &diff.base), label);
-            text.push_str(&format!(" · {diff_link}"));
-        }
-        text.push_str(&format!(" · {}", link(self.links.page(&capture.id), "Open in alertprof")));
+        let text = CaptureText::new(&self.links, capture, why).render().expect("an annotation renders");
         Annotation {
             dashboard_uid: self.dashboard_uid.clone(),
             time: capture.started_at.timestamp_millis(),
@@ -179,31 +235,10 @@ impl GrafanaClient {
                 tags.push(tag);
             }
         }
-        let mut text =
-            format!("alertprof: the process of <b>{}</b> ended: {}.", Esc(&first.target), Esc(why));
-        let mut ordered: Vec<&&CaptureMeta> = captures.iter().collect();
-        ordered.sort_by_key(|c| (c.kind != crate::model::ProfileKind::Heap, c.kind));
-        let link = |href: String, label: &str| format!("<a href=\"{}\">{label}</a>", Esc(&href));
-        for capture in &ordered {
-            let lead = match capture.kind {
-                crate::model::ProfileKind::Heap => "What held the memory just before the end".to_string(),
-                crate::model::ProfileKind::Cpu => {
-                    format!("CPU over its last {}s", capture.seconds.unwrap_or(0))
-                }
-                kind => format!("Its last {kind} profile"),
-            };
-            let top = match &capture.summary {
-                Some(summary) => {
-                    format!(" ({}): {}", Esc(&summary.sample_type), Esc(&top_line(summary, capture.kind)))
-                }
-                None => String::new(),
-            };
-            text.push_str(&format!(
-                "<br>{lead}{top}. {} · {}",
-                link(self.links.profile(&capture.id), &format!("Download {}", Esc(capture.file_name()))),
-                link(self.links.page(&capture.id), "Open in alertprof")
-            ));
-        }
+        let mut ordered: Vec<&CaptureMeta> = captures.to_vec();
+        ordered.sort_by_key(|c| (c.kind != ProfileKind::Heap, c.kind));
+        let rows = ordered.into_iter().map(|capture| ExitRow::new(&self.links, capture)).collect();
+        let text = ExitText { target: &first.target, why, rows }.render().expect("an annotation renders");
         let time = captures.iter().map(|c| c.started_at.timestamp_millis()).min()?;
         let time_end = captures.iter().map(|c| c.finished_at.timestamp_millis()).max()?.max(time);
         Some(Annotation { dashboard_uid: self.dashboard_uid.clone(), time, time_end, tags, text })
@@ -278,6 +313,7 @@ fn retry_waits(first: Duration, attempts: u32) -> Vec<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::CaptureId;
 
     /// However many tries are configured and however long the first wait, each wait is
     /// capped and all of them together are too; the first tries double as configured.
@@ -299,21 +335,16 @@ mod tests {
     #[test]
     fn the_diff_says_what_it_is_against() {
         crate::init();
-        use crate::model::{Diff, ProfileKind, Trigger, TriggerSource, Window};
+        use crate::model::{Diff, PendingCapture, ProfileKind, Trigger, TriggerSource, Window};
         let client = GrafanaClient::new(&config(), &Url::parse("http://alertprof:9731").unwrap());
         let at = "2026-11-23T18:47:31Z".parse().unwrap();
-        let mut capture = CaptureMeta::pending(
-            "demo",
-            "late-burst",
-            ProfileKind::Heap,
-            Trigger::local(TriggerSource::Watch, Some(at)),
-            String::new(),
-            at,
-        );
-        capture.id = "newest".into();
+        let trigger = Trigger::local(TriggerSource::Watch, Some(at));
+        let id = CaptureId::parse("newest").unwrap();
+        let mut capture =
+            PendingCapture::new(id, "demo", "late-burst", ProfileKind::Heap, trigger, at).kept(1, "x".into());
         capture.window = Some(Window { from: at, to: at + chrono::Duration::seconds(20) });
         let diff = Diff {
-            base: "before".into(),
+            base: CaptureId::parse("before").unwrap(),
             sample_type: "inuse_space/bytes".into(),
             base_total: 1 << 20,
             total: 2 << 20,
@@ -334,6 +365,44 @@ mod tests {
         capture.diff = Some(Diff { before_window: false, ..diff });
         let text = client.annotation(&capture, &[]).text;
         assert!(text.contains("Grew vs baseline") && text.contains("Diff against the baseline"), "{text}");
+    }
+
+    /// An annotation's whole text, with hostile labels escaped and every link in its place;
+    /// an exit's, heap first.
+    #[test]
+    fn the_whole_text() {
+        crate::init();
+        use crate::model::{PendingCapture, Signal, Trigger, TriggerSource};
+        let client = GrafanaClient::new(&config(), &Url::parse("http://alertprof:9731").unwrap());
+        let at = "2026-11-23T18:47:31Z".parse().unwrap();
+        let trigger = Trigger {
+            alertname: Some("<High> \"CPU\"".into()),
+            ..Trigger::local(TriggerSource::Alertmanager, Some(at))
+        };
+        let id = CaptureId::parse("20261123T184731.000Z-r-cpu").unwrap();
+        let mut pending = PendingCapture::new(id, "t&t", "r", ProfileKind::Cpu, trigger, at);
+        pending.readings.insert(Signal::CpuPercent.key(), 91.25);
+        let capture = pending.kept(10, "ab".into());
+        let text = client.annotation(&capture, &["cpu_percent 91.2 >= abs 70".into()]).text;
+        let links = "http://alertprof:9731/api/v1/captures/20261123T184731.000Z-r-cpu";
+        assert_eq!(
+            text,
+            format!(
+                "alertprof captured a <b>cpu</b> profile of <b>t&amp;t</b> (rule r) on alert <b>&lt;High&gt; &quot;CPU&quot;</b>.\
+                 <br>Verified: cpu_percent 91.2 &gt;= abs 70.<br>Readings: cpu_percent=91.2.\
+                 <br><a href=\"{links}/profile\">Download 20261123T184731.000Z-r-cpu.pb.gz</a> (10 bytes; open with <code>go tool pprof</code>) \u{b7} \
+                 <a href=\"{links}/flamegraph.svg\">Flame graph</a> \u{b7} <a href=\"http://alertprof:9731/captures/20261123T184731.000Z-r-cpu\">Open in alertprof</a>"
+            )
+        );
+        let exit = client.exit_annotation(&[&capture], "process 7 is gone").unwrap().text;
+        assert_eq!(
+            exit,
+            format!(
+                "alertprof: the process of <b>t&amp;t</b> ended: process 7 is gone.<br>CPU over its last 0s. \
+                 <a href=\"{links}/profile\">Download 20261123T184731.000Z-r-cpu.pb.gz</a> \u{b7} \
+                 <a href=\"http://alertprof:9731/captures/20261123T184731.000Z-r-cpu\">Open in alertprof</a>"
+            )
+        );
     }
 
     fn config() -> GrafanaConfig {

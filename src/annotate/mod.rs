@@ -3,4 +3,4 @@
 
 pub mod grafana;
 
-pub use grafana::{AnnotateError, GrafanaClient};
+pub use grafana::{AnnotateError, Annotation, GrafanaClient};

@@ -2,6 +2,7 @@
 //! staged file with a size bound and a timeout, retries Go's `cpu profiling already in
 //! use`, validates what arrived, and hands it to the store, kept or failed.
 
+pub mod perf;
 mod validate;
 
 use std::path::Path;
@@ -114,8 +115,26 @@ impl PprofClient {
 
     /// The full URL of `kind` under a pprof base URL (a path prefix in the base is kept).
     pub fn profile_url(base: &Url, kind: ProfileKind, seconds: u32) -> Url {
-        let joined = format!("{}{}", base.as_str().trim_end_matches('/'), kind.request_path(seconds));
-        Url::parse(&joined).unwrap_or_else(|_| base.clone())
+        let request = kind.request_path(seconds);
+        let (path, query) = match request.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (request.as_str(), None),
+        };
+        let mut url = base.clone();
+        url.set_path(&format!("{}{path}", base.path().trim_end_matches('/')));
+        // The base's own query (a proxy's token, say) stays, before the profile's.
+        let query = match (base.query().filter(|q| !q.is_empty()), query) {
+            (Some(own), Some(profile)) => Some(format!("{own}&{profile}")),
+            (own, profile) => own.or(profile).map(str::to_string),
+        };
+        url.set_query(query.as_deref());
+        url.set_fragment(None);
+        url
+    }
+
+    /// The most a profile's body may be.
+    pub fn max_profile_bytes(&self) -> u64 {
+        self.settings.max_profile_bytes
     }
 
     /// The whole time a capture may take: the profile's own seconds plus the margin.
@@ -249,4 +268,23 @@ async fn error_body(response: reqwest::Response) -> String {
         short.push('…');
     }
     if short.is_empty() { "(empty body)".to_string() } else { short }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The profile's path goes after the base's path and before any query, whose own
+    /// parameters stay, ahead of the profile's.
+    #[test]
+    fn profile_urls_put_the_path_before_the_query() {
+        let url =
+            |base: &str, kind| PprofClient::profile_url(&Url::parse(base).unwrap(), kind, 5).to_string();
+        assert_eq!(url("http://h:1", ProfileKind::Heap), "http://h:1/debug/pprof/heap");
+        assert_eq!(url("http://h:1/app/", ProfileKind::Heap), "http://h:1/app/debug/pprof/heap");
+        assert_eq!(url("http://h/?q=1", ProfileKind::Heap), "http://h/debug/pprof/heap?q=1");
+        assert_eq!(url("http://h/p?q=1", ProfileKind::Cpu), "http://h/p/debug/pprof/profile?q=1&seconds=5");
+        assert_eq!(url("http://h/?q=1#frag", ProfileKind::Heap), "http://h/debug/pprof/heap?q=1");
+        assert_eq!(url("http://h:1", ProfileKind::GoroutineText), "http://h:1/debug/pprof/goroutine?debug=2");
+    }
 }

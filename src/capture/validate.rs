@@ -41,22 +41,12 @@ fn check_prefix(body: &mut impl Read, prefix: &[u8], error: InvalidBody) -> Resu
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-
-    use flate2::Compression;
-    use flate2::write::GzEncoder;
-
     use prost::Message;
 
     use super::*;
     use crate::profile::decode_profile;
     use crate::profile::proto::{Function, Profile, Sample, ValueType};
-
-    fn gzip(bytes: &[u8]) -> Vec<u8> {
-        let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
-        encoder.write_all(bytes).unwrap();
-        encoder.finish().unwrap()
-    }
+    use crate::testing::profiles::gzip;
 
     fn small_profile() -> Vec<u8> {
         let profile = Profile {

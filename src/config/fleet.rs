@@ -7,14 +7,14 @@ use std::time::Duration;
 use reqwest::Url;
 use serde_json::Value;
 
-use super::walk::{Walker, field, index};
-use super::{optional, read_secret, read_url};
+use super::values::{read_secret, read_url};
+use super::walk::{Walker, field, index, optional};
 use crate::model::Secret;
 use crate::model::name::is_label_name;
 
 /// An S3-compatible bucket: `url` is `s3://BUCKET/PREFIX`. Without key files, the usual
 /// AWS environment variables and instance credentials apply.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ObjectStoreConfig {
     pub bucket: String,
     /// Where under the bucket, without slashes at either end; may be empty.
@@ -120,7 +120,7 @@ fn read_bucket_url(w: &mut Walker, path: &str, value: &Value) -> Option<(String,
 
 /// Alertmanager's `GET /api/v2/alerts`, polled every `interval` for the alerts that match
 /// every one of `matchers`, from the first of `urls` that answers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AlertmanagerApiConfig {
     pub urls: Vec<Url>,
     pub interval: Duration,
@@ -169,8 +169,8 @@ pub(super) fn read_alertmanager_api(
             };
             match check_matcher(text) {
                 Ok(()) => matchers.push(text.to_string()),
-                Err(why) => {
-                    w.report(&item_path, why);
+                Err(error) => {
+                    w.report(&item_path, error.to_string());
                     ok = false;
                 }
             }
@@ -180,24 +180,36 @@ pub(super) fn read_alertmanager_api(
     Some(AlertmanagerApiConfig { urls: urls?, interval: interval?, matchers: matchers? })
 }
 
+/// Why a `matchers` item is not a matcher Alertmanager's API takes; each names the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatcherError {
+    #[error("{0:?} is not a matcher like alertprof=\"true\"")]
+    NoOperator(String),
+    #[error("{0:?}: the operator must be =, !=, =~ or !~")]
+    UnknownOperator(String),
+    #[error("{text:?}: {name:?} is not a label name")]
+    NotALabelName { text: String, name: String },
+    #[error("{0:?}: the value's quotes are not closed")]
+    UnclosedQuotes(String),
+}
+
 /// `name="value"` (or `!=`, `=~`, `!~`; the value may be bare), as Alertmanager's API
 /// takes in `filter`.
-fn check_matcher(text: &str) -> Result<(), String> {
-    let at =
-        text.find(['=', '!']).ok_or_else(|| format!("{text:?} is not a matcher like alertprof=\"true\""))?;
+fn check_matcher(text: &str) -> Result<(), MatcherError> {
+    let at = text.find(['=', '!']).ok_or_else(|| MatcherError::NoOperator(text.to_string()))?;
     let name = text[..at].trim();
     let rest = &text[at..];
     let value = ["=~", "!~", "!=", "="].iter().find_map(|op| rest.strip_prefix(op));
     let Some(value) = value else {
-        return Err(format!("{text:?}: the operator must be =, !=, =~ or !~"));
+        return Err(MatcherError::UnknownOperator(text.to_string()));
     };
     if !is_label_name(name) {
-        return Err(format!("{text:?}: {name:?} is not a label name"));
+        return Err(MatcherError::NotALabelName { text: text.to_string(), name: name.to_string() });
     }
     let value = value.trim();
     let quoted = value.len() >= 2 && value.starts_with('"') && value.ends_with('"');
     if value.starts_with('"') && !quoted {
-        return Err(format!("{text:?}: the value's quotes are not closed"));
+        return Err(MatcherError::UnclosedQuotes(text.to_string()));
     }
     Ok(())
 }

@@ -1,16 +1,19 @@
 //! The YAML config: parsed once into a tree, then validated field by field into typed
 //! values, reporting every problem with its place before anything runs. One file a
-//! section: the service's own settings, targets, rules; the walker and units below them.
+//! section (`service`, `fleet`, `targets` with their `recorder`, `rules`); below them the
+//! readers they share (`values`, `walk`, `units`); `checks` across sections once each is
+//! read. This file only assembles them into a `Config`; no file imports one above it.
 
+mod checks;
 mod fleet;
 mod recorder;
 mod rules;
 mod service;
 mod targets;
 mod units;
+mod values;
 mod walk;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +21,8 @@ use std::time::Duration;
 use reqwest::Url;
 use serde_json::Value;
 
+use checks::{check_kinds, check_lookback};
+use fleet::read_alertmanager_api;
 pub use fleet::{AlertmanagerApiConfig, ObjectStoreConfig};
 pub use recorder::RecorderConfig;
 use rules::read_rules;
@@ -25,15 +30,16 @@ pub use rules::{Baseline, EXIT_RULE, Rule};
 pub use service::{
     Auth, CaptureConfig, Credentials, GateConfig, GrafanaConfig, HttpConfig, StorageConfig, WebhookConfig,
 };
-use service::{read_auth, read_capture, read_gate, read_grafana, read_http, read_storage, read_webhook};
+use service::{
+    Basics, read_auth, read_basics, read_capture, read_gate, read_grafana, read_http, read_storage,
+    read_webhook,
+};
 pub use targets::{ProcessRef, Target};
 use targets::{declared_targets, read_targets};
-pub use units::{format_duration, parse_duration, parse_size};
+pub use units::{UnitError, format_duration, parse_duration, parse_size};
+use values::read_bounded;
 pub use walk::Problem;
-use walk::{Object, Walker};
-
-use crate::model::name::is_safe_name;
-use crate::model::{Secret, UrlSpec, UrlTemplate};
+use walk::{Walker, optional};
 
 /// The whole validated config. Everything here has been checked; code downstream never
 /// re-validates it.
@@ -66,6 +72,8 @@ pub struct Config {
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read config {path}: larger than {} MiB; is it the config file?", MAX_CONFIG_BYTES >> 20)]
+    TooLarge { path: PathBuf },
     #[error("{path}: not valid YAML: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("{path}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
@@ -82,14 +90,19 @@ impl ConfigError {
     }
 }
 
-const DEFAULT_LISTEN: &str = "127.0.0.1:9731";
+/// The largest config file read: far above any real one, and a bound on what a wrong path
+/// (`/dev/zero`, a log file) costs, at start and on every reload.
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 impl Config {
     /// Reads and validates a config file. Relative paths in it (secret files, storage dir)
     /// are taken relative to the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = match read_bounded(path, MAX_CONFIG_BYTES) {
+            Ok(Some(text)) => text,
+            Ok(None) => return Err(ConfigError::TooLarge { path: path.to_path_buf() }),
+            Err(source) => return Err(ConfigError::Read { path: path.to_path_buf(), source }),
+        };
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Config::parse(&text, &base).map_err(|error| match error {
             ParseError::Syntax(message) => ConfigError::Syntax { path: path.to_path_buf(), message },
@@ -135,81 +148,54 @@ pub enum ParseError {
     Invalid(Vec<Problem>),
 }
 
+/// The keys of the top level: the service's own settings, then its sections.
+const TOP_KEYS: &[&str] = &[
+    "listen_address",
+    "external_url",
+    "sample_interval",
+    "history",
+    "cgroup_root",
+    "proc_root",
+    "auth",
+    "http",
+    "webhook",
+    "gate",
+    "capture",
+    "storage",
+    "grafana",
+    "alertmanager_api",
+    "targets",
+    "rules",
+];
+
+/// Reads the sections one after the other, the order their problems are listed in, then
+/// checks across them.
 fn read_config(w: &mut Walker, tree: &Value, base: &Path) -> Option<Config> {
-    let top = w.object(
-        "",
-        tree,
-        &[
-            "listen_address",
-            "external_url",
-            "sample_interval",
-            "history",
-            "cgroup_root",
-            "proc_root",
-            "auth",
-            "http",
-            "webhook",
-            "gate",
-            "capture",
-            "storage",
-            "grafana",
-            "alertmanager_api",
-            "targets",
-            "rules",
-        ],
-    )?;
-    let listen_address = match top.get("listen_address") {
-        Some((path, value)) => w.string(&path, value).and_then(|text| {
-            text.parse::<SocketAddr>()
-                .map_err(|_| {
-                    w.report(&path, format!("{text:?} is not a host:port address like 127.0.0.1:9731"))
-                })
-                .ok()
-        }),
-        None => DEFAULT_LISTEN.parse().ok(),
-    };
-    let external_url = match top.get("external_url") {
-        Some((path, value)) => read_url(w, &path, value),
-        None => listen_address.and_then(|addr| Url::parse(&format!("http://{addr}")).ok()),
-    };
-    let sample_interval =
-        optional(w, &top, "sample_interval", Duration::from_secs(5), Walker::positive_duration);
-    let history = optional(w, &top, "history", 10, |w, p, v| w.integer(p, v, 2, 10_000).map(|n| n as usize));
-    let cgroup_root = optional(w, &top, "cgroup_root", PathBuf::from("/sys/fs/cgroup"), |w, p, v| {
-        w.string(p, v).map(|s| base.join(s))
-    });
-    let proc_root = optional(w, &top, "proc_root", PathBuf::from("/proc"), |w, p, v| {
-        w.string(p, v).map(|s| base.join(s))
-    });
-    let auth = match top.get("auth") {
-        Some((path, value)) => read_auth(w, &path, value, base).map(Some),
-        None => Some(None),
-    };
+    let top = w.object("", tree, TOP_KEYS)?;
+    let basics = read_basics(w, &top, base);
+    let auth = optional(w, &top, "auth", None, |w, p, v| read_auth(w, p, v, base).map(Some));
     let http = read_http(w, top.get("http"));
     let webhook = read_webhook(w, top.get("webhook"));
     let gate = read_gate(w, top.get("gate"));
     let capture = read_capture(w, top.get("capture"));
     let storage = read_storage(w, top.get("storage"), base);
-    let grafana = match top.get("grafana") {
-        Some((path, value)) => read_grafana(w, &path, value, base).map(Some),
-        None => Some(None),
-    };
-    let alertmanager_api = match top.get("alertmanager_api") {
-        Some((path, value)) => fleet::read_alertmanager_api(w, &path, value).map(Some),
-        None => Some(None),
-    };
+    let grafana = optional(w, &top, "grafana", None, |w, p, v| read_grafana(w, p, v, base).map(Some));
+    let alertmanager_api =
+        optional(w, &top, "alertmanager_api", None, |w, p, v| read_alertmanager_api(w, p, v).map(Some));
     let targets = read_targets(w, top.get("targets"));
     let rules = read_rules(w, top.get("rules"), &declared_targets(top.get("targets")));
     if let (Some(targets), Some(rules)) = (&targets, &rules) {
-        recorder::check_lookback(w, targets, rules);
+        check_kinds(w, targets, rules);
+        check_lookback(w, targets, rules);
     }
+    let Basics { listen_address, external_url, sample_interval, history, cgroup_root, proc_root } = basics?;
     Some(Config {
-        listen_address: listen_address?,
-        external_url: external_url?,
-        sample_interval: sample_interval?,
-        history: history?,
-        cgroup_root: cgroup_root?,
-        proc_root: proc_root?,
+        listen_address,
+        external_url,
+        sample_interval,
+        history,
+        cgroup_root,
+        proc_root,
         auth: auth?,
         http: http?,
         webhook: webhook?,
@@ -221,101 +207,6 @@ fn read_config(w: &mut Walker, tree: &Value, base: &Path) -> Option<Config> {
         targets: targets?,
         rules: rules?,
     })
-}
-
-/// Reads `key` with `read` if present, else the default.
-pub(super) fn optional<T>(
-    w: &mut Walker,
-    object: &Object<'_>,
-    key: &str,
-    default: T,
-    read: impl FnOnce(&mut Walker, &str, &Value) -> Option<T>,
-) -> Option<T> {
-    match object.get(key) {
-        Some((path, value)) => read(w, &path, value),
-        None => Some(default),
-    }
-}
-
-/// An `http` or `https` URL with a host.
-pub(super) fn read_url(w: &mut Walker, path: &str, value: &Value) -> Option<Url> {
-    let text = w.string(path, value)?;
-    if text.contains("{{") {
-        w.report(path, "templated URLs are not supported here; list each target with its own URL");
-        return None;
-    }
-    match Url::parse(text) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(url),
-        Ok(_) => {
-            w.report(path, format!("{text:?} must be an http:// or https:// URL with a host"));
-            None
-        }
-        Err(error) => {
-            w.report(path, format!("{text:?} is not a URL: {error}"));
-            None
-        }
-    }
-}
-
-/// A target URL: fixed, or a `{{ labels.NAME }}` template.
-pub(super) fn read_url_spec(w: &mut Walker, path: &str, value: &Value) -> Option<UrlSpec> {
-    let text = w.string(path, value)?;
-    if !text.contains("{{") && !text.contains("}}") {
-        return read_url(w, path, value).map(UrlSpec::Fixed);
-    }
-    let template = UrlTemplate::parse(text).map_err(|message| w.report(path, message)).ok()?;
-    match Url::parse(&template.sample()) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => Some(UrlSpec::Template(template)),
-        _ => {
-            w.report(
-                path,
-                format!("{text:?} must be an http:// or https:// URL once its labels are filled in"),
-            );
-            None
-        }
-    }
-}
-
-/// Reads a secret from `<key>_file` (relative to the config), trimming one trailing newline.
-pub(super) fn read_secret(w: &mut Walker, path: &str, value: &Value, base: &Path) -> Option<Secret> {
-    let file = base.join(w.string(path, value)?);
-    match std::fs::read_to_string(&file) {
-        Ok(text) => {
-            let secret = text.strip_suffix('\n').unwrap_or(&text);
-            let secret = secret.strip_suffix('\r').unwrap_or(secret);
-            if secret.is_empty() {
-                w.report(path, format!("{} is empty", file.display()));
-                return None;
-            }
-            Some(Secret::new(secret))
-        }
-        Err(error) => {
-            w.report(path, format!("cannot read {}: {error}", file.display()));
-            None
-        }
-    }
-}
-
-pub(super) fn read_name(
-    w: &mut Walker,
-    object: &Object<'_>,
-    seen: &mut HashSet<String>,
-    what: &str,
-) -> Option<String> {
-    let Some((path, value)) = object.get("name") else {
-        w.report(&object.path, format!("{what} needs a name"));
-        return None;
-    };
-    let name = w.string(&path, value)?;
-    if !is_safe_name(name) {
-        w.report(&path, format!("{name:?} must be 1-128 characters of a-z A-Z 0-9 _ . -"));
-        return None;
-    }
-    if !seen.insert(name.to_string()) {
-        w.report(&path, format!("duplicate {what} name {name:?}"));
-        return None;
-    }
-    Some(name.to_string())
 }
 
 #[cfg(test)]
@@ -435,6 +326,25 @@ rules:
         );
     }
 
+    /// A URL with a fragment is refused, fixed or templated (the fragment is never sent,
+    /// and a path appended after it would be part of it); a query is kept.
+    #[test]
+    fn urls_with_a_fragment_are_refused() {
+        let text = r#"
+targets:
+  - {name: a, pprof_url: "http://h:1/?q=1#frag"}
+  - {name: b, pprof_url: "http://{{ labels.instance }}/#x", allowed_targets: ["10.0.0.0/8:1"]}
+  - {name: c, pprof_url: "http://h:1/base?token=t"}
+"#;
+        assert_eq!(
+            problems(text),
+            [
+                "targets[0].pprof_url: \"http://h:1/?q=1#frag\" has a fragment (#…), which is never sent; leave it out",
+                "targets[1].pprof_url: \"http://{{ labels.instance }}/#x\" has a fragment (#…), which is never sent; leave it out",
+            ]
+        );
+    }
+
     /// `gate.dedupe_ignore_labels`: label names, each once; every mistake named.
     #[test]
     fn dedupe_ignore_labels() {
@@ -522,7 +432,7 @@ targets:
         assert_eq!(endpoint.cgroup.as_deref(), Some(Path::new("kubepods.slice/pod_1.slice/cri-a1.scope")));
         for bad in ["/kubepods/../../etc", "/a b", "/"] {
             let error = config.targets[0].endpoint_for(&labels(bad)).unwrap_err();
-            assert!(error.contains("cgroup path"), "{bad}: {error}");
+            assert!(error.to_string().contains("cgroup path"), "{bad}: {error}");
         }
         assert_eq!(
             problems(
@@ -586,5 +496,77 @@ rules:
                 "rules[5].baseline.on_resolved: must be true or false",
             ]
         );
+    }
+
+    /// `targets[].recorder`: every key is optional (`{}` records everything at the
+    /// defaults); `off` (YAML's `false`) leaves a kind out; a rule reaches back through a
+    /// target's recorder.
+    #[test]
+    fn recorder_defaults_and_off() {
+        let yaml = "targets:\n\
+                    - {name: a, pprof_url: \"http://127.0.0.1:1\", recorder: {}}\n\
+                    - {name: b, pprof_url: \"http://127.0.0.1:2\", recorder: {cpu: off, goroutine: false, cpu_duty: 0.5}}\n\
+                    rules:\n\
+                    - {name: r, watch: {interval: 1s}, verify: {cpu_percent: {zscore: 3}}, capture: [heap], lookback: 2m}\n";
+        let config = Config::parse(yaml, Path::new("/nonexistent")).unwrap();
+        let a = config.targets[0].recorder.as_ref().unwrap();
+        assert_eq!(a, &RecorderConfig::default());
+        assert_eq!(a.describe(), "cpu 10s, heap 15s, goroutine 15s; keeps 5m, 64 MiB");
+        let b = config.targets[1].recorder.as_ref().unwrap();
+        assert_eq!(b.kinds(), [ProfileKind::Heap]);
+        assert_eq!(config.rules[0].lookback, Some(Duration::from_secs(120)));
+        assert_eq!(config.rules[0].verify[0].threshold.zscore, Some(3.0));
+    }
+
+    /// `targets[].recorder` and `rules[].lookback`: each mistake is named at its place.
+    #[test]
+    fn recorder_mistakes_are_named() {
+        let yaml = "targets:\n\
+                    - {name: a, pprof_url: \"http://127.0.0.1:1\", recorder: {cpu: 1500ms, keep: 20s, max_bytes: 1000, cpu_duty: 2}}\n\
+                    - {name: b, pprof_url: \"http://127.0.0.1:2\", recorder: {cpu: off, heap: off, goroutine: off}}\n\
+                    - {name: f, pprof_url: \"http://127.0.0.1:6\", recorder: {heap: 1ms, goroutine: 2h, keep: 24h}}\n\
+                    - {name: c, pprof_url: \"http://{{ labels.instance }}\", allowed_targets: [\"10.0.0.0/8:6060\"], recorder: {}}\n\
+                    - {name: d, pprof_url: \"http://127.0.0.1:4\"}\n\
+                    - {name: e, pprof_url: \"http://127.0.0.1:5\", recorder: {heap: 10s, cpu: off, goroutine: off, keep: 1m}}\n\
+                    rules:\n\
+                    - {name: exit, alert_labels: {a: b}, capture: [cpu]}\n\
+                    - {name: r1, alert_labels: {a: b}, capture: [cpu], targets: [d], lookback: 1m}\n\
+                    - {name: r2, alert_labels: {a: b}, capture: [cpu], targets: [e], lookback: 1m}\n\
+                    - {name: r3, alert_labels: {a: b}, capture: [heap], targets: [e], lookback: 2m}\n\
+                    - {name: r4, alert_labels: {a: b}, capture: [heap], verify: {goroutines: {zscore: 0}}}\n";
+        let expected = [
+            "targets[0].recorder.cpu: 1s500ms must be whole seconds from 1s to 1m",
+            "targets[0].recorder.cpu_duty: 2 must be above 0 and at most 1",
+            "targets[0].recorder.keep: 20s keeps less than two of heap's 15s periods",
+            "targets[0].recorder.max_bytes: 1000 bytes is too little",
+            "targets[1].recorder: records nothing",
+            "targets[2].recorder.heap: 1ms must be from 1s to 1h",
+            "targets[2].recorder.goroutine: 2h must be from 1s to 1h",
+            "targets[3].recorder: a templated target has no one instance to record",
+            "rules[0].name: \"exit\" names the captures of a process's last profiles",
+            "rules[4].verify.goroutines.zscore: must be above 0",
+        ];
+        let found = problems(yaml);
+        for wanted in expected {
+            assert!(found.iter().any(|p| p.starts_with(wanted)), "{wanted:?} not in {found:#?}");
+        }
+        // Rules are checked against targets once both are valid.
+        let yaml = yaml
+            .lines()
+            .filter(|l| !["name: a,", "name: b,", "name: c,", "name: f,"].iter().any(|name| l.contains(name)))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace("{name: exit,", "{name: x,")
+            .replace("zscore: 0", "zscore: 1");
+        let found = problems(&yaml);
+        let expected = [
+            "rules[1].lookback: target \"d\" has no recorder to reach back into",
+            "rules[2].lookback: target \"e\" records heap, none of the kinds the rule captures",
+            "rules[3].lookback: 2m reaches further back than target \"e\"'s recorder keeps (1m)",
+        ];
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+        for (problem, wanted) in found.iter().zip(expected) {
+            assert!(problem.starts_with(wanted), "{problem:?} should start with {wanted:?}");
+        }
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::targets::Declared;
-use super::walk::{Object, Walker, field, index};
-use super::{optional, read_name};
+use super::values::read_name;
+use super::walk::{Object, Walker, field, index, optional};
 use crate::model::name::is_label_name;
 use crate::model::{Name, ProfileKind, Signal, SignalCheck, Threshold};
 
@@ -67,6 +67,21 @@ pub(super) fn read_rules(
     rules.into_iter().collect()
 }
 
+/// The keys of a rule.
+const RULE_KEYS: &[&str] = &[
+    "name",
+    "alert_labels",
+    "targets",
+    "watch",
+    "verify",
+    "capture",
+    "seconds",
+    "cooldown",
+    "baseline",
+    "on_resolved",
+    "lookback",
+];
+
 fn read_rule(
     w: &mut Walker,
     path: &str,
@@ -74,23 +89,7 @@ fn read_rule(
     seen: &mut HashSet<String>,
     targets: &[Declared],
 ) -> Option<Rule> {
-    let object = w.object(
-        path,
-        value,
-        &[
-            "name",
-            "alert_labels",
-            "targets",
-            "watch",
-            "verify",
-            "capture",
-            "seconds",
-            "cooldown",
-            "baseline",
-            "on_resolved",
-            "lookback",
-        ],
-    )?;
+    let object = w.object(path, value, RULE_KEYS)?;
     let name = read_name(w, &object, seen, "rule");
     if name.as_deref() == Some(EXIT_RULE) {
         w.report(
@@ -100,29 +99,9 @@ fn read_rule(
     }
     let alert_labels = optional(w, &object, "alert_labels", None, |w, p, v| w.labels(p, v).map(Some));
     let rule_targets = optional(w, &object, "targets", (0..targets.len()).collect(), |w, p, v| {
-        let items = w.list(p, v)?;
-        let mut chosen = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let item_path = index(p, i);
-            let name = w.string(&item_path, item)?;
-            match targets.iter().position(|target| target.name == name) {
-                Some(position) if !chosen.contains(&position) => chosen.push(position),
-                Some(_) => w.report(&item_path, format!("target {name:?} is listed twice")),
-                None => w.report(&item_path, format!("unknown target {name:?}")),
-            }
-        }
-        Some(chosen)
+        read_rule_targets(w, p, v, targets)
     });
-    let watch = optional(w, &object, "watch", None, |w, p, v| {
-        let watch = w.object(p, v, &["interval"])?;
-        match watch.get("interval") {
-            Some((p, v)) => w.positive_duration(&p, v).map(Some),
-            None => {
-                w.report(p, "needs interval");
-                None
-            }
-        }
-    });
+    let watch = optional(w, &object, "watch", None, read_watch);
     let verify = optional(w, &object, "verify", Vec::new(), read_verify);
     let capture = match object.get("capture") {
         Some((p, v)) => read_kinds(w, &p, v),
@@ -143,14 +122,8 @@ fn read_rule(
     let periodic = matches!(&baseline, Some(Baseline { every: Some(_), .. }));
     let local = [(watched, "watch", "watch"), (periodic, "baseline", "baseline.every")];
     for (_, place, what) in local.into_iter().filter(|(on, ..)| *on) {
-        for &t in rule_targets.iter().flatten() {
-            if targets[t].templated {
-                w.report(
-                    &field(path, place),
-                    format!("target {:?} has a templated URL; {what} needs fixed URLs", targets[t].name),
-                );
-            }
-        }
+        let chosen = rule_targets.as_deref().unwrap_or_default();
+        report_templated(w, &field(path, place), what, chosen, targets);
     }
     if let (Some(None), Some(None)) = (&alert_labels, &watch) {
         w.report(path, "needs alert_labels (to handle alerts) or watch (to evaluate locally), or both");
@@ -178,6 +151,47 @@ fn read_rule(
         baseline: baseline?,
         lookback: lookback?,
     })
+}
+
+/// `targets:` of a rule: indices into the declared targets, each once.
+fn read_rule_targets(w: &mut Walker, path: &str, value: &Value, targets: &[Declared]) -> Option<Vec<usize>> {
+    let items = w.list(path, value)?;
+    let mut chosen = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let item_path = index(path, i);
+        let name = w.string(&item_path, item)?;
+        match targets.iter().position(|target| target.name == name) {
+            Some(position) if !chosen.contains(&position) => chosen.push(position),
+            Some(_) => w.report(&item_path, format!("target {name:?} is listed twice")),
+            None => w.report(&item_path, format!("unknown target {name:?}")),
+        }
+    }
+    Some(chosen)
+}
+
+/// `watch: {interval}`: how often the rule is evaluated locally.
+fn read_watch(w: &mut Walker, path: &str, value: &Value) -> Option<Option<Duration>> {
+    let watch = w.object(path, value, &["interval"])?;
+    match watch.get("interval") {
+        Some((p, v)) => w.positive_duration(&p, v).map(Some),
+        None => {
+            w.report(path, "needs interval");
+            None
+        }
+    }
+}
+
+/// Reports at `path` each of the `chosen` targets with a templated URL, which `what` (a
+/// watch, a periodic baseline) cannot read: it reads one instance, and they have none.
+fn report_templated(w: &mut Walker, path: &str, what: &str, chosen: &[usize], targets: &[Declared]) {
+    for &t in chosen {
+        if targets[t].templated {
+            w.report(
+                path,
+                format!("target {:?} has a templated URL; {what} needs fixed URLs", targets[t].name),
+            );
+        }
+    }
 }
 
 fn read_baseline(w: &mut Walker, path: &str, value: &Value) -> Option<Baseline> {
@@ -213,15 +227,14 @@ fn read_kinds(w: &mut Walker, path: &str, value: &Value) -> Option<Vec<ProfileKi
             ok = false;
             continue;
         };
-        match ProfileKind::parse(name) {
-            Some(kind) if kinds.contains(&kind) => {
+        match name.parse::<ProfileKind>() {
+            Ok(kind) if kinds.contains(&kind) => {
                 w.report(&item_path, format!("kind {name:?} is listed twice"));
                 ok = false;
             }
-            Some(kind) => kinds.push(kind),
-            None => {
-                let known: Vec<_> = ProfileKind::ALL.iter().map(|k| k.name()).collect();
-                w.report(&item_path, format!("unknown kind {name:?} (known: {})", known.join(", ")));
+            Ok(kind) => kinds.push(kind),
+            Err(unknown) => {
+                w.report(&item_path, unknown.to_string());
                 ok = false;
             }
         }

@@ -1,5 +1,7 @@
-//! The service's own sections: auth, webhook, gate, capture, storage and Grafana.
+//! The service's own settings at the top level, and its own sections: auth, http, webhook,
+//! gate, capture, storage and Grafana.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -7,12 +9,58 @@ use reqwest::Url;
 use serde_json::Value;
 
 use super::fleet::{ObjectStoreConfig, read_object_store};
-use super::walk::{Object, Walker, index};
-use super::{optional, read_secret, read_url};
+use super::values::{read_secret, read_url};
+use super::walk::{Object, Walker, index, optional};
 use crate::model::Secret;
 
+/// The settings at the top level: where the service listens and how it is reached, how
+/// often and how far back targets are sampled, and where cgroups and /proc are read.
+pub(super) struct Basics {
+    pub(super) listen_address: SocketAddr,
+    pub(super) external_url: Url,
+    pub(super) sample_interval: Duration,
+    pub(super) history: usize,
+    pub(super) cgroup_root: PathBuf,
+    pub(super) proc_root: PathBuf,
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:9731";
+
+pub(super) fn read_basics(w: &mut Walker, top: &Object<'_>, base: &Path) -> Option<Basics> {
+    let listen_address = match top.get("listen_address") {
+        Some((path, value)) => w.string(&path, value).and_then(|text| {
+            text.parse::<SocketAddr>()
+                .map_err(|_| {
+                    w.report(&path, format!("{text:?} is not a host:port address like 127.0.0.1:9731"))
+                })
+                .ok()
+        }),
+        None => DEFAULT_LISTEN.parse().ok(),
+    };
+    let external_url = match top.get("external_url") {
+        Some((path, value)) => read_url(w, &path, value),
+        None => listen_address.and_then(|addr| Url::parse(&format!("http://{addr}")).ok()),
+    };
+    let sample_interval =
+        optional(w, top, "sample_interval", Duration::from_secs(5), Walker::positive_duration);
+    let history = optional(w, top, "history", 10, |w, p, v| w.integer(p, v, 2, 10_000).map(|n| n as usize));
+    let cgroup_root = optional(w, top, "cgroup_root", PathBuf::from("/sys/fs/cgroup"), |w, p, v| {
+        w.string(p, v).map(|s| base.join(s))
+    });
+    let proc_root =
+        optional(w, top, "proc_root", PathBuf::from("/proc"), |w, p, v| w.string(p, v).map(|s| base.join(s)));
+    Some(Basics {
+        listen_address: listen_address?,
+        external_url: external_url?,
+        sample_interval: sample_interval?,
+        history: history?,
+        cgroup_root: cgroup_root?,
+        proc_root: proc_root?,
+    })
+}
+
 /// Who may call `/api/*` and `POST /-/reload`, and optionally `/metrics` and health.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Auth {
     pub credentials: Credentials,
     /// Whether `/metrics` needs the credentials too (Prometheus then sends them).
@@ -21,13 +69,13 @@ pub struct Auth {
     pub protect_health: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Credentials {
     Bearer(Secret),
     Basic { username: String, password: Secret },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WebhookConfig {
     /// Larger request bodies are refused with 413 before they are parsed.
     pub max_body_bytes: u64,
@@ -46,7 +94,7 @@ pub struct HttpConfig {
     pub body_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GateConfig {
     /// Captures running at once over all targets.
     pub max_in_flight: usize,
@@ -61,7 +109,7 @@ pub struct GateConfig {
     pub dedupe_ignore_labels: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CaptureConfig {
     /// Added to a timed profile's seconds to make its timeout; the whole timeout of others.
     pub timeout_margin: Duration,
@@ -69,9 +117,28 @@ pub struct CaptureConfig {
     pub max_profile_bytes: u64,
     /// On shutdown, how long captures in flight may still run before they are cancelled.
     pub shutdown_grace: Duration,
+    /// How often a `perf` capture samples its process's CPU time, a second: 99, not 100,
+    /// so the samples do not beat with the target's own timers.
+    pub perf_frequency: u32,
 }
 
-#[derive(Debug, Clone)]
+impl CaptureConfig {
+    /// The most a `perf` capture may sample a second.
+    pub const MAX_PERF_FREQUENCY: u64 = 1000;
+}
+
+impl Default for CaptureConfig {
+    fn default() -> CaptureConfig {
+        CaptureConfig {
+            timeout_margin: Duration::from_secs(10),
+            max_profile_bytes: 512 << 20,
+            shutdown_grace: Duration::from_secs(20),
+            perf_frequency: 99,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct StorageConfig {
     /// Local: the captures (without an object store), staging, gate state, the recorder.
     pub dir: PathBuf,
@@ -81,7 +148,7 @@ pub struct StorageConfig {
     pub object_store: Option<ObjectStoreConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GrafanaConfig {
     pub url: Url,
     pub token: Option<Secret>,
@@ -203,23 +270,24 @@ pub(super) fn read_gate(w: &mut Walker, entry: Option<(String, &Value)>) -> Opti
 }
 
 pub(super) fn read_capture(w: &mut Walker, entry: Option<(String, &Value)>) -> Option<CaptureConfig> {
-    let default = CaptureConfig {
-        timeout_margin: Duration::from_secs(10),
-        max_profile_bytes: 512 << 20,
-        shutdown_grace: Duration::from_secs(20),
-    };
+    let default = CaptureConfig::default();
     let Some((path, value)) = entry else {
         return Some(default);
     };
-    let object = w.object(&path, value, &["timeout_margin", "max_profile_size", "shutdown_grace"])?;
+    let keys = ["timeout_margin", "max_profile_size", "shutdown_grace", "perf_frequency"];
+    let object = w.object(&path, value, &keys)?;
     let timeout_margin =
         optional(w, &object, "timeout_margin", default.timeout_margin, Walker::positive_duration);
     let max_profile_bytes = optional(w, &object, "max_profile_size", default.max_profile_bytes, Walker::size);
     let shutdown_grace = optional(w, &object, "shutdown_grace", default.shutdown_grace, Walker::duration);
+    let perf_frequency = optional(w, &object, "perf_frequency", default.perf_frequency as u64, |w, p, v| {
+        w.integer(p, v, 1, CaptureConfig::MAX_PERF_FREQUENCY)
+    });
     Some(CaptureConfig {
         timeout_margin: timeout_margin?,
         max_profile_bytes: max_profile_bytes?,
         shutdown_grace: shutdown_grace?,
+        perf_frequency: perf_frequency? as u32,
     })
 }
 

@@ -1,5 +1,5 @@
-//! `targets:`: where each service's pprof endpoint is, how to find its local process, and
-//! which alerts are for it.
+//! `targets:`: where each service's pprof endpoint is (if it has one), how to find its
+//! local process, and which alerts are for it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -8,15 +8,16 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::recorder::{RecorderConfig, read_recorder};
-use super::walk::{Walker, field, index};
-use super::{optional, read_name, read_url_spec};
-use crate::model::{AllowedTarget, Endpoint, Name, UrlSpec, UrlTemplate};
+use super::values::{read_name, read_url_spec};
+use super::walk::{Walker, field, index, optional};
+use crate::model::{AllowedTarget, Endpoint, EndpointError, Name, UrlSpec, UrlTemplate};
 
 #[derive(Debug, Clone)]
 pub struct Target {
     pub name: Name,
     /// Base URL; `/debug/pprof/...` is appended. May be templated from alert labels.
-    pub pprof_url: UrlSpec,
+    /// `None`: the service serves no pprof; only `perf` profiles its process.
+    pub pprof_url: Option<UrlSpec>,
     pub metrics_url: Option<UrlSpec>,
     /// Where templated URLs may lead; required with them.
     pub allowed_targets: Vec<AllowedTarget>,
@@ -45,12 +46,12 @@ pub enum ProcessRef {
 impl Target {
     /// The URLs of this target for an alert with `labels`: the fixed ones, or the
     /// templates rendered and checked against `allowed_targets`.
-    pub fn endpoint_for(&self, labels: &BTreeMap<String, String>) -> Result<Arc<Endpoint>, String> {
+    pub fn endpoint_for(&self, labels: &BTreeMap<String, String>) -> Result<Arc<Endpoint>, EndpointError> {
         match &self.endpoint {
             Some(fixed) => Ok(fixed.clone()),
             None => {
                 let endpoint = Endpoint::render(
-                    &self.pprof_url,
+                    self.pprof_url.as_ref(),
                     self.metrics_url.as_ref(),
                     &self.allowed_targets,
                     labels,
@@ -106,9 +107,13 @@ fn read_target(w: &mut Walker, path: &str, value: &Value, seen: &mut HashSet<Str
     )?;
     let name = read_name(w, &object, seen, "target");
     let pprof_url = match object.get("pprof_url") {
-        Some((p, v)) => read_url_spec(w, &p, v),
+        Some((p, v)) => read_url_spec(w, &p, v).map(Some),
+        None if object.has("process") => Some(None),
         None => {
-            w.report(path, "needs pprof_url");
+            w.report(
+                path,
+                "needs pprof_url, or a process to profile with perf (process: {pid | listen_port | cgroup})",
+            );
             None
         }
     };
@@ -123,14 +128,15 @@ fn read_target(w: &mut Walker, path: &str, value: &Value, seen: &mut HashSet<Str
             .map(|(i, item)| {
                 let item_path = index(p, i);
                 let text = w.string(&item_path, item)?;
-                AllowedTarget::parse(text).map_err(|message| w.report(&item_path, message)).ok()
+                AllowedTarget::parse(text).map_err(|error| w.report(&item_path, error.to_string())).ok()
             })
             .collect();
         parsed.into_iter().collect()
     });
-    let templated = [&pprof_url, &metrics_url.clone().flatten()]
+    // From the text, so that a template with a mistake of its own is still taken as one.
+    let templated = ["pprof_url", "metrics_url"]
         .iter()
-        .any(|spec| matches!(spec, Some(UrlSpec::Template(_))));
+        .any(|key| object.get(key).and_then(|(_, v)| v.as_str()).is_some_and(|t| t.contains("{{")));
     let allowed_path = field(path, "allowed_targets");
     match (&allowed_targets, templated) {
         (Some(allowed), true) if allowed.is_empty() => w.report(
@@ -148,24 +154,33 @@ fn read_target(w: &mut Walker, path: &str, value: &Value, seen: &mut HashSet<Str
             &field(path, "process"),
             "a templated target has no one local process; give its cgroup from the alert's labels, as {cgroup: \"{{ labels.id }}\"}",
         ),
-        (false, Some(Some(ProcessRef::CgroupTemplate(_)))) => {
+        // With no pprof endpoint at all, the alert's cgroup is profiled with perf.
+        (false, Some(Some(ProcessRef::CgroupTemplate(_)))) if object.has("pprof_url") => {
             w.report(&field(path, "process.cgroup"), "templates need a templated pprof_url: the process is the alert's")
         }
         (false, Some(Some(_))) => {}
     }
-    let recorder = optional(w, &object, "recorder", None, |w, p, v| read_recorder(w, p, v).map(Some));
-    if templated && matches!(recorder, Some(Some(_))) {
+    let has_pprof = object.has("pprof_url");
+    let recorder =
+        optional(w, &object, "recorder", None, |w, p, v| read_recorder(w, p, v, has_pprof).map(Some));
+    let per_alert = templated || matches!(process, Some(Some(ProcessRef::CgroupTemplate(_))));
+    if per_alert && matches!(recorder, Some(Some(_))) {
         w.report(&field(path, "recorder"), "a templated target has no one instance to record");
     }
     let pprof_url = pprof_url?;
     let metrics_url = metrics_url?;
+    let process = process?;
+    let fixed = match &process {
+        Some(ProcessRef::CgroupTemplate(_)) => None,
+        _ => Endpoint::fixed(pprof_url.as_ref(), metrics_url.as_ref()),
+    };
     Some(Target {
-        endpoint: Endpoint::fixed(&pprof_url, metrics_url.as_ref()),
+        endpoint: fixed,
         name: name?.into(),
         pprof_url,
         metrics_url,
         allowed_targets: allowed_targets?,
-        process: process?,
+        process,
         alert_labels: alert_labels?,
         recorder: recorder?,
     })
@@ -188,7 +203,7 @@ fn read_process(w: &mut Walker, path: &str, value: &Value) -> Option<ProcessRef>
                 return match UrlTemplate::parse(cgroup) {
                     Ok(template) => Some(ProcessRef::CgroupTemplate(template)),
                     Err(why) => {
-                        w.report(&p, why);
+                        w.report(&p, why.to_string());
                         None
                     }
                 };

@@ -2,9 +2,21 @@
 
 use std::time::Duration;
 
+/// A duration or a size that does not read as one; each names the text as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    #[error("{0:?} is not a duration like 500ms, 30s, 5m or 1h30m")]
+    NotADuration(String),
+    /// A duration of more milliseconds than a u64 holds.
+    #[error("{0:?} is too long")]
+    TooLong(String),
+    #[error("{0:?} is not a size like 512MiB, 1GiB or 1048576")]
+    NotASize(String),
+}
+
 /// Parses a Prometheus duration: one or more `<integer><unit>` parts, largest unit first,
 /// units `ms`, `s`, `m`, `h`, `d`, `w`, `y`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     const UNITS: [(&str, u64); 7] = [
         ("y", 365 * 24 * 3600 * 1000),
         ("w", 7 * 24 * 3600 * 1000),
@@ -14,7 +26,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         ("s", 1000),
         ("ms", 1),
     ];
-    let bad = || format!("{text:?} is not a duration like 500ms, 30s, 5m or 1h30m");
+    let bad = || UnitError::NotADuration(text.to_string());
     if text.is_empty() {
         return Err(bad());
     }
@@ -40,7 +52,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         total_ms = number
             .checked_mul(UNITS[rank].1)
             .and_then(|ms| total_ms.checked_add(ms))
-            .ok_or_else(|| format!("{text:?} is too long"))?;
+            .ok_or_else(|| UnitError::TooLong(text.to_string()))?;
     }
     Ok(Duration::from_millis(total_ms))
 }
@@ -63,8 +75,8 @@ pub fn format_duration(duration: Duration) -> String {
 
 /// Parses a byte size: a plain integer (bytes) or a number with `B`, `KB`, `MB`, `GB`, `TB`
 /// (powers of 1000) or `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let bad = || format!("{text:?} is not a size like 512MiB, 1GiB or 1048576");
+pub fn parse_size(text: &str) -> Result<u64, UnitError> {
+    let bad = || UnitError::NotASize(text.to_string());
     let text_trimmed = text.trim();
     let split = text_trimmed.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text_trimmed.len());
     let (number, unit) = text_trimmed.split_at(split);
@@ -101,8 +113,10 @@ mod tests {
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         for bad in ["", "5", "s", "5x", "1m1h", "1s1s", "-5s", "1.5s", " 5s"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+            assert_eq!(parse_duration(bad), Err(UnitError::NotADuration(bad.to_string())));
         }
+        let long = parse_duration("99999999999y").unwrap_err();
+        assert_eq!(long.to_string(), "\"99999999999y\" is too long");
     }
 
     /// Formatting and parsing are inverses.
@@ -123,7 +137,11 @@ mod tests {
         assert_eq!(parse_size("1.5KB"), Ok(1500));
         assert_eq!(parse_size("2 MB"), Ok(2_000_000));
         for bad in ["", "MiB", "1XB", "-1MiB", "1e3"] {
-            assert!(parse_size(bad).is_err(), "{bad:?} was accepted");
+            assert_eq!(parse_size(bad), Err(UnitError::NotASize(bad.to_string())));
         }
+        assert_eq!(
+            parse_size("1XB").unwrap_err().to_string(),
+            "\"1XB\" is not a size like 512MiB, 1GiB or 1048576"
+        );
     }
 }

@@ -134,7 +134,7 @@ impl Walker {
             return None;
         }
         let text = self.string(path, value)?;
-        parse_duration(text).map_err(|message| self.report(path, message)).ok()
+        parse_duration(text).map_err(|error| self.report(path, error.to_string())).ok()
     }
 
     /// A duration that must be longer than zero.
@@ -152,7 +152,7 @@ impl Walker {
             Value::Number(_) => self.integer(path, value, 0, u64::MAX),
             _ => {
                 let text = self.string(path, value)?;
-                parse_size(text).map_err(|message| self.report(path, message)).ok()
+                parse_size(text).map_err(|error| self.report(path, error.to_string())).ok()
             }
         }
     }
@@ -217,6 +217,20 @@ impl Walker {
             labels.insert(name.clone(), text);
         }
         Some(labels)
+    }
+}
+
+/// Reads `key` with `read` if present, else the default.
+pub fn optional<T>(
+    w: &mut Walker,
+    object: &Object<'_>,
+    key: &str,
+    default: T,
+    read: impl FnOnce(&mut Walker, &str, &Value) -> Option<T>,
+) -> Option<T> {
+    match object.get(key) {
+        Some((path, value)) => read(w, &path, value),
+        None => Some(default),
     }
 }
 

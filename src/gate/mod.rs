@@ -4,10 +4,14 @@
 //! before any request; what has expired is pruned and the log compacted while running.
 
 mod claims;
+mod keys;
 mod log;
+mod pending;
 
-pub use claims::{Claims, Held, holder_name};
+pub use claims::{ClaimError, Claimed, Claims, holder_name};
+pub use keys::{CooldownKey, DedupeKey};
 pub use log::{Entry, FileLog, StateLog, state_file};
+pub use pending::Pending;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -181,6 +185,8 @@ pub struct Gate {
     exclusive: Slots,
     /// Captures in flight across all targets.
     in_flight: Arc<Semaphore>,
+    /// Dedupe keys of the jobs queued or running.
+    pending: pending::PendingKeys,
 }
 
 impl Gate {
@@ -227,6 +233,7 @@ impl Gate {
             limits,
             exclusive: Slots::default(),
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            pending: pending::PendingKeys::default(),
         }
     }
 
@@ -243,29 +250,47 @@ impl Gate {
     /// Whether the job would be refused, without admitting it (cheap, before verifying).
     pub fn check(
         &self,
-        dedupe: Option<&str>,
-        rule: &str,
-        target: &str,
+        dedupe: Option<&DedupeKey>,
+        cooldown: &CooldownKey<'_>,
         now: DateTime<Utc>,
     ) -> Option<Refusal> {
         let state = self.state.lock().unwrap();
-        self.refusal(&state, dedupe, rule, target, now)
+        self.refusal(&state, dedupe, cooldown, now)
+    }
+
+    /// At intake: refuses a job at once (a duplicate, a cooldown, or a copy of an alert
+    /// whose job is queued or running), or holds its dedupe key for the job until it is
+    /// decided.
+    pub fn hold(
+        &self,
+        dedupe: &DedupeKey,
+        cooldown: &CooldownKey<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Pending, Refusal> {
+        if let Some(refusal) = self.check(Some(dedupe), cooldown, now) {
+            return Err(refusal);
+        }
+        self.pending.hold(dedupe.as_str(), now).map_err(|since| Refusal::Pending { since })
+    }
+
+    /// Dedupe keys held by queued and running jobs.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
     }
 
     fn refusal(
         &self,
         state: &State,
-        dedupe: Option<&str>,
-        rule: &str,
-        target: &str,
+        dedupe: Option<&DedupeKey>,
+        cooldown: &CooldownKey<'_>,
         now: DateTime<Utc>,
     ) -> Option<Refusal> {
-        if let Some(first_seen) = dedupe.and_then(|key| state.dedupe.get(key))
+        if let Some(first_seen) = dedupe.and_then(|key| state.dedupe.get(key.as_str()))
             && self.expiry(first_seen) > now
         {
             return Some(Refusal::Duplicate { first_seen });
         }
-        match state.cooldown.get(rule, target) {
+        match state.cooldown.get(cooldown.rule(), cooldown.target()) {
             Some(until) if until > now => Some(Refusal::Cooldown { until }),
             _ => None,
         }
@@ -277,20 +302,20 @@ impl Gate {
     /// fails it is taken back and the job is refused.
     pub async fn admit(
         self: &Arc<Self>,
-        dedupe: Option<&str>,
-        rule: &str,
-        target: &str,
+        dedupe: Option<&DedupeKey>,
+        key: &CooldownKey<'_>,
         cooldown: Duration,
         now: DateTime<Utc>,
     ) -> Result<Option<Refusal>, GateError> {
         let until = shift(now, cooldown, true);
+        let (rule, target) = (key.rule(), key.target());
         let (lines, previous_cooldown) = {
             let mut state = self.state.lock().unwrap();
-            if let Some(refusal) = self.refusal(&state, dedupe, rule, target, now) {
+            if let Some(refusal) = self.refusal(&state, dedupe, key, now) {
                 return Ok(Some(refusal));
             }
             let mut lines = Vec::new();
-            if let Some(key) = dedupe {
+            if let Some(key) = dedupe.map(DedupeKey::as_str) {
                 lines.extend(Entry::Dedupe { dedupe: key.to_string(), at: now }.line());
                 state.dedupe.insert(key, now);
                 state.evicted += state.dedupe.bound(self.limits.max_dedupe_keys);
@@ -321,7 +346,7 @@ impl Gate {
         .unwrap_or_else(|error| Err(std::io::Error::other(error)));
         if let Err(error) = written {
             let mut state = self.state.lock().unwrap();
-            if let Some(key) = dedupe
+            if let Some(key) = dedupe.map(DedupeKey::as_str)
                 && state.dedupe.get(key) == Some(now)
             {
                 state.dedupe.remove(key);

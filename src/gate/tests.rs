@@ -3,9 +3,15 @@ use std::sync::mpsc;
 
 use super::*;
 
-fn at(seconds: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+fn d(key: &str) -> DedupeKey {
+    DedupeKey::from_stored(key.to_string())
 }
+
+fn c(rule: &str, target: &str) -> CooldownKey<'static> {
+    CooldownKey::from_stored(rule.to_string(), target.to_string())
+}
+
+use crate::testing::at;
 
 const LONG: Duration = Duration::from_secs(1_000_000_000);
 
@@ -31,26 +37,29 @@ async fn dedupe_and_cooldown_persist() {
     let dir = tempfile::tempdir().unwrap();
     let gate = Arc::new(Gate::open(dir.path(), LONG, 4).unwrap());
     let cooldown = Duration::from_secs(300);
-    assert_eq!(gate.admit(Some("a"), "r", "t", cooldown, at(0)).await.unwrap(), None);
+    assert_eq!(gate.admit(Some(&d("a")), &c("r", "t"), cooldown, at(0)).await.unwrap(), None);
     assert_eq!(
-        gate.admit(Some("a"), "r", "t", cooldown, at(1)).await.unwrap(),
+        gate.admit(Some(&d("a")), &c("r", "t"), cooldown, at(1)).await.unwrap(),
         Some(Refusal::Duplicate { first_seen: at(0) })
     );
     assert_eq!(
-        gate.admit(Some("b"), "r", "t", cooldown, at(1)).await.unwrap(),
+        gate.admit(Some(&d("b")), &c("r", "t"), cooldown, at(1)).await.unwrap(),
         Some(Refusal::Cooldown { until: at(300) })
     );
     // Another target is not in this rule's cooldown.
-    assert_eq!(gate.admit(Some("c"), "r", "u", cooldown, at(1)).await.unwrap(), None);
+    assert_eq!(gate.admit(Some(&d("c")), &c("r", "u"), cooldown, at(1)).await.unwrap(), None);
     // After the cooldown the rule may capture again.
-    assert_eq!(gate.admit(Some("d"), "r", "t", cooldown, at(301)).await.unwrap(), None);
+    assert_eq!(gate.admit(Some(&d("d")), &c("r", "t"), cooldown, at(301)).await.unwrap(), None);
     drop(gate);
 
     // Reopened: the dedupe key and the latest cooldown are still there.
     let reopened = Gate::open(dir.path(), LONG, 4).unwrap();
-    assert_eq!(reopened.check(Some("a"), "x", "y", at(2)), Some(Refusal::Duplicate { first_seen: at(0) }));
-    assert_eq!(reopened.check(None, "r", "t", at(302)), Some(Refusal::Cooldown { until: at(601) }));
-    assert_eq!(reopened.check(None, "r", "t", at(601)), None);
+    assert_eq!(
+        reopened.check(Some(&d("a")), &c("x", "y"), at(2)),
+        Some(Refusal::Duplicate { first_seen: at(0) })
+    );
+    assert_eq!(reopened.check(None, &c("r", "t"), at(302)), Some(Refusal::Cooldown { until: at(601) }));
+    assert_eq!(reopened.check(None, &c("r", "t"), at(601)), None);
 }
 
 /// A line of bytes that are not UTF-8 in the middle of the log is skipped; the keys after
@@ -66,7 +75,10 @@ fn garbled_line_is_skipped() {
     for _ in 0..2 {
         let gate = Gate::open(dir.path(), Duration::from_secs(3600), 1).unwrap();
         for key in ["before", "after"] {
-            assert!(matches!(gate.check(Some(key), "r", "t", now), Some(Refusal::Duplicate { .. })), "{key}");
+            assert!(
+                matches!(gate.check(Some(&d(key)), &c("r", "t"), now), Some(Refusal::Duplicate { .. })),
+                "{key}"
+            );
         }
     }
 }
@@ -81,7 +93,7 @@ fn torn_line_is_skipped() {
     content.extend_from_slice(&good[..good.len() / 2]);
     fs::write(state_file(dir.path()), content).unwrap();
     let gate = Gate::open(dir.path(), Duration::from_secs(3600), 1).unwrap();
-    assert!(matches!(gate.check(Some("kept"), "r", "t", now), Some(Refusal::Duplicate { .. })));
+    assert!(matches!(gate.check(Some(&d("kept")), &c("r", "t"), now), Some(Refusal::Duplicate { .. })));
 }
 
 /// A log whose appends wait until told to go on, as a slow disk's fsync does.
@@ -123,17 +135,17 @@ fn admission_writes_without_blocking_intake() {
             let (gate, started_rx, go_tx) = slow_gate();
             let admitting = tokio::spawn({
                 let gate = gate.clone();
-                async move { gate.admit(Some("a"), "r", "t", Duration::from_secs(60), at(0)).await }
+                async move { gate.admit(Some(&d("a")), &c("r", "t"), Duration::from_secs(60), at(0)).await }
             });
             // Let the admission run until its write has started.
             while started_rx.try_recv().is_err() {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             assert_eq!(
-                gate.check(Some("a"), "x", "y", at(1)),
+                gate.check(Some(&d("a")), &c("x", "y"), at(1)),
                 Some(Refusal::Duplicate { first_seen: at(0) })
             );
-            assert_eq!(gate.check(Some("b"), "r2", "t", at(1)), None);
+            assert_eq!(gate.check(Some(&d("b")), &c("r2", "t"), at(1)), None);
             go_tx.send(Ok(())).unwrap();
             assert_eq!(admitting.await.unwrap().unwrap(), None);
         })
@@ -148,12 +160,16 @@ fn failed_write_is_taken_back() {
         runtime().block_on(async {
             let (gate, _started_rx, go_tx) = slow_gate();
             go_tx.send(Err(io::Error::other("disk full"))).unwrap();
-            let error = gate.admit(Some("a"), "r", "t", Duration::from_secs(60), at(0)).await.unwrap_err();
+            let error =
+                gate.admit(Some(&d("a")), &c("r", "t"), Duration::from_secs(60), at(0)).await.unwrap_err();
             assert_eq!(error.to_string(), "cannot record gate state: disk full");
-            assert_eq!(gate.check(Some("a"), "r", "t", at(1)), None);
+            assert_eq!(gate.check(Some(&d("a")), &c("r", "t"), at(1)), None);
             go_tx.send(Ok(())).unwrap();
-            assert_eq!(gate.admit(Some("a"), "r", "t", Duration::from_secs(60), at(2)).await.unwrap(), None);
-            assert!(gate.check(Some("a"), "r", "t", at(3)).is_some());
+            assert_eq!(
+                gate.admit(Some(&d("a")), &c("r", "t"), Duration::from_secs(60), at(2)).await.unwrap(),
+                None
+            );
+            assert!(gate.check(Some(&d("a")), &c("r", "t"), at(3)).is_some());
         })
     });
 }
@@ -167,21 +183,21 @@ async fn expired_state_is_pruned_while_running() {
     let gate = Arc::new(Gate::open(dir.path(), ttl, 4).unwrap());
     for n in 0..100 {
         let key = format!("alert-{n}");
-        gate.admit(Some(&key), &format!("r{n}"), "t", Duration::from_secs(60), at(n)).await.unwrap();
+        gate.admit(Some(&d(&key)), &c(&format!("r{n}"), "t"), Duration::from_secs(60), at(n)).await.unwrap();
     }
     assert_eq!(gate.size().dedupe_keys, 100);
     assert_eq!(gate.size().cooldowns, 100);
     assert_eq!(lines_in(dir.path()), 200);
 
     // Two hours on: everything has expired; one new admission stays.
-    gate.admit(Some("fresh"), "r", "t", Duration::from_secs(60), at(7200)).await.unwrap();
+    gate.admit(Some(&d("fresh")), &c("r", "t"), Duration::from_secs(60), at(7200)).await.unwrap();
     gate.maintain(at(7200)).await;
     let size = gate.size();
     assert_eq!((size.dedupe_keys, size.cooldowns), (1, 1));
     assert_eq!(lines_in(dir.path()), 2);
     drop(gate);
     let reopened = Gate::open(dir.path(), ttl, 4).unwrap();
-    assert!(reopened.check(Some("fresh"), "x", "y", at(7201)).is_some());
+    assert!(reopened.check(Some(&d("fresh")), &c("x", "y"), at(7201)).is_some());
     assert_eq!(reopened.size().dedupe_keys, 1);
 }
 
@@ -195,12 +211,12 @@ async fn dedupe_keys_and_log_are_bounded() {
     let gate = Arc::new(Gate::with_log(Arc::new(log), entries, LONG, 4, limits));
     for n in 0..500 {
         let key = format!("alert-{n}");
-        gate.admit(Some(&key), "r", "t", Duration::ZERO, at(n)).await.unwrap();
+        gate.admit(Some(&d(&key)), &c("r", "t"), Duration::ZERO, at(n)).await.unwrap();
         assert!(gate.size().dedupe_keys <= 50);
         assert!(lines_in(dir.path()) <= 50 + 20 + 1, "log of {} lines", lines_in(dir.path()));
     }
-    assert!(gate.check(Some("alert-499"), "r", "t", at(500)).is_some());
-    assert!(gate.check(Some("alert-0"), "r", "t", at(500)).is_none(), "the oldest was forgotten");
+    assert!(gate.check(Some(&d("alert-499")), &c("r", "t"), at(500)).is_some());
+    assert!(gate.check(Some(&d("alert-0")), &c("r", "t"), at(500)).is_none(), "the oldest was forgotten");
 }
 
 /// The CPU-profiler slots of templated targets (one per host and port) are forgotten once
@@ -235,9 +251,12 @@ async fn durations_past_the_end_of_time() {
     let dir = tempfile::tempdir().unwrap();
     let forever = Duration::from_secs(u64::MAX / 1000);
     let gate = Arc::new(Gate::open(dir.path(), forever, 4).unwrap());
-    assert_eq!(gate.admit(Some("a"), "r", "t", forever, at(0)).await.unwrap(), None);
-    assert!(matches!(gate.check(Some("a"), "x", "y", at(1_000_000_000)), Some(Refusal::Duplicate { .. })));
-    assert!(matches!(gate.check(None, "r", "t", at(1_000_000_000)), Some(Refusal::Cooldown { .. })));
+    assert_eq!(gate.admit(Some(&d("a")), &c("r", "t"), forever, at(0)).await.unwrap(), None);
+    assert!(matches!(
+        gate.check(Some(&d("a")), &c("x", "y"), at(1_000_000_000)),
+        Some(Refusal::Duplicate { .. })
+    ));
+    assert!(matches!(gate.check(None, &c("r", "t"), at(1_000_000_000)), Some(Refusal::Cooldown { .. })));
     gate.maintain(at(1_000_000_000)).await;
     assert_eq!(gate.size().dedupe_keys, 1);
 }

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::config::Config;
-use crate::model::{Decision, Outcome, Reason, TriggerSource, WebhookPayload};
+use crate::model::{Decision, MalformedPayload, Outcome, Reason, TriggerSource, WebhookPayload};
 use crate::rules::{GateCheck, Job, Match, match_alert};
 
 /// Why a payload is not taken. Nothing was queued or recorded for it.
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
     #[error("malformed payload: {0}")]
-    Malformed(String),
+    Malformed(#[from] MalformedPayload),
     #[error("{count} alerts in one payload; at most {max} are taken (webhook.max_alerts)")]
     TooManyAlerts { count: usize, max: usize },
 }
@@ -26,16 +26,17 @@ pub struct Intake {
     pub jobs: Vec<Job>,
     /// Decided at once: no rule or target, resolved, refused, or refused by the gate.
     pub decisions: Vec<Decision>,
-    /// Alerts that some rule took (a job, or a gate refusal).
+    /// Alerts that became work: a job for at least one rule and target.
     pub accepted: usize,
+    /// The others: no rule or target took them, or the gate refused them at once (a
+    /// duplicate, a copy of an alert whose job is queued or running, a cooldown).
     pub ignored: usize,
 }
 
 /// Parses and checks a webhook body.
 pub fn parse(body: &[u8]) -> Result<WebhookPayload<'_>, IntakeError> {
-    let payload: WebhookPayload =
-        serde_json::from_slice(body).map_err(|error| IntakeError::Malformed(error.to_string()))?;
-    payload.check().map_err(IntakeError::Malformed)?;
+    let payload: WebhookPayload = serde_json::from_slice(body).map_err(MalformedPayload::from)?;
+    payload.check()?;
     Ok(payload)
 }
 
@@ -45,7 +46,7 @@ pub fn parse(body: &[u8]) -> Result<WebhookPayload<'_>, IntakeError> {
 pub fn intake(
     config: &Arc<Config>,
     payload: &WebhookPayload<'_>,
-    mut refused: impl GateCheck,
+    mut hold: impl GateCheck,
 ) -> Result<Intake, IntakeError> {
     if payload.alerts.len() > config.webhook.max_alerts {
         return Err(IntakeError::TooManyAlerts {
@@ -64,14 +65,13 @@ pub fn intake(
             target,
             ..Decision::new(now, TriggerSource::Alertmanager, outcome, reason)
         };
-        for found in match_alert(config, alert, now, &mut refused) {
+        for found in match_alert(config, alert, now, &mut hold) {
             match found {
                 Match::Job(job) => {
                     taken = true;
                     intake.jobs.push(*job);
                 }
                 Match::Refused { rule, target, refusal } => {
-                    taken = true;
                     let outcome = refusal.outcome();
                     intake.decisions.push(decide(
                         Some(rule),

@@ -84,27 +84,44 @@ pub enum AlertStatus {
     Resolved,
 }
 
+/// An alert's status that is neither of the two Alertmanager sends.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is neither \"firing\" nor \"resolved\"")]
+pub struct UnknownStatus(pub String);
+
+/// Why a webhook body is not a payload alertprof reads.
+#[derive(Debug, thiserror::Error)]
+pub enum MalformedPayload {
+    /// Not JSON, or not the shape of a payload.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("unsupported payload version {0:?}; alertprof reads version 4")]
+    UnsupportedVersion(String),
+    #[error("alerts[{index}].status: {source}")]
+    Status { index: usize, source: UnknownStatus },
+}
+
 impl WebhookPayload<'_> {
     /// Checks what serde cannot: the version and each alert's status.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), MalformedPayload> {
         if let Some(version) = &self.version
             && &**version != "4"
         {
-            return Err(format!("unsupported payload version {version:?}; alertprof reads version 4"));
+            return Err(MalformedPayload::UnsupportedVersion(version.to_string()));
         }
-        for (i, alert) in self.alerts.iter().enumerate() {
-            alert.status().map_err(|message| format!("alerts[{i}].status: {message}"))?;
+        for (index, alert) in self.alerts.iter().enumerate() {
+            alert.status().map_err(|source| MalformedPayload::Status { index, source })?;
         }
         Ok(())
     }
 }
 
 impl Alert<'_> {
-    pub fn status(&self) -> Result<AlertStatus, String> {
+    pub fn status(&self) -> Result<AlertStatus, UnknownStatus> {
         match &*self.status {
             "firing" => Ok(AlertStatus::Firing),
             "resolved" => Ok(AlertStatus::Resolved),
-            other => Err(format!("{other:?} is neither \"firing\" nor \"resolved\"")),
+            other => Err(UnknownStatus(other.to_string())),
         }
     }
 
@@ -194,6 +211,24 @@ mod tests {
         assert_eq!(alert.describe_labels(), "{alertname=\"HighCPU\", job=\"a\\\"bé\"}");
         assert!(matches!(alert.fingerprint(), Cow::Borrowed("f1")));
         assert_eq!(alert.owned_labels()["job"], "a\"bé");
+    }
+
+    /// What serde cannot check is refused with the place and the value: an unknown
+    /// version, an alert's status that is neither of the two.
+    #[test]
+    fn checked_with_reasons() {
+        let parse = |body: &'static [u8]| serde_json::from_slice::<WebhookPayload>(body).unwrap();
+        let version = parse(br#"{"version": "3", "alerts": []}"#).check().unwrap_err();
+        assert!(matches!(&version, MalformedPayload::UnsupportedVersion(v) if v == "3"));
+        assert_eq!(version.to_string(), "unsupported payload version \"3\"; alertprof reads version 4");
+        let body =
+            br#"{"alerts": [{"status": "firing", "labels": {}}, {"status": "burning", "labels": {}}]}"#;
+        let status = parse(body).check().unwrap_err();
+        assert!(matches!(&status, MalformedPayload::Status { index: 1, source } if source.0 == "burning"));
+        assert_eq!(
+            status.to_string(),
+            "alerts[1].status: \"burning\" is neither \"firing\" nor \"resolved\""
+        );
     }
 
     /// Without a fingerprint, one is made from the labels: stable, and different for

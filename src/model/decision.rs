@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::id::CaptureId;
 use super::kind::ProfileKind;
 use super::name::Name;
 use super::signal::Readings;
@@ -16,6 +17,8 @@ use super::trigger::TriggerSource;
 pub enum Refusal {
     /// This alert (fingerprint and startsAt) was already captured for this rule and target.
     Duplicate { first_seen: DateTime<Utc> },
+    /// A copy of this alert arrived first; its job is queued or running.
+    Pending { since: DateTime<Utc> },
     /// The rule captured this target recently.
     Cooldown { until: DateTime<Utc> },
     /// Another instance sharing the bucket claimed this alert first.
@@ -28,7 +31,9 @@ impl Refusal {
     /// The outcome a refusal comes to.
     pub fn outcome(&self) -> Outcome {
         match self {
-            Refusal::Duplicate { .. } | Refusal::DuplicateElsewhere { .. } => Outcome::Duplicate,
+            Refusal::Duplicate { .. } | Refusal::Pending { .. } | Refusal::DuplicateElsewhere { .. } => {
+                Outcome::Duplicate
+            }
             Refusal::Cooldown { .. } | Refusal::CooldownElsewhere { .. } => Outcome::Cooldown,
         }
     }
@@ -110,7 +115,7 @@ pub struct Decision {
     pub target: Option<Name>,
     /// Ids of the captures this decision made, kept or failed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub captures: Vec<String>,
+    pub captures: Vec<CaptureId>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub readings: Readings,
     /// The top functions of each kept profile.proto capture, by kind.
@@ -165,6 +170,9 @@ impl std::fmt::Display for Reason {
             Reason::Refused(Refusal::Duplicate { first_seen }) => {
                 write!(f, "alert already handled for this rule and target at {first_seen}")
             }
+            Reason::Refused(Refusal::Pending { since }) => {
+                write!(f, "a copy of this alert came first, at {since}; its capture is queued or running")
+            }
             Reason::Refused(Refusal::Cooldown { until }) => write!(f, "in cooldown until {until}"),
             Reason::Refused(Refusal::DuplicateElsewhere { first_seen, by }) => {
                 write!(
@@ -203,7 +211,7 @@ impl From<&str> for Reason {
 /// What came of annotating one capture in Grafana.
 #[derive(Debug, Clone, Serialize)]
 pub struct AnnotationOutcome {
-    pub capture: String,
+    pub capture: CaptureId,
     /// Grafana's annotation id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<i64>,

@@ -16,10 +16,48 @@ use reqwest::Url;
 
 use super::name::is_label_name;
 
+/// Why a target's URL or cgroup cannot be made from a template or an alert's labels, or
+/// may not be requested.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("unclosed {{{{ in {0:?}")]
+    Unclosed(String),
+    #[error("{{{{ {0} }}}} is not a placeholder; use {{{{ labels.NAME }}}}")]
+    NotAPlaceholder(String),
+    #[error("stray }}}} in {0:?}")]
+    Stray(String),
+    #[error("the alert has no label {0:?}")]
+    NoLabel(String),
+    #[error("label {name}={value:?} is not {what}")]
+    BadLabel { name: String, value: String, what: &'static str },
+    #[error("{text:?} is not a URL: {source}")]
+    NotAUrl { text: String, source: url::ParseError },
+    #[error("{0:?} is not an http(s) URL with a host")]
+    NotHttp(String),
+    #[error("{0:?} carries credentials")]
+    Credentials(String),
+    #[error("{0:?} is not a cgroup path below the cgroup root")]
+    NotACgroup(String),
+    #[error("{text:?} {why}; write HOST:PORTS like 10.0.0.0/8:6060, [fd00::/8]:6060-6070 or *.svc:*")]
+    BadAllowed { text: String, why: &'static str },
+    #[error("{0} is a link-local or metadata address; list it explicitly to allow it")]
+    Special(IpAddr),
+    /// `host:port` is in no entry.
+    #[error("{0} is not in allowed_targets")]
+    NotAllowed(String),
+    #[error("{0} is a metadata service name; list it explicitly to allow it")]
+    MetadataName(String),
+    #[error("the name resolves to {0}, a link-local or metadata address")]
+    ResolvesSpecial(IpAddr),
+    #[error("the name resolves to no address")]
+    ResolvesNothing,
+}
+
 /// A target's URLs for one job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
-    pub pprof_url: reqwest::Url,
+    /// `None` for a target with no pprof endpoint: only `perf` profiles its process.
+    pub pprof_url: Option<reqwest::Url>,
     pub metrics_url: Option<reqwest::Url>,
     /// Whether the URLs came from alert labels (and so were checked against
     /// `allowed_targets`, and their host names must be checked once resolved).
@@ -33,12 +71,12 @@ impl Endpoint {
     /// The URLs for an alert with `labels`: templates rendered and checked against
     /// `allowed`, fixed URLs as they are.
     pub fn render(
-        pprof_url: &UrlSpec,
+        pprof_url: Option<&UrlSpec>,
         metrics_url: Option<&UrlSpec>,
         allowed: &[AllowedTarget],
         labels: &BTreeMap<String, String>,
-    ) -> Result<Arc<Endpoint>, String> {
-        let render = |spec: &UrlSpec| -> Result<reqwest::Url, String> {
+    ) -> Result<Arc<Endpoint>, EndpointError> {
+        let render = |spec: &UrlSpec| -> Result<reqwest::Url, EndpointError> {
             match spec {
                 UrlSpec::Fixed(url) => Ok(url.clone()),
                 UrlSpec::Template(template) => {
@@ -49,18 +87,21 @@ impl Endpoint {
             }
         };
         Ok(Arc::new(Endpoint {
-            pprof_url: render(pprof_url)?,
+            pprof_url: pprof_url.map(render).transpose()?,
             metrics_url: metrics_url.map(render).transpose()?,
-            templated: matches!(pprof_url, UrlSpec::Template(_))
+            templated: matches!(pprof_url, Some(UrlSpec::Template(_)))
                 || matches!(metrics_url, Some(UrlSpec::Template(_))),
             cgroup: None,
         }))
     }
 
     /// The URLs of a target whose URLs are fixed, built once with the config.
-    pub fn fixed(pprof_url: &UrlSpec, metrics_url: Option<&UrlSpec>) -> Option<Arc<Endpoint>> {
+    pub fn fixed(pprof_url: Option<&UrlSpec>, metrics_url: Option<&UrlSpec>) -> Option<Arc<Endpoint>> {
         Some(Arc::new(Endpoint {
-            pprof_url: pprof_url.fixed()?.clone(),
+            pprof_url: match pprof_url {
+                Some(spec) => Some(spec.fixed()?.clone()),
+                None => None,
+            },
             metrics_url: match metrics_url {
                 Some(spec) => Some(spec.fixed()?.clone()),
                 None => None,
@@ -74,19 +115,24 @@ impl Endpoint {
     /// instance it was rendered to (one entry stands for many instances, and a capture of
     /// one is no reason to refuse another).
     pub fn gate_target<'a>(&self, target: &'a str) -> Cow<'a, str> {
-        match self.templated {
+        match self.templated || self.cgroup.is_some() {
             true => Cow::Owned(self.slot_key(target)),
             false => Cow::Borrowed(target),
         }
     }
 
-    /// What the gate serializes CPU profiles on: the target and the host it reaches.
+    /// What the gate serializes CPU profiles on: the target and the host it reaches, or,
+    /// with no pprof endpoint, the alert's cgroup.
     pub fn slot_key(&self, target: &str) -> String {
-        format!(
-            "{target}@{}:{}",
-            self.pprof_url.host_str().unwrap_or(""),
-            self.pprof_url.port_or_known_default().unwrap_or(0)
-        )
+        match (&self.pprof_url, &self.cgroup) {
+            (Some(url), _) => format!(
+                "{target}@{}:{}",
+                url.host_str().unwrap_or(""),
+                url.port_or_known_default().unwrap_or(0)
+            ),
+            (None, Some(cgroup)) => format!("{target}@/{}", cgroup.display()),
+            (None, None) => target.to_string(),
+        }
     }
 }
 
@@ -130,18 +176,20 @@ enum Part {
 
 impl UrlTemplate {
     /// Parses a template; only `{{ labels.NAME }}` placeholders are known.
-    pub fn parse(text: &str) -> Result<UrlTemplate, String> {
+    pub fn parse(text: &str) -> Result<UrlTemplate, EndpointError> {
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(start) = rest.find("{{") {
             if start > 0 {
                 parts.push(Part::Text(rest[..start].to_string()));
             }
-            let end = rest[start..].find("}}").ok_or_else(|| format!("unclosed {{{{ in {text:?}"))? + start;
+            let end =
+                rest[start..].find("}}").ok_or_else(|| EndpointError::Unclosed(text.to_string()))? + start;
             let inner = rest[start + 2..end].trim();
-            let name = inner.strip_prefix("labels.").filter(|name| is_label_name(name)).ok_or_else(|| {
-                format!("{{{{ {inner} }}}} is not a placeholder; use {{{{ labels.NAME }}}}")
-            })?;
+            let name = inner
+                .strip_prefix("labels.")
+                .filter(|name| is_label_name(name))
+                .ok_or_else(|| EndpointError::NotAPlaceholder(inner.to_string()))?;
             parts.push(Part::Label(name.to_string()));
             rest = &rest[end + 2..];
         }
@@ -149,7 +197,7 @@ impl UrlTemplate {
             parts.push(Part::Text(rest.to_string()));
         }
         if rest.contains("}}") {
-            return Err(format!("stray }}}} in {text:?}"));
+            return Err(EndpointError::Stray(text.to_string()));
         }
         Ok(UrlTemplate { text: text.to_string(), parts })
     }
@@ -164,17 +212,17 @@ impl UrlTemplate {
         &self,
         labels: &BTreeMap<String, String>,
         safe: fn(char) -> bool,
-        what: &str,
-    ) -> Result<String, String> {
+        what: &'static str,
+    ) -> Result<String, EndpointError> {
         let mut text = String::new();
         for part in &self.parts {
             match part {
                 Part::Text(piece) => text.push_str(piece),
                 Part::Label(name) => {
-                    let value = labels.get(name).ok_or_else(|| format!("the alert has no label {name:?}"))?;
+                    let value = labels.get(name).ok_or_else(|| EndpointError::NoLabel(name.clone()))?;
                     if value.is_empty() || value.len() > 255 || !value.chars().all(safe) {
-                        let value = super::text::clip(value, 64);
-                        return Err(format!("label {name}={value:?} is not {what}"));
+                        let value = super::text::clip(value, 64).into_owned();
+                        return Err(EndpointError::BadLabel { name: name.clone(), value, what });
                     }
                     text.push_str(value);
                 }
@@ -186,29 +234,30 @@ impl UrlTemplate {
     /// Renders with alert labels. A value may hold only what a host and port hold
     /// (`A-Z a-z 0-9 . - : [ ]`), so no label can add a path, a query, credentials or
     /// another host.
-    pub fn render(&self, labels: &BTreeMap<String, String>) -> Result<Url, String> {
+    pub fn render(&self, labels: &BTreeMap<String, String>) -> Result<Url, EndpointError> {
         let host_port = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']');
         let text = self.fill(labels, host_port, "a host[:port]")?;
-        let url = Url::parse(&text).map_err(|error| format!("{text:?} is not a URL: {error}"))?;
+        let url =
+            Url::parse(&text).map_err(|source| EndpointError::NotAUrl { text: text.clone(), source })?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(format!("{text:?} is not an http(s) URL with a host"));
+            return Err(EndpointError::NotHttp(text));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(format!("{text:?} carries credentials"));
+            return Err(EndpointError::Credentials(text));
         }
         Ok(url)
     }
 
     /// Renders a cgroup path with alert labels (cAdvisor's `id` is one): relative to the
     /// cgroup root, of `A-Z a-z 0-9 . - _ : /` and never climbing out of it with `..`.
-    pub fn render_cgroup(&self, labels: &BTreeMap<String, String>) -> Result<PathBuf, String> {
+    pub fn render_cgroup(&self, labels: &BTreeMap<String, String>) -> Result<PathBuf, EndpointError> {
         let path_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '/');
         let text = self.fill(labels, path_char, "a cgroup path")?;
         let relative = Path::new(text.trim_start_matches('/'));
         if relative.as_os_str().is_empty()
             || relative.components().any(|c| !matches!(c, std::path::Component::Normal(_)))
         {
-            return Err(format!("{text:?} is not a cgroup path below the cgroup root"));
+            return Err(EndpointError::NotACgroup(text));
         }
         Ok(relative.to_path_buf())
     }
@@ -247,10 +296,8 @@ const SPECIAL_NAMES: [&str; 4] =
     ["metadata", "metadata.google.internal", "instance-data", "metadata.azure.com"];
 
 impl AllowedTarget {
-    pub fn parse(text: &str) -> Result<AllowedTarget, String> {
-        let bad = |why: &str| {
-            format!("{text:?} {why}; write HOST:PORTS like 10.0.0.0/8:6060, [fd00::/8]:6060-6070 or *.svc:*")
-        };
+    pub fn parse(text: &str) -> Result<AllowedTarget, EndpointError> {
+        let bad = |why: &'static str| EndpointError::BadAllowed { text: text.to_string(), why };
         let (host, ports) = if let Some(rest) = text.strip_prefix('[') {
             let (host, ports) = rest.split_once("]:").ok_or_else(|| bad("has no port"))?;
             (host, ports)
@@ -328,7 +375,7 @@ fn special_net(ip: IpAddr) -> Option<IpNet> {
 
 /// Whether `url` may be requested under `allowed`. A host name is checked by name here;
 /// the addresses it resolves to are checked with `check_resolved` before connecting.
-pub fn check_allowed(url: &Url, allowed: &[AllowedTarget]) -> Result<(), String> {
+pub fn check_allowed(url: &Url, allowed: &[AllowedTarget]) -> Result<(), EndpointError> {
     let port = url.port_or_known_default().unwrap_or(80);
     let host =
         url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
@@ -336,22 +383,20 @@ pub fn check_allowed(url: &Url, allowed: &[AllowedTarget]) -> Result<(), String>
     match host.parse::<IpAddr>() {
         Ok(ip) => {
             if special_net(ip).is_some() && !entries.iter().any(|entry| entry.explicitly_special(ip)) {
-                return Err(format!(
-                    "{ip} is a link-local or metadata address; list it explicitly to allow it"
-                ));
+                return Err(EndpointError::Special(ip));
             }
             if !entries.iter().any(|entry| entry.allows_ip(ip)) {
-                return Err(format!("{ip}:{port} is not in allowed_targets"));
+                return Err(EndpointError::NotAllowed(format!("{ip}:{port}")));
             }
         }
         Err(_) => {
             if SPECIAL_NAMES.contains(&host.as_str())
                 && !entries.iter().any(|e| e.host == HostPattern::Name(host.clone()))
             {
-                return Err(format!("{host} is a metadata service name; list it explicitly to allow it"));
+                return Err(EndpointError::MetadataName(host));
             }
             if !entries.iter().any(|entry| entry.allows_name(&host)) {
-                return Err(format!("{host}:{port} is not in allowed_targets"));
+                return Err(EndpointError::NotAllowed(format!("{host}:{port}")));
             }
         }
     }
@@ -360,14 +405,14 @@ pub fn check_allowed(url: &Url, allowed: &[AllowedTarget]) -> Result<(), String>
 
 /// Checks the addresses a host name resolved to: none may be link-local or metadata
 /// unless listed explicitly (a name must not smuggle a request to the metadata service).
-pub fn check_resolved(addresses: &[IpAddr], allowed: &[AllowedTarget]) -> Result<(), String> {
+pub fn check_resolved(addresses: &[IpAddr], allowed: &[AllowedTarget]) -> Result<(), EndpointError> {
     for &ip in addresses {
         if special_net(ip).is_some() && !allowed.iter().any(|entry| entry.explicitly_special(ip)) {
-            return Err(format!("the name resolves to {ip}, a link-local or metadata address"));
+            return Err(EndpointError::ResolvesSpecial(ip));
         }
     }
     if addresses.is_empty() {
-        return Err("the name resolves to no address".into());
+        return Err(EndpointError::ResolvesNothing);
     }
     Ok(())
 }
@@ -394,7 +439,7 @@ mod tests {
         for hostile in ["evil.com/x", "a@b", "a:6060/../../etc", "h?x=1", "h#f", "", "a b", "h%2f"] {
             assert!(template.render(&labels(hostile)).is_err(), "{hostile:?} rendered");
         }
-        assert_eq!(template.render(&BTreeMap::new()), Err("the alert has no label \"instance\"".into()));
+        assert_eq!(template.render(&BTreeMap::new()), Err(EndpointError::NoLabel("instance".into())));
         for bad in ["http://{{ instance }}", "http://{{ labels.a-b }}", "http://{{ labels.x", "http://x}}"] {
             assert!(UrlTemplate::parse(bad).is_err(), "{bad:?} parsed");
         }
@@ -410,7 +455,10 @@ mod tests {
         assert_eq!(check("http://127.0.0.1:6065"), Ok(()));
         assert_eq!(check("http://api.shop.svc.cluster.local:8080"), Ok(()));
         assert_eq!(check("http://[fd00::5]:6060"), Ok(()));
-        assert_eq!(check("http://10.9.8.7:22"), Err("10.9.8.7:22 is not in allowed_targets".into()));
+        assert_eq!(
+            check("http://10.9.8.7:22").unwrap_err().to_string(),
+            "10.9.8.7:22 is not in allowed_targets"
+        );
         assert!(check("http://192.168.1.1:6060").is_err());
         assert!(check("http://svc.cluster.local.evil.com:6060").is_err());
         assert!(check("http://xsvc.cluster.local:6060").is_err());
@@ -424,7 +472,7 @@ mod tests {
             "http://metadata.google.internal:80",
         ] {
             let refused = check_allowed(&Url::parse(url).unwrap(), &open).unwrap_err();
-            assert!(refused.contains("list it explicitly"), "{url}: {refused}");
+            assert!(refused.to_string().contains("list it explicitly"), "{url}: {refused}");
         }
         // ...unless named.
         let named = allowed(&["169.254.10.0/24:6060", "metadata:80"]);

@@ -4,8 +4,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// One kind of profile a Go service serves under `/debug/pprof` (or `/debug/fgprof`).
-/// Written by its name (`cpu`, `goroutine_text`) in configs, metadata and URLs.
+/// One kind of profile: those a Go service serves under `/debug/pprof` (or
+/// `/debug/fgprof`), and `perf`, which alertprof samples itself with the kernel's perf
+/// events, for any process, endpoint or not. Written by its name (`cpu`,
+/// `goroutine_text`) in configs, metadata and URLs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProfileKind {
@@ -19,6 +21,9 @@ pub enum ProfileKind {
     GoroutineText,
     Trace,
     Fgprof,
+    /// A CPU profile of a process or a cgroup, sampled from outside (software `cpu-clock`,
+    /// frame-pointer call chains) and symbolized from its binaries.
+    Perf,
 }
 
 /// How a body of a kind is checked before it is kept.
@@ -33,7 +38,7 @@ pub enum BodyFormat {
 }
 
 impl ProfileKind {
-    pub const ALL: [ProfileKind; 10] = [
+    pub const ALL: [ProfileKind; 11] = [
         ProfileKind::Cpu,
         ProfileKind::Heap,
         ProfileKind::Allocs,
@@ -44,6 +49,7 @@ impl ProfileKind {
         ProfileKind::GoroutineText,
         ProfileKind::Trace,
         ProfileKind::Fgprof,
+        ProfileKind::Perf,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +64,7 @@ impl ProfileKind {
             ProfileKind::GoroutineText => "goroutine_text",
             ProfileKind::Trace => "trace",
             ProfileKind::Fgprof => "fgprof",
+            ProfileKind::Perf => "perf",
         }
     }
 
@@ -65,16 +72,28 @@ impl ProfileKind {
         Self::ALL.into_iter().find(|kind| kind.name() == name)
     }
 
-    /// Whether the request runs for `seconds` on the target.
+    /// Whether the capture runs for `seconds` on the target.
     pub fn is_timed(self) -> bool {
-        matches!(self, ProfileKind::Cpu | ProfileKind::Trace | ProfileKind::Fgprof)
+        matches!(self, ProfileKind::Cpu | ProfileKind::Trace | ProfileKind::Fgprof | ProfileKind::Perf)
     }
 
     /// Go allows one CPU profile (and one trace) per process at a time; a second request
     /// answers 500 `cpu profiling already in use`. fgprof samples goroutines, not the CPU
-    /// profiler, so it is not exclusive.
+    /// profiler, so it is not exclusive. Two perf captures of one target would sample it
+    /// twice over: one at a time too.
     pub fn is_exclusive(self) -> bool {
-        matches!(self, ProfileKind::Cpu | ProfileKind::Trace)
+        matches!(self, ProfileKind::Cpu | ProfileKind::Trace | ProfileKind::Perf)
+    }
+
+    /// Whether it is fetched from the target's pprof endpoint: every kind but `perf`.
+    pub fn needs_pprof_url(self) -> bool {
+        self != ProfileKind::Perf
+    }
+
+    /// Whether a recorder keeps it as back-to-back segments, merged over a window (CPU
+    /// time), rather than as snapshots.
+    pub fn is_continuous(self) -> bool {
+        matches!(self, ProfileKind::Cpu | ProfileKind::Perf)
     }
 
     /// Path and query to append to the target's pprof base URL.
@@ -128,6 +147,22 @@ impl ProfileKind {
     }
 }
 
+/// A name that is no profile kind's; the message lists the known ones.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown kind {0:?} (known: {known})", known = known_kinds())]
+pub struct UnknownKind(pub String);
+
+fn known_kinds() -> String {
+    ProfileKind::ALL.map(ProfileKind::name).join(", ")
+}
+
+impl std::str::FromStr for ProfileKind {
+    type Err = UnknownKind;
+    fn from_str(name: &str) -> Result<ProfileKind, UnknownKind> {
+        ProfileKind::parse(name).ok_or_else(|| UnknownKind(name.to_string()))
+    }
+}
+
 impl fmt::Display for ProfileKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -145,6 +180,11 @@ mod tests {
             assert_eq!(ProfileKind::parse(kind.name()), Some(kind));
         }
         assert_eq!(ProfileKind::parse("bogus"), None);
+        assert_eq!(
+            "bogus".parse::<ProfileKind>().unwrap_err().to_string(),
+            "unknown kind \"bogus\" (known: cpu, heap, allocs, block, mutex, threadcreate, \
+             goroutine, goroutine_text, trace, fgprof, perf)"
+        );
         assert_eq!(ProfileKind::Cpu.request_path(7), "/debug/pprof/profile?seconds=7");
         assert_eq!(ProfileKind::Heap.request_path(7), "/debug/pprof/heap");
         assert_eq!(ProfileKind::GoroutineText.request_path(7), "/debug/pprof/goroutine?debug=2");

@@ -1,12 +1,40 @@
 //! The signals a rule re-checks locally, and holmes' thresholds on them.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
 
 /// Latest reading of each signal, by key (`cpu_percent`, `go_foo{code="500"}`).
-pub type Readings = BTreeMap<String, f64>;
+pub type Readings = BTreeMap<SignalKey, f64>;
 
 /// Recent readings of each signal, by key: (epoch milliseconds, value), oldest first.
-pub type Series = BTreeMap<String, Vec<(i64, f64)>>;
+pub type Series = BTreeMap<SignalKey, Vec<(i64, f64)>>;
+
+/// What a signal's readings are kept under: its name, and for a metric its label matchers
+/// too (`http_requests_total{code="500"}`). Made only by `Signal::key`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SignalKey(String);
+
+impl SignalKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SignalKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Borrow<str> for SignalKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Signal {
@@ -30,14 +58,14 @@ impl Signal {
 
     /// The key of its readings: the name, and for a metric its label matchers too
     /// (`http_requests_total{code="500"}`).
-    pub fn key(&self) -> String {
-        match self {
+    pub fn key(&self) -> SignalKey {
+        SignalKey(match self {
             Signal::Metric { name, labels } if !labels.is_empty() => {
                 let parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
                 format!("{name}{{{}}}", parts.join(","))
             }
             other => other.name().to_string(),
-        }
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -81,13 +109,13 @@ mod tests {
     fn names_and_keys() {
         for signal in Signal::BUILTIN {
             assert_eq!(Signal::builtin(signal.name()), Some(signal.clone()));
-            assert_eq!(signal.key(), signal.name());
+            assert_eq!(signal.key().as_str(), signal.name());
         }
         assert_eq!(Signal::builtin("metric"), None);
         let metric = Signal::Metric {
             name: "http_requests_total".into(),
             labels: BTreeMap::from([("code".into(), "500".into())]),
         };
-        assert_eq!(metric.key(), "http_requests_total{code=\"500\"}");
+        assert_eq!(metric.key().as_str(), "http_requests_total{code=\"500\"}");
     }
 }

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::id::CaptureId;
+
 /// A profile's main sample type and its top functions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -33,7 +35,7 @@ pub struct TopFunction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Diff {
     /// The baseline capture's id.
-    pub base: String,
+    pub base: CaptureId,
     /// `type/unit`, the same for both.
     pub sample_type: String,
     /// The baseline's total, which the percentages are of (the profile's, if it is 0).

@@ -6,12 +6,24 @@ use std::fmt::{self, Display};
 
 use chrono::{DateTime, Utc};
 
+/// The escaper of every `.html` template (askama.toml names it), the pages' and the
+/// annotations': no value reaches HTML unescaped, and none is escaped by hand. It writes as
+/// `Esc` does.
+#[derive(Debug, Clone, Copy)]
+pub struct Shown;
+
+impl askama::filters::Escaper for Shown {
+    fn write_escaped_str<W: fmt::Write>(&self, mut dest: W, text: &str) -> fmt::Result {
+        write!(dest, "{}", Esc(text))
+    }
+}
+
 /// Text made safe for HTML, attribute values included. Every string from an alert, a target
 /// or a profile goes through this: whoever can reach the webhook or serve a profile writes
 /// them. Control characters (but line breaks and tabs) and the characters that reorder
 /// text (bidi overrides, which can make a label read as something else) are shown as their
 /// code, `[U+202E]`.
-pub struct Esc<'a>(pub &'a str);
+struct Esc<'a>(&'a str);
 
 impl Display for Esc<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -2,10 +2,13 @@
 //! for the API and the web page.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::metrics::Metrics;
 use crate::model::{Decision, Outcome};
+
+/// Decisions kept for the API.
+const KEPT: usize = 1000;
 
 /// Logs a decision: failures and refusals as warnings, the rest as information.
 fn log(decision: &Decision) {
@@ -27,38 +30,40 @@ fn log(decision: &Decision) {
     }
 }
 
-/// The most recent decisions, for `GET /api/v1/decisions`.
+/// The log of decisions, shared by everything that decides.
+#[derive(Clone)]
 pub struct DecisionLog {
-    recent: Mutex<VecDeque<Decision>>,
-    capacity: usize,
+    recent: Arc<Mutex<VecDeque<Decision>>>,
+    /// Every decision is counted in `alertprof_decisions_total`.
+    metrics: Arc<Metrics>,
 }
 
 impl DecisionLog {
-    pub fn new(capacity: usize) -> DecisionLog {
-        DecisionLog { recent: Mutex::new(VecDeque::with_capacity(capacity.min(1024))), capacity }
+    pub fn new(metrics: Arc<Metrics>) -> DecisionLog {
+        DecisionLog { recent: Arc::new(Mutex::new(VecDeque::with_capacity(KEPT))), metrics }
     }
 
     /// Logs, counts and keeps a decision.
-    pub fn record(&self, decision: Decision, metrics: &Metrics) {
-        self.record_all(std::iter::once(decision), metrics);
+    pub fn record(&self, decision: Decision) {
+        self.record_all(std::iter::once(decision));
     }
 
     /// Logs, counts and keeps decisions, taking the list's lock once for all of them (a
     /// webhook payload's alerts).
-    pub fn record_all(&self, decisions: impl IntoIterator<Item = Decision>, metrics: &Metrics) {
+    pub fn record_all(&self, decisions: impl IntoIterator<Item = Decision>) {
         // An alert for another node's process is that node's to list; here it is counted.
         let decisions = decisions.into_iter().filter(|decision| {
             if decision.outcome == Outcome::Elsewhere {
-                self.record_repeat(decision, metrics);
+                self.record_repeat(decision);
                 return false;
             }
             log(decision);
-            metrics.decision(decision.outcome);
+            self.metrics.decision(decision.outcome);
             true
         });
         let mut recent = self.recent.lock().unwrap();
         for decision in decisions {
-            if recent.len() == self.capacity {
+            if recent.len() == KEPT {
                 recent.pop_front();
             }
             recent.push_back(decision);
@@ -68,7 +73,7 @@ impl DecisionLog {
     /// Counts and debug-logs a decision without keeping it: one that repeats the previous
     /// one of the same watch rule and target (a watch rule decides every interval, and the
     /// list would hold nothing else), or one about another node's process.
-    pub fn record_repeat(&self, decision: &Decision, metrics: &Metrics) {
+    pub fn record_repeat(&self, decision: &Decision) {
         tracing::debug!(
             outcome = decision.outcome.name(),
             rule = decision.rule.as_deref().unwrap_or("-"),
@@ -77,7 +82,7 @@ impl DecisionLog {
             reason = %decision.reason,
             "Decision (repeated)."
         );
-        metrics.decision(decision.outcome);
+        self.metrics.decision(decision.outcome);
     }
 
     /// Newest first.

@@ -70,6 +70,45 @@ pub struct Merger {
     added: usize,
 }
 
+/// A profile's mappings, functions and locations by id, every one its samples refer to
+/// there.
+struct Entities<'a> {
+    mappings: HashMap<u64, &'a Mapping>,
+    functions: HashMap<u64, &'a Function>,
+    locations: HashMap<u64, &'a Location>,
+}
+
+impl<'a> Entities<'a> {
+    /// The entities of `src`, or the first one a sample refers to that it does not have.
+    fn of(src: &'a Profile) -> Result<Entities<'a>, MergeError> {
+        let mappings: HashMap<u64, &Mapping> = src.mapping.iter().map(|m| (m.id, m)).collect();
+        let functions: HashMap<u64, &Function> = src.function.iter().map(|f| (f.id, f)).collect();
+        let locations: HashMap<u64, &Location> = src.location.iter().map(|l| (l.id, l)).collect();
+        for sample in &src.sample {
+            for id in &sample.location_id {
+                let location =
+                    locations.get(id).ok_or_else(|| MergeError::Dangling(format!("location {id}")))?;
+                if location.mapping_id != 0 && !mappings.contains_key(&location.mapping_id) {
+                    return Err(MergeError::Dangling(format!("mapping {}", location.mapping_id)));
+                }
+                if let Some(line) = location.line.iter().find(|l| !functions.contains_key(&l.function_id)) {
+                    return Err(MergeError::Dangling(format!("function {}", line.function_id)));
+                }
+            }
+        }
+        Ok(Entities { mappings, functions, locations })
+    }
+}
+
+/// The ids that one added profile's entities have in the merged one, and how far each of
+/// its mappings moved.
+#[derive(Default)]
+struct Ids {
+    mappings: HashMap<u64, (u64, i64)>,
+    functions: HashMap<u64, u64>,
+    locations: HashMap<u64, u64>,
+}
+
 impl Merger {
     pub fn new() -> Merger {
         let mut merger = Merger::default();
@@ -87,6 +126,40 @@ impl Merger {
     /// nothing of it).
     pub fn add(&mut self, src: &Profile) -> Result<(), MergeError> {
         let text = |index: i64| src.string_table.get(index as usize).map(String::as_str).unwrap_or("");
+        let types = self.check_types(src, &text)?;
+        // Everything a sample refers to must be there before anything is merged, so a
+        // refused profile leaves the merged one as it was.
+        let entities = Entities::of(src)?;
+        self.add_header(src, types, &text);
+        // Ids of this profile's entities in the merged one, and how far its mappings moved.
+        let mut ids = Ids::default();
+        for sample in src.sample.iter().filter(|s| s.value.iter().any(|&v| v != 0)) {
+            let stack: Vec<u64> = sample
+                .location_id
+                .iter()
+                .map(|id| self.merged_location(*id, &entities, &mut ids, &text))
+                .collect();
+            let mut labels: Vec<(i64, i64, i64, i64)> = sample
+                .label
+                .iter()
+                .map(|l| {
+                    (self.intern(text(l.key)), self.intern(text(l.str)), l.num, self.intern(text(l.num_unit)))
+                })
+                .collect();
+            labels.sort_unstable();
+            self.add_sample(SampleKey { locations: stack, labels }, &sample.value);
+        }
+        self.added += 1;
+        Ok(())
+    }
+
+    /// The profile's sample and period types, as text, if they are those of the profiles
+    /// added before.
+    fn check_types<'a>(
+        &self,
+        src: &Profile,
+        text: &impl Fn(i64) -> &'a str,
+    ) -> Result<(String, String), MergeError> {
         let show = |types: &[ValueType]| {
             let names: Vec<String> =
                 types.iter().map(|t| format!("{}/{}", text(t.r#type), text(t.unit))).collect();
@@ -96,39 +169,27 @@ impl Merger {
         let period_type = show(src.period_type.as_slice());
         match &self.types {
             Some((expected, _)) if *expected != sample_types => {
-                return Err(MergeError::SampleTypes { expected: expected.clone(), found: sample_types });
+                Err(MergeError::SampleTypes { expected: expected.clone(), found: sample_types })
             }
             Some((_, expected)) if *expected != period_type => {
-                return Err(MergeError::PeriodType { expected: expected.clone(), found: period_type });
+                Err(MergeError::PeriodType { expected: expected.clone(), found: period_type })
             }
-            _ => {}
+            _ => Ok((sample_types, period_type)),
         }
-        // Everything a sample refers to must be there before anything is merged, so a
-        // refused profile leaves the merged one as it was.
-        let mappings: HashMap<u64, &Mapping> = src.mapping.iter().map(|m| (m.id, m)).collect();
-        let functions: HashMap<u64, &Function> = src.function.iter().map(|f| (f.id, f)).collect();
-        let locations: HashMap<u64, &Location> = src.location.iter().map(|l| (l.id, l)).collect();
-        for sample in &src.sample {
-            for id in &sample.location_id {
-                let location =
-                    locations.get(id).ok_or_else(|| MergeError::Dangling(format!("location {id}")))?;
-                if location.mapping_id != 0 && !mappings.contains_key(&location.mapping_id) {
-                    return Err(MergeError::Dangling(format!("mapping {}", location.mapping_id)));
-                }
-                if let Some(line) = location.line.iter().find(|l| !functions.contains_key(&l.function_id)) {
-                    return Err(MergeError::Dangling(format!("function {}", line.function_id)));
-                }
-            }
-        }
+    }
+
+    /// Merges the profile's header: the types from the first profile, the earliest start,
+    /// the summed duration, the largest period, every comment.
+    fn add_header<'a>(&mut self, src: &Profile, types: (String, String), text: &impl Fn(i64) -> &'a str) {
         if self.types.is_none() {
-            self.types = Some((sample_types, period_type));
-            self.out.sample_type = src.sample_type.iter().map(|t| self.value_type(t, &text)).collect();
-            self.out.period_type = src.period_type.map(|t| self.value_type(&t, &text));
+            self.types = Some(types);
+            self.out.sample_type = src.sample_type.iter().map(|t| self.value_type(t, text)).collect();
+            self.out.period_type = src.period_type.map(|t| self.value_type(&t, text));
             self.out.drop_frames = self.intern(text(src.drop_frames));
             self.out.keep_frames = self.intern(text(src.keep_frames));
             // The first mapping is the main binary's: it stays first.
             if let Some(first) = src.mapping.first() {
-                self.mapping(first, &text);
+                self.mapping(first, text);
             }
         }
         if src.time_nanos != 0 && (self.out.time_nanos == 0 || src.time_nanos < self.out.time_nanos) {
@@ -143,68 +204,62 @@ impl Merger {
         if self.out.default_sample_type == 0 {
             self.out.default_sample_type = self.intern(text(src.default_sample_type));
         }
+    }
 
-        // Ids of this profile's entities in the merged one, and how far its mappings moved.
-        let mut mapped_mappings: HashMap<u64, (u64, i64)> = HashMap::new();
-        let mut mapped_functions: HashMap<u64, u64> = HashMap::new();
-        let mut mapped_locations: HashMap<u64, u64> = HashMap::new();
-        for sample in src.sample.iter().filter(|s| s.value.iter().any(|&v| v != 0)) {
-            let mut stack = Vec::with_capacity(sample.location_id.len());
-            for id in &sample.location_id {
-                if let Some(&merged) = mapped_locations.get(id) {
-                    stack.push(merged);
-                    continue;
+    /// The merged id of the profile's location `id`, merging it (and its mapping and
+    /// functions) the first time.
+    fn merged_location<'a>(
+        &mut self,
+        id: u64,
+        entities: &Entities<'_>,
+        ids: &mut Ids,
+        text: &impl Fn(i64) -> &'a str,
+    ) -> u64 {
+        if let Some(&merged) = ids.locations.get(&id) {
+            return merged;
+        }
+        let location = entities.locations[&id];
+        let (mapping, shift) = match location.mapping_id {
+            0 => (0, 0),
+            id => *ids.mappings.entry(id).or_insert_with(|| self.mapping(entities.mappings[&id], text)),
+        };
+        let lines: Vec<Line> = location
+            .line
+            .iter()
+            .map(|line| {
+                let function = *ids
+                    .functions
+                    .entry(line.function_id)
+                    .or_insert_with(|| self.function(entities.functions[&line.function_id], text));
+                Line { function_id: function, ..*line }
+            })
+            .collect();
+        let merged = self.location(location, mapping, shift, lines);
+        ids.locations.insert(id, merged);
+        merged
+    }
+
+    /// Adds `values` to the merged sample of `key`, made if there is none.
+    fn add_sample(&mut self, key: SampleKey, values: &[i64]) {
+        match self.samples.get(&key) {
+            Some(&index) => {
+                for (sum, value) in self.out.sample[index].value.iter_mut().zip(values) {
+                    *sum += value;
                 }
-                let location = locations[id];
-                let (mapping, shift) = match location.mapping_id {
-                    0 => (0, 0),
-                    id => *mapped_mappings.entry(id).or_insert_with(|| self.mapping(mappings[&id], &text)),
-                };
-                let lines: Vec<Line> = location
-                    .line
-                    .iter()
-                    .map(|line| {
-                        let function = *mapped_functions
-                            .entry(line.function_id)
-                            .or_insert_with(|| self.function(functions[&line.function_id], &text));
-                        Line { function_id: function, ..*line }
-                    })
-                    .collect();
-                let merged = self.location(location, mapping, shift, lines);
-                mapped_locations.insert(*id, merged);
-                stack.push(merged);
             }
-            let mut labels: Vec<(i64, i64, i64, i64)> = sample
-                .label
-                .iter()
-                .map(|l| {
-                    (self.intern(text(l.key)), self.intern(text(l.str)), l.num, self.intern(text(l.num_unit)))
-                })
-                .collect();
-            labels.sort_unstable();
-            let key = SampleKey { locations: stack, labels };
-            match self.samples.get(&key) {
-                Some(&index) => {
-                    for (sum, value) in self.out.sample[index].value.iter_mut().zip(&sample.value) {
-                        *sum += value;
-                    }
-                }
-                None => {
-                    self.samples.insert(key.clone(), self.out.sample.len());
-                    self.out.sample.push(Sample {
-                        location_id: key.locations,
-                        value: sample.value.clone(),
-                        label: key
-                            .labels
-                            .iter()
-                            .map(|&(key, str, num, num_unit)| Label { key, str, num, num_unit })
-                            .collect(),
-                    });
-                }
+            None => {
+                self.samples.insert(key.clone(), self.out.sample.len());
+                self.out.sample.push(Sample {
+                    location_id: key.locations,
+                    value: values.to_vec(),
+                    label: key
+                        .labels
+                        .iter()
+                        .map(|&(key, str, num, num_unit)| Label { key, str, num, num_unit })
+                        .collect(),
+                });
             }
         }
-        self.added += 1;
-        Ok(())
     }
 
     /// The merged profile; `None` if no profile was added.
@@ -323,7 +378,7 @@ pub fn write_gzipped(profile: &Profile, out: impl Write) -> std::io::Result<()> 
 mod tests {
     use super::*;
     use crate::profile::decode_profile;
-    use crate::profile::fixtures::profile;
+    use crate::testing::profiles::profile;
 
     fn decoded(bytes: &[u8]) -> Profile {
         decode_profile(bytes, 1 << 30).unwrap()

@@ -3,8 +3,6 @@
 //! profile's fields, and the checks every kept profile passes. Capture validates with it;
 //! analysis reads stacks with it.
 
-#[doc(hidden)]
-pub mod fixtures;
 mod merge;
 #[allow(clippy::all)]
 pub mod proto;

@@ -47,6 +47,7 @@ impl ProfileType {
             ProfileKind::Mutex => ProfileType::Mutex,
             ProfileKind::Threadcreate => ProfileType::Threadcreate,
             ProfileKind::Fgprof => ProfileType::Fgprof,
+            ProfileKind::Perf => ProfileType::Perf,
             ProfileKind::Trace | ProfileKind::GoroutineText => return None,
         })
     }

@@ -7,11 +7,13 @@
 
 mod lifetime;
 mod merge;
+mod record;
 mod tape;
 
 pub use lifetime::{Ended, Seen};
-pub use merge::{Merged, merge_segments};
-pub use tape::{Held, Opened, Segment, Tape};
+pub use merge::{Merged, SegmentMergeError, SkipReason, SkippedSegment, merge_segments, skipped_text};
+pub use record::{Sources, Tools, keep_recording};
+pub use tape::{Holding, Opened, Segment, Tape};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -19,16 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use reqwest::Url;
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use crate::capture::{CaptureError, PprofClient};
 use crate::config::{RecorderConfig, format_duration};
 use crate::metrics::Metrics;
 use crate::model::ProfileKind;
-use crate::store::Staging;
 use lifetime::Lifetime;
 
 /// The longest the recorder leaves a CPU profiler held by someone else before it asks
@@ -93,6 +91,7 @@ impl Recorder {
                         kinds: Mutex::new(BTreeMap::new()),
                         lifetime: Mutex::new(Lifetime::default()),
                         exits: self.exits.clone(),
+                        started: Mutex::new(BTreeMap::new()),
                     });
                     recordings.insert(name.clone(), recording.clone());
                     recording
@@ -159,6 +158,10 @@ pub struct Recording {
     kinds: Mutex<BTreeMap<ProfileKind, KindState>>,
     lifetime: Mutex<Lifetime>,
     exits: mpsc::UnboundedSender<Exit>,
+    /// When each kind's last request started. The loops stop and start again when a reload
+    /// changes the recorder; the new ones keep this schedule, so reloads never make the
+    /// target answer more often than the config says.
+    started: Mutex<BTreeMap<ProfileKind, tokio::time::Instant>>,
 }
 
 /// A recording's state, for the web page and the API.
@@ -250,199 +253,13 @@ impl Recording {
         }
     }
 
+    /// When `kind` is next due, every `every`: at once if it was never asked for.
+    fn next_due(&self, kind: ProfileKind, every: Duration) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        self.started.lock().unwrap().get(&kind).map_or(now, |last| (*last + every).max(now))
+    }
+
     fn update(&self, kind: ProfileKind, change: impl FnOnce(&mut KindState)) {
         change(self.kinds.lock().unwrap().entry(kind).or_default());
     }
-}
-
-/// What the recording loops use of the service.
-#[derive(Clone, Copy)]
-pub struct Tools<'a> {
-    /// Fails at once when the profiler is in use (`failing_when_in_use`).
-    pub client: &'a PprofClient,
-    pub staging: &'a Staging,
-    pub metrics: &'a Metrics,
-}
-
-/// Records one target until `stop`: its CPU segments back to back (or for `cpu_duty` of
-/// each period), and each snapshot kind at its interval.
-pub async fn record(recording: Arc<Recording>, base: Url, tools: Tools<'_>, stop: CancellationToken) {
-    let config = recording.config();
-    tracing::info!(target = %recording.target, records = %config.describe(), "Recording.");
-    let snapshots = [ProfileKind::Heap, ProfileKind::Goroutine]
-        .into_iter()
-        .filter_map(|kind| config.interval(kind).map(|every| (kind, every)))
-        .map(|(kind, every)| snapshot_loop(&recording, &base, tools, kind, every, &config));
-    let cpu = config.cpu.map(|period| cpu_loop(&recording, &base, tools, period, &config));
-    let all = futures_util::future::join(futures_util::future::join_all(snapshots), async {
-        if let Some(cpu) = cpu {
-            cpu.await;
-        }
-    });
-    tokio::select! {
-        _ = all => {}
-        () = stop.cancelled() => {}
-    }
-}
-
-async fn snapshot_loop(
-    recording: &Recording,
-    base: &Url,
-    tools: Tools<'_>,
-    kind: ProfileKind,
-    every: Duration,
-    config: &RecorderConfig,
-) {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let started = Utc::now();
-        fetch(recording, base, tools, kind, 0, started, config).await.ok();
-    }
-}
-
-async fn cpu_loop(
-    recording: &Recording,
-    base: &Url,
-    tools: Tools<'_>,
-    period: Duration,
-    config: &RecorderConfig,
-) {
-    let seconds = config.cpu_seconds();
-    let mut backoff = period;
-    loop {
-        let next = tokio::time::Instant::now() + period;
-        let started = Utc::now();
-        match fetch(recording, base, tools, ProfileKind::Cpu, seconds, started, config).await {
-            Err(error) if error.is_in_use() => {
-                let until = Utc::now() + chrono::Duration::from_std(backoff).unwrap_or_default();
-                let first = recording
-                    .kinds
-                    .lock()
-                    .unwrap()
-                    .get(&ProfileKind::Cpu)
-                    .is_none_or(|s| s.backing_off_until.is_none());
-                if first {
-                    tracing::warn!(
-                        target = %recording.target,
-                        wait_s = backoff.as_secs(),
-                        "Someone else holds the target's CPU profiler (a continuous profiler, a person with go tool pprof); the recorder backs off."
-                    );
-                }
-                recording.update(ProfileKind::Cpu, |state| state.backing_off_until = Some(until));
-                tools.metrics.recorder.backing_off.get_or_create(&target_label(&recording.target)).set(1);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-            result => {
-                backoff = period;
-                // Told by the recording's state, which outlives this loop (a reload starts
-                // the loop again, maybe while it was backing off).
-                let mut was_backing_off = false;
-                recording.update(ProfileKind::Cpu, |state| {
-                    was_backing_off = state.backing_off_until.take().is_some();
-                });
-                if was_backing_off {
-                    tracing::info!(target = %recording.target, "The target's CPU profiler is free again; recording CPU.");
-                    tools.metrics.recorder.backing_off.get_or_create(&target_label(&recording.target)).set(0);
-                }
-                // After a failure, wait out the period rather than asking again at once.
-                if result.is_err() || seconds < period.as_secs() as u32 {
-                    tokio::time::sleep_until(next).await;
-                }
-            }
-        }
-    }
-}
-
-fn target_label(target: &str) -> Vec<(&'static str, String)> {
-    vec![("target", target.to_string())]
-}
-
-/// Fetches one profile into the tape: validated, then renamed into place, then the tape
-/// pruned. What happened is logged (once per change), counted, and told to the lifetime.
-async fn fetch(
-    recording: &Recording,
-    base: &Url,
-    tools: Tools<'_>,
-    kind: ProfileKind,
-    seconds: u32,
-    started: DateTime<Utc>,
-    config: &RecorderConfig,
-) -> Result<(), CaptureError> {
-    let target = &recording.target;
-    let staged = tools.staging.file(&format!("recorder-{target}-{kind}-{}", started.timestamp_millis()));
-    let never = CancellationToken::new();
-    let fetched = tools.client.fetch(base, kind, seconds, staged.path(), None, &never).await;
-    let finished = Utc::now();
-    let result = match fetched {
-        Ok(_) => {
-            let from = if kind == ProfileKind::Cpu { started } else { finished };
-            recording.tape.add(kind, from, finished, staged.path()).map(drop).map_err(|error| {
-                CaptureError::Write { path: staged.path().display().to_string(), message: error.to_string() }
-            })
-        }
-        Err(error) => Err(error),
-    };
-    match &result {
-        Ok(()) => {
-            recording.observe(Seen::Answered, finished);
-            tools.metrics.recorder.fetch(target, kind, "ok");
-            let recovered = recording.kinds.lock().unwrap().get_mut(&kind).and_then(|s| s.error.take());
-            if let Some((error, since)) = recovered {
-                tracing::info!(target = %target, kind = %kind, since = %since, was = %error, "Recording again.");
-            }
-        }
-        Err(error) => {
-            if error.is_refused() {
-                recording.observe(Seen::Refused, finished);
-            } else if error.answered() {
-                recording.observe(Seen::Answered, finished);
-            }
-            let result = if error.is_in_use() { "in_use" } else { "failed" };
-            tools.metrics.recorder.fetch(target, kind, result);
-            if !error.is_in_use() {
-                let text = error.to_string();
-                let changed = recording
-                    .kinds
-                    .lock()
-                    .unwrap()
-                    .get(&kind)
-                    .and_then(|s| s.error.as_ref())
-                    .is_none_or(|(last, _)| *last != text);
-                if changed {
-                    tracing::warn!(target = %target, kind = %kind, error = %text, "Recording failed; trying again each period.");
-                }
-                recording.update(kind, |state| {
-                    let since = state.error.as_ref().map_or(finished, |(_, since)| *since);
-                    state.error = Some((text, since));
-                });
-            }
-        }
-    }
-    let pruned = recording.tape.prune(finished, config.keep, config.max_bytes);
-    if pruned > 0 {
-        tracing::debug!(target = %target, pruned, "Recorder pruned.");
-    }
-    export(recording, tools.metrics, finished);
-    result
-}
-
-/// The tape's size and reach, to /metrics.
-fn export(recording: &Recording, metrics: &Metrics, now: DateTime<Utc>) {
-    let mut oldest: Option<DateTime<Utc>> = None;
-    for kind in RecorderConfig::KINDS {
-        let held = recording.tape.held(kind);
-        let labels = vec![("target", recording.target.clone()), ("kind", kind.name().to_string())];
-        metrics.recorder.segments.get_or_create(&labels).set(held.segments as i64);
-        oldest = match (oldest, held.oldest) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-    }
-    let labels = target_label(&recording.target);
-    metrics.recorder.bytes.get_or_create(&labels).set(recording.tape.bytes() as i64);
-    let reach = oldest.map_or(0, |oldest| (now - oldest).num_seconds().max(0));
-    metrics.recorder.reach.get_or_create(&labels).set(reach);
 }

@@ -50,7 +50,7 @@ pub struct Opened {
 
 /// How much a tape holds of one kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Held {
+pub struct Holding {
     pub segments: usize,
     pub bytes: u64,
     pub oldest: Option<DateTime<Utc>>,
@@ -130,11 +130,15 @@ impl Tape {
         fs::remove_dir_all(&self.dir).ok();
     }
 
-    /// The segments of `kind` that overlap `window`, opened, oldest first. One that cannot
-    /// be opened any more is left out.
-    pub fn overlapping(&self, kind: ProfileKind, window: Window) -> Vec<Opened> {
+    /// The segments of `kind` that overlap `window`, oldest first; not opened, so that a
+    /// window of hours holds no file open until each is read.
+    pub fn overlapping(&self, kind: ProfileKind, window: Window) -> Vec<Segment> {
         let segments = self.segments.lock().unwrap();
-        open_all(segments.iter().filter(|s| s.kind == kind && s.to > window.from && s.from < window.to))
+        segments
+            .iter()
+            .filter(|s| s.kind == kind && s.to > window.from && s.from < window.to)
+            .cloned()
+            .collect()
     }
 
     /// The latest snapshot of `kind` taken at or before `at`, opened.
@@ -176,9 +180,9 @@ impl Tape {
     }
 
     /// What the tape holds of `kind`.
-    pub fn held(&self, kind: ProfileKind) -> Held {
+    pub fn held(&self, kind: ProfileKind) -> Holding {
         let segments = self.segments.lock().unwrap();
-        let mut held = Held::default();
+        let mut held = Holding::default();
         for segment in segments.iter().filter(|s| s.kind == kind) {
             held.segments += 1;
             held.bytes += segment.bytes;
@@ -208,10 +212,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    fn at(seconds: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
-    }
+    use crate::testing::at;
 
     fn add(tape: &Tape, dir: &Path, kind: ProfileKind, from: i64, to: i64, bytes: usize) -> Segment {
         let part = dir.join("part");
@@ -235,7 +236,7 @@ mod tests {
         let found: Vec<i64> = tape
             .overlapping(ProfileKind::Cpu, window)
             .iter()
-            .map(|o| o.segment.from.timestamp() - at(0).timestamp())
+            .map(|segment| segment.from.timestamp() - at(0).timestamp())
             .collect();
         assert_eq!(found, [10, 20, 30]);
         assert_eq!(tape.at_or_before(ProfileKind::Heap, at(29)).unwrap().segment.to, at(15));
@@ -249,7 +250,7 @@ mod tests {
         assert_eq!(reopened.held(ProfileKind::Cpu).segments, 6);
         assert_eq!(
             reopened.held(ProfileKind::Heap),
-            Held { segments: 2, bytes: 100, oldest: Some(at(15)), newest: Some(at(30)) }
+            Holding { segments: 2, bytes: 100, oldest: Some(at(15)), newest: Some(at(30)) }
         );
         assert_eq!(fs::read_dir(&tape_dir).unwrap().count(), 8, "the part and the empty file are gone");
     }
@@ -263,13 +264,13 @@ mod tests {
         for i in 0..10 {
             add(&tape, dir.path(), ProfileKind::Cpu, i * 10, i * 10 + 10, 100);
         }
-        let opened = tape.overlapping(ProfileKind::Cpu, Window { from: at(0), to: at(5) });
+        let opened = tape.at_or_before(ProfileKind::Cpu, at(10)).unwrap();
         assert_eq!(tape.prune(at(100), Duration::from_secs(60), u64::MAX), 3, "ended before 40");
         assert_eq!(tape.prune(at(100), Duration::from_secs(60), 350), 4, "700 bytes down to 300");
         assert_eq!(tape.held(ProfileKind::Cpu).oldest, Some(at(70)));
         assert_eq!(fs::read_dir(dir.path().join("t")).unwrap().count(), 3);
         let mut text = Vec::new();
-        std::io::Read::read_to_end(&mut &opened[0].file, &mut text).unwrap();
+        std::io::Read::read_to_end(&mut &opened.file, &mut text).unwrap();
         assert_eq!(text.len(), 100);
     }
 

@@ -4,17 +4,17 @@
 
 mod job;
 
-pub use job::{Job, gate_rule};
+pub use job::Job;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
-use crate::model::{Alert, AlertStatus, Labels, Name, Outcome, Refusal, Trigger, TriggerSource};
+use crate::gate::{CooldownKey, DedupeKey, Pending};
+use crate::model::{Alert, AlertStatus, CaptureRole, Labels, Name, Outcome, Refusal, Trigger, TriggerSource};
 
 /// What an alert came to for one rule.
 #[derive(Debug)]
@@ -40,7 +40,7 @@ fn includes(labels: &Labels<'_>, wanted: &BTreeMap<String, String>) -> bool {
 }
 
 thread_local! {
-    static DEDUPE_KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    static DEDUPE_KEY: std::cell::RefCell<DedupeKey> = std::cell::RefCell::new(DedupeKey::default());
 }
 
 /// What every job of one alert shares.
@@ -55,146 +55,149 @@ impl PerAlert {
     }
 }
 
-/// Asks the gate whether it refuses a job at once, given its dedupe key, the name its
-/// cooldown is kept under, and the target.
-pub trait GateCheck: FnMut(&str, &str, &str) -> Option<Refusal> {}
-impl<F: FnMut(&str, &str, &str) -> Option<Refusal>> GateCheck for F {}
+/// Asks the gate whether it refuses a job at once, given its dedupe key and cooldown; if
+/// not, the job holds its dedupe key while it is queued or running (`None`: nothing to
+/// hold, as in tests and benchmarks).
+pub trait GateCheck: FnMut(&DedupeKey, &CooldownKey<'_>) -> Result<Option<Pending>, Refusal> {}
+impl<F: FnMut(&DedupeKey, &CooldownKey<'_>) -> Result<Option<Pending>, Refusal>> GateCheck for F {}
 
-/// Matches one alert against every rule. What `refused` refuses becomes
+/// Matches one alert against every rule. What `hold` refuses becomes
 /// `Match::Refused` before any job is built: most of an alert storm is repeats.
 /// `now` is when the alert arrived.
 pub fn match_alert(
     config: &Arc<Config>,
     alert: &Alert<'_>,
     now: DateTime<Utc>,
-    mut refused: impl GateCheck,
+    mut hold: impl GateCheck,
 ) -> Vec<Match> {
-    let status = alert.status().unwrap_or(AlertStatus::Firing);
-    let baseline = status == AlertStatus::Resolved;
+    let mut matching = Matching::new(config, alert, now);
     let mut found = Vec::new();
-    // Made once per alert, on its first job, and shared by the rest.
-    let mut shared: Option<PerAlert> = None;
-    let fingerprint = alert.fingerprint_ignoring(&config.gate.dedupe_ignore_labels);
-    // startsAt in nanoseconds, for the dedupe key.
-    let starts_at = alert.starts_at.and_then(|t| t.timestamp_nanos_opt()).unwrap_or_default();
     for (rule_index, rule) in config.rules.iter().enumerate() {
-        let Some(rule_labels) = &rule.alert_labels else {
-            continue;
-        };
-        if !includes(&alert.labels, rule_labels) {
+        if !rule.alert_labels.as_ref().is_some_and(|wanted| includes(&alert.labels, wanted)) {
             continue;
         }
-        if baseline && !rule.baseline.on_resolved {
+        if matching.role == CaptureRole::Baseline && !rule.baseline.on_resolved {
+            let reason = "alert resolved; the rule takes no baseline on resolve".to_string();
             found.push(Match::Skip {
                 rule: Some(rule.name.clone()),
                 target: None,
                 outcome: Outcome::Resolved,
-                reason: "alert resolved; the rule takes no baseline on resolve".to_string(),
+                reason,
             });
             continue;
         }
-        let mut targets = rule
+        let targets: Vec<usize> = rule
             .targets
             .iter()
             .copied()
             .filter(|&t| includes(&alert.labels, &config.targets[t].alert_labels))
-            .peekable();
-        if targets.peek().is_none() {
-            found.push(Match::Skip {
-                rule: Some(rule.name.clone()),
-                target: None,
-                outcome: Outcome::NoMatchingTarget,
-                reason: format!(
-                    "no target of the rule matches the alert's labels {}",
-                    alert.describe_labels()
-                ),
-            });
-            continue;
+            .collect();
+        if targets.is_empty() {
+            let reason =
+                format!("no target of the rule matches the alert's labels {}", alert.describe_labels());
+            let outcome = Outcome::NoMatchingTarget;
+            found.push(Match::Skip { rule: Some(rule.name.clone()), target: None, outcome, reason });
         }
-        for target in targets {
-            let suffix = if baseline { "/resolved" } else { "" };
-            let target_config = &config.targets[target];
-            let target_name = &target_config.name;
-            // A templated target is rendered first: its cooldown is kept per instance. A
-            // fixed one's URLs were built once, and are taken only if the gate lets it.
-            let rendered = match &target_config.endpoint {
-                Some(_) => None,
-                None => {
-                    let per = shared.get_or_insert_with(|| PerAlert::of(alert, &fingerprint));
-                    Some(target_config.endpoint_for(&per.labels))
-                }
-            };
-            let rendered = match rendered.transpose() {
-                Ok(rendered) => rendered,
-                Err(why) => {
-                    found.push(Match::Skip {
-                        rule: Some(rule.name.clone()),
-                        target: Some(target_name.clone()),
-                        outcome: Outcome::Refused,
-                        reason: format!("refused before any request: {why}"),
-                    });
-                    continue;
-                }
-            };
-            let gate_target = match &rendered {
-                Some(endpoint) => endpoint.gate_target(target_name),
-                None => Cow::Borrowed(&**target_name),
-            };
-            // An alert whose cgroup may be on another node is not this instance's to
-            // refuse: its job asks where it is before it asks the gate.
-            let ask_gate = rendered.as_ref().is_none_or(|endpoint| endpoint.cgroup.is_none());
-            // The key is written into a buffer kept per thread: a refused alert (most of a
-            // storm) allocates none.
-            let refusal = DEDUPE_KEY.with_borrow_mut(|key| {
-                key.clear();
-                write!(key, "{fingerprint}@{starts_at}/{}/{target_name}{suffix}", rule.name)
-                    .expect("a String takes it");
-                let refusal = match ask_gate {
-                    true => refused(key, &gate_rule(&rule.name, baseline), &gate_target),
-                    false => None,
-                };
-                refusal.ok_or_else(|| key.clone())
-            });
-            let dedupe = match refusal {
-                Ok(refusal) => {
-                    found.push(Match::Refused {
-                        rule: rule.name.clone(),
-                        target: target_name.clone(),
-                        refusal,
-                    });
-                    continue;
-                }
-                Err(dedupe) => dedupe,
-            };
-            let PerAlert { fingerprint, labels } =
-                shared.get_or_insert_with(|| PerAlert::of(alert, &fingerprint));
-            let endpoint =
-                rendered.unwrap_or_else(|| target_config.endpoint.clone().expect("a fixed target"));
-            found.push(Match::Job(Box::new(Job {
-                config: config.clone(),
-                rule: rule_index,
-                target,
-                trigger: Trigger {
-                    source: TriggerSource::Alertmanager,
-                    alertname: alert.alertname().map(Cow::into_owned),
-                    fingerprint: Some(fingerprint.clone()),
-                    starts_at: alert.starts_at,
-                    received_at: Some(now),
-                    labels: labels.clone(),
-                },
-                dedupe: Some(dedupe),
-                endpoint,
-                baseline,
-            })));
-        }
+        found.extend(targets.into_iter().map(|target| matching.on_target(rule_index, target, &mut hold)));
     }
     if found.is_empty() {
-        found.push(Match::Skip {
-            rule: None,
-            target: None,
-            outcome: Outcome::NoMatchingRule,
-            reason: format!("no rule's alert_labels match {}", alert.describe_labels()),
-        });
+        let reason = format!("no rule's alert_labels match {}", alert.describe_labels());
+        found.push(Match::Skip { rule: None, target: None, outcome: Outcome::NoMatchingRule, reason });
     }
     found
+}
+
+/// One alert being matched, and what its jobs share.
+struct Matching<'a> {
+    config: &'a Arc<Config>,
+    alert: &'a Alert<'a>,
+    now: DateTime<Utc>,
+    /// A firing alert is a spike; a resolved one, a baseline.
+    role: CaptureRole,
+    fingerprint: Cow<'a, str>,
+    /// startsAt in nanoseconds, for the dedupe key.
+    starts_at: i64,
+    /// Made on its first job, and shared by the rest.
+    shared: Option<PerAlert>,
+}
+
+impl<'a> Matching<'a> {
+    fn new(config: &'a Arc<Config>, alert: &'a Alert<'a>, now: DateTime<Utc>) -> Matching<'a> {
+        let resolved = alert.status().unwrap_or(AlertStatus::Firing) == AlertStatus::Resolved;
+        Matching {
+            config,
+            alert,
+            now,
+            role: if resolved { CaptureRole::Baseline } else { CaptureRole::Spike },
+            fingerprint: alert.fingerprint_ignoring(&config.gate.dedupe_ignore_labels),
+            starts_at: alert.starts_at.and_then(|t| t.timestamp_nanos_opt()).unwrap_or_default(),
+            shared: None,
+        }
+    }
+
+    fn shared(&mut self) -> &PerAlert {
+        let (alert, fingerprint) = (self.alert, &self.fingerprint);
+        self.shared.get_or_insert_with(|| PerAlert::of(alert, fingerprint))
+    }
+
+    /// The alert for one rule on one target: a job, a gate refusal, or a refusal of the
+    /// URL its labels render.
+    fn on_target(&mut self, rule_index: usize, target: usize, hold: &mut impl GateCheck) -> Match {
+        let config = self.config;
+        let (rule, target_config) = (&config.rules[rule_index], &config.targets[target]);
+        // A templated target is rendered first: its cooldown is kept per instance. A fixed
+        // one's URLs were built once, and are taken only if the gate lets it.
+        let endpoint = match &target_config.endpoint {
+            Some(endpoint) => endpoint.clone(),
+            None => match target_config.endpoint_for(&self.shared().labels) {
+                Ok(endpoint) => endpoint,
+                Err(why) => {
+                    let (rule, target) = (Some(rule.name.clone()), Some(target_config.name.clone()));
+                    let reason = format!("refused before any request: {why}");
+                    return Match::Skip { rule, target, outcome: Outcome::Refused, reason };
+                }
+            },
+        };
+        let cooldown = CooldownKey::new(&rule.name, self.role, endpoint.gate_target(&target_config.name));
+        // An alert whose cgroup may be on another node is not this instance's to refuse:
+        // its job asks where it is before it asks the gate.
+        let ask_gate = endpoint.cgroup.is_none();
+        // The key is written into a buffer kept per thread: a refused alert (most of a
+        // storm) allocates none.
+        let resolved = self.role == CaptureRole::Baseline;
+        let held = DEDUPE_KEY.with_borrow_mut(|key| {
+            key.rewrite(&self.fingerprint, self.starts_at, &rule.name, &target_config.name, resolved);
+            let held = if ask_gate { hold(key, &cooldown) } else { Ok(None) };
+            held.map(|pending| (key.clone(), pending))
+        });
+        let (dedupe, pending) = match held {
+            Ok(held) => held,
+            Err(refusal) => {
+                return Match::Refused {
+                    rule: rule.name.clone(),
+                    target: target_config.name.clone(),
+                    refusal,
+                };
+            }
+        };
+        let (now, role, alert) = (self.now, self.role, self.alert);
+        let PerAlert { fingerprint, labels } = self.shared();
+        Match::Job(Box::new(Job {
+            config: config.clone(),
+            rule: rule_index,
+            target,
+            trigger: Trigger {
+                source: TriggerSource::Alertmanager,
+                alertname: alert.alertname().map(Cow::into_owned),
+                fingerprint: Some(fingerprint.clone()),
+                starts_at: alert.starts_at,
+                received_at: Some(now),
+                labels: labels.clone(),
+            },
+            dedupe: Some(dedupe),
+            pending: pending.map(Arc::new),
+            endpoint,
+            role,
+        }))
+    }
 }

@@ -15,10 +15,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::analyze::stored::{self, AnalysisError};
 use crate::analyze::{Budget, DIFF_KEPT};
-use crate::model::{ProfileKind, is_valid_id};
+use crate::model::{CaptureId, ProfileKind};
 use crate::pipeline::App;
-use crate::pipeline::insight::{self, AnalysisError};
 use crate::store::{CaptureFilter, ProfileStore, StoreError, StoredFile};
 
 /// Most items a list answers with.
@@ -46,6 +46,11 @@ impl ApiError {
         ApiError::NotFound(format!("no capture {id:?}"))
     }
 
+    /// A capture id from a URL: one alertprof could have made, or 404.
+    pub fn capture_id(text: &str) -> Result<CaptureId, ApiError> {
+        CaptureId::parse(text).ok_or_else(|| ApiError::no_capture(text))
+    }
+
     pub fn internal(what: &'static str, error: impl std::fmt::Display) -> ApiError {
         ApiError::Internal { what, error: error.to_string() }
     }
@@ -68,7 +73,7 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
         match error {
-            StoreError::NotFound(id) => ApiError::no_capture(&id),
+            StoreError::NotFound(id) => ApiError::no_capture(id.as_str()),
             error @ StoreError::NoProfile(_) => ApiError::NotFound(error.to_string()),
             error => ApiError::internal("Reading the store", error),
         }
@@ -78,7 +83,7 @@ impl From<StoreError> for ApiError {
 impl From<AnalysisError> for ApiError {
     fn from(error: AnalysisError) -> ApiError {
         match error {
-            AnalysisError::NotFound(id) => ApiError::no_capture(&id),
+            AnalysisError::NotFound(id) => ApiError::no_capture(id.as_str()),
             AnalysisError::NoBaseline(why) => ApiError::NotFound(why),
             AnalysisError::NotApplicable(why) => ApiError::BadRequest(why),
             error => ApiError::internal("Analysis", error),
@@ -90,7 +95,7 @@ impl From<AnalysisError> for ApiError {
 /// plain 500.
 pub async fn from_store<T, E>(
     app: &App,
-    work: impl FnOnce(&dyn ProfileStore) -> Result<T, E> + Send + 'static,
+    work: impl FnOnce(&ProfileStore) -> Result<T, E> + Send + 'static,
 ) -> Result<T, Response>
 where
     T: Send + 'static,
@@ -107,9 +112,9 @@ where
 /// away (this future is dropped with the handler's).
 async fn analyze<T: Send + 'static>(
     app: &App,
-    work: impl FnOnce(&dyn ProfileStore, &Budget) -> Result<T, AnalysisError> + Send + 'static,
+    work: impl FnOnce(&ProfileStore, &Budget) -> Result<T, AnalysisError> + Send + 'static,
 ) -> Result<T, Response> {
-    match app.analyze(ANALYSIS_TIME, work).await {
+    match app.analyses.run(ANALYSIS_TIME, work).await {
         Ok(result) => result.map_err(|error| ApiError::from(error).into_response()),
         Err(error) => Err(ApiError::internal("An analysis task", error).into_response()),
     }
@@ -146,10 +151,12 @@ pub async fn list_captures(State(app): State<Arc<App>>, Query(query): Query<Capt
 
 /// `GET /api/v1/captures/{id}`.
 pub async fn get_capture(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    if !is_valid_id(&id) {
-        return ApiError::no_capture(&id).into_response();
-    }
-    match from_store(&app, move |store| store.get(&id).ok_or_else(|| ApiError::no_capture(&id))).await {
+    let id = match ApiError::capture_id(&id) {
+        Ok(id) => id,
+        Err(error) => return error.into_response(),
+    };
+    match from_store(&app, move |store| store.get(&id).ok_or_else(|| ApiError::no_capture(id.as_str()))).await
+    {
         Ok(meta) => Json(meta).into_response(),
         Err(response) => response,
     }
@@ -157,9 +164,10 @@ pub async fn get_capture(State(app): State<Arc<App>>, Path(id): Path<String>) ->
 
 /// `GET /api/v1/captures/{id}/profile`: the stored file, streamed.
 pub async fn get_profile(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    if !is_valid_id(&id) {
-        return ApiError::no_capture(&id).into_response();
-    }
+    let id = match ApiError::capture_id(&id) {
+        Ok(id) => id,
+        Err(error) => return error.into_response(),
+    };
     match from_store(&app, move |store| store.open_profile(&id)).await {
         Ok(file) => {
             let headers = [
@@ -203,10 +211,11 @@ fn stream(file: StoredFile) -> impl futures_util::Stream<Item = std::io::Result<
 
 /// `GET /api/v1/captures/{id}/flamegraph.svg`: drawn on first request, then kept.
 pub async fn get_flamegraph(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    if !is_valid_id(&id) {
-        return ApiError::no_capture(&id).into_response();
-    }
-    match analyze(&app, move |store, budget| insight::flamegraph(store, &id, budget)).await {
+    let id = match ApiError::capture_id(&id) {
+        Ok(id) => id,
+        Err(error) => return error.into_response(),
+    };
+    match analyze(&app, move |store, budget| stored::flamegraph(store, &id, budget)).await {
         Ok(svg) => (
             [
                 (header::CONTENT_TYPE, "image/svg+xml"),
@@ -237,26 +246,27 @@ pub async fn get_diff(
     Path(id): Path<String>,
     Query(query): Query<DiffQuery>,
 ) -> Response {
-    if !is_valid_id(&id) {
-        return ApiError::no_capture(&id).into_response();
-    }
-    if let Some(base) = query.base.as_ref().filter(|base| !is_valid_id(base)) {
-        return ApiError::no_capture(base).into_response();
-    }
+    let id = match ApiError::capture_id(&id) {
+        Ok(id) => id,
+        Err(error) => return error.into_response(),
+    };
+    let asked_base = match query.base.as_deref().map(ApiError::capture_id).transpose() {
+        Ok(base) => base,
+        Err(error) => return error.into_response(),
+    };
     let limit = query.limit.unwrap_or(DIFF_KEPT).min(MAX_LIMIT);
     let diffed = analyze(&app, move |store, budget| {
         let meta = store.get(&id).ok_or_else(|| AnalysisError::NotFound(id.clone()))?;
-        let base = query
-            .base
+        let base = asked_base
             .or_else(|| meta.diff.as_ref().map(|diff| diff.base.clone()))
-            .or_else(|| insight::latest_baseline(store, &meta).map(|base| base.id))
+            .or_else(|| stored::latest_baseline(store, &meta).map(|base| base.id))
             .ok_or_else(|| {
                 AnalysisError::NoBaseline(format!(
                     "no baseline capture of {} {} to compare {id} with; give ?base=ID",
                     meta.target, meta.kind
                 ))
             })?;
-        insight::diff_captures(store, &id, &base, limit, budget)
+        stored::diff_captures(store, &id, &base, limit, budget)
     })
     .await;
     match diffed {
@@ -282,7 +292,7 @@ pub async fn recorder(State(app): State<Arc<App>>) -> Response {
 
 /// `GET /metrics`.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    app.sync_queue_depth();
+    app.inbox.queue.sync_depth();
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         app.metrics.render(),

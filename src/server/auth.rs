@@ -14,7 +14,6 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::web;
 use crate::config::{Config, Credentials};
 use crate::pipeline::App;
 
@@ -27,11 +26,11 @@ pub enum Area {
     Api,
     Metrics,
     Health,
-    /// The web page: behind `auth` like the API, asking a browser to sign in.
+    /// The web page: behind `auth` like the API; `web` asks a browser to sign in.
     Page,
 }
 
-/// Middleware: asks for the configured credentials where the config says so.
+/// Middleware: asks API clients for the configured credentials where the config says so.
 pub async fn require(State((app, area)): State<(Arc<App>, Area)>, request: Request, next: Next) -> Response {
     match refusal(&app.config(), area, request.method(), request.headers()) {
         None => next.run(request).await,
@@ -39,9 +38,14 @@ pub async fn require(State((app, area)): State<(Arc<App>, Area)>, request: Reque
     }
 }
 
-/// The answer to a request for `area` that lacks the credentials the config asks for, if
-/// it does.
-pub fn refusal(config: &Config, area: Area, method: &Method, headers: &HeaderMap) -> Option<Response> {
+/// The credentials a request for `area` lacks, if the config asks for them there and the
+/// request carries neither them nor, to read, a session that stands for them.
+pub fn missing<'a>(
+    config: &'a Config,
+    area: Area,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Option<&'a Credentials> {
     let auth = config.auth.as_ref()?;
     let needed = match area {
         Area::Api | Area::Page => true,
@@ -50,21 +54,17 @@ pub fn refusal(config: &Config, area: Area, method: &Method, headers: &HeaderMap
     };
     // A browser's session cookie reads, never writes: no other site can post through it.
     let reads = matches!(*method, Method::GET | Method::HEAD);
-    if !needed || authorized(&auth.credentials, headers) || (reads && has_session(&auth.credentials, headers))
-    {
-        return None;
-    }
-    if area == Area::Page {
-        return Some(web::sign_in::unauthorized(&auth.credentials));
-    }
-    Some(
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, challenge(&auth.credentials))],
-            "unauthorized\n",
-        )
-            .into_response(),
-    )
+    let carried =
+        authorized(&auth.credentials, headers) || (reads && has_session(&auth.credentials, headers));
+    (needed && !carried).then_some(&auth.credentials)
+}
+
+/// The answer to an API client that lacks the credentials the config asks for, if it
+/// does: a 401 with the challenge. (The pages answer with a sign-in page instead.)
+pub fn refusal(config: &Config, area: Area, method: &Method, headers: &HeaderMap) -> Option<Response> {
+    let expected = missing(config, area, method, headers)?;
+    let challenge = [(header::WWW_AUTHENTICATE, challenge(expected))];
+    Some((StatusCode::UNAUTHORIZED, challenge, "unauthorized\n").into_response())
 }
 
 /// The `WWW-Authenticate` challenge for the configured credentials.

@@ -23,7 +23,7 @@ use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
-use crate::pipeline::{App, AppError, run_background};
+use crate::pipeline::{App, AppError};
 use auth::Area;
 
 /// Why the service could not start.
@@ -60,7 +60,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/-/healthy", get(|| async { "alertprof is Healthy.\n" }))
         .route("/-/ready", get(|| async { "alertprof is Ready.\n" }))
         .route_layer(guard(Area::Health));
-    let pages = web::pages().route_layer(guard(Area::Page));
+    // The pages ask for the same credentials with a sign-in page of their own.
+    let pages = web::pages(app.clone());
     Router::new()
         .merge(webhook)
         .merge(api)
@@ -89,7 +90,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), ServeError> {
     let config = Config::load(&config_path)?;
     let address = config.listen_address;
     let grace = config.capture.shutdown_grace;
-    let (app, queue_rx) = App::new(config, Some(config_path))?;
+    let app = App::new(config, Some(config_path))?;
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| ServeError::Listen { address, source })?;
@@ -97,7 +98,10 @@ pub async fn serve(config_path: PathBuf) -> Result<(), ServeError> {
     let bound = listener.local_addr().map_err(|source| ServeError::Listen { address, source })?;
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(app.clone(), signals, shutdown.clone()));
-    let background = tokio::spawn(run_background(app.clone(), queue_rx, shutdown.clone(), grace));
+    let background = {
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        tokio::spawn(async move { app.run(shutdown, grace).await })
+    };
     tracing::info!(address = %bound, version = env!("CARGO_PKG_VERSION"), "alertprof listening.");
     serve_http(app.clone(), listener, shutdown.clone()).await;
     background.await.ok();

@@ -11,8 +11,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::BodyTimeout;
 use super::auth::{self, Area};
+use super::listen::BodyTimeout;
 use crate::config::{Config, format_duration};
 use crate::intake::IntakeError;
 use crate::pipeline::{App, PayloadError};
@@ -62,7 +62,7 @@ async fn receive(app: &Arc<App>, config: &Arc<Config>, body: Body) -> Response {
             };
         }
     };
-    let taken = match app.take_payload(config, &body) {
+    let taken = match app.inbox.take(config, &body) {
         Ok(taken) => taken,
         Err(PayloadError::Intake(error @ IntakeError::Malformed(_))) => {
             return refuse(StatusCode::BAD_REQUEST, error);

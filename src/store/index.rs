@@ -7,8 +7,25 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{CaptureFilter, StoreError};
-use crate::model::CaptureMeta;
+use super::error::StoreError;
+use crate::model::{CaptureId, CaptureMeta, ProfileKind};
+
+/// Which captures to list.
+#[derive(Debug, Clone, Default)]
+pub struct CaptureFilter {
+    pub target: Option<String>,
+    pub rule: Option<String>,
+    pub kind: Option<ProfileKind>,
+    pub limit: Option<usize>,
+}
+
+impl CaptureFilter {
+    pub fn matches(&self, meta: &CaptureMeta) -> bool {
+        self.target.as_ref().is_none_or(|t| *t == meta.target)
+            && self.rule.as_ref().is_none_or(|r| *r == meta.rule)
+            && self.kind.is_none_or(|k| k == meta.kind)
+    }
+}
 
 /// A capture in the index, with what its files take besides the profile.
 pub(super) struct Indexed {
@@ -20,38 +37,34 @@ pub(super) struct Indexed {
 
 impl Indexed {
     fn bytes(&self) -> u64 {
-        self.meta.bytes.saturating_add(self.other_bytes)
+        self.meta.bytes().saturating_add(self.other_bytes)
     }
 }
 
 #[derive(Default)]
 pub(super) struct Index {
     /// By id; ids start with their UTC time, so this is time order.
-    captures: RwLock<BTreeMap<String, Indexed>>,
+    captures: RwLock<BTreeMap<CaptureId, Indexed>>,
     /// Ids handed out whose capture has not been kept, so two captures started in the
     /// same millisecond never share one.
-    reserved: Mutex<HashSet<String>>,
+    reserved: Mutex<HashSet<CaptureId>>,
 }
 
 impl Index {
-    pub fn new(captures: BTreeMap<String, Indexed>) -> Index {
-        Index { captures: RwLock::new(captures), reserved: Mutex::default() }
-    }
-
     pub fn len(&self) -> usize {
         self.captures.read().unwrap().len()
     }
 
-    pub fn ids(&self) -> HashSet<String> {
+    pub fn ids(&self) -> HashSet<CaptureId> {
         self.captures.read().unwrap().keys().cloned().collect()
     }
 
     /// `base`, or `base-2`, `base-3`…: the first id neither kept nor handed out.
-    pub fn new_id(&self, base: String) -> String {
+    pub fn new_id(&self, base: CaptureId) -> CaptureId {
         let captures = self.captures.read().unwrap();
         let mut reserved = self.reserved.lock().unwrap();
         let id = (1..)
-            .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
+            .map(|n| if n == 1 { base.clone() } else { base.with_suffix(&n.to_string()) })
             .find(|id| !captures.contains_key(id) && !reserved.contains(id))
             .expect("an unused id");
         reserved.insert(id.clone());
@@ -59,28 +72,20 @@ impl Index {
     }
 
     /// Ends the reservation of `id`, kept or not.
-    pub fn release(&self, id: &str) {
+    pub fn release(&self, id: &CaptureId) {
         self.reserved.lock().unwrap().remove(id);
-    }
-
-    /// A capture's writing is over: its id is no longer reserved, and it is indexed with
-    /// the other bytes `written` came to, if it was written.
-    pub fn settle(&self, meta: &CaptureMeta, written: Result<u64, StoreError>) -> Result<(), StoreError> {
-        self.release(&meta.id);
-        self.insert(meta.clone(), written?);
-        Ok(())
     }
 
     pub fn insert(&self, meta: CaptureMeta, other_bytes: u64) {
         self.captures.write().unwrap().insert(meta.id.clone(), Indexed { meta, other_bytes });
     }
 
-    pub fn remove(&self, id: &str) {
+    pub fn remove(&self, id: &CaptureId) {
         self.captures.write().unwrap().remove(id);
     }
 
     /// Counts a rendering kept for `id`; false if the capture is gone meanwhile.
-    pub fn add_other_bytes(&self, id: &str, bytes: u64) -> bool {
+    pub fn add_other_bytes(&self, id: &CaptureId, bytes: u64) -> bool {
         match self.captures.write().unwrap().get_mut(id) {
             Some(indexed) => {
                 indexed.other_bytes = indexed.other_bytes.saturating_add(bytes);
@@ -90,7 +95,7 @@ impl Index {
         }
     }
 
-    pub fn get(&self, id: &str) -> Option<CaptureMeta> {
+    pub fn get(&self, id: &CaptureId) -> Option<CaptureMeta> {
         self.captures.read().unwrap().get(id).map(|indexed| indexed.meta.clone())
     }
 
@@ -107,18 +112,19 @@ impl Index {
             .collect()
     }
 
-    /// Deletes (with `delete`) and forgets what retention takes; returns how many.
+    /// Deletes (with `delete`) and forgets what retention takes at `now`; returns how many.
     pub fn retire(
         &self,
+        now: DateTime<Utc>,
         max_age: Option<Duration>,
         max_bytes: Option<u64>,
         delete: impl Fn(&CaptureMeta) -> Result<(), StoreError>,
     ) -> Result<usize, StoreError> {
-        let victims = self.past_retention(Utc::now(), max_age, max_bytes);
+        let victims = self.past_retention(now, max_age, max_bytes);
         for meta in &victims {
             delete(meta)?;
             self.remove(&meta.id);
-            tracing::info!(id = %meta.id, target = %meta.target, bytes = meta.bytes, "Capture deleted by retention.");
+            tracing::info!(id = %meta.id, target = %meta.target, bytes = meta.bytes(), "Capture deleted by retention.");
         }
         Ok(victims.len())
     }

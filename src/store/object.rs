@@ -1,257 +1,70 @@
-//! The object-storage store: the local layout (`<target>/<id>.<ext>`, `<id>.json`,
-//! `<id>.flamegraph.svg`) under an S3-compatible bucket's prefix, shared by every instance.
-//! The profile goes first and the metadata last, so a listing never shows a capture whose
-//! profile is not there yet. The index is rebuilt from a listing at start and refreshed
-//! while running, which is how an instance learns of the captures of the others.
+//! An S3-compatible bucket as a store's backend, shared by every instance: every key an
+//! object under the bucket's prefix. Only the targets' directories are listed, not the
+//! claims the gate keeps beside them.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::Utc;
 
-use super::bucket::{Bucket, BucketError, Object};
-use super::index::Index;
-use super::{CaptureFilter, Derived, ProfileStore, StagedFile, StoreError, StoredFile};
-use crate::config::{ObjectStoreConfig, StorageConfig};
-use crate::model::{CaptureMeta, ProfileKind, capture_id, is_valid_id};
+use super::backend::{Backend, Listed, StoredFile};
+use super::error::StoreError;
+use super::staging::StagedFile;
+use crate::bucket::{Bucket, BucketError};
 
-pub struct ObjectStoreBackend {
+pub struct ObjectBackend {
     bucket: Arc<Bucket>,
-    max_age: Option<Duration>,
-    max_bytes: Option<u64>,
-    index: Index,
-    /// Why the last listing failed, while it does.
-    trouble: Mutex<Option<String>>,
-    /// Four hex digits that tell this instance's ids from the others'.
-    instance: String,
 }
 
-impl From<BucketError> for StoreError {
-    fn from(error: BucketError) -> StoreError {
-        match error {
-            BucketError::NotFound(key) => StoreError::Remote(format!("{key} is not in the bucket")),
-            other => StoreError::Remote(other.to_string()),
-        }
+impl ObjectBackend {
+    pub fn new(bucket: Arc<Bucket>) -> ObjectBackend {
+        ObjectBackend { bucket }
     }
 }
 
-impl ObjectStoreBackend {
-    /// The bucket of `storage.object_store`, to share between the store and the claims.
-    pub fn bucket(config: &ObjectStoreConfig) -> Result<Arc<Bucket>, StoreError> {
-        Bucket::open(config)
-            .map(Arc::new)
-            .map_err(|error| StoreError::Remote(format!("cannot use {}: {error}", config.url())))
+impl Backend for ObjectBackend {
+    fn describe(&self) -> String {
+        self.bucket.url().to_string()
     }
 
-    /// The store in `bucket` (see `bucket`), listed. A bucket that cannot be reached does
-    /// not stop the start: the index is empty until a refresh can list it, and captures
-    /// fail with the reason until it can be written.
-    pub fn open(config: &StorageConfig, bucket: Arc<Bucket>) -> ObjectStoreBackend {
-        let store = ObjectStoreBackend {
-            bucket,
-            max_age: config.max_age,
-            max_bytes: config.max_bytes,
-            index: Index::default(),
-            trouble: Mutex::new(None),
-            instance: instance_tag(),
-        };
-        match store.refresh() {
-            Ok(_) => {
-                let captures = store.index.len();
-                tracing::info!(bucket = %store.bucket.url(), captures, "Capture index read from the bucket.");
-            }
-            Err(error) => {
-                tracing::error!(bucket = %store.bucket.url(), error = %error, "Cannot list the bucket; captures will fail until it can be reached.");
-            }
-        }
-        store
+    fn put_file(&self, key: &str, body: StagedFile) -> Result<(), StoreError> {
+        self.bucket.upload(key, body.path())?;
+        Ok(())
     }
 
-    fn profile_key(meta: &CaptureMeta) -> Option<String> {
-        meta.file.as_ref().map(|file| format!("{}/{file}", meta.target))
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.bucket.put(key, Bytes::copy_from_slice(bytes))?;
+        Ok(())
     }
 
-    fn meta_key(meta: &CaptureMeta) -> String {
-        format!("{}/{}.json", meta.target, meta.id)
-    }
-
-    fn derived_key(meta: &CaptureMeta, derived: Derived) -> String {
-        format!("{}/{}.{}", meta.target, meta.id, derived.suffix())
-    }
-
-    fn write(&self, meta: &mut CaptureMeta, body: Option<StagedFile>) -> Result<u64, StoreError> {
-        meta.file = None;
-        if let Some(body) = body.filter(|_| meta.is_ok()) {
-            let file = format!("{}{}", meta.id, meta.kind.extension());
-            self.bucket.upload(&format!("{}/{file}", meta.target), body.path())?;
-            meta.file = Some(file);
-        }
-        let json = serde_json::to_vec_pretty(&meta).expect("metadata serializes");
-        let size = json.len() as u64;
-        if let Err(error) = self.bucket.put(&Self::meta_key(meta), Bytes::from(json)) {
-            if let Some(key) = Self::profile_key(meta) {
-                self.bucket.delete(&key).ok();
-            }
-            return Err(error.into());
-        }
-        Ok(size)
-    }
-
-    fn delete(&self, meta: &CaptureMeta) -> Result<(), StoreError> {
-        for derived in Derived::ALL {
-            self.bucket.delete(&Self::derived_key(meta, derived))?;
-        }
-        if let Some(key) = Self::profile_key(meta) {
-            self.bucket.delete(&key)?;
-        }
-        // Last, as on disk: a profile is never left that no listing finds.
-        Ok(self.bucket.delete(&Self::meta_key(meta))?)
-    }
-}
-
-impl ProfileStore for ObjectStoreBackend {
-    fn new_id(&self, rule: &str, kind: ProfileKind) -> String {
-        // Instances share the bucket: the id ends in this one's tag, so two instances
-        // capturing by one rule in the same millisecond do not collide.
-        self.index.new_id(format!("{}-{}", capture_id(Utc::now(), rule, kind), self.instance))
-    }
-
-    fn keep(&self, mut meta: CaptureMeta, body: Option<StagedFile>) -> Result<CaptureMeta, StoreError> {
-        let written = self.write(&mut meta, body);
-        self.index.settle(&meta, written)?;
-        Ok(meta)
-    }
-
-    fn get(&self, id: &str) -> Option<CaptureMeta> {
-        self.index.get(id)
-    }
-
-    fn list(&self, filter: &CaptureFilter) -> Vec<CaptureMeta> {
-        self.index.list(filter)
-    }
-
-    fn open_profile(&self, id: &str) -> Result<StoredFile, StoreError> {
-        let meta = self.get(id).ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        let key = Self::profile_key(&meta).ok_or_else(|| StoreError::NoProfile(id.to_string()))?;
-        let (reader, len) = self.bucket.reader(&key)?;
-        Ok(StoredFile { reader, len, name: meta.file.clone().unwrap_or_default() })
-    }
-
-    fn open_derived(&self, id: &str, derived: Derived) -> Result<Option<StoredFile>, StoreError> {
-        let meta = self.get(id).ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        match self.bucket.reader(&Self::derived_key(&meta, derived)) {
+    fn open(&self, key: &str) -> Result<Option<StoredFile>, StoreError> {
+        match self.bucket.reader(key) {
             Ok((reader, len)) => {
-                Ok(Some(StoredFile { reader, len, name: format!("{id}.{}", derived.suffix()) }))
+                let name = key.rsplit('/').next().unwrap_or(key).to_string();
+                Ok(Some(StoredFile { reader, len, name }))
             }
             Err(BucketError::NotFound(_)) => Ok(None),
             Err(error) => Err(error.into()),
         }
     }
 
-    fn put_derived(&self, id: &str, derived: Derived, bytes: &[u8]) -> Result<(), StoreError> {
-        let meta = self.get(id).ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        let key = Self::derived_key(&meta, derived);
-        self.bucket.put(&key, Bytes::copy_from_slice(bytes))?;
-        if !self.index.add_other_bytes(id, bytes.len() as u64) {
-            self.bucket.delete(&key).ok();
-            return Err(StoreError::NotFound(id.to_string()));
-        }
-        Ok(())
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        Ok(self.bucket.delete(key)?)
     }
 
-    fn enforce_retention(&self) -> Result<usize, StoreError> {
-        // Every instance enforces it on the same listing; deleting what another has
-        // deleted already is no error.
-        self.index.retire(self.max_age, self.max_bytes, |meta| self.delete(meta))
+    fn list(&self) -> Result<Vec<Listed>, StoreError> {
+        let mut listed = Vec::new();
+        for dir in self.bucket.dirs()?.iter().filter(|dir| !dir.starts_with('.')) {
+            let objects = self.bucket.list(dir)?;
+            listed.extend(objects.into_iter().map(|object| Listed {
+                key: object.key,
+                size: object.size,
+                version: object.e_tag,
+            }));
+        }
+        Ok(listed)
     }
 
-    fn trouble(&self) -> Option<String> {
-        self.trouble.lock().unwrap().clone()
+    fn shared(&self) -> bool {
+        true
     }
-
-    /// Lists the bucket: captures written by other instances come in, those deleted
-    /// elsewhere go. Metadata already known is not read again.
-    fn refresh(&self) -> Result<usize, StoreError> {
-        // Taken before the listing: what this instance keeps meanwhile is not in either.
-        let known = self.index.ids();
-        let objects = match self.bucket.list("") {
-            Ok(objects) => {
-                if let Some(was) = self.trouble.lock().unwrap().take() {
-                    tracing::info!(bucket = %self.bucket.url(), was = %was, "The bucket can be listed again.");
-                }
-                objects
-            }
-            Err(error) => {
-                let message = error.to_string();
-                let before = self.trouble.lock().unwrap().replace(message.clone());
-                if before.as_ref() != Some(&message) {
-                    tracing::error!(bucket = %self.bucket.url(), error = %message, "Cannot list the bucket: captures of other instances are not seen, and captures may fail.");
-                }
-                return Err(error.into());
-            }
-        };
-        let mut sizes: HashMap<&str, u64> = HashMap::new();
-        for object in &objects {
-            sizes.insert(object.key.as_str(), object.size);
-        }
-        let mut listed = HashSet::new();
-        let mut added = 0;
-        for Object { key, size, .. } in &objects {
-            let Some((target, name)) = key.split_once('/') else { continue };
-            let Some(id) = name.strip_suffix(".json") else { continue };
-            if target.starts_with('.') || name.contains('/') || !is_valid_id(id) {
-                continue;
-            }
-            listed.insert(id.to_string());
-            if known.contains(id) {
-                continue;
-            }
-            let meta = match self.bucket.get(key).map_err(StoreError::from).and_then(|(bytes, _)| {
-                serde_json::from_slice::<CaptureMeta>(&bytes)
-                    .map_err(|error| StoreError::Remote(format!("{key}: {error}")))
-            }) {
-                Ok(meta) if meta.target == target && meta.id == id => meta,
-                Ok(_) => {
-                    tracing::warn!(key = %key, "Capture metadata does not match its place; skipped.");
-                    continue;
-                }
-                Err(error) => {
-                    tracing::warn!(key = %key, error = %error, "Unreadable capture metadata skipped.");
-                    continue;
-                }
-            };
-            // A capture whose profile is not (yet, or any more) listed is left for the next
-            // refresh: its writer puts the profile first.
-            if let Some(file) = &meta.file
-                && !sizes.contains_key(format!("{target}/{file}").as_str())
-            {
-                continue;
-            }
-            let derived: u64 = Derived::ALL
-                .iter()
-                .filter_map(|derived| sizes.get(format!("{target}/{id}.{}", derived.suffix()).as_str()))
-                .sum();
-            self.index.insert(meta, size + derived);
-            added += 1;
-        }
-        // Deleted elsewhere (retention of another instance): gone here too.
-        let gone: Vec<&String> = known.iter().filter(|id| !listed.contains(*id)).collect();
-        for id in &gone {
-            self.index.remove(id);
-        }
-        if added > 0 || !gone.is_empty() {
-            tracing::debug!(added, gone = gone.len(), "Capture index refreshed from the bucket.");
-        }
-        Ok(added)
-    }
-}
-
-/// Four hex digits from this host, process and moment.
-fn instance_tag() -> String {
-    use sha2::{Digest, Sha256};
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let seed = format!("{host}/{}/{:?}", std::process::id(), std::time::SystemTime::now());
-    hex::encode(&Sha256::digest(seed.as_bytes())[..2])
 }

@@ -136,6 +136,19 @@ impl CgroupReader {
         }
     }
 
+    /// The directory of a cgroup (by its path) that perf events filter on: in a v1
+    /// `perf_event` hierarchy where one is mounted, else in the v2 one (on a hybrid host,
+    /// the unified hierarchy under `cgroup_root/unified`). `None` if neither holds it.
+    pub fn perf_event_dir(&self, cgroup: &Path) -> Option<PathBuf> {
+        let path = format!("/{}", cgroup.display());
+        let mounts = self.mounts();
+        let v1 = mounts
+            .iter()
+            .filter(|m| m.version == Version::V1 && m.controllers.iter().any(|c| c == "perf_event"));
+        let v2 = mounts.iter().filter(|m| m.version == Version::V2);
+        v1.chain(v2).find_map(|m| self.dir_in(m, &path).map(|dir| dir.path).filter(|dir| dir.is_dir()))
+    }
+
     /// CPU quota in cores (`quota / period`), the lowest on the path up; `None` when
     /// unlimited.
     pub fn cpu_quota_cores(&self, dirs: &CgroupDirs) -> Option<f64> {

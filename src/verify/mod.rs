@@ -4,9 +4,12 @@
 
 pub mod cgroup;
 pub mod procfs;
+pub mod reading;
 pub mod sampler;
 pub mod target_metrics;
 pub mod trigger;
+
+pub use reading::{NoReading, Sample, SampleError};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -14,7 +17,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{Readings, Series, SignalCheck};
+use crate::model::{Readings, Series, SignalCheck, SignalKey};
+use trigger::Judgement;
 
 /// Whether a rule's condition holds now, with the readings it was judged on.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,23 +34,21 @@ pub enum Verdict {
     },
 }
 
-/// One sample of a target: each signal's value, or why there is none.
-pub type Sample = BTreeMap<String, Result<f64, String>>;
-
 /// A target's readings over time.
 #[derive(Debug, Default)]
 struct Signals {
     at: Option<DateTime<Utc>>,
     latest: Readings,
-    missing: BTreeMap<String, String>,
+    /// Why each signal without a reading in the latest sample has none.
+    missing: BTreeMap<SignalKey, NoReading>,
     /// Each signal's values, the newest last: the last `history + 1`, and all of those
     /// within `reach` when a rule reaches back that far.
-    history: HashMap<String, VecDeque<(DateTime<Utc>, f64)>>,
+    history: HashMap<SignalKey, VecDeque<(DateTime<Utc>, f64)>>,
     /// How far back a rule on the target verifies (its lookback).
     reach: chrono::TimeDelta,
     /// Readings for charts: at most `CHART_POINTS` of each signal, at least `CHART_STEP`
     /// apart, the newest last.
-    chart: HashMap<String, VecDeque<(DateTime<Utc>, f64)>>,
+    chart: HashMap<SignalKey, VecDeque<(DateTime<Utc>, f64)>>,
 }
 
 /// Points of each signal kept for charts, and the least time between two: about five
@@ -156,8 +158,10 @@ impl Verifier {
         }
         judge(checks, self.history, readings, |key| {
             let Some(ring) = signals.history.get(key).filter(|_| signals.latest.contains_key(key)) else {
-                let cause = signals.missing.get(key).map(String::as_str).unwrap_or("not sampled");
-                return Err(format!("no reading of {key}: {cause}"));
+                return Err(match signals.missing.get(key) {
+                    Some(why) => Unread::NoReading { key: key.clone(), why: why.clone() },
+                    None => Unread::NotSampled(key.clone()),
+                });
             };
             let values: Vec<f64> = ring.iter().map(|(_, v)| *v).collect();
             let (last, rest) = values.split_last().expect("a reading is in the history");
@@ -191,8 +195,9 @@ impl Verifier {
             .unwrap_or_default();
         for &at in times.iter().rev() {
             let judged = judge(checks, self.history, Readings::new(), |key| {
-                let ring = signals.history.get(key).ok_or_else(String::new)?;
-                let index = ring.iter().position(|(t, _)| *t == at).ok_or_else(String::new)?;
+                let not_at = || Unread::NotAt { key: key.clone(), at };
+                let ring = signals.history.get(key).ok_or_else(not_at)?;
+                let index = ring.iter().position(|(t, _)| *t == at).ok_or_else(not_at)?;
                 let previous = ring.iter().take(index).map(|(_, v)| *v).collect();
                 Ok((ring[index].1, previous))
             });
@@ -213,10 +218,31 @@ impl Verifier {
             sample.iter().filter_map(|(k, v)| v.as_ref().ok().map(|v| (k.clone(), *v))).collect();
         judge(checks, self.history, readings, |key| match sample.get(key) {
             Some(Ok(value)) => Ok((*value, Vec::new())),
-            Some(Err(cause)) => Err(format!("no reading of {key}: {cause}")),
-            None => Err(format!("no reading of {key}")),
+            Some(Err(why)) => Err(Unread::NoReading { key: key.clone(), why: why.clone() }),
+            None => Err(Unread::NotInSample(key.clone())),
         })
     }
+}
+
+/// Why a check cannot be judged: its signal has no reading to judge.
+#[derive(Debug, thiserror::Error)]
+enum Unread {
+    /// The sample has none, and says why.
+    #[error("no reading of {key}: {why}")]
+    NoReading {
+        key: SignalKey,
+        #[source]
+        why: NoReading,
+    },
+    /// The target's readings have none, and no reason for it: the signal is not sampled.
+    #[error("no reading of {0}: not sampled")]
+    NotSampled(SignalKey),
+    /// A sample taken just now has none.
+    #[error("no reading of {0}")]
+    NotInSample(SignalKey),
+    /// The history has none from the sample taken `at`.
+    #[error("no reading of {key} at {}", .at.format("%H:%M:%S"))]
+    NotAt { key: SignalKey, at: DateTime<Utc> },
 }
 
 /// Every check must trigger on its signal's current value and previous values, as
@@ -225,17 +251,20 @@ fn judge(
     checks: &[SignalCheck],
     history: usize,
     readings: Readings,
-    reading: impl Fn(&str) -> Result<(f64, Vec<f64>), String>,
+    reading: impl Fn(&SignalKey) -> Result<(f64, Vec<f64>), Unread>,
 ) -> Verdict {
     let mut why = Vec::new();
     for check in checks {
         let key = check.signal.key();
-        let outcome = reading(&key).and_then(|(current, previous)| {
-            trigger::evaluate(&key, &check.threshold, current, &previous, history)
-        });
-        match outcome {
-            Ok(reason) => why.push(reason),
-            Err(reason) => return Verdict::NotVerified { reason, readings },
+        let judged = match reading(&key) {
+            Ok((current, previous)) => {
+                trigger::evaluate(key.as_str(), &check.threshold, current, &previous, history)
+            }
+            Err(unread) => Judgement::Quiet(unread.to_string()),
+        };
+        match judged {
+            Judgement::Triggers(reason) => why.push(reason),
+            Judgement::Quiet(reason) => return Verdict::NotVerified { reason, readings },
         }
     }
     Verdict::Holds { readings, why }
@@ -255,8 +284,8 @@ mod tests {
 
     fn sample(value: f64) -> Sample {
         Sample::from([
-            ("goroutines".to_string(), Ok(value)),
-            ("cpu_percent".to_string(), Err("first sample".into())),
+            (Signal::Goroutines.key(), Ok(value)),
+            (Signal::CpuPercent.key(), Err(NoReading::FirstSample)),
         ])
     }
 
@@ -290,8 +319,8 @@ mod tests {
         assert_eq!(
             verifier.verify("t", &cpu, now),
             Verdict::NotVerified {
-                reason: "no reading of cpu_percent: first sample".into(),
-                readings: Readings::from([("goroutines".to_string(), 30.0)])
+                reason: "no reading of cpu_percent: CPU use needs a second sample".into(),
+                readings: Readings::from([(Signal::Goroutines.key(), 30.0)])
             }
         );
         let later = now + chrono::Duration::seconds(11);

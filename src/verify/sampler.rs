@@ -3,19 +3,20 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Sample;
 use super::cgroup::{CgroupDirs, CgroupReader};
 use super::procfs::{ProcReader, ProcessSample};
+use super::reading::{NoReading, Sample, SampleError};
 use super::target_metrics::{TargetMetrics, scrape};
 use crate::config::{ProcessRef, Rule, Target};
-use crate::model::Signal;
+use crate::model::{Signal, SignalKey};
 
 /// A metric signal some rule reads from this target.
 #[derive(Debug, Clone, PartialEq)]
 struct MetricSignal {
-    key: String,
+    key: SignalKey,
     name: String,
     labels: BTreeMap<String, String>,
 }
@@ -40,9 +41,6 @@ pub struct Probe {
     found: Option<Option<(u32, u64)>>,
     /// `process_start_time_seconds` in the last scrape of the target's /metrics.
     start_time: Option<f64>,
-    /// Tests make reading fail as a bug would.
-    #[cfg(test)]
-    fault: bool,
 }
 
 /// CPU time used by the target at a wall-clock moment.
@@ -89,8 +87,6 @@ impl Probe {
             host: None,
             found: None,
             start_time: None,
-            #[cfg(test)]
-            fault: false,
         }
     }
 
@@ -110,7 +106,7 @@ impl Probe {
     }
 
     /// The target's process now, found again if it went away or its PID was reused.
-    fn process(&mut self) -> Result<Option<ProcessSample>, String> {
+    fn process(&mut self) -> Result<Option<ProcessSample>, NoReading> {
         let found = self.find_process();
         if matches!(self.target.process, Some(ProcessRef::Pid(_) | ProcessRef::ListenPort(_))) {
             self.found = Some(found.as_ref().ok().and(self.process));
@@ -118,7 +114,7 @@ impl Probe {
         found
     }
 
-    fn find_process(&mut self) -> Result<Option<ProcessSample>, String> {
+    fn find_process(&mut self) -> Result<Option<ProcessSample>, NoReading> {
         let pid = match &self.target.process {
             None | Some(ProcessRef::Cgroup(_) | ProcessRef::CgroupTemplate(_)) => return Ok(None),
             Some(ProcessRef::Pid(pid)) => *pid,
@@ -128,11 +124,11 @@ impl Probe {
                 });
                 match cached.or_else(|| self.procs.pid_listening_on(*port)) {
                     Some(pid) => pid,
-                    None => return Err(format!("no process listens on port {port}")),
+                    None => return Err(NoReading::NoListener(*port)),
                 }
             }
         };
-        let sample = self.procs.sample(pid).ok_or_else(|| format!("no process {pid}"))?;
+        let sample = self.procs.sample(pid).ok_or(NoReading::NoProcess(pid))?;
         if self.process != Some((pid, sample.start_ticks)) {
             self.process = Some((pid, sample.start_ticks));
             self.dirs = None;
@@ -159,13 +155,10 @@ impl Probe {
 
     /// CPU and memory from /proc and cgroups; `wall` is a monotonic clock reading.
     pub fn sample_local(&mut self, wall: Duration) -> Local {
-        #[cfg(test)]
-        assert!(!self.fault, "a fault while reading");
         let mut sample = Sample::new();
         if self.target.process.is_none() {
-            let why = "no process configured for the target".to_string();
-            sample.insert(Signal::CpuPercent.key(), Err(why.clone()));
-            sample.insert(Signal::MemoryPercent.key(), Err(why));
+            sample.insert(Signal::CpuPercent.key(), Err(NoReading::NoProcessConfigured));
+            sample.insert(Signal::MemoryPercent.key(), Err(NoReading::NoProcessConfigured));
             return Local { sample, memory_limit: self.host().0 };
         }
         let process = match self.process() {
@@ -196,13 +189,13 @@ impl Probe {
             .or_else(|| host_cpus.map(|n| n as f64))
             .unwrap_or(1.0);
         let cpu = match (used, self.last_cpu) {
-            (None, _) => Err("no CPU usage readable for the target".to_string()),
+            (None, _) => Err(NoReading::NoCpuUsage),
             (Some(now_ns), Some(then)) if then.whose == whose && wall > then.wall => {
                 let busy = now_ns.saturating_sub(then.used_ns) as f64;
                 let elapsed = (wall - then.wall).as_nanos() as f64;
                 Ok(busy / elapsed / cores * 100.0)
             }
-            (Some(_), _) => Err("CPU use needs a second sample".to_string()),
+            (Some(_), _) => Err(NoReading::FirstSample),
         };
         self.last_cpu = used.map(|used_ns| CpuMark { used_ns, wall, whose });
         sample.insert(Signal::CpuPercent.key(), cpu);
@@ -220,8 +213,8 @@ impl Probe {
         };
         let memory = match (used, limit) {
             (Some(used), Some(limit)) if limit > 0 => Ok(used as f64 / limit as f64 * 100.0),
-            (None, _) => Err("no memory usage readable for the target".to_string()),
-            _ => Err("no memory limit or host memory readable".to_string()),
+            (None, _) => Err(NoReading::NoMemoryUsage),
+            _ => Err(NoReading::NoMemoryLimit),
         };
         sample.insert(Signal::MemoryPercent.key(), memory);
         if let Some(p) = process {
@@ -231,23 +224,25 @@ impl Probe {
     }
 
     /// Adds what the target's `/metrics` says to a local sample.
-    pub fn add_metrics(&mut self, local: &mut Local, scraped: Result<&TargetMetrics, &str>) {
+    pub fn add_metrics(&mut self, local: &mut Local, scraped: Result<&TargetMetrics, NoReading>) {
         let sample = &mut local.sample;
-        self.start_time = scraped.ok().and_then(TargetMetrics::start_time);
-        let Ok(metrics) = scraped else {
-            let why = scraped.err().unwrap_or_default().to_string();
-            for key in [Signal::Goroutines.key(), Signal::HeapPercent.key()]
-                .into_iter()
-                .chain(self.metrics.iter().map(|m| m.key.clone()))
-            {
-                sample.insert(key, Err(why.clone()));
+        let metrics = match scraped {
+            Ok(metrics) => metrics,
+            Err(why) => {
+                self.start_time = None;
+                for key in [Signal::Goroutines.key(), Signal::HeapPercent.key()]
+                    .into_iter()
+                    .chain(self.metrics.iter().map(|m| m.key.clone()))
+                {
+                    sample.insert(key, Err(why.clone()));
+                }
+                sample.entry(Signal::Threads.key()).or_insert(Err(why));
+                return;
             }
-            sample.entry(Signal::Threads.key()).or_insert(Err(why));
-            return;
         };
-        let found = |value: Option<f64>, name: &str| {
-            value.ok_or_else(|| format!("{name} not in the target's metrics"))
-        };
+        self.start_time = metrics.start_time();
+        let found =
+            |value: Option<f64>, name: &str| value.ok_or_else(|| NoReading::NotInMetrics(name.to_string()));
         sample.insert(Signal::Goroutines.key(), found(metrics.goroutines(), "go_goroutines"));
         if let Some(threads) = metrics.threads() {
             sample.insert(Signal::Threads.key(), Ok(threads));
@@ -257,21 +252,18 @@ impl Probe {
         let heap = found(metrics.heap_inuse_bytes(), "go_memstats_heap_inuse_bytes").and_then(|heap| {
             match local.memory_limit {
                 Some(limit) if limit > 0 => Ok(heap / limit as f64 * 100.0),
-                _ => Err("no memory limit or host memory readable".to_string()),
+                _ => Err(NoReading::NoMemoryLimit),
             }
         });
         sample.insert(Signal::HeapPercent.key(), heap);
         for metric in &self.metrics {
-            sample
-                .insert(metric.key.clone(), found(metrics.value(&metric.name, &metric.labels), &metric.key));
+            sample.insert(
+                metric.key.clone(),
+                found(metrics.value(&metric.name, &metric.labels), metric.key.as_str()),
+            );
         }
     }
 }
-
-/// Why a sample could not be taken at all.
-#[derive(Debug, thiserror::Error)]
-#[error("reading /proc and cgroups failed: {0}")]
-pub struct SampleError(String);
 
 /// Samples a target: local readings off the async threads, then its `/metrics`. A fault
 /// while reading (a panic) comes back as an error, and the probe with it is gone.
@@ -285,25 +277,34 @@ pub async fn sample(
     match probe.target.metrics_url.as_ref().and_then(|spec| spec.fixed()).cloned() {
         Some(url) => match scrape(client, &url, timeout).await {
             Ok(metrics) => probe.add_metrics(&mut local, Ok(&metrics)),
-            Err(error) => probe.add_metrics(&mut local, Err(&error.to_string())),
+            Err(error) => probe.add_metrics(&mut local, Err(NoReading::Scrape(Arc::new(error)))),
         },
-        None => probe.add_metrics(&mut local, Err("no metrics_url configured for the target")),
+        None => probe.add_metrics(&mut local, Err(NoReading::NoMetricsUrl)),
     }
     Ok((probe, local.sample))
 }
 
 /// Local readings off the async threads; a fault while reading (a panic) is an error.
-async fn read_local(mut probe: Probe, wall: Duration) -> Result<(Probe, Local), SampleError> {
+async fn read_local(probe: Probe, wall: Duration) -> Result<(Probe, Local), SampleError> {
+    off_thread(probe, move |probe| probe.sample_local(wall)).await
+}
+
+/// `read` of a probe off the async threads; a fault in it (a panic) is an error, and the
+/// probe is gone with it.
+async fn off_thread<T: Send + 'static>(
+    mut probe: Probe,
+    read: impl FnOnce(&mut Probe) -> T + Send + 'static,
+) -> Result<(Probe, T), SampleError> {
     tokio::task::spawn_blocking(move || {
-        let local = probe.sample_local(wall);
-        (probe, local)
+        let value = read(&mut probe);
+        (probe, value)
     })
     .await
-    .map_err(|error| SampleError(error.to_string()))
+    .map_err(SampleError::from)
 }
 
 /// No local CPU or memory reading, for `why`.
-fn no_local(why: String) -> Local {
+fn no_local(why: NoReading) -> Local {
     let sample =
         Sample::from([(Signal::CpuPercent.key(), Err(why.clone())), (Signal::MemoryPercent.key(), Err(why))]);
     Local { sample, memory_limit: None }
@@ -346,17 +347,17 @@ pub async fn sample_now(
                 tokio::time::sleep(CPU_NOW_OVER).await;
                 read_local(probe, start.elapsed()).await.map(|(_, second)| second)
             };
-            read.await.unwrap_or_else(|error: SampleError| no_local(error.to_string()))
+            read.await.unwrap_or_else(|error: SampleError| no_local(NoReading::Fault(Arc::new(error))))
         }
-        None => no_local("a templated target has no local process or cgroup".to_string()),
+        None => no_local(NoReading::NoLocalProcess),
     };
     let mut probe = Probe::new(target, rules, Path::new("/nonexistent"), Path::new("/nonexistent"));
     match url {
         Some(url) => match scrape(client, url, timeout).await {
             Ok(metrics) => probe.add_metrics(&mut local, Ok(&metrics)),
-            Err(error) => probe.add_metrics(&mut local, Err(&error.to_string())),
+            Err(error) => probe.add_metrics(&mut local, Err(NoReading::Scrape(Arc::new(error)))),
         },
-        None => probe.add_metrics(&mut local, Err("no metrics_url configured for the target")),
+        None => probe.add_metrics(&mut local, Err(NoReading::NoMetricsUrl)),
     }
     local.sample
 }
@@ -376,10 +377,9 @@ mod tests {
         let root = std::path::Path::new("/nonexistent");
         let probe = || Probe::new(&config.targets[0], &[], root, root);
         let client = crate::http::client();
-        let mut faulty = probe();
-        faulty.fault = true;
-        let error =
-            sample(faulty, &client, Duration::from_secs(1), Duration::from_secs(1)).await.err().unwrap();
+        // A read that panics, as a bug in reading would, on the path every sample takes.
+        let faulty = off_thread(probe(), |_| -> Local { panic!("a fault while reading") });
+        let error = faulty.await.err().unwrap();
         assert!(error.to_string().contains("a fault while reading"), "{error}");
         let (_, taken) =
             sample(probe(), &client, Duration::from_secs(2), Duration::from_secs(1)).await.unwrap();

@@ -11,17 +11,25 @@ use reqwest::Url;
 /// A scrape larger than this is refused: /metrics of a Go service is kilobytes.
 const MAX_SCRAPE_BYTES: usize = 16 << 20;
 
+/// Why a target's `/metrics` gave no readings.
 #[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
-    #[error("cannot scrape {url}: {message}")]
-    Http { url: String, message: String },
+    #[error("cannot scrape {url}: {}", crate::http::error_chain(.source))]
+    Http { url: String, source: reqwest::Error },
+    #[error("cannot scrape {url}: no answer within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
     #[error("{url} answered {status}")]
     Status { url: String, status: u16 },
     #[error("{url} sent more than {MAX_SCRAPE_BYTES} bytes")]
     TooLarge { url: String },
-    #[error("{url} is not Prometheus text: {message}")]
-    Parse { url: String, message: String },
+    #[error("{url} is not Prometheus text: {source}")]
+    Parse { url: String, source: ExpositionError },
 }
+
+/// Why a text is not in Prometheus's text exposition format.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ExpositionError(#[source] std::io::Error);
 
 /// One scrape of a target's metrics.
 #[derive(Debug, Default)]
@@ -31,9 +39,9 @@ pub struct TargetMetrics {
 
 impl TargetMetrics {
     /// Parses the text exposition format.
-    pub fn parse(text: &str) -> Result<TargetMetrics, String> {
+    pub fn parse(text: &str) -> Result<TargetMetrics, ExpositionError> {
         let lines = text.lines().map(|line| Ok(line.to_string()));
-        let scrape = Scrape::parse(lines).map_err(|error| error.to_string())?;
+        let scrape = Scrape::parse(lines).map_err(ExpositionError)?;
         Ok(TargetMetrics { samples: scrape.samples })
     }
 
@@ -74,10 +82,7 @@ pub async fn scrape(
     url: &Url,
     timeout: Duration,
 ) -> Result<TargetMetrics, ScrapeError> {
-    let http = |error: reqwest::Error| ScrapeError::Http {
-        url: url.to_string(),
-        message: crate::http::error_chain(&error),
-    };
+    let http = |source| ScrapeError::Http { url: url.to_string(), source };
     let work = async {
         let response = client
             .get(url.clone())
@@ -97,11 +102,11 @@ pub async fn scrape(
             }
         }
         let text = String::from_utf8_lossy(&body);
-        TargetMetrics::parse(&text).map_err(|message| ScrapeError::Parse { url: url.to_string(), message })
+        TargetMetrics::parse(&text).map_err(|source| ScrapeError::Parse { url: url.to_string(), source })
     };
-    tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| {
-        Err(ScrapeError::Http { url: url.to_string(), message: format!("no answer within {timeout:?}") })
-    })
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| Err(ScrapeError::Timeout { url: url.to_string(), timeout }))
 }
 
 #[cfg(test)]

@@ -2,11 +2,15 @@
 //! and started for real, and small HTTP servers that misbehave on purpose.
 #![allow(dead_code)]
 
+pub mod cgroup;
 mod child;
 pub mod grafana;
+pub mod moto;
 pub mod oneshot;
+pub mod profiles;
 mod serve;
 pub mod servers;
+pub mod shipped;
 
 pub use child::Killed;
 #[allow(unused_imports)]
@@ -20,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use alertprof::config::Config;
-use alertprof::pipeline::{App, run_background};
+use alertprof::pipeline::App;
 use alertprof::store::ProfileStore;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -44,8 +48,8 @@ impl Running {
     /// Starts alertprof on a loopback port of its own.
     pub async fn start_on(yaml: &str, data: &Path, listener: tokio::net::TcpListener) -> Running {
         let config = Running::config(yaml, data);
-        let (app, queue_rx) = App::new(config, None).expect("alertprof starts");
-        Running::run(app, queue_rx, listener).await
+        let app = App::new(config, None).expect("alertprof starts");
+        Running::run(app, listener).await
     }
 
     /// A loopback listener for `start_on`, when the config must name its port (say, in
@@ -55,10 +59,10 @@ impl Running {
     }
 
     /// Starts alertprof keeping its profiles in `store`.
-    pub async fn start_with_store(yaml: &str, data: &Path, store: Arc<dyn ProfileStore>) -> Running {
+    pub async fn start_with_store(yaml: &str, data: &Path, store: Arc<ProfileStore>) -> Running {
         let config = Running::config(yaml, data);
-        let (app, queue_rx) = App::with_store(config, None, store).expect("alertprof starts");
-        Running::run(app, queue_rx, Running::listener().await).await
+        let app = App::with_store(config, None, store).expect("alertprof starts");
+        Running::run(app, Running::listener().await).await
     }
 
     fn config(yaml: &str, data: &Path) -> Config {
@@ -67,16 +71,14 @@ impl Running {
         Config::parse(&text, data).unwrap_or_else(|e| panic!("test config invalid: {e:?}\n{text}"))
     }
 
-    async fn run(
-        app: Arc<App>,
-        queue_rx: tokio::sync::mpsc::Receiver<alertprof::rules::Job>,
-        listener: tokio::net::TcpListener,
-    ) -> Running {
+    async fn run(app: Arc<App>, listener: tokio::net::TcpListener) -> Running {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(alertprof::server::serve_http(app.clone(), listener, shutdown.clone()));
-        let background =
-            tokio::spawn(run_background(app.clone(), queue_rx, shutdown.clone(), Duration::from_secs(5)));
+        let background = {
+            let (app, shutdown) = (app.clone(), shutdown.clone());
+            tokio::spawn(async move { app.run(shutdown, Duration::from_secs(5)).await })
+        };
         Running { addr, app, shutdown, server, background }
     }
 
@@ -99,15 +101,12 @@ impl Running {
 
     /// Waits for the newest decision with `outcome` and returns it.
     pub async fn wait_outcome(&self, outcome: &str, within: Duration) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
+        eventually(&format!("a {outcome} decision"), within, async || {
             let decisions = self.get_json("/api/v1/decisions?limit=1000").await;
-            if let Some(found) = decisions.as_array().unwrap().iter().find(|d| d["outcome"] == outcome) {
-                return found.clone();
-            }
-            assert!(Instant::now() < deadline, "no {outcome} decision after {within:?}: {decisions}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            let found = decisions.as_array().unwrap().iter().find(|d| d["outcome"] == outcome).cloned();
+            found.ok_or_else(|| decisions.to_string())
+        })
+        .await
     }
 
     /// GET with alertprof's bearer token.
@@ -134,15 +133,11 @@ impl Running {
         within: Duration,
         ok: impl Fn(f64) -> bool,
     ) -> f64 {
-        let deadline = Instant::now() + within;
-        loop {
+        eventually(&format!("{target} {signal}"), within, async || {
             let value = self.signal(target, signal).await;
-            if let Some(value) = value.filter(|v| ok(*v)) {
-                return value;
-            }
-            assert!(Instant::now() < deadline, "{target} {signal} is {value:?} after {within:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            value.filter(|v| ok(*v)).ok_or_else(|| format!("{value:?}"))
+        })
+        .await
     }
 
     /// The value of a series of /metrics (`name{labels}` as exposed), 0 if absent.
@@ -152,15 +147,11 @@ impl Running {
 
     /// Waits until a series of /metrics satisfies `ok`; returns its value.
     pub async fn wait_metric(&self, series: &str, within: Duration, ok: impl Fn(f64) -> bool) -> f64 {
-        let deadline = Instant::now() + within;
-        loop {
+        eventually(series, within, async || {
             let value = self.metric(series).await;
-            if ok(value) {
-                return value;
-            }
-            assert!(Instant::now() < deadline, "{series} is {value} after {within:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            if ok(value) { Ok(value) } else { Err(value.to_string()) }
+        })
+        .await
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
@@ -169,20 +160,53 @@ impl Running {
 
     /// Waits until at least `count` decisions are listed, and returns them newest first.
     pub async fn wait_decisions(&self, count: usize, within: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + within;
-        loop {
+        eventually(&format!("{count} decisions"), within, async || {
             let decisions = self.get_json("/api/v1/decisions?limit=1000").await;
             let list = decisions.as_array().cloned().unwrap_or_default();
-            if list.len() >= count {
-                return list;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {count} decisions after {within:?}: {list:?}",
-                list.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            if list.len() >= count { Ok(list) } else { Err(format!("{} of them: {list:?}", list.len())) }
+        })
+        .await
+    }
+}
+
+/// Waits until `check` gives a value, asking every 50 ms, and returns it; fails the test
+/// after `within`, saying what it waited for and, if `check` says (`Err`), what it saw last.
+/// The one poll-until-deadline loop of the tests.
+pub async fn eventually<C: Check>(
+    what: &str,
+    within: Duration,
+    mut check: impl AsyncFnMut() -> C,
+) -> C::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let seen = match check().await.found() {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        assert!(Instant::now() < deadline, "waited {within:?} for {what}{seen}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What a check of `eventually` gives: `Option<T>`, the value or not yet; or
+/// `Result<T, String>`, the value or what was there instead.
+pub trait Check {
+    type Value;
+    /// The value, or what to add to the failure when there is none in time.
+    fn found(self) -> Result<Self::Value, String>;
+}
+
+impl<T> Check for Option<T> {
+    type Value = T;
+    fn found(self) -> Result<T, String> {
+        self.ok_or_else(String::new)
+    }
+}
+
+impl<T> Check for Result<T, String> {
+    type Value = T;
+    fn found(self) -> Result<T, String> {
+        self.map_err(|seen| format!("; last seen: {seen}"))
     }
 }
 
@@ -199,6 +223,19 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
+/// When the test alerts started firing: a minute before the test binary's first alert,
+/// the same for every alert of one binary (copies of an alert are the same alert), and
+/// never a fixed date that ages past a TTL.
+pub fn alerts_start() -> String {
+    static START: OnceLock<String> = OnceLock::new();
+    START
+        .get_or_init(|| {
+            let start = chrono::Utc::now() - chrono::Duration::minutes(1);
+            start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        })
+        .clone()
+}
+
 /// An Alertmanager v4 payload with one alert per (labels, fingerprint) pair, firing.
 pub fn payload(alerts: &[(Value, &str)]) -> Value {
     let alerts: Vec<Value> = alerts
@@ -208,7 +245,7 @@ pub fn payload(alerts: &[(Value, &str)]) -> Value {
                 "status": "firing",
                 "labels": labels,
                 "annotations": {"summary": "test"},
-                "startsAt": "2026-11-21T10:00:00.000Z",
+                "startsAt": alerts_start(),
                 "endsAt": "0001-01-01T00:00:00Z",
                 "generatorURL": "http://prometheus.invalid/graph",
                 "fingerprint": fingerprint,
@@ -273,7 +310,10 @@ impl Demo {
             .spawn()
             .expect("demo target starts");
         let mut line = String::new();
-        BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        stderr.read_line(&mut line).unwrap();
+        // Read on, so that what it logs later never meets a closed pipe (Go exits on it).
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
         let addr = line.trim().rsplit(' ').next().unwrap().parse().expect("demo prints its address");
         Demo { child: Killed(child), addr }
     }

@@ -17,7 +17,8 @@ use tower::ServiceExt;
 /// the store in `data`.
 pub struct Fixture {
     pub app: Arc<App>,
-    _queue_rx: tokio::sync::mpsc::Receiver<alertprof::rules::Job>,
+    /// The queue's receiving end, taken so that no worker takes the jobs.
+    queue_rx: tokio::sync::mpsc::Receiver<alertprof::rules::Job>,
     pub dir: tempfile::TempDir,
 }
 
@@ -33,8 +34,14 @@ impl Fixture {
         prepare(&data);
         let text = config.replace("{data}", &data.display().to_string());
         let config = Config::parse(&text, dir.path()).expect("valid test config");
-        let (app, queue_rx) = App::new(config, None).unwrap();
-        Fixture { app, _queue_rx: queue_rx, dir }
+        let app = App::new(config, None).unwrap();
+        let queue_rx = app.take_queue().expect("the queue's end");
+        Fixture { app, queue_rx, dir }
+    }
+
+    /// Takes the queued jobs off the queue, as workers would.
+    pub fn take_queued(&mut self) -> Vec<alertprof::rules::Job> {
+        std::iter::from_fn(|| self.queue_rx.try_recv().ok()).collect()
     }
 
     pub fn data(&self) -> std::path::PathBuf {

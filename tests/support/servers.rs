@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::Killed;
+use super::{Killed, eventually};
 
 /// A Prometheus or Alertmanager on a port it picks itself, killed on drop; its log is kept
-/// for failure messages and tells the port.
+/// for failure messages (its tail printed if the test fails) and tells the port.
 pub struct Server {
     _child: Killed,
     log: PathBuf,
@@ -28,16 +28,15 @@ impl Server {
                 panic!("{program} starts (apt-get install prometheus prometheus-alertmanager): {e}")
             });
         let mut server = Server { _child: Killed(child), log, address: String::new() };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        server.address = loop {
+        server.address = eventually(&format!("{program} to listen"), Duration::from_secs(30), async || {
             let text = std::fs::read_to_string(&server.log).unwrap_or_default();
             let listening = text.lines().filter(|line| line.contains("msg=\"Listening on\""));
-            if let Some(address) = listening.filter_map(|line| line.split("address=").nth(1)).next() {
-                break address.trim().to_string();
-            }
-            assert!(Instant::now() < deadline, "{program} does not listen:\n{}", server.log_tail());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+            let address = listening.filter_map(|line| line.split("address=").nth(1)).next();
+            address
+                .map(|address| address.trim().to_string())
+                .ok_or_else(|| format!("\n{}", server.log_tail()))
+        })
+        .await;
         server
     }
 
@@ -48,6 +47,14 @@ impl Server {
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- the log's tail of {}:\n{}", self.log.display(), self.log_tail());
+        }
     }
 }
 
@@ -67,14 +74,11 @@ pub async fn alertmanager(dir: &std::path::Path) -> Server {
 }
 
 pub async fn wait_ready(url: &str, server: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(response) = super::client().get(url).send().await
-            && response.status().is_success()
-        {
-            return;
+    eventually(&format!("{url} to be ready"), Duration::from_secs(30), async || {
+        match super::client().get(url).send().await {
+            Ok(response) if response.status().is_success() => Ok(()),
+            _ => Err(format!("\n{}", server.log_tail())),
         }
-        assert!(Instant::now() < deadline, "{url} not ready:\n{}", server.log_tail());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }

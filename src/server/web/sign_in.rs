@@ -1,55 +1,51 @@
-//! The sign-in pages. Basic auth is the browser's own prompt. A bearer token cannot ride on
-//! a page navigation, so `POST /login` takes it once from a form; `auth` decides and makes
-//! the session cookie.
+//! Signing in to the pages. Basic auth is the browser's own prompt. A bearer token cannot
+//! ride on a page navigation, so `POST /login` takes it once from a form
+//! (`templates/sign_in.html`); `auth` decides and makes the session cookie.
 
 use std::sync::Arc;
 
+use askama::Template;
 use axum::Form;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::html;
-use crate::config::Credentials;
-use crate::model::text::Esc;
+use super::html::{self, Frame, PageError};
+use crate::config::{Config, Credentials};
 use crate::pipeline::App;
-use crate::server::auth;
+use crate::server::auth::{self, Area};
 
-/// What a page request without valid credentials gets: the browser's basic-auth prompt, or
-/// the sign-in form for a bearer token.
-pub fn unauthorized(expected: &Credentials) -> Response {
+/// Middleware: a page request without the configured credentials gets the browser's
+/// basic-auth prompt, or the sign-in form for a bearer token.
+pub async fn require(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let config = app.config();
+    let Some(expected) = auth::missing(&config, Area::Page, request.method(), request.headers()) else {
+        return next.run(request).await;
+    };
     match expected {
-        Credentials::Basic { .. } => {
-            let body = "<h2>Sign in required</h2><p>alertprof needs its basic-auth credentials.</p>";
-            let mut response = html::respond(StatusCode::UNAUTHORIZED, html::page("Sign in", false, body));
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, auth::challenge(expected).parse().unwrap());
-            response
-        }
-        Credentials::Bearer(_) => login_form(StatusCode::UNAUTHORIZED, None),
+        Credentials::Basic { .. } => asking(html::error_page(PageError::SignInRequired, &config), expected),
+        Credentials::Bearer(_) => asking(sign_in_form(StatusCode::UNAUTHORIZED, None), expected),
     }
 }
 
-fn login_form(status: StatusCode, message: Option<&str>) -> Response {
-    let mut body = String::from("<h2>Sign in</h2>");
-    if let Some(message) = message {
-        body.push_str(&format!("<p class=\"error\" id=\"login-error\">{}</p>", Esc(message)));
-    }
-    body.push_str(
-        "<form method=\"post\" action=\"/login\" id=\"login\">\
-         <label>Bearer token (<code>auth.bearer_token_file</code>) \
-         <input type=\"password\" name=\"token\" id=\"token\" autocomplete=\"current-password\" required autofocus>\
-         </label> <button type=\"submit\">Sign in</button></form>",
-    );
-    let mut response = html::respond(status, html::page("Sign in", false, &body));
-    if status == StatusCode::UNAUTHORIZED {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, "Bearer realm=\"alertprof\"".parse().unwrap());
-    }
-    response
+/// A 401 `page` that asks for `expected`.
+fn asking(mut page: Response, expected: &Credentials) -> Response {
+    page.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(auth::challenge(expected)));
+    page
+}
+
+#[derive(Template)]
+#[template(path = "sign_in.html")]
+pub struct SignInPage<'a> {
+    pub frame: Frame<'a>,
+    /// Why the last try did not sign in.
+    pub message: Option<&'a str>,
+}
+
+fn sign_in_form(status: StatusCode, message: Option<&str>) -> Response {
+    html::respond(status, &SignInPage { frame: Frame { title: "Sign in", logout: false }, message })
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,11 +62,17 @@ fn see_other(location: &'static str, cookie: Option<String>) -> Response {
     response
 }
 
-/// `GET /login`: the form, where a bearer token is configured; else there is nothing to do.
+/// The bearer token's credentials, where one is configured: else there is nothing to sign
+/// in to here.
+fn bearer(config: &Config) -> Option<&Credentials> {
+    config.auth.as_ref().map(|auth| &auth.credentials).filter(|c| matches!(c, Credentials::Bearer(_)))
+}
+
+/// `GET /login`: the form, where a bearer token is configured.
 pub async fn login_page(State(app): State<Arc<App>>) -> Response {
-    match app.config().auth.as_ref().map(|auth| &auth.credentials) {
-        Some(Credentials::Bearer(_)) => login_form(StatusCode::OK, None),
-        _ => see_other("/", None),
+    match bearer(&app.config()) {
+        Some(_) => sign_in_form(StatusCode::OK, None),
+        None => see_other("/", None),
     }
 }
 
@@ -78,13 +80,13 @@ pub async fn login_page(State(app): State<Arc<App>>) -> Response {
 /// the captures; a wrong one gets the form again.
 pub async fn login(State(app): State<Arc<App>>, Form(form): Form<LoginForm>) -> Response {
     let config = app.config();
-    let Some(credentials @ Credentials::Bearer(_)) = config.auth.as_ref().map(|auth| &auth.credentials)
-    else {
-        return see_other("/", None);
-    };
-    match auth::sign_in(credentials, &form.token) {
+    let Some(expected) = bearer(&config) else { return see_other("/", None) };
+    match auth::sign_in(expected, &form.token) {
         Some(cookie) => see_other("/", Some(cookie)),
-        None => login_form(StatusCode::UNAUTHORIZED, Some("That token is not the one alertprof has.")),
+        None => {
+            let wrong = Some("That token is not the one alertprof has.");
+            asking(sign_in_form(StatusCode::UNAUTHORIZED, wrong), expected)
+        }
     }
 }
 

@@ -1,0 +1,191 @@
+//! `alertprof capture URL --profile KIND`: one capture by hand, validated like every other,
+//! written atomically into a directory, with a progress bar while a timed profile runs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::Url;
+use tokio_util::sync::CancellationToken;
+
+use crate::analyze::{Budget, FunctionTable, Measure, TOP_SHOWN};
+use crate::capture::{CaptureError, Fetched, PprofClient};
+use crate::config::CaptureConfig;
+use crate::durable::move_into_place;
+use crate::model::{CaptureId, CaptureRole, ProfileKind, Summary};
+use crate::store::StagedFile;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManualError {
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error(
+        "{0}: the target must serve fgprof at /debug/fgprof (github.com/felixge/fgprof: \
+             http.DefaultServeMux.Handle(\"/debug/fgprof\", fgprof.Handler()))"
+    )]
+    NoFgprof(CaptureError),
+    #[error("cannot {action} {path}: {source}")]
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{0:?} is not a pprof base URL: {1}")]
+    Url(String, String),
+}
+
+/// What a manual capture kept.
+#[derive(Debug)]
+pub struct Kept {
+    pub path: PathBuf,
+    pub fetched: Fetched,
+    /// The top functions, for profile.proto kinds that could be read.
+    pub summary: Option<Summary>,
+}
+
+impl Kept {
+    /// What the user should know of what was kept: an empty block or mutex profile is most
+    /// often one the target never enabled.
+    pub fn warnings(&self, kind: ProfileKind) -> Vec<String> {
+        let empty = self.summary.as_ref().is_some_and(|summary| summary.total == 0);
+        let call = match kind {
+            ProfileKind::Block => "runtime.SetBlockProfileRate",
+            ProfileKind::Mutex => "runtime.SetMutexProfileFraction",
+            _ => return Vec::new(),
+        };
+        match empty {
+            true => vec![format!(
+                "the {kind} profile is empty: the target records none unless it calls {call} (or nothing waited)"
+            )],
+            false => Vec::new(),
+        }
+    }
+}
+
+/// The pprof base URL a user means: `http://` added when no scheme is given (with a note
+/// saying so), and a path that already ends in `/debug/pprof` taken as the base above it.
+pub fn base_url(text: &str) -> Result<(Url, Option<String>), ManualError> {
+    let bad = |why: String| ManualError::Url(text.to_string(), why);
+    let (with_scheme, note) = match text.contains("://") {
+        true => (text.to_string(), None),
+        false => (format!("http://{text}"), Some(format!("taking {text} as http://{text}"))),
+    };
+    let mut url = Url::parse(&with_scheme).map_err(|error| bad(error.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(bad("give an http:// or https:// URL with a host, like http://127.0.0.1:6060".into()));
+    }
+    let path = url.path().trim_end_matches('/');
+    let base = path.strip_suffix("/debug/pprof").unwrap_or(path).to_string();
+    url.set_path(&base);
+    Ok((url, note))
+}
+
+/// Captures `kind` from the pprof base `url` into `out`. `progress` draws a bar on stderr
+/// (drawn only when stderr is a terminal).
+pub async fn capture(
+    url: &Url,
+    kind: ProfileKind,
+    seconds: u32,
+    out: &Path,
+    settings: CaptureConfig,
+    progress: bool,
+) -> Result<Kept, ManualError> {
+    let io = |action, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ManualError::Io { action, path, source }
+    };
+    std::fs::create_dir_all(out).map_err(io("create", out))?;
+    let id = CaptureId::new(Utc::now(), "manual", CaptureRole::Spike, kind);
+    let staged = StagedFile::at(out.join(format!(".{id}.part")));
+    let client = PprofClient::new(settings);
+    let received = Arc::new(AtomicU64::new(0));
+    let bar = progress.then(|| progress_bar(kind, seconds, client.timeout(kind, seconds)));
+    let ticker = bar.clone().map(|bar| {
+        let received = received.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                bar.set_position(start.elapsed().as_secs().min(bar.length().unwrap_or(u64::MAX)));
+                bar.set_message(format!(
+                    "{} received",
+                    indicatif::HumanBytes(received.load(Ordering::Relaxed))
+                ));
+            }
+        })
+    });
+    let result =
+        client.fetch(url, kind, seconds, staged.path(), Some(&received), &CancellationToken::new()).await;
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let fetched = match result {
+        Ok(fetched) => fetched,
+        Err(error @ CaptureError::Status { status: 404, .. }) if kind == ProfileKind::Fgprof => {
+            return Err(ManualError::NoFgprof(error));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    // Moved, not copied: the profile may be up to `max_profile_bytes`.
+    let path = out.join(format!("{id}{}", kind.extension()));
+    move_into_place(staged.path(), &path).map_err(io("move into place", &path))?;
+    staged.into_path();
+    let summary = match kind.is_pprof() {
+        true => summarize_file(&path, kind).await,
+        false => None,
+    };
+    Ok(Kept { path, fetched, summary })
+}
+
+/// The top functions of a kept profile, within the usual budget; `None` if it cannot be
+/// read as such.
+async fn summarize_file(path: &Path, kind: ProfileKind) -> Option<Summary> {
+    let path = path.to_path_buf();
+    let summarized = tokio::task::spawn_blocking(move || {
+        let budget = Budget::new(crate::analyze::CAPTURE_ANALYSIS_TIME);
+        FunctionTable::read(|| std::fs::File::open(&path), &budget)
+            .map(|table| table.summary(TOP_SHOWN, Measure::for_kind(kind)))
+    });
+    summarized.await.ok()?.ok()
+}
+
+fn progress_bar(kind: ProfileKind, seconds: u32, timeout: Duration) -> ProgressBar {
+    if kind.is_timed() {
+        let bar = ProgressBar::new(seconds.into());
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len}s {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{kind} profile"));
+        bar
+    } else {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(ProgressStyle::with_template("{spinner} {prefix} {msg}").expect("valid template"));
+        bar.set_prefix(format!("{kind} profile (timeout {}s)", timeout.as_secs()));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What users type reaches the right base URL, or says what is wrong.
+    #[test]
+    fn base_urls() {
+        let base = |text: &str| base_url(text).map(|(url, note)| (url.to_string(), note));
+        assert_eq!(base("http://127.0.0.1:6060").unwrap(), ("http://127.0.0.1:6060/".into(), None));
+        assert_eq!(base("http://h:6060/debug/pprof").unwrap().0, "http://h:6060/");
+        assert_eq!(base("http://h:6060/svc/debug/pprof/").unwrap().0, "http://h:6060/svc");
+        assert_eq!(base("https://h/prefix").unwrap().0, "https://h/prefix");
+        let (url, note) = base("127.0.0.1:6060").unwrap();
+        assert_eq!(url, "http://127.0.0.1:6060/");
+        assert_eq!(note.unwrap(), "taking 127.0.0.1:6060 as http://127.0.0.1:6060");
+        assert!(base("ftp://h").unwrap_err().to_string().contains("give an http:// or https:// URL"));
+        assert!(base("http://").is_err());
+    }
+}
