@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::proto::push::v1::{PushRequest, RawProfileSeries, RawSample};
 use super::proto::types::v1::LabelPair;
-use super::{PushAuth, PyroscopeConfig};
+use crate::config::{Credentials, PyroscopeConfig};
 
 /// Connect's path of the unary method: `/<package>.<service>/<method>`.
 const PUSH_PATH: &str = "push.v1.PusherService/Push";
@@ -27,7 +27,7 @@ pub struct PyroscopeClient {
     http: reqwest::Client,
     endpoint: Url,
     tenant: Option<String>,
-    auth: Option<PushAuth>,
+    auth: Option<Credentials>,
     timeout: Duration,
 }
 
@@ -77,14 +77,15 @@ impl PyroscopeClient {
         &self.endpoint
     }
 
-    /// One try, no retries (the worker retries): `raw_profile` as stored, with `labels`.
+    /// One try, no retries (the worker retries): `raw_profile` as stored, with `labels`;
+    /// `name` (a capture's id, a segment's name) makes its sample id.
     pub(crate) async fn push(
         &self,
-        capture_id: &str,
+        name: &str,
         labels: &[(String, String)],
         raw_profile: Vec<u8>,
     ) -> PushOutcome {
-        let body = push_request(capture_id, labels, raw_profile).encode_to_vec();
+        let body = push_request(name, labels, raw_profile).encode_to_vec();
         let mut request = self
             .http
             .post(self.endpoint.clone())
@@ -97,8 +98,10 @@ impl PyroscopeClient {
             request = request.header("X-Scope-OrgID", tenant);
         }
         request = match &self.auth {
-            Some(PushAuth::Basic { username, password }) => request.basic_auth(username, Some(password)),
-            Some(PushAuth::Bearer { token }) => request.bearer_auth(token),
+            Some(Credentials::Basic { username, password }) => {
+                request.basic_auth(username, Some(password.expose()))
+            }
+            Some(Credentials::Bearer(token)) => request.bearer_auth(token.expose()),
             None => request,
         };
         let response = match request.send().await {
@@ -124,23 +127,23 @@ impl PyroscopeClient {
     }
 }
 
-/// One series of one sample. Its ID is a UUID made from the capture id, the same on every
+/// One series of one sample. Its ID is a UUID made from the push's name, the same on every
 /// try; Pyroscope does not deduplicate on it, so it only marks a repeat as one.
-fn push_request(capture_id: &str, labels: &[(String, String)], raw_profile: Vec<u8>) -> PushRequest {
+fn push_request(name: &str, labels: &[(String, String)], raw_profile: Vec<u8>) -> PushRequest {
     let labels = labels.iter().map(|(name, value)| LabelPair { name: name.clone(), value: value.clone() });
     PushRequest {
         series: vec![RawProfileSeries {
             labels: labels.collect(),
-            samples: vec![RawSample { raw_profile, id: sample_id(capture_id) }],
+            samples: vec![RawSample { raw_profile, id: sample_id(name) }],
             annotations: vec![],
         }],
     }
 }
 
 /// A UUID (version 8: made by alertprof's own rule) from the first bytes of the
-/// capture id's SHA-256.
-fn sample_id(capture_id: &str) -> String {
-    let mut bytes: [u8; 16] = Sha256::digest(capture_id.as_bytes())[..16].try_into().unwrap_or([0; 16]);
+/// name's SHA-256.
+fn sample_id(name: &str) -> String {
+    let mut bytes: [u8; 16] = Sha256::digest(name.as_bytes())[..16].try_into().unwrap_or([0; 16]);
     bytes[6] = (bytes[6] & 0x0f) | 0x80;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let hex = hex::encode(bytes);

@@ -85,13 +85,34 @@ impl ProfileType {
     }
 }
 
+/// What a push is of: how it is labelled, and named in logs and in its sample id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushSource {
+    /// A kept capture, labelled `alertprof_capture_id` with its id: a profile of its own,
+    /// found by that label, and sent with `__delta__="false"` (whole, not one of a series
+    /// whose cumulative counts Pyroscope would subtract from each other).
+    Capture(String),
+    /// One of the recorder's segments or snapshots, a target's continuous series: its name
+    /// is for logs only (a label each would make each segment a series of its own), and
+    /// Pyroscope takes the deltas of Go's cumulative counts (allocations) between
+    /// snapshots, as it does for scraped ones.
+    Recorded(String),
+}
+
+impl PushSource {
+    /// The capture's id, or the segment's name.
+    pub fn name(&self) -> &str {
+        match self {
+            PushSource::Capture(id) | PushSource::Recorded(id) => id,
+        }
+    }
+}
+
 /// A kept profile to push, in plain values: this module follows no capture type, so the
 /// capture metadata can change shape without touching it.
 #[derive(Debug, Clone)]
 pub struct PushItem {
-    /// The `alertprof_capture_id` label: how a push is found in Pyroscope, and told apart
-    /// if it ever arrives twice.
-    pub capture_id: String,
+    pub source: PushSource,
     pub profile_type: ProfileType,
     /// The target's `service_name`, else its name.
     pub service_name: String,
@@ -114,19 +135,27 @@ pub struct PushItem {
 }
 
 impl PushItem {
-    /// The labels sent with the profile, in this order: `__name__`, `__delta__`,
-    /// `service_name`, `alertprof_capture_id`, then those that are set of `alertname`,
-    /// `alertprof_rule`, `instance`, then the extra ones.
+    /// The labels sent with the profile, in this order: `__name__`, for a capture
+    /// `__delta__`, `service_name`, for a capture `alertprof_capture_id`, then those that are
+    /// set of `alertname`, `alertprof_rule`, `instance`, then the extra ones.
     pub(crate) fn label_set(&self) -> Vec<(String, String)> {
         let mut set = LabelSet(Vec::with_capacity(8 + self.labels.len()));
         set.add("__name__", self.profile_type.name());
-        // A capture is a whole profile, not one of a series to subtract from each other:
-        // without this, Pyroscope takes Go's cumulative alloc_* values as a first
-        // cumulative sample and keeps nothing of them.
-        set.add("__delta__", "false");
+        let capture_id = match &self.source {
+            PushSource::Capture(id) => Some(id),
+            PushSource::Recorded(_) => None,
+        };
+        if capture_id.is_some() {
+            // A capture is a whole profile, not one of a series to subtract from each
+            // other: without this, Pyroscope takes Go's cumulative alloc_* values as a
+            // first cumulative sample and keeps nothing of them.
+            set.add("__delta__", "false");
+        }
         let service = clip_value(&self.service_name);
         set.add("service_name", if service.is_empty() { UNKNOWN_SERVICE } else { service });
-        set.add("alertprof_capture_id", &self.capture_id);
+        if let Some(id) = capture_id {
+            set.add("alertprof_capture_id", id);
+        }
         let known =
             [("alertname", &self.alertname), ("alertprof_rule", &self.rule), ("instance", &self.instance)];
         for (name, value) in known {
@@ -189,7 +218,7 @@ mod tests {
 
     fn item() -> PushItem {
         PushItem {
-            capture_id: "20260823T101500Z-api-cpu".into(),
+            source: PushSource::Capture("20260823T101500Z-api-cpu".into()),
             profile_type: ProfileType::Cpu,
             service_name: "checkout".into(),
             alertname: Some("HighCPU".into()),
@@ -220,6 +249,25 @@ mod tests {
                 ("alertprof_rule", "cpu-spike"),
             ])
         );
+    }
+
+    /// A recorder segment is one of its target's series: no capture id, and no
+    /// `__delta__`, so Pyroscope takes the deltas of cumulative counts between snapshots.
+    #[test]
+    fn labels_of_a_segment() {
+        let segment = PushItem {
+            source: PushSource::Recorded("recorder-api-heap-1787480100000".into()),
+            profile_type: ProfileType::Heap,
+            alertname: None,
+            rule: None,
+            instance: Some("10.0.0.7:6060".into()),
+            ..item()
+        };
+        assert_eq!(
+            segment.label_set(),
+            pairs(&[("__name__", "memory"), ("service_name", "checkout"), ("instance", "10.0.0.7:6060")])
+        );
+        assert_eq!(segment.source.name(), "recorder-api-heap-1787480100000");
     }
 
     /// Extra labels get valid names; Pyroscope's own names, repeats, empty values and

@@ -6,6 +6,7 @@ use reqwest::Url;
 
 use super::ProfileType;
 use super::labels::clip_value;
+use crate::model::CaptureMeta;
 
 /// How far the range reaches beyond the capture on each side: the profile carries the
 /// target's clock, which may be off from alertprof's.
@@ -29,6 +30,42 @@ pub enum UiStyle {
 impl UiStyle {
     pub fn of(ui_url: &Url) -> UiStyle {
         if ui_url.path().contains(DRILLDOWN_PATH) { UiStyle::Drilldown } else { UiStyle::Pyroscope }
+    }
+
+    /// What a link to a view in it says.
+    pub fn label(self) -> &'static str {
+        match self {
+            UiStyle::Pyroscope => "Open in Pyroscope",
+            UiStyle::Drilldown => "Open in Grafana",
+        }
+    }
+}
+
+/// A link to a pushed capture's view, as annotations and pages show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewLink {
+    pub href: String,
+    pub label: &'static str,
+}
+
+impl ViewLink {
+    /// The link to `capture`'s view under `ui_url`, over the time its profile covers (its
+    /// window, for one from the recorder); none for a capture that was not pushed.
+    pub fn of(capture: &CaptureMeta, ui_url: &Url) -> Option<ViewLink> {
+        let series = capture.pyroscope.as_ref().filter(|_| capture.is_ok())?;
+        let profile_type = ProfileType::of(capture.kind)?;
+        let (from, to) = match &capture.window {
+            Some(window) => (window.from.min(capture.started_at), window.to.max(capture.finished_at)),
+            None => (capture.started_at, capture.finished_at),
+        };
+        let view = ProfileView {
+            profile_type,
+            service_name: &series.service_name,
+            capture_id: capture.id.as_str(),
+            from,
+            to,
+        };
+        Some(ViewLink { href: view.url(ui_url).to_string(), label: UiStyle::of(ui_url).label() })
     }
 }
 
@@ -151,6 +188,47 @@ mod tests {
         let url = view.url(&Url::parse("http://pyroscope:4040/").unwrap());
         let query = url.query_pairs().next().unwrap().1.into_owned();
         assert!(query.contains(r#"service_name="a\"b\\c""#), "{query}");
+    }
+
+    /// A kept capture that was pushed links to its view over its window; one that was not
+    /// pushed (kept with no `pyroscope` section), or failed, links nowhere.
+    #[test]
+    fn links_of_captures() {
+        use crate::model::{
+            CaptureId, PendingCapture, ProfileKind, PyroscopeSeries, Trigger, TriggerSource, Window,
+        };
+        let at: DateTime<Utc> = "2026-08-23T10:15:00Z".parse().unwrap();
+        let id = CaptureId::parse("20260823T101500.000Z-r-cpu").unwrap();
+        let mut pending = PendingCapture::new(
+            id,
+            "api",
+            "r",
+            ProfileKind::Perf,
+            Trigger::local(TriggerSource::Watch, Some(at)),
+            at,
+        );
+        pending.finished_at = at + Duration::seconds(10);
+        pending.window = Some(Window { from: at - Duration::minutes(2), to: at + Duration::seconds(10) });
+        let not_pushed = pending.clone().kept(1, "x".into());
+        let ui = Url::parse("http://pyroscope:4040").unwrap();
+        assert_eq!(ViewLink::of(&not_pushed, &ui), None);
+        pending.pyroscope = Some(PyroscopeSeries { service_name: "checkout".into() });
+        let link = ViewLink::of(&pending.clone().kept(1, "x".into()), &ui).unwrap();
+        assert_eq!(link.label, "Open in Pyroscope");
+        let url = Url::parse(&link.href).unwrap();
+        let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        assert_eq!(
+            pairs,
+            [
+                (
+                    "query".to_string(),
+                    "process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name=\"checkout\",alertprof_capture_id=\"20260823T101500.000Z-r-cpu\"}".to_string()
+                ),
+                ("from".to_string(), (at.timestamp() - 180).to_string()),
+                ("until".to_string(), (at.timestamp() + 71).to_string()),
+            ]
+        );
+        assert_eq!(ViewLink::of(&pending.failed("boom"), &ui), None);
     }
 
     /// Pointed at Grafana's Profiles Drilldown app, the link opens its flame graph of the

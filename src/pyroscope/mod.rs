@@ -10,53 +10,16 @@ pub mod proto;
 mod queue;
 mod worker;
 
-use std::fmt;
-
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use reqwest::Url;
 
 pub use client::PyroscopeClient;
-pub use labels::{MAX_VALUE_BYTES, ProfileType, PushItem};
-pub use links::{ProfileView, UiStyle};
-pub use queue::{Depth, EnqueueError, PushQueue, QueueError, QueueLimits};
+pub use labels::{MAX_VALUE_BYTES, ProfileType, PushItem, PushSource};
+pub use links::{ProfileView, UiStyle, ViewLink};
+pub use queue::{Depth, EnqueueError, Held, PushQueue, QueueError, QueueLimits};
 pub use worker::{Backoff, PushWorker};
-
-/// The `pyroscope:` section once the config layer has validated it; secrets are already
-/// read from their `*_file`s.
-#[derive(Debug, Clone)]
-pub struct PyroscopeConfig {
-    /// Pyroscope's base URL; pushes go to `{url}/push.v1.PusherService/Push`.
-    pub url: Url,
-    /// Sent as `X-Scope-OrgID`, for a multi-tenant Pyroscope (or Grafana Cloud).
-    pub tenant: Option<String>,
-    pub auth: Option<PushAuth>,
-    /// Where people look at profiles: Pyroscope's own UI, or Grafana's Profiles Drilldown
-    /// app (`https://grafana.example/a/grafana-pyroscope-app`); see [`UiStyle`].
-    pub ui_url: Option<Url>,
-    /// Whether recorder segments are pushed too, not only captures.
-    pub recorder: bool,
-}
-
-/// How pushes authenticate. Its `Debug` never shows the secret.
-#[derive(Clone, PartialEq, Eq)]
-pub enum PushAuth {
-    Basic { username: String, password: String },
-    Bearer { token: String },
-}
-
-impl fmt::Debug for PushAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PushAuth::Basic { username, .. } => {
-                write!(f, "Basic {{ username: {username:?}, password: <secret> }}")
-            }
-            PushAuth::Bearer { .. } => f.write_str("Bearer { token: <secret> }"),
-        }
-    }
-}
 
 /// How one push ended, or one try of it: the `result` label of
 /// `alertprof_pyroscope_pushes_total`.
@@ -72,7 +35,8 @@ pub enum PushResult {
     DroppedExpired,
     /// The queue was full and this was the oldest (or it alone was over the byte bound).
     DroppedFull,
-    /// Its entry or its profile in the queue could not be read (damaged, removed by hand).
+    /// It could not be queued (its profile gone before it was linked, a full disk), or its
+    /// entry or its profile in the queue could not be read (damaged, removed by hand).
     DroppedInvalid,
 }
 
@@ -172,14 +136,5 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
         }
         assert_eq!(metrics.pushes(PushResult::Ok), 2);
-    }
-
-    /// Secrets never show in a config's `Debug`.
-    #[test]
-    fn secrets_stay_hidden() {
-        let basic = PushAuth::Basic { username: "alertprof".into(), password: "s3cret".into() };
-        assert_eq!(format!("{basic:?}"), "Basic { username: \"alertprof\", password: <secret> }");
-        let bearer = format!("{:?}", PushAuth::Bearer { token: "glc_abc".into() });
-        assert!(!bearer.contains("glc_abc"), "{bearer}");
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
@@ -54,12 +55,10 @@ pub enum QueueError {
 /// Why a push was not queued. `Expired` and `TooLarge` are counted as drops too.
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
-    #[error("capture {capture_id}: its retention ended at {expires_at}; not queued for Pyroscope")]
-    Expired { capture_id: String, expires_at: DateTime<Utc> },
-    #[error(
-        "capture {capture_id}: its profile ({bytes} bytes) is over the Pyroscope queue's {max_bytes} bytes"
-    )]
-    TooLarge { capture_id: String, bytes: u64, max_bytes: u64 },
+    #[error("{name}: its retention ended at {expires_at}; not queued for Pyroscope")]
+    Expired { name: String, expires_at: DateTime<Utc> },
+    #[error("{name}: its profile ({bytes} bytes) is over the Pyroscope queue's {max_bytes} bytes")]
+    TooLarge { name: String, bytes: u64, max_bytes: u64 },
     #[error("cannot link or copy the profile {path} into the Pyroscope queue: {source}")]
     Profile { path: PathBuf, source: io::Error },
     #[error("cannot write the Pyroscope queue entry {path}: {source}")]
@@ -80,7 +79,8 @@ pub(crate) enum LoadError {
 /// One push as it waits on disk, in `<seq>.json`; its profile is `<seq>.pb.gz`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Entry {
-    pub capture_id: String,
+    /// The capture's id, or the recorder segment's name (`PushSource::name`).
+    pub name: String,
     /// The labels to send, made valid when the push was queued.
     pub labels: Vec<(String, String)>,
     pub enqueued_at: DateTime<Utc>,
@@ -102,6 +102,28 @@ struct Shared {
     /// the worker's next wait, so none is lost.
     wake: Notify,
     metrics: PushMetrics,
+    /// Numbers the profiles held (`hold`), so that no two share a name.
+    holds: AtomicU64,
+}
+
+/// A profile held in the queue's directory until it is queued or let go (on drop): a link
+/// (or copy) under a name starting with `.`, which the next `open` removes if a crash
+/// leaves it behind.
+#[derive(Debug)]
+pub struct Held {
+    path: PathBuf,
+}
+
+impl Held {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        durable::remove_if_present(&self.path).ok();
+    }
 }
 
 /// What is kept in memory: a number and a size per push, never an entry or a profile,
@@ -148,6 +170,7 @@ impl PushQueue {
                 state: Mutex::new(state),
                 wake: Notify::new(),
                 metrics,
+                holds: AtomicU64::new(0),
             }),
         };
         let dropped = queue.make_room(&mut queue.state());
@@ -164,10 +187,18 @@ impl PushQueue {
     /// profile into the queue (a copy across file systems), writes its entry atomically,
     /// and drops the oldest pushes if that goes over a bound. Never waits for Pyroscope.
     pub fn enqueue_blocking(&self, item: &PushItem) -> Result<(), EnqueueError> {
+        let queued = self.place(item);
+        if let Err(EnqueueError::Profile { .. } | EnqueueError::Entry { .. }) = &queued {
+            self.shared.metrics.count(PushResult::DroppedInvalid);
+        }
+        queued
+    }
+
+    fn place(&self, item: &PushItem) -> Result<(), EnqueueError> {
         if item.expires_at <= Utc::now() {
             self.shared.metrics.count(PushResult::DroppedExpired);
-            let capture_id = item.capture_id.clone();
-            return Err(EnqueueError::Expired { capture_id, expires_at: item.expires_at });
+            let name = item.source.name().to_string();
+            return Err(EnqueueError::Expired { name, expires_at: item.expires_at });
         }
         let profile_error = |source| EnqueueError::Profile { path: item.file.clone(), source };
         let size = fs::metadata(&item.file).map_err(profile_error)?.len();
@@ -175,7 +206,7 @@ impl PushQueue {
         if size > max_bytes {
             self.shared.metrics.count(PushResult::DroppedFull);
             return Err(EnqueueError::TooLarge {
-                capture_id: item.capture_id.clone(),
+                name: item.source.name().to_string(),
                 bytes: size,
                 max_bytes,
             });
@@ -188,7 +219,7 @@ impl PushQueue {
         let profile = self.path(seq, PROFILE_SUFFIX);
         place_profile(&item.file, &profile).map_err(profile_error)?;
         let entry = Entry {
-            capture_id: item.capture_id.clone(),
+            name: item.source.name().to_string(),
             labels: item.label_set(),
             enqueued_at: Utc::now(),
             expires_at: item.expires_at,
@@ -206,10 +237,23 @@ impl PushQueue {
             state.bytes += json.len() as u64 + size;
             self.make_room(&mut state)
         };
-        self.drop_full(&dropped, Some(&item.capture_id));
+        self.drop_full(&dropped, Some(item.source.name()));
         self.publish();
         self.shared.wake.notify_one();
         Ok(())
+    }
+
+    /// Holds `file` for a push queued later, after its owner may have moved or deleted it
+    /// (the store takes a staged profile into a bucket): a hard link, or a copy on another
+    /// file system. Blocking. A profile that cannot be held is counted as not queued.
+    pub fn hold(&self, file: &Path) -> Result<Held, EnqueueError> {
+        let n = self.shared.holds.fetch_add(1, Ordering::Relaxed);
+        let path = self.shared.dir.join(format!(".held-{n}{PROFILE_SUFFIX}"));
+        if let Err(source) = place_profile(file, &path) {
+            self.shared.metrics.count(PushResult::DroppedInvalid);
+            return Err(EnqueueError::Profile { path: file.to_path_buf(), source });
+        }
+        Ok(Held { path })
     }
 
     /// Queues a push off the async threads; returns once it is on disk.
@@ -288,7 +332,7 @@ impl PushQueue {
         dropped
     }
 
-    fn drop_full(&self, dropped: &[u64], for_capture: Option<&str>) {
+    fn drop_full(&self, dropped: &[u64], for_push: Option<&str>) {
         if dropped.is_empty() {
             return;
         }
@@ -298,7 +342,7 @@ impl PushQueue {
         }
         tracing::warn!(
             dropped = dropped.len(),
-            capture = for_capture.unwrap_or(""),
+            push = for_push.unwrap_or(""),
             max_entries = self.shared.limits.max_entries,
             max_bytes = self.shared.limits.max_bytes,
             "Pyroscope queue full; dropped the oldest pushes."
@@ -383,13 +427,13 @@ fn remove_files(dir: &Path, seq: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pyroscope::ProfileType;
+    use crate::pyroscope::{ProfileType, PushSource};
 
     fn item(dir: &Path, n: usize) -> PushItem {
         let file = dir.join(format!("stored-{n}.pb.gz"));
         fs::write(&file, vec![n as u8; 100 * n]).unwrap();
         PushItem {
-            capture_id: format!("cap-{n}"),
+            source: PushSource::Capture(format!("cap-{n}")),
             profile_type: ProfileType::Heap,
             service_name: "api".into(),
             alertname: None,
@@ -423,7 +467,7 @@ mod tests {
             queue.enqueue_blocking(&item(store.path(), n)).unwrap();
         }
         let (entry, profile) = queue.load(0).unwrap();
-        assert_eq!((entry.capture_id.as_str(), profile.len()), ("cap-1", 100));
+        assert_eq!((entry.name.as_str(), profile.len()), ("cap-1", 100));
         assert_eq!(entry.labels[0], ("__name__".to_string(), "memory".to_string()));
         drop(queue);
         fs::remove_file(dir.join("00000000000000000001.pb.gz")).unwrap();
@@ -441,6 +485,28 @@ mod tests {
         assert_eq!(names(&dir), ["00000000000000000000.json", "00000000000000000000.pb.gz", "README"]);
         queue.enqueue_blocking(&item(store.path(), 4)).unwrap();
         assert!(dir.join("00000000000000000003.json").exists(), "{:?}", names(&dir));
+    }
+
+    /// A held profile outlives its source (the store moving or deleting it) and can be
+    /// queued from; it is gone once let go, and one a crash left is removed at the next open.
+    #[test]
+    fn held_profiles_outlive_their_source() {
+        let store = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let queue = PushQueue::open(data.path(), QueueLimits::default(), PushMetrics::default()).unwrap();
+        let staged = item(store.path(), 2);
+        let held = queue.hold(&staged.file).unwrap();
+        fs::remove_file(&staged.file).unwrap();
+        queue.enqueue_blocking(&PushItem { file: held.path().to_path_buf(), ..staged }).unwrap();
+        let held_path = held.path().to_path_buf();
+        drop(held);
+        assert!(!held_path.exists());
+        assert_eq!(queue.load(0).unwrap().1, vec![2u8; 200]);
+        let left = queue.hold(&queue.path(0, PROFILE_SUFFIX)).unwrap();
+        std::mem::forget(left);
+        drop(queue);
+        PushQueue::open(data.path(), QueueLimits::default(), PushMetrics::default()).unwrap();
+        assert_eq!(names(data.path()), ["00000000000000000000.json", "00000000000000000000.pb.gz"]);
     }
 
     /// A queue opened with lower bounds than the pushes it finds drops the oldest; the one

@@ -57,7 +57,7 @@ enum Attempt {
     /// The push is done with, for this reason.
     Done(PushResult),
     Retry {
-        capture_id: String,
+        name: String,
         reason: String,
         retry_after: Option<Duration>,
     },
@@ -93,7 +93,7 @@ impl PushWorker {
                     return;
                 }
             };
-            let (capture_id, reason, retry_after) = match attempt {
+            let (name, reason, retry_after) = match attempt {
                 Attempt::Done(result) => {
                     if matches!(result, PushResult::Ok | PushResult::Rejected) {
                         failures = 0;
@@ -101,7 +101,7 @@ impl PushWorker {
                     self.queue.finish(seq, result);
                     continue;
                 }
-                Attempt::Retry { capture_id, reason, retry_after } => (capture_id, reason, retry_after),
+                Attempt::Retry { name, reason, retry_after } => (name, reason, retry_after),
             };
             self.queue.release();
             self.queue.metrics().count(PushResult::Retry);
@@ -109,7 +109,7 @@ impl PushWorker {
             cursor = seq + 1;
             let wait = self.backoff.wait(failures, retry_after, random_fraction());
             tracing::info!(
-                capture = %capture_id,
+                push = %name,
                 failures,
                 wait_ms = wait.as_millis() as u64,
                 error = %reason,
@@ -137,28 +137,26 @@ impl PushWorker {
                 return Attempt::Done(PushResult::DroppedInvalid);
             }
         };
-        let capture = entry.capture_id;
+        let name = entry.name;
         if entry.expires_at <= Utc::now() {
             tracing::warn!(
-                capture = %capture,
+                push = %name,
                 queued_at = %entry.enqueued_at,
                 expires_at = %entry.expires_at,
                 "Push to Pyroscope dropped: the capture's retention ended before Pyroscope took it."
             );
             return Attempt::Done(PushResult::DroppedExpired);
         }
-        match self.client.push(&capture, &entry.labels, profile).await {
+        match self.client.push(&name, &entry.labels, profile).await {
             PushOutcome::Accepted => {
-                tracing::debug!(capture = %capture, "Profile pushed to Pyroscope.");
+                tracing::debug!(push = %name, "Profile pushed to Pyroscope.");
                 Attempt::Done(PushResult::Ok)
             }
             PushOutcome::Rejected { status, reason } => {
-                tracing::warn!(capture = %capture, status, reason = %reason, "Pyroscope refused a push; dropped.");
+                tracing::warn!(push = %name, status, reason = %reason, "Pyroscope refused a push; dropped.");
                 Attempt::Done(PushResult::Rejected)
             }
-            PushOutcome::Retry { reason, retry_after } => {
-                Attempt::Retry { capture_id: capture, reason, retry_after }
-            }
+            PushOutcome::Retry { reason, retry_after } => Attempt::Retry { name, reason, retry_after },
         }
     }
 }

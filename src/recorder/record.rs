@@ -167,8 +167,10 @@ async fn fetch(
     let result = match fetched {
         Ok(_) => {
             let from = if kind == ProfileKind::Cpu { started } else { finished };
-            recording.tape.add(kind, from, finished, staged.path()).map(drop).map_err(|error| {
-                CaptureError::Write { path: staged.path().display().to_string(), message: error.to_string() }
+            let added = recording.tape.add(kind, from, finished, staged.path());
+            added.map(|segment| recording.tell_added(&segment)).map_err(|error| CaptureError::Write {
+                path: staged.path().display().to_string(),
+                message: error.to_string(),
             })
         }
         Err(error) => Err(error),
@@ -245,7 +247,7 @@ async fn perf_segment(
         Ok(Ok(_)) => recording
             .tape
             .add(kind, started, finished, staged.path())
-            .map(drop)
+            .map(|segment| recording.tell_added(&segment))
             .map_err(|error| format!("cannot write {}: {error}", staged.path().display())),
         Ok(Err(error)) => Err(error.to_string()),
         Err(error) => Err(format!("perf: {error}")),
