@@ -1,6 +1,7 @@
-//! Pushes to Pyroscope through the queue on disk, against a Connect server of the test's own
-//! that decodes every push with the vendored protos: the labels, tenant, auth and profile
-//! sent; a Pyroscope down, busy, refusing or hanging; a restart; the queue's bounds.
+//! The queue on disk and the push worker, as a library, against the stand-in Pyroscope of
+//! `support::pyroscope` that decodes every push with the vendored protos: the labels,
+//! tenant, auth and profile sent; a Pyroscope down, busy, refusing or hanging; a restart;
+//! the queue's bounds. (`tests/pyroscope_serve.rs` runs the same through the binary.)
 
 mod support;
 
@@ -10,112 +11,22 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use alertprof::pyroscope::proto::push::v1::PushRequest;
+use alertprof::config::{Credentials, PyroscopeConfig};
+use alertprof::model::Secret;
 use alertprof::pyroscope::{
-    Backoff, EnqueueError, ProfileType, PushAuth, PushItem, PushMetrics, PushQueue, PushResult, PushWorker,
-    PyroscopeClient, PyroscopeConfig, QueueLimits,
+    Backoff, EnqueueError, ProfileType, PushItem, PushMetrics, PushQueue, PushResult, PushSource, PushWorker,
+    PyroscopeClient, QueueLimits,
 };
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use prost::Message;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use reqwest::Url;
+use support::pyroscope::{Answer, Pyroscope, Received, connect_error, ok, taken};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-const PUSH_PATH: &str = "/push.v1.PusherService/Push";
 const BASIC: &str = "Basic YWxlcnRwcm9mOnMzY3JldA=="; // alertprof:s3cret
 const WITHIN: Duration = Duration::from_secs(20);
-
-/// One push as the test's Pyroscope got it.
-#[derive(Clone, Debug)]
-struct Received {
-    at: Instant,
-    labels: BTreeMap<String, String>,
-    sample_id: String,
-    raw_profile: Vec<u8>,
-    headers: HeaderMap,
-    series: usize,
-}
-
-impl Received {
-    fn capture(&self) -> &str {
-        &self.labels["alertprof_capture_id"]
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-/// How the test's Pyroscope answers, given a push and how many of that capture it had
-/// before; `None` never answers.
-type Answer = Arc<dyn Fn(&Received, usize) -> Option<Response> + Send + Sync>;
-
-#[derive(Clone)]
-struct Pyroscope {
-    received: Arc<Mutex<Vec<Received>>>,
-    answer: Answer,
-}
-
-impl Pyroscope {
-    async fn start(listener: TcpListener, answer: Answer) -> (Pyroscope, JoinHandle<()>) {
-        let pyroscope = Pyroscope { received: Arc::default(), answer };
-        let app =
-            axum::Router::new().route(PUSH_PATH, axum::routing::post(push)).with_state(pyroscope.clone());
-        let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (pyroscope, task)
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-
-    fn captures(&self) -> Vec<String> {
-        self.received().iter().map(|r| r.capture().to_string()).collect()
-    }
-}
-
-async fn push(State(pyroscope): State<Pyroscope>, headers: HeaderMap, body: Bytes) -> Response {
-    let Ok(request) = PushRequest::decode(body) else {
-        return (StatusCode::BAD_REQUEST, "not a PushRequest").into_response();
-    };
-    let series = &request.series[0];
-    let received = Received {
-        at: Instant::now(),
-        labels: series.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect(),
-        sample_id: series.samples[0].id.clone(),
-        raw_profile: series.samples[0].raw_profile.clone(),
-        headers,
-        series: request.series.len(),
-    };
-    let before = {
-        let mut all = pyroscope.received.lock().unwrap();
-        let before = all.iter().filter(|r| r.capture() == received.capture()).count();
-        all.push(received.clone());
-        before
-    };
-    match (pyroscope.answer)(&received, before) {
-        Some(response) => response,
-        None => std::future::pending().await,
-    }
-}
-
-/// Connect's answer to a unary call that went well: an empty `PushResponse`.
-fn taken() -> Option<Response> {
-    Some((StatusCode::OK, [("content-type", "application/proto")]).into_response())
-}
-
-fn ok() -> Answer {
-    Arc::new(|_, _| taken())
-}
-
-fn connect_error(status: StatusCode, code: &str, message: &str) -> Option<Response> {
-    let body = serde_json::json!({"code": code, "message": message}).to_string();
-    Some((status, [("content-type", "application/json")], body).into_response())
-}
 
 /// A profile store, a queue and its counts, as the pipeline would have them.
 struct Setup {
@@ -148,7 +59,7 @@ impl Setup {
         let file = self.store.path().join(format!("cap-{n}.pb.gz"));
         std::fs::write(&file, profile).unwrap();
         PushItem {
-            capture_id: format!("cap-{n}"),
+            source: PushSource::Capture(format!("cap-{n}")),
             profile_type: ProfileType::Cpu,
             service_name: "checkout".into(),
             alertname: Some("HighCPU".into()),
@@ -180,7 +91,7 @@ impl Setup {
         let config = PyroscopeConfig {
             url: Url::parse(&format!("http://{addr}/")).unwrap(),
             tenant: Some("team-a".into()),
-            auth: Some(PushAuth::Basic { username: "alertprof".into(), password: "s3cret".into() }),
+            auth: Some(Credentials::Basic { username: "alertprof".into(), password: Secret::new("s3cret") }),
             ui_url: None,
             recorder: false,
         };
@@ -343,7 +254,7 @@ async fn refused_pushes_are_dropped() {
     assert_eq!(setup.queue.depth().entries, 0);
     let logs = logs.text();
     let refused = logs.lines().find(|line| line.contains("Pyroscope refused a push")).expect("a log line");
-    assert!(refused.contains("capture=cap-1"), "{refused}");
+    assert!(refused.contains("push=cap-1"), "{refused}");
     assert!(refused.contains("status=400"), "{refused}");
     assert!(refused.contains("invalid_argument: profile is too old"), "{refused}");
     assert!(!logs.contains("s3cret") && !logs.contains("YWxlcnRwcm9m"), "no secret in the logs");
