@@ -1,21 +1,24 @@
 //! alertprof catches performance spikes of Go services in the act: when an alert (or its
-//! own watch loop) says CPU, memory or goroutines spike, it re-checks locally, fetches pprof
-//! profiles from the service, keeps them safely and marks the moment in Grafana.
+//! own watch loop) says CPU, memory or goroutines spike, it re-checks locally, captures
+//! profiles of the service (its pprof endpoint, or the kernel's perf events), keeps them
+//! safely and marks the moment in Grafana. `docs/ARCHITECTURE.md` follows one alert.
 //!
 //! In layers, each using only those below it (`.ci/layers` checks):
 //! - Values and formats: [`model`] (kinds, alerts, triggers, decisions, captures, text),
-//!   [`profile`] (profile.proto), [`http`] (the outgoing client), [`durable`] (atomic writes).
-//! - [`config`] — the YAML, validated once into typed values.
-//! - The stages, pure where they can be:
-//!   [`intake`] (a payload into jobs and decisions), [`rules`] (which rules and targets; the
-//!   `Job`), [`verify`] (local readings), [`gate`] (dedupe, cooldown, concurrency),
-//!   [`capture`] (fetch and validate), [`store`] (keep, index, retention), [`analyze`]
-//!   (top functions, diffs, flame graphs), [`annotate`] (Grafana), [`metrics`], [`recorder`]
-//!   (each recorded target's recent profiles, and the end of its process), [`perf`] (CPU
-//!   profiles sampled with perf events and symbolized on the host), [`pyroscope`] (kept
-//!   profiles pushed to Pyroscope from a queue on disk; links to their views).
-//! - [`pipeline`] — the `App` state, workers, one job end to end, watch, reload.
-//! - [`server`] — the router, auth, webhook, API, web page, and `serve`.
+//!   [`profile`] (profile.proto), [`http`] (the outgoing client), [`durable`] (atomic
+//!   writes), [`bucket`] (the S3 bucket client shared by the store and the claims).
+//! - [`config`]: the YAML, validated once into typed values.
+//! - The stages, pure where they can be: [`intake`] (a payload into jobs), [`rules`]
+//!   (which rules and targets; the `Job`), [`verify`] (local readings), [`gate`] (dedupe,
+//!   cooldown, concurrency, the fleet's claims), [`capture`] (fetch and validate, or sample
+//!   with [`perf`]: perf events symbolized on the host), [`store`] (keep, index,
+//!   retention), [`analyze`] (top functions, diffs, flame graphs), [`annotate`] (Grafana),
+//!   [`metrics`], [`recorder`] (each recorded target's recent profiles and its exit),
+//!   [`pyroscope`] (kept profiles pushed from a queue on disk; links to their views).
+//! - [`pipeline`]: the `App` composition root, one job end to end, and the loops.
+//! - [`server`]: the router, auth, webhook, API, web pages, and `serve`; [`manual`]: the
+//!   `capture` command.
+//! - `testing` (tests only): fixtures shared by the unit and integration tests.
 
 pub mod analyze;
 pub mod annotate;

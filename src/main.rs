@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use alertprof::config::{CaptureConfig, Config};
 use alertprof::manual;
 use alertprof::model::ProfileKind;
-use alertprof::model::text::quantity;
+use alertprof::model::text::{counted, quantity};
+use alertprof::perf::PerfTarget;
 
 /// Catches performance spikes of Go services in the act: pprof profiles on alerts,
 /// re-verified locally, kept safely, marked in Grafana.
@@ -44,20 +45,36 @@ enum Command {
     /// Check a config file; print every problem with its place and exit 1 if there are any.
     CheckConfig {
         /// The YAML config file.
-        file: PathBuf,
+        #[arg(required_unless_present = "config", conflicts_with = "config", value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// The same, as `serve` takes it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
-    /// Capture one profile by hand from a pprof base URL, e.g. http://127.0.0.1:6060.
+    /// Capture one profile by hand from a pprof base URL, e.g. http://127.0.0.1:6060, or with
+    /// --profile perf, of a process or cgroup of this host.
     Capture {
         /// Base URL of the service, e.g. 127.0.0.1:6060; /debug/pprof/... is appended (a URL
-        /// that already ends in /debug/pprof is taken as the base above it).
-        url: String,
+        /// that already ends in /debug/pprof is taken as the base above it). Not with perf.
+        url: Option<String>,
         /// Profile kind: cpu, heap, allocs, block, mutex, threadcreate, goroutine,
-        /// goroutine_text, trace, fgprof.
+        /// goroutine_text, trace, fgprof, or perf (sampled here with the kernel's perf
+        /// events: give --pid or --cgroup instead of a URL).
         #[arg(long)]
         profile: ProfileKind,
-        /// Seconds a timed profile (cpu, trace, fgprof) runs.
+        /// Seconds a timed profile (cpu, trace, fgprof, perf) runs.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=300))]
         seconds: u32,
+        /// With --profile perf: the process to sample, every thread of it.
+        #[arg(long, conflicts_with_all = ["url", "cgroup"])]
+        pid: Option<u32>,
+        /// With --profile perf: a cgroup v2 directory (e.g. /sys/fs/cgroup/system.slice/x.service),
+        /// every process in it.
+        #[arg(long, conflicts_with = "url")]
+        cgroup: Option<PathBuf>,
+        /// With --profile perf: samples a second of CPU time.
+        #[arg(long, default_value_t = 99, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        frequency: u32,
         /// Directory to write the profile to.
         #[arg(long, default_value = ".")]
         out: PathBuf,
@@ -79,6 +96,29 @@ fn init_logging(format: LogFormat, level: &str) {
         // Without the module path: its key is `target`, which the events' own `target` (the
         // alertprof target a line is about) would share, and a JSON reader keeps one.
         LogFormat::Json => builder.json().flatten_event(true).with_target(false).init(),
+    }
+}
+
+/// `check-config`: `valid`, or every problem with its place (exit 1).
+fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    match Config::load(file) {
+        Ok(config) => {
+            println!(
+                "{}: valid ({}, {})",
+                file.display(),
+                counted(config.targets.len(), "target"),
+                counted(config.rules.len(), "rule")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            let problems = error.problems();
+            eprintln!("{}: {}", file.display(), counted(problems.len(), "problem"));
+            for problem in problems {
+                eprintln!("  {problem}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 
@@ -111,36 +151,50 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             runtime.block_on(alertprof::server::serve(config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(config) => {
-                println!(
-                    "{}: valid ({} targets, {} rules)",
-                    file.display(),
-                    config.targets.len(),
-                    config.rules.len()
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(error) => {
-                let problems = error.problems();
-                eprintln!("{}: {} problem(s)", file.display(), problems.len());
-                for problem in problems {
-                    eprintln!("  {problem}");
+        Command::CheckConfig { file, config } => {
+            let file = file.or(config).expect("clap requires one");
+            check_config(&file)
+        }
+        Command::Capture { url, profile, seconds, pid, cgroup, frequency, out } => {
+            let kept = match (profile, url, pid, cgroup) {
+                (ProfileKind::Perf, None, Some(pid), None) => runtime.block_on(manual::capture_perf(
+                    PerfTarget::Pid(pid),
+                    seconds,
+                    frequency,
+                    &out,
+                    true,
+                ))?,
+                (ProfileKind::Perf, None, None, Some(cgroup)) => runtime.block_on(manual::capture_perf(
+                    PerfTarget::Cgroup(cgroup),
+                    seconds,
+                    frequency,
+                    &out,
+                    true,
+                ))?,
+                (ProfileKind::Perf, ..) => {
+                    anyhow::bail!(
+                        "--profile perf samples a process of this host: give --pid PID or --cgroup DIR, not a URL"
+                    )
                 }
-                Ok(ExitCode::FAILURE)
-            }
-        },
-        Command::Capture { url, profile, seconds, out } => {
-            let settings = CaptureConfig {
-                max_profile_bytes: 1 << 30,
-                shutdown_grace: std::time::Duration::ZERO,
-                ..CaptureConfig::default()
+                (_, Some(url), None, None) => {
+                    let settings = CaptureConfig {
+                        max_profile_bytes: 1 << 30,
+                        shutdown_grace: std::time::Duration::ZERO,
+                        ..CaptureConfig::default()
+                    };
+                    let (url, note) = manual::base_url(&url)?;
+                    if let Some(note) = note {
+                        eprintln!("alertprof: {note}");
+                    }
+                    runtime.block_on(manual::capture(&url, profile, seconds, &out, settings, true))?
+                }
+                (_, None, None, None) => anyhow::bail!(
+                    "--profile {profile} needs the service's pprof base URL, e.g. 127.0.0.1:6060"
+                ),
+                (..) => anyhow::bail!(
+                    "--pid and --cgroup go with --profile perf only; --profile {profile} takes a URL"
+                ),
             };
-            let (url, note) = manual::base_url(&url)?;
-            if let Some(note) = note {
-                eprintln!("alertprof: {note}");
-            }
-            let kept = runtime.block_on(manual::capture(&url, profile, seconds, &out, settings, true))?;
             println!(
                 "{} ({} bytes, sha256 {})",
                 kept.path.display(),
@@ -163,6 +217,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             for warning in kept.warnings(profile) {
                 eprintln!("alertprof: warning: {warning}");
+            }
+            if let Some(perf) = &kept.perf {
+                println!("perf: {}", perf.line());
+                for binary in &perf.unreadable_binaries {
+                    eprintln!("alertprof: warning: frames left unnamed: {binary}");
+                }
             }
             println!("open it with: {}", profile.open_command(&kept.path.display().to_string()));
             Ok(ExitCode::SUCCESS)

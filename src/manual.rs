@@ -1,5 +1,7 @@
 //! `alertprof capture URL --profile KIND`: one capture by hand, validated like every other,
 //! written atomically into a directory, with a progress bar while a timed profile runs.
+//! `--profile perf` samples a process (`--pid`) or a cgroup (`--cgroup`) of this host
+//! instead, with no URL.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,10 +14,12 @@ use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 
 use crate::analyze::{Budget, FunctionTable, Measure, TOP_SHOWN};
+use crate::capture::perf::{PerfCaptureError, PerfSampler};
 use crate::capture::{CaptureError, Fetched, PprofClient};
 use crate::config::CaptureConfig;
 use crate::durable::move_into_place;
-use crate::model::{CaptureId, CaptureRole, ProfileKind, Summary};
+use crate::model::{CaptureId, CaptureRole, PerfStats, ProfileKind, Summary};
+use crate::perf::{PerfSettings, PerfTarget};
 use crate::store::StagedFile;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +35,8 @@ pub enum ManualError {
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
     #[error("{0:?} is not a pprof base URL: {1}")]
     Url(String, String),
+    #[error(transparent)]
+    Perf(#[from] PerfCaptureError),
 }
 
 /// What a manual capture kept.
@@ -40,6 +46,8 @@ pub struct Kept {
     pub fetched: Fetched,
     /// The top functions, for profile.proto kinds that could be read.
     pub summary: Option<Summary>,
+    /// A `perf` capture's samples, lost and cut short.
+    pub perf: Option<PerfStats>,
 }
 
 impl Kept {
@@ -98,29 +106,11 @@ pub async fn capture(
     let staged = StagedFile::at(out.join(format!(".{id}.part")));
     let client = PprofClient::new(settings);
     let received = Arc::new(AtomicU64::new(0));
-    let bar = progress.then(|| progress_bar(kind, seconds, client.timeout(kind, seconds)));
-    let ticker = bar.clone().map(|bar| {
-        let received = received.clone();
-        tokio::spawn(async move {
-            let start = tokio::time::Instant::now();
-            loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                bar.set_position(start.elapsed().as_secs().min(bar.length().unwrap_or(u64::MAX)));
-                bar.set_message(format!(
-                    "{} received",
-                    indicatif::HumanBytes(received.load(Ordering::Relaxed))
-                ));
-            }
-        })
-    });
+    let shown = progress
+        .then(|| Progress::start(kind, seconds, client.timeout(kind, seconds), Some(received.clone())));
     let result =
         client.fetch(url, kind, seconds, staged.path(), Some(&received), &CancellationToken::new()).await;
-    if let Some(ticker) = ticker {
-        ticker.abort();
-    }
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
-    }
+    shown.map(Progress::finish);
     let fetched = match result {
         Ok(fetched) => fetched,
         Err(error @ CaptureError::Status { status: 404, .. }) if kind == ProfileKind::Fgprof => {
@@ -136,7 +126,47 @@ pub async fn capture(
         true => summarize_file(&path, kind).await,
         false => None,
     };
-    Ok(Kept { path, fetched, summary })
+    Ok(Kept { path, fetched, summary, perf: None })
+}
+
+/// Samples `target` with perf events for `seconds` at `frequency_hz` into `out`, as a
+/// rule's `perf` capture does.
+pub async fn capture_perf(
+    target: PerfTarget,
+    seconds: u32,
+    frequency_hz: u32,
+    out: &Path,
+    progress: bool,
+) -> Result<Kept, ManualError> {
+    let io = |action, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ManualError::Io { action, path, source }
+    };
+    std::fs::create_dir_all(out).map_err(io("create", out))?;
+    let kind = ProfileKind::Perf;
+    let id = CaptureId::new(Utc::now(), "manual", CaptureRole::Spike, kind);
+    let staged = StagedFile::at(out.join(format!(".{id}.part")));
+    let settings =
+        PerfSettings { frequency_hz, duration: Duration::from_secs(seconds.into()), ..Default::default() };
+    let shown = progress.then(|| Progress::start(kind, seconds, settings.duration, None));
+    let dest = staged.path().to_path_buf();
+    let sampled = tokio::task::spawn_blocking(move || {
+        PerfSampler::default().capture(&target, &settings, &CancellationToken::new(), &dest)
+    })
+    .await;
+    shown.map(Progress::finish);
+    let captured = sampled.map_err(PerfCaptureError::from).and_then(|sampled| sampled)?;
+    let path = out.join(format!("{id}{}", kind.extension()));
+    move_into_place(staged.path(), &path).map_err(io("move into place", &path))?;
+    staged.into_path();
+    let summary = summarize_file(&path, kind).await;
+    let perf = Some(captured.stats(frequency_hz));
+    Ok(Kept {
+        path,
+        fetched: Fetched { bytes: captured.bytes, sha256: captured.sha256.clone() },
+        summary,
+        perf,
+    })
 }
 
 /// The top functions of a kept profile, within the usual budget; `None` if it cannot be
@@ -149,6 +179,42 @@ async fn summarize_file(path: &Path, kind: ProfileKind) -> Option<Summary> {
             .map(|table| table.summary(TOP_SHOWN, Measure::for_kind(kind)))
     });
     summarized.await.ok()?.ok()
+}
+
+/// A progress bar on stderr (drawn only when stderr is a terminal), moved on by a ticker:
+/// the seconds of a timed profile, and the bytes received so far where they are counted.
+struct Progress {
+    bar: ProgressBar,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    fn start(
+        kind: ProfileKind,
+        seconds: u32,
+        timeout: Duration,
+        received: Option<Arc<AtomicU64>>,
+    ) -> Progress {
+        let bar = progress_bar(kind, seconds, timeout);
+        let ticking = bar.clone();
+        let ticker = tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                ticking.set_position(start.elapsed().as_secs().min(ticking.length().unwrap_or(u64::MAX)));
+                if let Some(received) = &received {
+                    let bytes = indicatif::HumanBytes(received.load(Ordering::Relaxed));
+                    ticking.set_message(format!("{bytes} received"));
+                }
+            }
+        });
+        Progress { bar, ticker }
+    }
+
+    fn finish(self) {
+        self.ticker.abort();
+        self.bar.finish_and_clear();
+    }
 }
 
 fn progress_bar(kind: ProfileKind, seconds: u32, timeout: Duration) -> ProgressBar {

@@ -65,7 +65,16 @@ fn check_config_reports_every_problem() {
     for (problem, wanted) in problems.iter().zip(expected) {
         assert!(problem.starts_with(wanted), "{problem:?} should start with {wanted:?}");
     }
-    assert!(stderr.starts_with(&format!("bad.yaml: {} problem(s)", expected.len())));
+    assert!(stderr.starts_with(&format!("bad.yaml: {} problems\n", expected.len())), "{stderr}");
+
+    // One problem is one; the file may be given as `serve` takes it.
+    std::fs::write(dir.path().join("one.yaml"), "sample_interval: 5\n").unwrap();
+    let output = alertprof(&["check-config", "--config", "one.yaml"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.starts_with("one.yaml: 1 problem\n  sample_interval: 5 needs a unit"), "{stderr}");
+    let output = alertprof(&["check-config"], dir.path());
+    assert_eq!(output.status.code(), Some(2), "no file is a usage error");
 }
 
 /// The annotated example config is valid; YAML syntax errors and missing files are
@@ -75,7 +84,7 @@ fn check_config_valid_syntax_and_missing() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let output = alertprof(&["check-config", "alertprof.yaml"], &examples);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("valid (1 targets, 2 rules)"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("valid (1 target, 2 rules)"));
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("broken.yaml"), "targets: [\n  - {name: x\n").unwrap();
@@ -330,4 +339,74 @@ async fn config_reads_are_bounded() {
     assert!(line.contains("larger than 4 MiB"), "{line}");
     let ready = support::client().get(format!("{}/-/ready", serve.base)).send().await.unwrap();
     assert_eq!(ready.status(), 200);
+}
+
+/// `alertprof capture --profile perf` samples a process of this host by pid, with no URL:
+/// the Go demo target, burning, comes out with its own function names, and the sampling's
+/// counts are said. A URL with perf, a pid without perf, and a pid that is gone are each
+/// refused with what to do, and leave nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_perf_capture() {
+    let demo = Demo::start();
+    let dir = tempfile::tempdir().unwrap();
+    demo.get("/burn?seconds=60&workers=1").await;
+    let pid = demo.child.0.id().to_string();
+    let output = alertprof(
+        &["capture", "--profile", "perf", "--pid", &pid, "--seconds", "2", "--out", "p"],
+        dir.path(),
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let files = support::files_in(&dir.path().join("p"));
+    assert_eq!(files.len(), 1);
+    assert!(files[0].ends_with("-manual-perf.pb.gz"), "{files:?}");
+    assert!(stdout.contains("top functions (cpu/nanoseconds):"), "{stdout}");
+    assert!(
+        stdout.contains("main.spin") || stdout.contains("main.burnCPU"),
+        "the burning function by name: {stdout}"
+    );
+    let perf = stdout.lines().find_map(|line| line.strip_prefix("perf: ")).expect("the sampling's counts");
+    let samples: u64 = perf.split(' ').next().unwrap().parse().unwrap();
+    assert!(samples > 0 && perf.contains("at 99 Hz") && perf.contains("lost"), "{perf}");
+    let rows = support::pprof_top(&dir.path().join("p").join(&files[0]));
+    assert!(
+        rows.iter().any(|row| row.contains("main.")),
+        "go tool pprof names the demo's functions: {rows:?}"
+    );
+
+    let url = demo.url();
+    let refusals = [
+        (vec!["capture", &url, "--profile", "perf"], "give --pid PID or --cgroup DIR, not a URL"),
+        (vec!["capture", "--profile", "perf"], "give --pid PID or --cgroup DIR"),
+        (
+            vec!["capture", "--profile", "heap", "--pid", &pid],
+            "--pid and --cgroup go with --profile perf only",
+        ),
+        (vec!["capture", "--profile", "heap"], "--profile heap needs the service's pprof base URL"),
+        (
+            vec!["capture", "--profile", "perf", "--pid", "4000000", "--seconds", "1", "--out", "p"],
+            "process 4000000 does not exist",
+        ),
+        (
+            vec![
+                "capture",
+                "--profile",
+                "perf",
+                "--cgroup",
+                "/sys/fs/cgroup/no-such-group",
+                "--seconds",
+                "1",
+                "--out",
+                "p",
+            ],
+            "no-such-group",
+        ),
+    ];
+    for (args, says) in refusals {
+        let output = alertprof(&args, dir.path());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?} should say {says:?}: {stderr}");
+    }
+    assert_eq!(support::files_in(&dir.path().join("p")).len(), 1, "a refusal leaves nothing behind");
 }

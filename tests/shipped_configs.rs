@@ -13,7 +13,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -24,7 +23,7 @@ use support::servers::{Server, alertmanager, wait_ready};
 use support::shipped::{
     KEY_ID, SECRET_KEY, Shipped, Workload, reloads, serve_file, stops, systemd_stop_timeout,
 };
-use support::{Demo, Serve, client, eventually, payload};
+use support::{Demo, Serve, client, eventually, payload, pprof_top};
 
 /// A webhook payload of firing alerts, starting now, each its alertname as fingerprint.
 fn firing(alerts: &[&serde_json::Map<String, Value>]) -> Value {
@@ -75,20 +74,6 @@ async fn captured_by(serve: &Serve, what: &str, within: Duration, which: impl Fn
     .await;
     assert_eq!(decision["outcome"], "captured", "{what}: {decision}");
     decision
-}
-
-/// The rows of `go tool pprof -top` for a profile; it must open it.
-fn pprof_top(file: &Path) -> Vec<String> {
-    let output = Command::new("go").args(["tool", "pprof", "-top"]).arg(file).output().expect("go runs");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "go tool pprof -top {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let rows = text.lines().skip_while(|line| !line.trim_start().starts_with("flat")).skip(1);
-    rows.filter(|line| !line.trim().is_empty()).map(str::to_string).collect()
 }
 
 /// Downloads each profile.proto capture of `decision` through the API and opens it with

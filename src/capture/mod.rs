@@ -1,11 +1,12 @@
 //! Fetches profiles from a Go service's `/debug/pprof` endpoints: streams the body to a
 //! staged file with a size bound and a timeout, retries Go's `cpu profiling already in
-//! use`, validates what arrived, and hands it to the store, kept or failed.
+//! use`, and validates what arrived. The staged file goes back to the job, which keeps it
+//! or fails it.
 
 pub mod perf;
 mod validate;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -27,23 +28,24 @@ const WRITE_BUFFER: usize = 128 << 10;
 /// Gunzipped profiles larger than this many times the body limit are refused.
 pub const MAX_UNZIP_RATIO: u64 = 16;
 
-/// Why a capture failed. Every variant names the URL it was fetching.
+/// Why a capture failed. Every variant names the URL it was fetching, or the file it was
+/// writing, and keeps the error underneath as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    #[error("cannot reach {url}: {message}")]
-    Connect { url: String, message: String, refused: bool },
-    #[error("no complete answer from {url} within {after}")]
-    Timeout { url: String, after: String },
+    #[error("cannot reach {url}: {}", crate::http::error_chain(source))]
+    Connect { url: String, source: reqwest::Error },
+    #[error("no complete answer from {url} within {}", format_duration(*after))]
+    Timeout { url: String, after: Duration },
     #[error("{url} answered {status}: {body}")]
     Status { url: String, status: u16, body: String },
     #[error("{url} sent more than {limit} bytes")]
     TooLarge { url: String, limit: u64 },
-    #[error("download from {url} broke off: {message}")]
-    Body { url: String, message: String },
+    #[error("download from {url} broke off: {}", crate::http::error_chain(source))]
+    Body { url: String, source: reqwest::Error },
     #[error("invalid {kind} body from {url}: {reason}")]
     Invalid { url: String, kind: ProfileKind, reason: InvalidBody },
-    #[error("cannot write {path}: {message}")]
-    Write { path: String, message: String },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
     #[error("stopped: alertprof is shutting down")]
     Cancelled,
 }
@@ -56,7 +58,7 @@ impl CaptureError {
 
     /// Nothing listens where the target was.
     pub fn is_refused(&self) -> bool {
-        matches!(self, CaptureError::Connect { refused: true, .. })
+        matches!(self, CaptureError::Connect { source, .. } if crate::http::is_refused(source))
     }
 
     /// Whether the target's server answered at all.
@@ -162,17 +164,14 @@ impl PprofClient {
             let path = dest.to_path_buf();
             tokio::task::spawn_blocking(move || validate_file(kind.format(), &path, limit))
                 .await
-                .map_err(|error| CaptureError::Write {
-                    path: dest.display().to_string(),
-                    message: error.to_string(),
-                })?
+                .map_err(|error| CaptureError::Write { path: dest.to_path_buf(), source: error.into() })?
                 .map_err(|reason| CaptureError::Invalid { url: url.to_string(), kind, reason })?;
             Ok(fetched)
         };
         tokio::select! {
             result = tokio::time::timeout(timeout, work) => result.unwrap_or_else(|_| Err(CaptureError::Timeout {
                 url: url.to_string(),
-                after: format_duration(timeout),
+                after: timeout,
             })),
             () = cancel.cancelled() => Err(CaptureError::Cancelled),
         }
@@ -189,12 +188,12 @@ impl PprofClient {
         let started = tokio::time::Instant::now();
         let mut backoff = IN_USE_BACKOFF.iter();
         let response = loop {
-            let response =
-                self.http.get(url.clone()).send().await.map_err(|error| CaptureError::Connect {
-                    url: url.to_string(),
-                    message: crate::http::error_chain(&error),
-                    refused: crate::http::is_refused(&error),
-                })?;
+            let response = self
+                .http
+                .get(url.clone())
+                .send()
+                .await
+                .map_err(|source| CaptureError::Connect { url: url.to_string(), source })?;
             if response.status().is_success() {
                 break response;
             }
@@ -218,10 +217,7 @@ impl PprofClient {
                 }
             }
         };
-        let write_error = |error: std::io::Error| CaptureError::Write {
-            path: dest.display().to_string(),
-            message: error.to_string(),
-        };
+        let write_error = |source: std::io::Error| CaptureError::Write { path: dest.to_path_buf(), source };
         let mut file = tokio::fs::File::create(dest).await.map_err(write_error)?;
         // tokio buffers up to 2 MiB per file for its blocking writes; 20 captures at once
         // would hold 40 MiB. A small buffer keeps memory flat at the same throughput.
@@ -230,10 +226,7 @@ impl PprofClient {
         let mut bytes: u64 = 0;
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|error| CaptureError::Body {
-                url: url.to_string(),
-                message: crate::http::error_chain(&error),
-            })?;
+            let chunk = chunk.map_err(|source| CaptureError::Body { url: url.to_string(), source })?;
             bytes += chunk.len() as u64;
             if bytes > self.settings.max_profile_bytes {
                 return Err(CaptureError::TooLarge {

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ProcessRef;
 use crate::durable::Hashed;
+use crate::model::PerfStats;
 use crate::perf::{PerfError, PerfSettings, PerfSummary, PerfTarget, Symbolizer};
 use crate::verify::cgroup::CgroupReader;
 use crate::verify::procfs::ProcReader;
@@ -78,12 +79,14 @@ impl PerfLookup {
 /// Why a `perf` capture failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PerfCaptureError {
-    #[error("perf: {0}")]
+    #[error(transparent)]
     NotFound(#[from] NoPerfTarget),
-    #[error("perf: {0}")]
+    #[error(transparent)]
     Sampling(#[from] PerfError),
-    #[error("cannot write {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: std::path::PathBuf, source: std::io::Error },
+    #[error("the sampling task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// What a `perf` capture kept: its size and digest, and how far to trust it.
@@ -92,6 +95,28 @@ pub struct PerfCaptured {
     pub bytes: u64,
     pub sha256: String,
     pub summary: PerfSummary,
+}
+
+impl PerfCaptured {
+    /// What the capture's metadata keeps of the sampling: how far to trust the profile.
+    pub fn stats(&self, frequency_hz: u32) -> PerfStats {
+        let summary = &self.summary;
+        PerfStats {
+            frequency_hz,
+            samples: summary.samples,
+            lost: summary.lost,
+            cut_short: summary.cut_short,
+            unsymbolized_locations: summary.unsymbolized_locations,
+            unreadable_binaries: summary
+                .unreadable_binaries
+                .iter()
+                .map(|binary| format!("{}: {}", binary.path.display(), binary.error))
+                .collect(),
+            processes: summary.processes,
+            threads: summary.threads,
+            exited_after_ms: summary.exited_after.map(|after| after.as_millis() as u64),
+        }
+    }
 }
 
 /// Samples with perf events, and names the frames with a cache shared by every capture.
@@ -132,7 +157,7 @@ impl PerfSampler {
         recording: crate::perf::PerfRecording,
         dest: &Path,
     ) -> Result<PerfCaptured, PerfCaptureError> {
-        let cannot_write = |source| PerfCaptureError::Write { path: dest.display().to_string(), source };
+        let cannot_write = |source| PerfCaptureError::Write { path: dest.to_path_buf(), source };
         let mut out =
             Hashed::new(std::io::BufWriter::new(std::fs::File::create(dest).map_err(cannot_write)?));
         let summary = self.symbols.lock().unwrap().write_profile(recording, &mut out)?;

@@ -81,7 +81,7 @@ pub enum ConfigError {
     TooLarge { path: PathBuf },
     #[error("{path}: not valid YAML: {message}")]
     Syntax { path: PathBuf, message: String },
-    #[error("{path}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    #[error("{path}: {}:\n{}", crate::model::text::counted(problems.len(), "problem"), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid { path: PathBuf, problems: Vec<Problem> },
 }
 

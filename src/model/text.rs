@@ -104,6 +104,14 @@ pub fn time(at: &DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%SZ").to_string()
 }
 
+/// `1 problem`, `2 problems`: a count with its noun, singular for one.
+pub fn counted(count: usize, noun: &str) -> String {
+    match count {
+        1 => format!("1 {noun}"),
+        _ => format!("{count} {noun}s"),
+    }
+}
+
 /// At most `max` bytes of `text`, cut at a character boundary, with `…` when cut.
 pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     if text.len() <= max {
@@ -129,6 +137,13 @@ mod tests {
         );
         assert_eq!(Esc("plain ü").to_string(), "plain ü");
         assert_eq!(Esc("a\0b\u{202E}gpj.exe\nc\td\r").to_string(), "a[U+0000]b[U+202E]gpj.exe\nc\td[U+000D]");
+    }
+
+    #[test]
+    fn counts_with_their_nouns() {
+        assert_eq!(counted(0, "rule"), "0 rules");
+        assert_eq!(counted(1, "problem"), "1 problem");
+        assert_eq!(counted(12, "target"), "12 targets");
     }
 
     /// Values read as `go tool pprof` scales them, in binary units for bytes, and a change

@@ -11,7 +11,7 @@ use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 
 use super::{MAX_BACKOFF, Recording, Seen};
-use crate::capture::perf::{PerfLookup, PerfSampler};
+use crate::capture::perf::{PerfCaptureError, PerfLookup, PerfSampler};
 use crate::capture::{CaptureError, PprofClient};
 use crate::config::RecorderConfig;
 use crate::metrics::Metrics;
@@ -167,11 +167,11 @@ async fn fetch(
     let result = match fetched {
         Ok(_) => {
             let from = if kind == ProfileKind::Cpu { started } else { finished };
-            let added = recording.tape.add(kind, from, finished, staged.path());
-            added.map(|segment| recording.tell_added(&segment)).map_err(|error| CaptureError::Write {
-                path: staged.path().display().to_string(),
-                message: error.to_string(),
-            })
+            recording
+                .tape
+                .add(kind, from, finished, staged.path())
+                .map(|segment| recording.tell_added(&segment))
+                .map_err(|source| CaptureError::Write { path: staged.path().to_path_buf(), source })
         }
         Err(error) => Err(error),
     };
@@ -203,18 +203,24 @@ async fn perf_loop(
     config: &RecorderConfig,
     stop: &CancellationToken,
 ) {
-    tokio::select! {
-        () = tokio::time::sleep_until(recording.next_due(ProfileKind::Perf, period)) => {}
-        () = stop.cancelled() => return,
+    if !sleep_until(recording.next_due(ProfileKind::Perf, period), stop).await {
+        return;
     }
     while !stop.is_cancelled() {
         let next = tokio::time::Instant::now() + period;
-        if perf_segment(recording, lookup, tools, period, config, stop).await.is_err() {
-            tokio::select! {
-                () = tokio::time::sleep_until(next) => {}
-                () = stop.cancelled() => return,
-            }
+        if perf_segment(recording, lookup, tools, period, config, stop).await.is_err()
+            && !sleep_until(next, stop).await
+        {
+            return;
         }
+    }
+}
+
+/// Sleeps until `deadline`: `false` if `stop` came first.
+async fn sleep_until(deadline: tokio::time::Instant, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep_until(deadline) => true,
+        () = stop.cancelled() => false,
     }
 }
 
@@ -227,7 +233,7 @@ async fn perf_segment(
     period: Duration,
     config: &RecorderConfig,
     stop: &CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), PerfCaptureError> {
     let (target, kind) = (&recording.target, ProfileKind::Perf);
     recording.started.lock().unwrap().insert(kind, tokio::time::Instant::now());
     let started = Utc::now();
@@ -243,18 +249,14 @@ async fn perf_segment(
         tokio::task::spawn_blocking(move || sampler.find_and_capture(&lookup, &settings, &stop, &path)).await
     };
     let finished = Utc::now();
-    let result = match sampled {
-        Ok(Ok(_)) => recording
-            .tape
-            .add(kind, started, finished, staged.path())
-            .map(|segment| recording.tell_added(&segment))
-            .map_err(|error| format!("cannot write {}: {error}", staged.path().display())),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(error) => Err(format!("perf: {error}")),
-    };
+    let result = sampled.map_err(PerfCaptureError::from).and_then(|sampled| sampled).and_then(|_| {
+        let kept = recording.tape.add(kind, started, finished, staged.path());
+        kept.map(|segment| recording.tell_added(&segment))
+            .map_err(|source| PerfCaptureError::Write { path: staged.path().to_path_buf(), source })
+    });
     let outcome = match &result {
         Ok(()) => Outcome::Kept,
-        Err(error) => Outcome::Failed(error.clone()),
+        Err(error) => Outcome::Failed(error.to_string()),
     };
     settle(recording, tools, kind, outcome, finished, config);
     result

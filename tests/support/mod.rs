@@ -267,6 +267,20 @@ pub fn payload(alerts: &[(Value, &str)]) -> Value {
     })
 }
 
+/// The rows of `go tool pprof -top` for a profile; it must open it.
+pub fn pprof_top(file: &Path) -> Vec<String> {
+    let output = Command::new("go").args(["tool", "pprof", "-top"]).arg(file).output().expect("go runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "go tool pprof -top {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows = text.lines().skip_while(|line| !line.trim_start().starts_with("flat")).skip(1);
+    rows.filter(|line| !line.trim().is_empty()).map(str::to_string).collect()
+}
+
 /// Files in a directory (none if it does not exist), sorted.
 pub fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

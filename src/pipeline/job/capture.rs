@@ -12,12 +12,10 @@ use tokio_util::sync::CancellationToken;
 use crate::analyze::stored::{self, AnalysisError};
 use crate::analyze::{DIFF_KEPT, FunctionTable, Measure, TOP_KEPT, diff, top_line};
 use crate::capture::PprofClient;
-use crate::capture::perf::PerfSampler;
+use crate::capture::perf::{PerfCaptureError, PerfSampler};
 use crate::gate::Gate;
 use crate::metrics::Metrics;
-use crate::model::{
-    CaptureId, CaptureMeta, CaptureRole, Diff, PendingCapture, PerfStats, ProfileKind, Summary,
-};
+use crate::model::{CaptureId, CaptureMeta, CaptureRole, Diff, PendingCapture, ProfileKind, Summary};
 use crate::perf::{PerfSettings, PerfTarget};
 use crate::pipeline::analyses::Analyses;
 use crate::pipeline::pusher::Pusher;
@@ -182,15 +180,12 @@ impl Capturer {
         let sampled = spawn_blocking(move || sampler.capture(&target, &settings, &cancel, &dest)).await;
         pending.finished_at = Utc::now();
         self.metrics.captures_in_flight.dec();
-        match sampled {
-            Ok(Ok(captured)) => {
-                pending.perf = Some(perf_stats(&captured.summary, frequency));
+        match sampled.map_err(PerfCaptureError::from).and_then(|sampled| sampled) {
+            Ok(captured) => {
+                pending.perf = Some(captured.stats(frequency));
                 StagedCapture::ready(pending, staged, captured.bytes, captured.sha256, clock)
             }
-            Ok(Err(error)) => StagedCapture::failed(pending, error.to_string(), clock),
-            Err(error) => {
-                StagedCapture::failed(pending, format!("perf: the sampling task failed: {error}"), clock)
-            }
+            Err(error) => StagedCapture::failed(pending, error.to_string(), clock),
         }
     }
 
@@ -320,24 +315,5 @@ impl Subject {
                 tracing::warn!(id = %self.id, base = %base, error = %error, "Cannot compare with the earlier profile.")
             })
             .ok()
-    }
-}
-
-/// What a `perf` capture's metadata keeps of its summary.
-pub fn perf_stats(summary: &crate::perf::PerfSummary, frequency_hz: u32) -> PerfStats {
-    PerfStats {
-        frequency_hz,
-        samples: summary.samples,
-        lost: summary.lost,
-        cut_short: summary.cut_short,
-        unsymbolized_locations: summary.unsymbolized_locations,
-        unreadable_binaries: summary
-            .unreadable_binaries
-            .iter()
-            .map(|binary| format!("{}: {}", binary.path.display(), binary.error))
-            .collect(),
-        processes: summary.processes,
-        threads: summary.threads,
-        exited_after_ms: summary.exited_after.map(|after| after.as_millis() as u64),
     }
 }

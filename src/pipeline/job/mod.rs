@@ -20,7 +20,7 @@ use futures_util::future::join_all;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::capture::PprofClient;
-use crate::capture::perf::RECORDED_SOURCE;
+use crate::capture::perf::{PerfCaptureError, RECORDED_SOURCE};
 use crate::model::{
     CaptureMeta, CaptureRole, Decision, Outcome, PendingCapture, ProfileKind, Readings, Window,
 };
@@ -222,14 +222,9 @@ async fn sample_perf(steps: &JobSteps, job: &Job, mut pending: PendingCapture) -
         let lookup = lookup.clone();
         tokio::task::spawn_blocking(move || lookup.find()).await
     };
-    let target = match found {
-        Ok(Ok(target)) => target,
-        Ok(Err(why)) => {
-            return StagedCapture::failed(pending, format!("perf: {why}"), std::time::Instant::now());
-        }
-        Err(error) => {
-            return StagedCapture::failed(pending, format!("perf: {error}"), std::time::Instant::now());
-        }
+    let target = match found.map_err(PerfCaptureError::from).and_then(|found| Ok(found?)) {
+        Ok(target) => target,
+        Err(why) => return StagedCapture::failed(pending, why.to_string(), std::time::Instant::now()),
     };
     pending.url = lookup.source(&target);
     let slot_key = job.endpoint.slot_key(&job.target().name);
