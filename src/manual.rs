@@ -110,7 +110,9 @@ pub async fn capture(
         .then(|| Progress::start(kind, seconds, client.timeout(kind, seconds), Some(received.clone())));
     let result =
         client.fetch(url, kind, seconds, staged.path(), Some(&received), &CancellationToken::new()).await;
-    shown.map(Progress::finish);
+    if let Some(shown) = shown {
+        shown.finish();
+    }
     let fetched = match result {
         Ok(fetched) => fetched,
         Err(error @ CaptureError::Status { status: 404, .. }) if kind == ProfileKind::Fgprof => {
@@ -154,7 +156,9 @@ pub async fn capture_perf(
         PerfSampler::default().capture(&target, &settings, &CancellationToken::new(), &dest)
     })
     .await;
-    shown.map(Progress::finish);
+    if let Some(shown) = shown {
+        shown.finish();
+    }
     let captured = sampled.map_err(PerfCaptureError::from).and_then(|sampled| sampled)?;
     let path = out.join(format!("{id}{}", kind.extension()));
     move_into_place(staged.path(), &path).map_err(io("move into place", &path))?;
