@@ -108,8 +108,8 @@ impl PushSource {
     }
 }
 
-/// A kept profile to push, in plain values: this module follows no capture type, so the
-/// capture metadata can change shape without touching it.
+/// A kept profile to push, in plain values: the queue keeps no capture type on disk, so the
+/// capture metadata can change shape without touching pushes already queued.
 #[derive(Debug, Clone)]
 pub struct PushItem {
     pub source: PushSource,
@@ -125,8 +125,8 @@ pub struct PushItem {
     /// Any more labels. Names are made valid (`[a-zA-Z_][a-zA-Z0-9_]*`); names that start
     /// with `__` (Pyroscope's) or repeat one already set are left out.
     pub labels: Vec<(String, String)>,
-    /// The stored gzip'd profile.proto. Enqueueing links (or copies) it into the queue, so
-    /// retention, the recorder's rotation or an upload may delete it afterwards.
+    /// The kept gzip'd profile.proto (or a hold of it). Enqueueing links (or copies) it into
+    /// the queue, so retention, the recorder's pruning or an upload may delete it afterwards.
     pub file: PathBuf,
     /// When the capture's retention ends: a push not done by then is dropped. Pyroscope
     /// itself refuses profiles older than its `reject_older_than` (1 h by default) with a

@@ -1,7 +1,7 @@
 //! The pushes waiting for Pyroscope, on disk: per push a JSON entry and the profile beside
 //! it, bounded by count and bytes (the oldest goes first), read back in full after a restart.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -12,13 +12,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::{PushItem, PushMetrics, PushResult};
+use super::{PushItem, PushMetrics, PushResult, PushSource};
 use crate::durable;
 
 const ENTRY_SUFFIX: &str = ".json";
 const PROFILE_SUFFIX: &str = ".pb.gz";
 
-/// How much the queue may hold. Hitting either bound drops the oldest push.
+/// How much the queue may hold. Hitting either bound drops the oldest of the recorder's
+/// segments, and only when none is left the oldest capture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLimits {
     /// Each push costs about 40 bytes of memory for as long as it waits (its number and
@@ -85,6 +86,9 @@ pub(crate) struct Entry {
     pub labels: Vec<(String, String)>,
     pub enqueued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// A recorder segment's push (`PushSource::Recorded`), dropped first to make room.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recorded: bool,
 }
 
 /// A handle on the queue; clones share it. One queue per directory: two processes (or two
@@ -131,6 +135,9 @@ impl Drop for Held {
 struct State {
     /// Sequence number → bytes on disk, oldest first.
     entries: BTreeMap<u64, u64>,
+    /// Those that are recorder segments: dropped before any capture to make room, so a
+    /// stream of segments never pushes out what an alert captured.
+    recorded: BTreeSet<u64>,
     bytes: u64,
     next_seq: u64,
     /// The push the worker is trying: never dropped to make room, so a push that Pyroscope
@@ -146,13 +153,22 @@ impl PushQueue {
         fs::create_dir_all(dir)
             .map_err(|source| QueueError::CreateDir { path: dir.to_path_buf(), source })?;
         let found = scan(dir).map_err(|source| QueueError::ReadDir { path: dir.to_path_buf(), source })?;
-        let mut state = State { entries: BTreeMap::new(), bytes: 0, next_seq: 0, in_flight: None };
+        let mut state = State {
+            entries: BTreeMap::new(),
+            recorded: BTreeSet::new(),
+            bytes: 0,
+            next_seq: 0,
+            in_flight: None,
+        };
         for (seq, files) in found {
             state.next_seq = seq + 1;
             match (files.entry, files.profile) {
                 (Some(entry), Some(profile)) => {
                     state.entries.insert(seq, entry + profile);
                     state.bytes += entry + profile;
+                    if is_recorded(dir, seq) {
+                        state.recorded.insert(seq);
+                    }
                 }
                 (Some(_), None) => {
                     tracing::warn!(dir = %dir.display(), seq, "Pyroscope queue entry without its profile; dropped.");
@@ -223,6 +239,7 @@ impl PushQueue {
             labels: item.label_set(),
             enqueued_at: Utc::now(),
             expires_at: item.expires_at,
+            recorded: matches!(item.source, PushSource::Recorded(_)),
         };
         // Strings, pairs and times: serializing cannot fail.
         let json = serde_json::to_vec(&entry).expect("a queue entry serializes");
@@ -234,6 +251,9 @@ impl PushQueue {
         let dropped = {
             let mut state = self.state();
             state.entries.insert(seq, json.len() as u64 + size);
+            if entry.recorded {
+                state.recorded.insert(seq);
+            }
             state.bytes += json.len() as u64 + size;
             self.make_room(&mut state)
         };
@@ -306,6 +326,7 @@ impl PushQueue {
             if let Some(bytes) = state.entries.remove(&seq) {
                 state.bytes -= bytes;
             }
+            state.recorded.remove(&seq);
             state.in_flight = None;
         }
         remove_files(&self.shared.dir, seq);
@@ -318,15 +339,21 @@ impl PushQueue {
         self.state().in_flight = None;
     }
 
-    /// Takes the oldest pushes (never the one in flight) off the index until both bounds
-    /// hold; their files are for `drop_full` to remove, outside the lock.
+    /// Takes the oldest recorder segments, then the oldest captures (never the one in
+    /// flight) off the index until both bounds hold; their files are for `drop_full` to
+    /// remove, outside the lock.
     fn make_room(&self, state: &mut State) -> Vec<u64> {
         let limits = self.shared.limits;
         let mut dropped = Vec::new();
         while state.entries.len() > limits.max_entries || state.bytes > limits.max_bytes {
             let in_flight = state.in_flight;
-            let Some(seq) = state.entries.keys().copied().find(|seq| Some(*seq) != in_flight) else { break };
+            let not_in_flight = |seq: &u64| Some(*seq) != in_flight;
+            let oldest = state.recorded.iter().copied().find(not_in_flight);
+            let Some(seq) = oldest.or_else(|| state.entries.keys().copied().find(not_in_flight)) else {
+                break;
+            };
             state.bytes -= state.entries.remove(&seq).unwrap_or(0);
+            state.recorded.remove(&seq);
             dropped.push(seq);
         }
         dropped
@@ -363,6 +390,13 @@ impl PushQueue {
         // A panic while holding it leaves only numbers behind, still usable.
         self.shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Whether the push `seq` in `dir` is a recorder segment's, as its entry says; one that
+/// cannot be read counts as a capture (and is dropped when the worker comes to it).
+fn is_recorded(dir: &Path, seq: u64) -> bool {
+    let entry = fs::read(dir.join(format!("{seq:020}{ENTRY_SUFFIX}"))).ok();
+    entry.and_then(|json| serde_json::from_slice::<Entry>(&json).ok()).is_some_and(|entry| entry.recorded)
 }
 
 /// The files of one push found on disk: their sizes, each if present.
@@ -427,7 +461,7 @@ fn remove_files(dir: &Path, seq: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pyroscope::{ProfileType, PushSource};
+    use crate::pyroscope::ProfileType;
 
     fn item(dir: &Path, n: usize) -> PushItem {
         let file = dir.join(format!("stored-{n}.pb.gz"));
@@ -485,6 +519,37 @@ mod tests {
         assert_eq!(names(&dir), ["00000000000000000000.json", "00000000000000000000.pb.gz", "README"]);
         queue.enqueue_blocking(&item(store.path(), 4)).unwrap();
         assert!(dir.join("00000000000000000003.json").exists(), "{:?}", names(&dir));
+    }
+
+    /// To make room, the recorder's segments go first, oldest first, however new the
+    /// captures; captures go only when no segment is left; and the queue taken up again
+    /// knows which is which.
+    #[test]
+    fn segments_make_room_before_captures() {
+        let store = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let limits = QueueLimits { max_entries: 3, max_bytes: 1 << 20 };
+        let metrics = PushMetrics::default();
+        let queue = PushQueue::open(data.path(), limits, metrics.clone()).unwrap();
+        let segment =
+            |n: usize| PushItem { source: PushSource::Recorded(format!("seg-{n}")), ..item(store.path(), n) };
+        queue.enqueue_blocking(&item(store.path(), 1)).unwrap();
+        queue.enqueue_blocking(&segment(2)).unwrap();
+        queue.enqueue_blocking(&segment(3)).unwrap();
+        queue.enqueue_blocking(&item(store.path(), 4)).unwrap();
+        queue.enqueue_blocking(&segment(5)).unwrap();
+        let names = |queue: &PushQueue| -> Vec<String> {
+            let seqs: Vec<u64> = queue.state().entries.keys().copied().collect();
+            seqs.iter().map(|seq| queue.load(*seq).unwrap().0.name).collect()
+        };
+        assert_eq!(names(&queue), ["cap-1", "cap-4", "seg-5"]);
+        assert_eq!(metrics.pushes(PushResult::DroppedFull), 2);
+        drop(queue);
+        let queue = PushQueue::open(data.path(), limits, PushMetrics::default()).unwrap();
+        queue.enqueue_blocking(&item(store.path(), 6)).unwrap();
+        assert_eq!(names(&queue), ["cap-1", "cap-4", "cap-6"], "the segment, known as one after a restart");
+        queue.enqueue_blocking(&item(store.path(), 7)).unwrap();
+        assert_eq!(names(&queue), ["cap-4", "cap-6", "cap-7"]);
     }
 
     /// A held profile outlives its source (the store moving or deleting it) and can be

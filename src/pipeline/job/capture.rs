@@ -253,12 +253,17 @@ impl Capturer {
 fn keep_and_queue(
     store: &ProfileStore,
     pusher: Option<&Pusher>,
-    meta: CaptureMeta,
+    mut meta: CaptureMeta,
     body: Option<StagedFile>,
 ) -> CaptureMeta {
-    let held = match (pusher, &meta.pyroscope, &body) {
-        (Some(pusher), Some(_), Some(body)) => {
-            pusher.hold(body.path(), meta.id.as_str()).map(|h| (pusher, h))
+    let held = match (pusher, &body) {
+        (Some(pusher), Some(body)) if meta.pyroscope.is_some() => {
+            let held = pusher.hold(body.path(), meta.id.as_str());
+            if held.is_none() {
+                // It will not be pushed: no link to a view that would stay empty.
+                meta.pyroscope = None;
+            }
+            held.map(|held| (pusher, held))
         }
         _ => None,
     };
