@@ -4,8 +4,9 @@
 # bearer token; alertprof re-verifies, captures goroutine and CPU profiles, stores them,
 # and annotates a Grafana API stand-in with a link to each. Shows the profiles' top
 # functions and the annotation. Then a late alert: a 2-second burst, alerted 15 s after it
-# was over, gets the burst's CPU profile from alertprof's recorder. Stops everything it
-# started, whatever happens.
+# was over, gets the burst's CPU profile from alertprof's recorder. Run from a terminal, it
+# then leaves the stack up, with the web page's address, until Enter; otherwise (CI, a
+# pipe) it stops at once. Stops everything it started, whatever happens.
 #
 # Needs cargo; installs what else it needs from Debian (Go, Prometheus, Alertmanager, curl,
 # python3) when run as root, or says the one command to run.
@@ -123,7 +124,7 @@ echo "demo: Prometheus fires GoroutineSpike, Alertmanager posts it to alertprof.
 auth="Authorization: Bearer am-demo-token"
 decision=$(decision_on GoroutineSpike)
 echo "demo: alertprof's decision:"
-echo "$decision" | python3 -m json.tool
+echo "$decision" | python3 -m json.tool --no-ensure-ascii
 echo "$decision" | grep -q '"outcome": "captured"' || { echo "demo: nothing captured; see $work/*.log" >&2; exit 1; }
 
 echo
@@ -193,3 +194,12 @@ go tool pprof -top "${cpu_meta%.json}.pb.gz" 2>/dev/null | grep -q 'main.burnCPU
   { echo "demo: main.burnCPU is not in the late alert's profile" >&2; exit 1; }
 echo "demo: the heap, newest against the recorder's snapshot from before the window:"
 echo "$late" | json '"  heap: %s" % d.get("grew", {}).get("heap", "nothing grew")'
+
+# From a terminal, the stack stays up so that the annotations' links and the web page can be
+# opened; with no terminal (CI, a pipe) it stops here.
+if [ -t 0 ] && [ -t 1 ] && [ "${CI:-}" != true ]; then
+  echo
+  echo "demo: alertprof's web page: http://127.0.0.1:$alertprof_port/ (sign in with the token am-demo-token)"
+  echo "demo: Prometheus http://127.0.0.1:$prom_port/, Alertmanager http://127.0.0.1:$am_port/"
+  read -r -p "demo: everything stays up; press Enter to stop it. " _
+fi

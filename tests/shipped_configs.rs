@@ -139,8 +139,8 @@ async fn in_bucket(moto: &Moto, shipped: &Shipped, opened: &[Value]) {
 /// `examples/alertprof.yaml`, the annotated example, run as systemd runs it: the demo
 /// target recorded all the time; a `ProcessCPUHigh` alert on a burning target becomes a CPU
 /// profile merged from the recorder over the rule's lookback, with the goroutine profile
-/// beside it, and a `GoroutineSpike` alert in the same payload its goroutine and heap
-/// profiles, all kept beside the config file.
+/// beside it, and the README's test alert (`examples/test-alert.json`, a `GoroutineSpike`)
+/// its goroutine and heap profiles, all kept beside the config file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_config() {
     let dir = tempfile::tempdir().unwrap();
@@ -158,12 +158,24 @@ async fn the_example_config() {
     let serve = serve_file(dir.path(), &shipped).await;
 
     demo.get("/burn?seconds=30&workers=1").await;
-    let (mut cpu, mut leak) = (shipped.alert_labels("cpu-spike"), shipped.alert_labels("goroutine-leak"));
-    for labels in [&mut cpu, &mut leak] {
-        labels.insert("job".into(), json!("demo"));
-    }
-    post_webhook(&serve, None, &firing(&[&cpu, &leak])).await;
-    let decision = captured(&serve, cpu["alertname"].as_str().unwrap(), Duration::from_secs(90)).await;
+    let mut cpu = shipped.alert_labels("cpu-spike");
+    cpu.insert("job".into(), json!("demo"));
+    post_webhook(&serve, None, &firing(&[&cpu])).await;
+    // The README's test alert, as its one line sends it: startsAt filled in with now.
+    let test_alert =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/test-alert.json"))
+            .unwrap()
+            .replace("@NOW@", &chrono::Utc::now().to_rfc3339());
+    let test_alert: Value = serde_json::from_str(&test_alert).unwrap();
+    let leak = test_alert["alerts"][0]["labels"].as_object().unwrap().clone();
+    assert_eq!(
+        json!(shipped.alert_labels("goroutine-leak")["alertname"]),
+        leak["alertname"],
+        "for the example's rule"
+    );
+    post_webhook(&serve, None, &test_alert).await;
+    let by_rule = |rule: &'static str| move |d: &Value| d["rule"] == rule && d["source"] == "alertmanager";
+    let decision = captured_by(&serve, "the CPU alert", Duration::from_secs(90), by_rule("cpu-spike")).await;
     let opened = open_captures(&serve, &decision, dir.path()).await;
     assert_eq!(kinds(&opened), ["cpu", "goroutine"], "{opened:?}");
     kept_beside(dir.path(), &shipped, &opened);
@@ -261,8 +273,17 @@ async fn the_agent_configmap() {
     // The node's daemon is another process: the agent records its CPU all the time, and
     // Go's CPU profiler serves one client at a time.
     let daemon = Demo::start();
+    // A container that serves no pprof (the same Go program, its pprof not named): the
+    // agent samples its cgroup with perf events, which the DaemonSet must grant.
+    let nopprof = Demo::start();
+    let nopprof_cgroup = LiveCgroup::create("nopprof", 0.2, 256 << 20);
+    nopprof_cgroup.add(nopprof.child.0.id());
     let token = "agent-token";
     let workload = Workload::read("deploy/kubernetes/agent-daemonset.yaml");
+    assert!(workload.host_pid, "perf samples carry the host's pids only with hostPID");
+    for needed in ["perfmon", "sys_ptrace"] {
+        assert!(workload.capabilities.iter().any(|cap| cap == needed), "perf captures need {needed}");
+    }
 
     let shipped = agent_config(d, &moto, &am, &pod, &daemon);
     let (bucket, _) = shipped.bucket();
@@ -273,6 +294,7 @@ async fn the_agent_configmap() {
     // The container spikes in both: its CPU quota used up, 7/8 of its memory limit held.
     pod.get("/burn?seconds=300&workers=1").await;
     pod.get(&format!("/hold?mb={}", limit_mib * 7 / 8)).await;
+    nopprof.get("/burn?seconds=300&workers=1").await;
     // As cAdvisor's metrics give them, with the labels deploy/README.md's rule keeps.
     let (mut cpu, mut memory) = (shipped.alert_labels("cpu-spike"), shipped.alert_labels("memory-spike"));
     for labels in [&mut cpu, &mut memory] {
@@ -286,7 +308,11 @@ async fn the_agent_configmap() {
             labels.insert(name.into(), json!(value));
         }
     }
-    let alerts = json!([{"labels": cpu}, {"labels": memory}]);
+    let mut perf = shipped.alert_labels("cpu-spike-perf");
+    for (name, value) in [("id", nopprof_cgroup.id.as_str()), ("namespace", "shop"), ("pod", "legacy-0")] {
+        perf.insert(name.into(), json!(value));
+    }
+    let alerts = json!([{"labels": cpu}, {"labels": memory}, {"labels": perf}]);
     let answer = client().post(am.url("/api/v2/alerts")).json(&alerts).send().await.unwrap();
     assert!(answer.status().is_success(), "{answer:?}");
 
@@ -296,17 +322,40 @@ async fn the_agent_configmap() {
     let abs = leak.expect("the watch rule")["verify"]["goroutines"]["abs"].as_u64().unwrap();
     daemon.get(&format!("/goroutines?n={}", abs + 1000)).await;
 
-    let decision = captured(&serve, cpu["alertname"].as_str().unwrap(), Duration::from_secs(90)).await;
+    let by_rule = |rule: &'static str| move |d: &Value| d["rule"] == rule && d["source"] == "alertmanager";
+    let decision = captured_by(&serve, "the CPU alert", Duration::from_secs(90), by_rule("cpu-spike")).await;
     let reason = decision["reason"].as_str().unwrap();
     assert!(reason.contains("cpu_percent"), "verified on the cgroup's CPU: {decision}");
+    assert!(reason.contains("(of the cgroup's quota of 0.2 CPU)"), "says what 100% is: {decision}");
     let opened = open_captures(&serve, &decision, d).await;
     assert_eq!(kinds(&opened), ["cpu", "goroutine"], "{opened:?}");
     in_bucket(&moto, &shipped, &opened).await;
     let decision = captured(&serve, memory["alertname"].as_str().unwrap(), Duration::from_secs(60)).await;
     let reason = decision["reason"].as_str().unwrap();
     assert!(reason.contains("memory_percent"), "verified on the cgroup's memory: {decision}");
+    assert!(reason.contains("(of the memory limit of 128.00MiB)"), "says what 100% is: {decision}");
     let opened = open_captures(&serve, &decision, d).await;
     assert_eq!(kinds(&opened), ["goroutine", "heap"], "{opened:?}");
+    in_bucket(&moto, &shipped, &opened).await;
+    let decision = captured_by(
+        &serve,
+        "the CPU alert of a pod without pprof",
+        Duration::from_secs(60),
+        by_rule("cpu-spike-perf"),
+    )
+    .await;
+    let reason = decision["reason"].as_str().unwrap();
+    assert!(reason.contains("cpu_percent"), "verified on the cgroup's CPU: {decision}");
+    let opened = open_captures(&serve, &decision, d).await;
+    assert_eq!(kinds(&opened), ["perf"], "{opened:?}");
+    let top: Vec<&str> = opened[0]["summary"]["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["function"].as_str().unwrap())
+        .collect();
+    assert!(top.contains(&"main.spin"), "the container's burning function, named from its binary: {top:?}");
+    assert_eq!(opened[0]["perf"]["processes"], 1, "{:?}", opened[0]);
     in_bucket(&moto, &shipped, &opened).await;
     let watched = captured_by(&serve, "the node daemon's leak", Duration::from_secs(60), |d| {
         d["rule"] == "node-daemon-leak" && d["source"] == "watch" && d["outcome"] != "not_verified"

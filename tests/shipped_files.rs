@@ -170,3 +170,14 @@ fn the_dashboard_queries_metrics_that_exist() {
     }
     assert!(checked >= 6, "{checked}");
 }
+
+/// Running the example config where it lies (`serve --config examples/alertprof.yaml`)
+/// leaves the clone clean: its storage directory, relative to the file, is ignored by git.
+#[test]
+fn the_example_config_leaves_the_clone_clean() {
+    let example = yaml("examples/alertprof.yaml");
+    let dir = example["storage"]["dir"].as_str().expect("the example names storage.dir");
+    let data = Path::new("examples").join(dir);
+    let ignored = run("git", &["check-ignore", "-q", "--no-index", data.to_str().unwrap()], &root());
+    assert!(ignored.status.success(), "{} is not in .gitignore", data.display());
+}

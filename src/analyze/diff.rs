@@ -5,7 +5,7 @@
 
 use super::summary::{FunctionTable, Measure, is_runtime};
 use crate::model::summary::unit_of;
-use crate::model::text::change;
+use crate::model::text::{change, quantity};
 use crate::model::{CaptureId, Diff, TopFunction};
 
 /// The functions of `diff` that grew, most first. By cum, the runtime's own functions are
@@ -21,11 +21,22 @@ pub fn grown(diff: &Diff, measure: Measure) -> Vec<&TopFunction> {
     grown
 }
 
-/// `main.leak +1.50s (+300.0%)`: a row's change in the sample type's unit.
+/// Past this share of the baseline's total, a percentage says less than the baseline's
+/// own size: the baseline was all but empty.
+const PERCENT_SHOWN_UP_TO: f64 = 1000.0;
+
+/// `main.leak +1.50s (+300.0%)`: a row's change in the sample type's unit. Against a
+/// baseline all but empty, `main.leak +1.50s (new: the baseline had 4.00ms in all)`
+/// rather than a percentage in the thousands.
 pub fn describe(diff: &Diff, row: &TopFunction, measure: Measure) -> String {
     let (value, percent) = measure.of(row);
     let cum = if measure == Measure::Cum { " cum" } else { "" };
-    format!("{} {}{cum} ({percent:+.1}%)", row.function, change(value, unit_of(&diff.sample_type)))
+    let unit = unit_of(&diff.sample_type);
+    let share = match percent.abs() <= PERCENT_SHOWN_UP_TO {
+        true => format!("{percent:+.1}%"),
+        false => format!("new: the baseline had {} in all", quantity(diff.base_total, unit)),
+    };
+    format!("{} {}{cum} ({share})", row.function, change(value, unit))
 }
 
 /// Why two profiles cannot be compared.
@@ -152,7 +163,13 @@ mod tests {
         let base = table(&[(&[2, 1], [1, 100])]);
         let spike = table(&[(&[3, 1], [1, 4_000_000_000])]);
         let diff = diff(&spike, &base, &b(), 10, Measure::Flat).unwrap();
-        assert_eq!(describe(&diff, &diff.functions[0], Measure::Flat), "main.leak +4.00s (+4000000000.0%)");
+        assert_eq!(
+            describe(&diff, &diff.functions[0], Measure::Flat),
+            "main.leak +4.00s (new: the baseline had 100ns in all)"
+        );
+        let base = table(&[(&[2, 1], [1, 1_000_000_000])]);
+        let diff = super::diff(&spike, &base, &b(), 10, Measure::Flat).unwrap();
+        assert_eq!(describe(&diff, &diff.functions[0], Measure::Flat), "main.leak +4.00s (+400.0%)");
     }
 
     /// In a goroutine profile the parked runtime frame holds all flat; by cum, the user's

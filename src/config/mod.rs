@@ -356,6 +356,29 @@ targets:
         );
     }
 
+    /// `host:port` is taken as `http://host:port`, as `alertprof capture` takes it, fixed or
+    /// templated; a scheme other than http(s) is still refused, named as written.
+    #[test]
+    fn urls_without_a_scheme_are_http() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"
+targets:
+  - {name: a, pprof_url: "127.0.0.1:6060", metrics_url: "127.0.0.1:6060/metrics"}
+  - {name: b, pprof_url: "{{ labels.instance }}", allowed_targets: ["10.0.0.0/8:6060"]}
+"#;
+        let config = Config::parse(text, dir.path()).unwrap();
+        let a = config.targets[0].endpoint.as_ref().unwrap();
+        assert_eq!(a.pprof_url.as_ref().unwrap().as_str(), "http://127.0.0.1:6060/");
+        assert_eq!(a.metrics_url.as_ref().unwrap().as_str(), "http://127.0.0.1:6060/metrics");
+        let labels = [("instance".to_string(), "10.1.2.3:6060".to_string())].into();
+        let b = config.targets[1].endpoint_for(&labels).unwrap();
+        assert_eq!(b.pprof_url.as_ref().unwrap().as_str(), "http://10.1.2.3:6060/");
+        assert_eq!(
+            problems("targets: [{name: a, pprof_url: \"ftp://h:1\"}]"),
+            ["targets[0].pprof_url: \"ftp://h:1\" must be an http:// or https:// URL with a host"]
+        );
+    }
+
     /// `gate.dedupe_ignore_labels`: label names, each once; every mistake named.
     #[test]
     fn dedupe_ignore_labels() {
@@ -396,11 +419,11 @@ targets:
         assert!(bare.prefix.is_empty() && bare.access_key_id.is_none() && bare.endpoint.is_none());
         assert_eq!(
             problems(
-                "storage: {object_store: {url: gs://b/p, endpoint: minio:9000, region: \"eu west\", access_key_id_file: /nonexistent}}"
+                "storage: {object_store: {url: gs://b/p, endpoint: \"ftp://minio:9000\", region: \"eu west\", access_key_id_file: /nonexistent}}"
             ),
             [
                 "storage.object_store.url: \"gs://b/p\" must be s3://BUCKET/PREFIX (S3 and S3-compatible stores)",
-                "storage.object_store.endpoint: \"minio:9000\" must be an http:// or https:// URL with a host",
+                "storage.object_store.endpoint: \"ftp://minio:9000\" must be an http:// or https:// URL with a host",
                 "storage.object_store.region: \"eu west\" is not a region name (like us-east-1)",
                 "storage.object_store.access_key_id_file: cannot read /nonexistent: No such file or directory (os error 2)",
             ]
@@ -500,7 +523,7 @@ rules:
             [
                 "rules[0].baseline.every: must be at least 1m: a baseline is a full capture",
                 "rules[1].baseline: needs on_resolved: true or every, or both",
-                "rules[2].baseline: target \"any\" has a templated URL; baseline.every needs fixed URLs",
+                "rules[2].baseline: target \"any\" is templated from alert labels; baseline.every needs a fixed target",
                 "rules[3].on_resolved: moved: write baseline: {on_resolved: true}",
                 "rules[4].baseline.often: unknown key \"often\" (known: on_resolved, every)",
                 "rules[4].baseline: needs on_resolved: true or every, or both",

@@ -181,14 +181,18 @@ fn read_watch(w: &mut Walker, path: &str, value: &Value) -> Option<Option<Durati
     }
 }
 
-/// Reports at `path` each of the `chosen` targets with a templated URL, which `what` (a
-/// watch, a periodic baseline) cannot read: it reads one instance, and they have none.
+/// Reports at `path` each of the `chosen` targets templated from alert labels (a URL or
+/// the cgroup), which `what` (a watch, a periodic baseline) cannot read: it reads one
+/// instance, and they have none.
 fn report_templated(w: &mut Walker, path: &str, what: &str, chosen: &[usize], targets: &[Declared]) {
     for &t in chosen {
         if targets[t].templated {
             w.report(
                 path,
-                format!("target {:?} has a templated URL; {what} needs fixed URLs", targets[t].name),
+                format!(
+                    "target {:?} is templated from alert labels; {what} needs a fixed target",
+                    targets[t].name
+                ),
             );
         }
     }

@@ -92,6 +92,7 @@ pub(super) fn read_targets(w: &mut Walker, entry: Option<(String, &Value)>) -> O
 /// reported as naming an unknown target too.
 pub(super) struct Declared {
     pub(super) name: String,
+    /// Its URLs or its cgroup come from alert labels.
     pub(super) templated: bool,
 }
 
@@ -103,7 +104,9 @@ pub(super) fn declared_targets(entry: Option<(String, &Value)>) -> Vec<Declared>
         .iter()
         .map(|item| Declared {
             name: text(item, "name"),
-            templated: text(item, "pprof_url").contains("{{") || text(item, "metrics_url").contains("{{"),
+            templated: text(item, "pprof_url").contains("{{")
+                || text(item, "metrics_url").contains("{{")
+                || item.get("process").is_some_and(|process| text(process, "cgroup").contains("{{")),
         })
         .collect()
 }

@@ -28,25 +28,35 @@ pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Option<String>> {
         .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))
 }
 
-/// An `http` or `https` URL with a host.
+/// `host:port` as `http://host:port`, as `alertprof capture` takes it; a URL with a
+/// scheme as it is.
+fn with_scheme(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.contains("://") {
+        true => text.into(),
+        false => format!("http://{text}").into(),
+    }
+}
+
+/// An `http` or `https` URL with a host (`http://` taken when none is given).
 pub fn read_url(w: &mut Walker, path: &str, value: &Value) -> Option<Url> {
-    let text = w.string(path, value)?;
+    let given = w.string(path, value)?;
+    let text = &*with_scheme(given);
     if text.contains("{{") {
         w.report(path, "templated URLs are not supported here; list each target with its own URL");
         return None;
     }
     match Url::parse(text) {
         Ok(url) if url.fragment().is_some() => {
-            w.report(path, format!("{text:?} has a fragment (#…), which is never sent; leave it out"));
+            w.report(path, format!("{given:?} has a fragment (#…), which is never sent; leave it out"));
             None
         }
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(url),
         Ok(_) => {
-            w.report(path, format!("{text:?} must be an http:// or https:// URL with a host"));
+            w.report(path, format!("{given:?} must be an http:// or https:// URL with a host"));
             None
         }
         Err(error) => {
-            w.report(path, format!("{text:?} is not a URL: {error}"));
+            w.report(path, format!("{given:?} is not a URL: {error}"));
             None
         }
     }
@@ -54,21 +64,22 @@ pub fn read_url(w: &mut Walker, path: &str, value: &Value) -> Option<Url> {
 
 /// A target URL: fixed, or a `{{ labels.NAME }}` template.
 pub fn read_url_spec(w: &mut Walker, path: &str, value: &Value) -> Option<UrlSpec> {
-    let text = w.string(path, value)?;
+    let given = w.string(path, value)?;
+    let text = &*with_scheme(given);
     if !text.contains("{{") && !text.contains("}}") {
         return read_url(w, path, value).map(UrlSpec::Fixed);
     }
     let template = UrlTemplate::parse(text).map_err(|error| w.report(path, error.to_string())).ok()?;
     match Url::parse(&template.sample()) {
         Ok(url) if url.fragment().is_some() => {
-            w.report(path, format!("{text:?} has a fragment (#…), which is never sent; leave it out"));
+            w.report(path, format!("{given:?} has a fragment (#…), which is never sent; leave it out"));
             None
         }
         Ok(url) if matches!(url.scheme(), "http" | "https") => Some(UrlSpec::Template(template)),
         _ => {
             w.report(
                 path,
-                format!("{text:?} must be an http:// or https:// URL once its labels are filled in"),
+                format!("{given:?} must be an http:// or https:// URL once its labels are filled in"),
             );
             None
         }

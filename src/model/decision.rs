@@ -10,6 +10,7 @@ use super::id::CaptureId;
 use super::kind::ProfileKind;
 use super::name::Name;
 use super::signal::Readings;
+use super::text::time;
 use super::trigger::TriggerSource;
 
 /// Why the gate refuses a job.
@@ -168,22 +169,28 @@ impl std::fmt::Display for Reason {
         match self {
             Reason::Text(text) => f.write_str(text),
             Reason::Refused(Refusal::Duplicate { first_seen }) => {
-                write!(f, "alert already handled for this rule and target at {first_seen}")
+                write!(f, "alert already handled for this rule and target at {}", time(first_seen))
             }
             Reason::Refused(Refusal::Pending { since }) => {
-                write!(f, "a copy of this alert came first, at {since}; its capture is queued or running")
+                write!(
+                    f,
+                    "a copy of this alert came first, at {}; its capture is queued or running",
+                    time(since)
+                )
             }
-            Reason::Refused(Refusal::Cooldown { until }) => write!(f, "in cooldown until {until}"),
+            Reason::Refused(Refusal::Cooldown { until }) => write!(f, "in cooldown until {}", time(until)),
             Reason::Refused(Refusal::DuplicateElsewhere { first_seen, by }) => {
                 write!(
                     f,
-                    "another instance ({by}) claimed this alert for this rule and target at {first_seen}"
+                    "another instance ({by}) claimed this alert for this rule and target at {}",
+                    time(first_seen)
                 )
             }
             Reason::Refused(Refusal::CooldownElsewhere { until, by }) => {
                 write!(
                     f,
-                    "in cooldown until {until}: another instance ({by}) captured this target by this rule"
+                    "in cooldown until {}: another instance ({by}) captured this target by this rule",
+                    time(until)
                 )
             }
         }
@@ -229,5 +236,16 @@ mod tests {
         for (index, outcome) in Outcome::ALL.iter().enumerate() {
             assert_eq!(*outcome as usize, index, "{}", outcome.name());
         }
+    }
+
+    /// Times in reasons read to the second, as a person reads them: no nanoseconds.
+    #[test]
+    fn reasons_give_times_to_the_second() {
+        let until = "2026-12-06T20:37:07.620427216Z".parse().unwrap();
+        let reason = Reason::Refused(Refusal::Cooldown { until }).to_string();
+        assert_eq!(reason, "in cooldown until 2026-12-06 20:37:07Z");
+        let by = "alertprof-1".to_string();
+        let reason = Reason::Refused(Refusal::DuplicateElsewhere { first_seen: until, by }).to_string();
+        assert!(reason.ends_with("at 2026-12-06 20:37:07Z"), "{reason}");
     }
 }

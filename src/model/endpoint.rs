@@ -111,11 +111,18 @@ impl Endpoint {
         }))
     }
 
+    /// Whether this endpoint was rendered for one alert, from its labels (its URLs, or the
+    /// cgroup it names): such a target is not sampled over time nor recorded; its readings
+    /// are taken when the alert comes.
+    pub fn per_alert(&self) -> bool {
+        self.templated || self.cgroup.is_some()
+    }
+
     /// What the gate keeps a cooldown under: the target, or for a templated one the
     /// instance it was rendered to (one entry stands for many instances, and a capture of
     /// one is no reason to refuse another).
     pub fn gate_target<'a>(&self, target: &'a str) -> Cow<'a, str> {
-        match self.templated || self.cgroup.is_some() {
+        match self.per_alert() {
             true => Cow::Owned(self.slot_key(target)),
             false => Cow::Borrowed(target),
         }

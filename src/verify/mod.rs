@@ -10,6 +10,7 @@ pub mod target_metrics;
 pub mod trigger;
 
 pub use reading::{NoReading, Sample, SampleError};
+pub use sampler::Bases;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -49,6 +50,8 @@ struct Signals {
     /// Readings for charts: at most `CHART_POINTS` of each signal, at least `CHART_STEP`
     /// apart, the newest last.
     chart: HashMap<SignalKey, VecDeque<(DateTime<Utc>, f64)>>,
+    /// What 100% of each percent signal is, as the latest sample found.
+    bases: Bases,
 }
 
 /// Points of each signal kept for charts, and the least time between two: about five
@@ -131,6 +134,13 @@ impl Verifier {
         signals.chart.iter().map(|(key, ring)| (key.clone(), points(ring))).collect()
     }
 
+    /// What 100% of each of a target's percent signals is, as its latest sample found: said
+    /// with each reason about them.
+    pub fn record_bases(&self, target: &str, bases: &Bases) {
+        let mut targets = self.targets.lock().unwrap();
+        targets.entry(target.to_string()).or_default().bases.clone_from(bases);
+    }
+
     /// The latest readings of a target.
     pub fn readings(&self, target: &str) -> Readings {
         self.targets.lock().unwrap().get(target).map(|s| s.latest.clone()).unwrap_or_default()
@@ -156,7 +166,7 @@ impl Verifier {
             let reason = format!("readings of {target} are {}s old", age.as_secs());
             return Verdict::NotVerified { reason, readings };
         }
-        judge(checks, self.history, readings, |key| {
+        judge(checks, self.history, readings, &signals.bases, |key| {
             let Some(ring) = signals.history.get(key).filter(|_| signals.latest.contains_key(key)) else {
                 return Err(match signals.missing.get(key) {
                     Some(why) => Unread::NoReading { key: key.clone(), why: why.clone() },
@@ -194,7 +204,7 @@ impl Verifier {
             .map(|ring| ring.iter().map(|(t, _)| *t).filter(|t| *t >= since).collect())
             .unwrap_or_default();
         for &at in times.iter().rev() {
-            let judged = judge(checks, self.history, Readings::new(), |key| {
+            let judged = judge(checks, self.history, Readings::new(), &signals.bases, |key| {
                 let not_at = || Unread::NotAt { key: key.clone(), at };
                 let ring = signals.history.get(key).ok_or_else(not_at)?;
                 let index = ring.iter().position(|(t, _)| *t == at).ok_or_else(not_at)?;
@@ -213,10 +223,10 @@ impl Verifier {
 
     /// Judges `checks` on a single sample taken just now, with no history (so `diff`
     /// cannot trigger): for targets that are not sampled, such as templated ones.
-    pub fn judge_sample(&self, checks: &[SignalCheck], sample: Sample) -> Verdict {
+    pub fn judge_sample(&self, checks: &[SignalCheck], sample: Sample, bases: &Bases) -> Verdict {
         let readings: Readings =
             sample.iter().filter_map(|(k, v)| v.as_ref().ok().map(|v| (k.clone(), *v))).collect();
-        judge(checks, self.history, readings, |key| match sample.get(key) {
+        judge(checks, self.history, readings, bases, |key| match sample.get(key) {
             Some(Ok(value)) => Ok((*value, Vec::new())),
             Some(Err(why)) => Err(Unread::NoReading { key: key.clone(), why: why.clone() }),
             None => Err(Unread::NotInSample(key.clone())),
@@ -246,11 +256,12 @@ enum Unread {
 }
 
 /// Every check must trigger on its signal's current value and previous values, as
-/// `reading` gives them (or says why there is none).
+/// `reading` gives them (or says why there is none). A judged percent says what 100% is.
 fn judge(
     checks: &[SignalCheck],
     history: usize,
     readings: Readings,
+    bases: &Bases,
     reading: impl Fn(&SignalKey) -> Result<(f64, Vec<f64>), Unread>,
 ) -> Verdict {
     let mut why = Vec::new();
@@ -258,7 +269,11 @@ fn judge(
         let key = check.signal.key();
         let judged = match reading(&key) {
             Ok((current, previous)) => {
-                trigger::evaluate(key.as_str(), &check.threshold, current, &previous, history)
+                let judged = trigger::evaluate(key.as_str(), &check.threshold, current, &previous, history);
+                match bases.get(&key) {
+                    Some(basis) => judged.map(|reason| format!("{reason} ({basis})")),
+                    None => judged,
+                }
             }
             Err(unread) => Judgement::Quiet(unread.to_string()),
         };
@@ -287,6 +302,37 @@ mod tests {
             (Signal::Goroutines.key(), Ok(value)),
             (Signal::CpuPercent.key(), Err(NoReading::FirstSample)),
         ])
+    }
+
+    /// A percent's reason says what 100% was, as the latest sample found it, whether it
+    /// triggers or not; a signal with no basis is said as it is.
+    #[test]
+    fn percents_say_what_100_is() {
+        let verifier = Verifier::new(3, Duration::from_secs(10));
+        let now = Utc::now();
+        verifier.record("t", now, Sample::from([(Signal::CpuPercent.key(), Ok(45.0))]));
+        verifier.record_bases("t", &Bases::from([(Signal::CpuPercent.key(), "of 2 CPUs".to_string())]));
+        let cpu = |abs| {
+            vec![SignalCheck {
+                signal: Signal::CpuPercent,
+                threshold: Threshold { abs: Some(abs), ..Default::default() },
+            }]
+        };
+        match verifier.verify("t", &cpu(70.0), now) {
+            Verdict::NotVerified { reason, .. } => {
+                assert_eq!(reason, "cpu_percent 45.0 < abs 70 (of 2 CPUs)")
+            }
+            other => panic!("{other:?}"),
+        }
+        match verifier.verify("t", &cpu(40.0), now) {
+            Verdict::Holds { why, .. } => assert_eq!(why, ["cpu_percent 45.0 >= abs 40 (of 2 CPUs)"]),
+            other => panic!("{other:?}"),
+        }
+        verifier.record("u", now, sample(30.0));
+        match verifier.verify("u", &goroutines(10.0, None), now) {
+            Verdict::Holds { why, .. } => assert_eq!(why, ["goroutines 30 >= abs 10"]),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// Verification uses the history ring, names missing readings, and refuses stale ones.

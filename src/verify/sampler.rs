@@ -41,7 +41,13 @@ pub struct Probe {
     found: Option<Option<(u32, u64)>>,
     /// `process_start_time_seconds` in the last scrape of the target's /metrics.
     start_time: Option<f64>,
+    /// What 100% of each percent signal was in the last sample.
+    bases: Bases,
 }
+
+/// What 100% of a percent signal is, by signal: `of 2 CPUs`, `of the cgroup's quota of
+/// 0.5 CPU`, `of the memory limit of 128 MiB`.
+pub type Bases = BTreeMap<SignalKey, String>;
 
 /// CPU time used by the target at a wall-clock moment.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +93,7 @@ impl Probe {
             host: None,
             found: None,
             start_time: None,
+            bases: Bases::new(),
         }
     }
 
@@ -98,6 +105,11 @@ impl Probe {
     /// inside when it was not there; `None` when there is no process to look for.
     pub fn found(&self) -> Option<Option<(u32, u64)>> {
         self.found
+    }
+
+    /// What 100% of each percent signal was in the last sample, for reasons.
+    pub fn bases(&self) -> &Bases {
+        &self.bases
     }
 
     /// The process's start time as its last /metrics said.
@@ -181,13 +193,17 @@ impl Probe {
             Some(p) => Some(p.cpu_ns),
             None => self.cgroups.cpu_usage_ns(&dirs),
         };
-        let cores = self
-            .cgroups
-            .cpu_quota_cores(&dirs)
+        let quota = self.cgroups.cpu_quota_cores(&dirs);
+        let cores = quota
             .or_else(|| process.and_then(|p| p.cpus_allowed).map(|n| n as f64))
             .or_else(|| self.cgroups.cpuset_cpus(&dirs))
             .or_else(|| host_cpus.map(|n| n as f64))
             .unwrap_or(1.0);
+        let cpus = match quota {
+            Some(quota) => format!("of the cgroup's quota of {} CPU", trimmed(quota)),
+            None => format!("of {} CPU{}", trimmed(cores), if cores == 1.0 { "" } else { "s" }),
+        };
+        self.bases.insert(Signal::CpuPercent.key(), cpus);
         let cpu = match (used, self.last_cpu) {
             (None, _) => Err(NoReading::NoCpuUsage),
             (Some(now_ns), Some(then)) if then.whose == whose && wall > then.wall => {
@@ -203,7 +219,17 @@ impl Probe {
         // Memory: working set over the cgroup limit (host memory without one); a process
         // sharing its cgroup with others counts its own RSS.
         let cgroup_memory = self.cgroups.memory(&dirs);
-        let limit = cgroup_memory.and_then(|m| m.limit).or(host_memory);
+        let cgroup_limit = cgroup_memory.and_then(|m| m.limit);
+        let limit = cgroup_limit.or(host_memory);
+        let memory_basis = match (cgroup_limit, host_memory) {
+            (Some(bytes), _) => Some(format!("of the memory limit of {}", human_bytes(bytes))),
+            (None, Some(bytes)) => Some(format!("of the host's {}: no memory limit", human_bytes(bytes))),
+            (None, None) => None,
+        };
+        match memory_basis {
+            Some(basis) => drop(self.bases.insert(Signal::MemoryPercent.key(), basis)),
+            None => drop(self.bases.remove(&Signal::MemoryPercent.key())),
+        }
         let shared = self.cgroups.process_count(&dirs).is_none_or(|count| count > 1);
         let used = match (&process, cgroup_memory) {
             (Some(p), _) if shared || cgroup_memory.is_none() => Some(p.rss_bytes),
@@ -303,6 +329,17 @@ async fn off_thread<T: Send + 'static>(
     .map_err(SampleError::from)
 }
 
+/// `0.5`, `2`: a count of CPUs without trailing zeros.
+fn trimmed(cores: f64) -> String {
+    let text = format!("{cores:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// `128 MiB`, `23.4 GiB`.
+fn human_bytes(bytes: u64) -> String {
+    crate::model::text::quantity(bytes as i64, "bytes")
+}
+
 /// No local CPU or memory reading, for `why`.
 fn no_local(why: NoReading) -> Local {
     let sample =
@@ -330,8 +367,8 @@ pub async fn sample_now(
     client: &reqwest::Client,
     timeout: Duration,
     cgroup: Option<CgroupNow<'_>>,
-) -> Sample {
-    let mut local = match cgroup {
+) -> (Sample, Bases) {
+    let (mut local, bases) = match cgroup {
         Some(at) => {
             let local_target =
                 Target { process: Some(ProcessRef::Cgroup(at.cgroup.to_path_buf())), ..target.clone() };
@@ -342,14 +379,16 @@ pub async fn sample_now(
             let read = async {
                 let (probe, first) = read_local(probe, start.elapsed()).await?;
                 if !wants_cpu {
-                    return Ok(first);
+                    return Ok((first, probe.bases));
                 }
                 tokio::time::sleep(CPU_NOW_OVER).await;
-                read_local(probe, start.elapsed()).await.map(|(_, second)| second)
+                read_local(probe, start.elapsed()).await.map(|(probe, second)| (second, probe.bases))
             };
-            read.await.unwrap_or_else(|error: SampleError| no_local(NoReading::Fault(Arc::new(error))))
+            read.await.unwrap_or_else(|error: SampleError| {
+                (no_local(NoReading::Fault(Arc::new(error))), Bases::new())
+            })
         }
-        None => no_local(NoReading::NoLocalProcess),
+        None => (no_local(NoReading::NoLocalProcess), Bases::new()),
     };
     let mut probe = Probe::new(target, rules, Path::new("/nonexistent"), Path::new("/nonexistent"));
     match url {
@@ -359,7 +398,7 @@ pub async fn sample_now(
         },
         None => probe.add_metrics(&mut local, Err(NoReading::NoMetricsUrl)),
     }
-    local.sample
+    (local.sample, bases)
 }
 
 #[cfg(test)]

@@ -16,6 +16,16 @@ pub enum Judgement {
     Quiet(String),
 }
 
+impl Judgement {
+    /// The same judgement, its reason rewritten by `reword`.
+    pub fn map(self, reword: impl FnOnce(String) -> String) -> Judgement {
+        match self {
+            Judgement::Triggers(reason) => Judgement::Triggers(reword(reason)),
+            Judgement::Quiet(reason) => Judgement::Quiet(reword(reason)),
+        }
+    }
+}
+
 /// Whether `current` triggers, given the `previous` readings (oldest first) and the
 /// history size that counts as full.
 pub fn evaluate(

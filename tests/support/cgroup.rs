@@ -29,11 +29,13 @@ impl Made {
     }
 }
 
-/// A cgroup hierarchy's mount: where, which cgroup it shows as its root, v2 or not.
+/// A cgroup hierarchy's mount: where, which cgroup it shows as its root, v2 or not, and
+/// whether it holds the controllers (a hybrid host's v2 hierarchy holds none).
 struct Mount {
     point: PathBuf,
     root: String,
     v2: bool,
+    controllers: bool,
 }
 
 /// The mounts that hold the cpu, cpuacct or memory controller, from this process's
@@ -48,8 +50,8 @@ fn mounts() -> Vec<Mount> {
         if fields.len() < 5 || sys.len() < 3 || !fields[4].starts_with(ROOT) {
             continue;
         }
-        let mount =
-            Mount { point: PathBuf::from(fields[4]), root: fields[3].to_string(), v2: sys[0] == "cgroup2" };
+        let (point, root) = (PathBuf::from(fields[4]), fields[3].to_string());
+        let mount = Mount { point, root, v2: sys[0] == "cgroup2", controllers: true };
         match sys[0] {
             "cgroup" if sys[2].split(',').any(|option| ["cpu", "cpuacct", "memory"].contains(&option)) => {
                 v1.push(mount)
@@ -58,8 +60,14 @@ fn mounts() -> Vec<Mount> {
             _ => {}
         }
     }
-    // Where v1 holds the controllers, v2 (a hybrid host's `unified`) has none of them.
-    if v1.is_empty() { v2 } else { v1 }
+    // Where v1 holds the controllers, v2 (a hybrid host's `unified`) has none of them; the
+    // cgroup is made there too, as systemd makes a container's scope in both, for perf
+    // events, which filter on the v2 hierarchy where no v1 `perf_event` one is mounted.
+    if v1.is_empty() {
+        return v2;
+    }
+    v1.extend(v2.into_iter().map(|mount| Mount { controllers: false, ..mount }));
+    v1
 }
 
 fn write(path: &Path, text: &str) {
@@ -74,7 +82,7 @@ fn write(path: &Path, text: &str) {
 
 impl LiveCgroup {
     /// Makes `/alertprof-test-PID-NAME/ctr` in every hierarchy with the cpu, cpuacct or
-    /// memory controller, its CPU quota `cores` (e.g. 0.2: 20 ms every 100 ms), its memory
+    /// memory controller (and a hybrid host's v2 one), its CPU quota `cores` (e.g. 0.2: 20 ms every 100 ms), its memory
     /// limit `memory` bytes.
     pub fn create(name: &str, cores: f64, memory: u64) -> LiveCgroup {
         let mounts = mounts();
@@ -86,18 +94,18 @@ impl LiveCgroup {
         for mount in &mounts {
             let top = mount.point.join(relative.split('/').next().unwrap());
             let leaf = mount.point.join(&relative);
-            if mount.v2 {
+            if mount.v2 && mount.controllers {
                 // v2 gives a child a controller only if each parent passes it down.
                 write(&mount.point.join("cgroup.subtree_control"), "+cpu +memory");
             }
             std::fs::create_dir(&top).unwrap_or_else(|e| panic!("mkdir {}: {e} (needs root)", top.display()));
             cgroup.made.push(Made { mount: mount.point.clone(), dirs: vec![top.clone()] });
-            if mount.v2 {
+            if mount.v2 && mount.controllers {
                 write(&top.join("cgroup.subtree_control"), "+cpu +memory");
             }
             std::fs::create_dir(&leaf).unwrap();
             cgroup.made.last_mut().unwrap().dirs.push(leaf.clone());
-            if mount.v2 {
+            if mount.v2 && mount.controllers {
                 write(&leaf.join("cpu.max"), &format!("{quota} {period}"));
                 write(&leaf.join("memory.max"), &memory.to_string());
             }

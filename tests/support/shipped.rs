@@ -108,6 +108,11 @@ pub struct Workload {
     /// Where Prometheus scrapes it (`prometheus.io/path`), with no credentials.
     pub metrics_path: String,
     pub grace: Duration,
+    /// `capabilities.add`, lower case without `CAP_` (as setpriv names them): the only
+    /// ones it holds, all others dropped.
+    pub capabilities: Vec<String>,
+    /// `hostPID`: the host's pids, which this machine's processes have anyway.
+    pub host_pid: bool,
 }
 
 impl Workload {
@@ -130,6 +135,11 @@ impl Workload {
                 .unwrap()
                 .to_string(),
             grace: Duration::from_secs(pod["terminationGracePeriodSeconds"].as_u64().unwrap()),
+            capabilities: container_user["capabilities"]["add"]
+                .as_array()
+                .map(|added| added.iter().map(|c| c.as_str().unwrap().to_lowercase()).collect())
+                .unwrap_or_default(),
+            host_pid: pod["hostPID"] == true,
         }
     }
 
@@ -165,8 +175,9 @@ impl Workload {
     }
 
     /// Runs the binary as the pod does: its args (the config at `config`), its user and
-    /// groups, no capabilities, no new privileges, and with a read-only root filesystem,
-    /// in a mount namespace of its own where only the emptyDir under `dir` is writable.
+    /// groups, only the capabilities it adds (after dropping all), no new privileges, and
+    /// with a read-only root filesystem, in a mount namespace of its own where only the
+    /// emptyDir under `dir` is writable.
     pub async fn serve(&self, dir: &Path, config: &Path) -> Serve {
         check_config(config);
         let mut command = Command::new("setpriv");
@@ -182,7 +193,10 @@ impl Workload {
             format!("--regid={}", self.group),
             format!("--groups={}", self.fs_group),
             "--no-new-privs".into(),
-            "--bounding-set=-all".into(),
+            "--inh-caps=-all".into(),
+            self.capabilities
+                .iter()
+                .fold("--bounding-set=-all".to_string(), |set, cap| format!("{set},+{cap}")),
             Serve::binary().into(),
         ]);
         let shipped = "/etc/alertprof/alertprof.yaml";
@@ -197,6 +211,10 @@ impl Workload {
             Some(self.user.to_string().as_str()),
             "runs as the pod's user"
         );
+        let effective = status.lines().find_map(|line| line.strip_prefix("CapEff:")).unwrap();
+        let effective = u64::from_str_radix(effective.trim(), 16).unwrap();
+        let added = self.capabilities.iter().fold(0u64, |mask, cap| mask | 1 << capability_number(cap));
+        assert_eq!(effective, added, "holds only the capabilities it adds: {:?}", self.capabilities);
         let metrics = client().get(format!("{}{}", serve.base, self.metrics_path)).send().await.unwrap();
         assert_eq!(metrics.status(), 200, "scraped with no credentials");
         assert!(metrics.text().await.unwrap().contains("alertprof_"));
@@ -216,6 +234,17 @@ impl Workload {
         let peak: u64 = peak.trim().trim_end_matches(" kB").parse::<u64>().unwrap() * 1024;
         assert!(peak < self.memory_limit, "peak memory {peak} over the limit {}", self.memory_limit);
         stops(serve, self.grace, secrets).await;
+    }
+}
+
+/// The number of a capability as Kubernetes names it (`PERFMON`, lower-cased).
+fn capability_number(name: &str) -> u32 {
+    match name {
+        "sys_ptrace" => 19,
+        "sys_admin" => 21,
+        "perfmon" => 38,
+        "bpf" => 39,
+        _ => panic!("capability {name}: add its number"),
     }
 }
 

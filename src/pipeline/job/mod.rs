@@ -118,7 +118,7 @@ fn pending(
     pending.role = role;
     pending.readings = readings.clone();
     // A templated target is not sampled: it has no readings over time.
-    if !job.endpoint.templated {
+    if !job.endpoint.per_alert() {
         pending.signals = steps.verifier.series(&target.name);
     }
     pending.seconds = kind.is_timed().then_some(rule.seconds);
@@ -141,7 +141,7 @@ async fn capture_all(
 ) -> Vec<CaptureMeta> {
     let now = Utc::now();
     let window = from_recorder::window(job, now);
-    let recording = steps.recorder.get(&job.target().name).filter(|_| !job.endpoint.templated);
+    let recording = steps.recorder.get(&job.target().name).filter(|_| !job.endpoint.per_alert());
     let kinds = job.rule().capture.iter().map(|&kind| {
         let recorded = recording.as_ref().filter(|recording| recording.config().records(kind));
         capture_kind(steps, job, kind, readings, client, recorded, window)

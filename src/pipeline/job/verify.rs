@@ -53,7 +53,7 @@ pub async fn verify(steps: &JobSteps, job: &Job, now: DateTime<Utc>) -> Verified
         return quiet(steps, job, now).map(|readings| (readings, Vec::new()));
     }
     let (rule, target) = (job.rule(), job.target());
-    let verdict = if job.endpoint.templated && !rule.verify.is_empty() {
+    let verdict = if job.endpoint.per_alert() && !rule.verify.is_empty() {
         on_arrival(steps, job).await
     } else if rule.lookback.is_some() {
         let from = super::from_recorder::window(job, now).from;
@@ -87,12 +87,12 @@ pub fn quiet(steps: &JobSteps, job: &Job, now: DateTime<Utc>) -> Result<Readings
         && let Some(Refusal::Cooldown { until }) = steps.gate.check(None, &spike_cooldown, now)
     {
         return Err(not_quiet(
-            format!("the rule captured a spike; in cooldown until {until}"),
+            format!("the rule captured a spike; in cooldown until {}", crate::model::text::time(&until)),
             Readings::new(),
         ));
     }
     // A templated target has no local readings: its alert resolving is what says quiet.
-    if job.endpoint.templated {
+    if job.endpoint.per_alert() {
         return Ok(Readings::new());
     }
     let readings = steps.verifier.readings(&target.name);
@@ -139,7 +139,8 @@ async fn on_arrival(steps: &JobSteps, job: &Job) -> Verdict {
         proc_root: &config.proc_root,
     });
     let sample = sample_now(target, &[rule], url, &http, SCRAPE_TIMEOUT, cgroup).await;
-    steps.verifier.judge_sample(&rule.verify, sample)
+    let (sample, bases) = sample;
+    steps.verifier.judge_sample(&rule.verify, sample, &bases)
 }
 
 /// For a templated URL with a host name: the addresses it resolves to, once checked

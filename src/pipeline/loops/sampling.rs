@@ -197,6 +197,7 @@ impl TargetSampler {
             }
         }
         steps.verifier.record(name, now, readings);
+        steps.verifier.record_bases(name, probe.bases());
     }
 
     /// Each rule's due runs after a sample: its watch, if it has one, and its periodic
