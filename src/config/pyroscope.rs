@@ -172,17 +172,17 @@ mod tests {
     fn mistakes_are_named() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("token"), "tok").unwrap();
-        let text = "pyroscope:\n  url: \"pyroscope:4040\"\n  tenant: \"team a\"\n  \
-                    ui_url: \"grafana/a/grafana-pyroscope-app\"\n  recorder: yes please\n  \
+        let text = "pyroscope:\n  url: \"ftp://pyroscope:4040\"\n  tenant: \"team a\"\n  \
+                    ui_url: \"http://\"\n  recorder: yes please\n  \
                     basic_auth: {username: 7}\n  bearer_token_file: token\n  push_interval: 10s\n";
         assert_eq!(
             problems(text, dir.path()),
             [
                 "pyroscope.push_interval: unknown key \"push_interval\" (known: url, tenant, basic_auth, bearer_token_file, ui_url, recorder)",
-                "pyroscope.url: \"pyroscope:4040\" must be an http:// or https:// URL with a host",
+                "pyroscope.url: \"ftp://pyroscope:4040\" must be an http:// or https:// URL with a host",
                 "pyroscope.tenant: \"team a\" is not a tenant id: 1-150 of a-z A-Z 0-9 ! - _ . * ' ( )",
                 "pyroscope: give bearer_token_file or basic_auth, not both",
-                "pyroscope.ui_url: \"grafana/a/grafana-pyroscope-app\" is not a URL: relative URL without a base",
+                "pyroscope.ui_url: \"http://\" is not a URL: empty host",
                 "pyroscope.recorder: must be true or false",
             ]
         );
