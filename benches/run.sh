@@ -4,6 +4,7 @@
 # BENCHMARKS.md records. Give scenario names to run only those:
 #   benches/run.sh intake reaction watch_reaction memory watch_scale idle
 #   benches/run.sh overhead merge scale late        (the recorder: benches/recorder.rs)
+#   benches/run.sh push_cost queue_down              (Pyroscope pushes: benches/pyroscope.rs)
 # Needs wrk and Go (.ci/deps bench installs them). Run on a quiet machine: figures move
 # with load.
 set -euo pipefail
@@ -18,3 +19,4 @@ if [ $# -eq 0 ]; then
 fi
 cargo bench --quiet --bench service -- "$@"
 cargo bench --quiet --bench recorder -- "$@"
+cargo bench --quiet --bench pyroscope -- "$@"

@@ -13,7 +13,8 @@
 //!   cooldown, concurrency, the fleet's claims), [`capture`] (fetch and validate, or sample
 //!   with [`perf`]: perf events symbolized on the host), [`store`] (keep, index,
 //!   retention), [`analyze`] (top functions, diffs, flame graphs), [`annotate`] (Grafana),
-//!   [`metrics`], [`recorder`] (each recorded target's recent profiles and its exit).
+//!   [`metrics`], [`recorder`] (each recorded target's recent profiles and its exit),
+//!   [`pyroscope`] (kept profiles pushed from a queue on disk; links to their views).
 //! - [`pipeline`]: the `App` composition root, one job end to end, and the loops.
 //! - [`server`]: the router, auth, webhook, API, web pages, and `serve`; [`manual`]: the
 //!   `capture` command.
@@ -34,6 +35,7 @@ pub mod model;
 pub mod perf;
 pub mod pipeline;
 pub mod profile;
+pub mod pyroscope;
 pub mod recorder;
 pub mod rules;
 pub mod server;

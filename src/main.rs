@@ -195,37 +195,38 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     "--pid and --cgroup go with --profile perf only; --profile {profile} takes a URL"
                 ),
             };
-            println!(
-                "{} ({} bytes, sha256 {})",
-                kept.path.display(),
-                kept.fetched.bytes,
-                kept.fetched.sha256
-            );
-            if let Some(summary) = &kept.summary {
-                println!("top functions ({}):", summary.sample_type);
-                let unit = alertprof::model::summary::unit_of(&summary.sample_type);
-                for row in &summary.top {
-                    let (flat, cum) = (quantity(row.flat, unit), quantity(row.cum, unit));
-                    println!(
-                        "  {flat:>12} {:>6.1}%  {cum:>12} {:>6.1}%  {}",
-                        row.flat_percent, row.cum_percent, row.function
-                    );
-                }
-                if summary.total == 0 {
-                    println!("  (no samples)");
-                }
-            }
-            for warning in kept.warnings(profile) {
-                eprintln!("alertprof: warning: {warning}");
-            }
-            if let Some(perf) = &kept.perf {
-                println!("perf: {}", perf.line());
-                for binary in &perf.unreadable_binaries {
-                    eprintln!("alertprof: warning: frames left unnamed: {binary}");
-                }
-            }
+            print_kept(&kept, profile);
             println!("open it with: {}", profile.open_command(&kept.path.display().to_string()));
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// What `capture` says of the profile it kept: where, its size and digest, its top
+/// functions, its warnings and, for perf, its counts.
+fn print_kept(kept: &manual::Kept, profile: ProfileKind) {
+    println!("{} ({} bytes, sha256 {})", kept.path.display(), kept.fetched.bytes, kept.fetched.sha256);
+    if let Some(summary) = &kept.summary {
+        println!("top functions ({}):", summary.sample_type);
+        let unit = alertprof::model::summary::unit_of(&summary.sample_type);
+        for row in &summary.top {
+            let (flat, cum) = (quantity(row.flat, unit), quantity(row.cum, unit));
+            println!(
+                "  {flat:>12} {:>6.1}%  {cum:>12} {:>6.1}%  {}",
+                row.flat_percent, row.cum_percent, row.function
+            );
+        }
+        if summary.total == 0 {
+            println!("  (no samples)");
+        }
+    }
+    for warning in kept.warnings(profile) {
+        eprintln!("alertprof: warning: {warning}");
+    }
+    if let Some(perf) = &kept.perf {
+        println!("perf: {}", perf.line());
+        for binary in &perf.unreadable_binaries {
+            eprintln!("alertprof: warning: frames left unnamed: {binary}");
         }
     }
 }

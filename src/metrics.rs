@@ -10,6 +10,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
 use crate::model::{Outcome, ProfileKind};
+use crate::pyroscope::PushMetrics;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -70,6 +71,8 @@ pub struct Metrics {
     pub store_up: Gauge,
     pub signal: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub recorder: RecorderMetrics,
+    /// Pushes to Pyroscope by result, and what waits in their queue.
+    pub pyroscope: PushMetrics,
 }
 
 /// The recorder's state, per target (and kind).
@@ -218,6 +221,7 @@ impl Metrics {
             store_up: Gauge::default(),
             signal: Family::default(),
             recorder: RecorderMetrics::default(),
+            pyroscope: PushMetrics::default(),
             registry: Registry::with_prefix("alertprof"),
             hot: Hot::default(),
         };
@@ -225,6 +229,7 @@ impl Metrics {
         for (name, help, metric) in metrics.described() {
             metrics.registry.register(name, help, metric);
         }
+        metrics.pyroscope.register(&mut metrics.registry);
         metrics.config_reload_success.set(1);
         metrics.store_up.set(1);
         metrics

@@ -96,7 +96,7 @@ async fn a_late_alert_reaches_back_to_the_burst() {
     let decision = running.wait_outcome("captured", Duration::from_secs(30)).await;
     let reason = decision["reason"].as_str().unwrap();
     assert!(reason.contains("cpu (merged from"), "{reason}");
-    assert!(reason.contains("(verified: cpu_percent") && reason.contains(" >= abs 30 at "), "{reason}");
+    assert!(reason.contains("(verified: cpu_percent") && reason.contains(" >= abs 30 (of "), "{reason}");
 
     let captures = running.get_json("/api/v1/captures").await;
     let list = captures.as_array().unwrap();

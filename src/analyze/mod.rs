@@ -90,8 +90,14 @@ mod tests {
             cut_short: None,
             before_window: false,
         };
-        assert_eq!(grew_line(&diff, ProfileKind::Goroutine), "main.leak +2000 cum (+2000.0%)");
-        assert_eq!(grew_line(&diff, ProfileKind::Heap), "runtime.gopark +2000 (+2000.0%)");
+        assert_eq!(
+            grew_line(&diff, ProfileKind::Goroutine),
+            "main.leak +2000 cum (new: the baseline had 10 in all)"
+        );
+        assert_eq!(
+            grew_line(&diff, ProfileKind::Heap),
+            "runtime.gopark +2000 (new: the baseline had 10 in all)"
+        );
         let none = Diff { functions: vec![row("main.idle", -5, -5)], ..diff };
         assert_eq!(grew_line(&none, ProfileKind::Cpu), "nothing grew");
     }
@@ -207,7 +213,10 @@ mod tests {
         .unwrap();
         assert_eq!(diff.functions[0].function, "main.parkGoroutine");
         assert_eq!(diff.functions[0].cum, 1990);
-        assert_eq!(grew_line(&diff, ProfileKind::Goroutine), "main.parkGoroutine +1.99us cum (+16583.3%)");
+        assert_eq!(
+            grew_line(&diff, ProfileKind::Goroutine),
+            "main.parkGoroutine +1.99us cum (new: the baseline had 12ns in all)"
+        );
 
         let empty = crate::testing::profiles::profile(&["main.main"], &[]);
         assert_eq!(top_line(&table(&empty).summary(10, Measure::Flat), ProfileKind::Cpu), "no samples");

@@ -13,6 +13,7 @@ use askama::Template;
 
 use crate::model::text::reading;
 use crate::model::{CaptureLinks, CaptureMeta, ProfileKind, Secret};
+use crate::pyroscope::ViewLink;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest wait between two tries, however many there are.
@@ -67,6 +68,9 @@ pub struct GrafanaClient {
     tags: Vec<String>,
     /// How links in the text reach alertprof (`external_url`).
     links: CaptureLinks,
+    /// Where pushed profiles are looked at (`pyroscope.ui_url`): each annotation of one
+    /// links its view there.
+    views: Option<Url>,
     max_attempts: u32,
     first_backoff: Duration,
 }
@@ -94,11 +98,18 @@ struct CaptureText<'a> {
     flamegraph: Option<String>,
     /// (href, label) of the diff.
     diff: Option<(String, &'static str)>,
+    /// Its view in Pyroscope or Grafana, once pushed.
+    pyroscope: Option<ViewLink>,
     page: String,
 }
 
 impl<'a> CaptureText<'a> {
-    fn new(links: &CaptureLinks, capture: &'a CaptureMeta, why: &[String]) -> CaptureText<'a> {
+    fn new(
+        links: &CaptureLinks,
+        views: Option<&Url>,
+        capture: &'a CaptureMeta,
+        why: &[String],
+    ) -> CaptureText<'a> {
         let readings: Vec<String> =
             capture.readings.iter().map(|(k, v)| format!("{k}={}", reading(k.as_str(), *v))).collect();
         let top = capture.summary.as_ref().map(|summary| {
@@ -141,6 +152,7 @@ impl<'a> CaptureText<'a> {
             bytes: capture.bytes(),
             flamegraph: capture.has_pprof().then(|| links.flamegraph(&capture.id)),
             diff,
+            pyroscope: views.and_then(|ui_url| ViewLink::of(capture, ui_url)),
             page: links.page(&capture.id),
         }
     }
@@ -163,11 +175,12 @@ struct ExitRow<'a> {
     top: Option<(&'a str, String)>,
     download: String,
     file: &'a str,
+    pyroscope: Option<ViewLink>,
     page: String,
 }
 
 impl<'a> ExitRow<'a> {
-    fn new(links: &CaptureLinks, capture: &'a CaptureMeta) -> ExitRow<'a> {
+    fn new(links: &CaptureLinks, views: Option<&Url>, capture: &'a CaptureMeta) -> ExitRow<'a> {
         let lead = match capture.kind {
             ProfileKind::Heap => "What held the memory just before the end".to_string(),
             ProfileKind::Cpu => format!("CPU over its last {}s", capture.seconds.unwrap_or(0)),
@@ -181,6 +194,7 @@ impl<'a> ExitRow<'a> {
                 .map(|summary| (summary.sample_type.as_str(), top_line(summary, capture.kind))),
             download: links.profile(&capture.id),
             file: capture.file_name(),
+            pyroscope: views.and_then(|ui_url| ViewLink::of(capture, ui_url)),
             page: links.page(&capture.id),
         }
     }
@@ -197,9 +211,15 @@ impl GrafanaClient {
             dashboard_uid: config.dashboard_uid.clone(),
             tags: config.tags.clone(),
             links: CaptureLinks::under(external_url),
+            views: None,
             max_attempts: config.max_attempts,
             first_backoff: config.retry_backoff,
         }
+    }
+
+    /// The same, linking each pushed profile's view under `ui_url` (`pyroscope.ui_url`).
+    pub fn with_profile_views(self, ui_url: Option<Url>) -> GrafanaClient {
+        GrafanaClient { views: ui_url, ..self }
     }
 
     /// The annotation for a kept capture; `why` is what verified it.
@@ -212,7 +232,9 @@ impl GrafanaClient {
                 tags.push(tag);
             }
         }
-        let text = CaptureText::new(&self.links, capture, why).render().expect("an annotation renders");
+        let text = CaptureText::new(&self.links, self.views.as_ref(), capture, why)
+            .render()
+            .expect("an annotation renders");
         Annotation {
             dashboard_uid: self.dashboard_uid.clone(),
             time: capture.started_at.timestamp_millis(),
@@ -237,7 +259,10 @@ impl GrafanaClient {
         }
         let mut ordered: Vec<&CaptureMeta> = captures.to_vec();
         ordered.sort_by_key(|c| (c.kind != ProfileKind::Heap, c.kind));
-        let rows = ordered.into_iter().map(|capture| ExitRow::new(&self.links, capture)).collect();
+        let rows = ordered
+            .into_iter()
+            .map(|capture| ExitRow::new(&self.links, self.views.as_ref(), capture))
+            .collect();
         let text = ExitText { target: &first.target, why, rows }.render().expect("an annotation renders");
         let time = captures.iter().map(|c| c.started_at.timestamp_millis()).min()?;
         let time_end = captures.iter().map(|c| c.finished_at.timestamp_millis()).max()?.max(time);
@@ -403,6 +428,38 @@ mod tests {
                  <a href=\"http://alertprof:9731/captures/20261123T184731.000Z-r-cpu\">Open in alertprof</a>"
             )
         );
+    }
+
+    /// With `pyroscope.ui_url`, the annotation of a pushed capture links its view in
+    /// Pyroscope before alertprof's own page, escaped as every value is; a capture that was
+    /// not pushed links none. An exit's rows link theirs too.
+    #[test]
+    fn links_to_pushed_profiles() {
+        crate::init();
+        use crate::model::{PendingCapture, PyroscopeSeries, Trigger, TriggerSource};
+        let ui_url = Url::parse("http://pyroscope:4040/").unwrap();
+        let client = GrafanaClient::new(&config(), &Url::parse("http://alertprof:9731").unwrap())
+            .with_profile_views(Some(ui_url));
+        let at = "2026-11-23T18:47:31Z".parse().unwrap();
+        let id = CaptureId::parse("20261123T184731.000Z-r-heap").unwrap();
+        let trigger = Trigger::local(TriggerSource::Watch, Some(at));
+        let mut pending = PendingCapture::new(id, "t", "r", ProfileKind::Heap, trigger, at);
+        let not_pushed = pending.clone().kept(1, "x".into());
+        assert!(!client.annotation(&not_pushed, &[]).text.contains("Pyroscope"));
+        pending.pyroscope = Some(PyroscopeSeries { service_name: "check\"out".into() });
+        let pushed = pending.kept(1, "x".into());
+        let view = "<a href=\"http://pyroscope:4040/?query=memory%3Ainuse_space%3Abytes%3Aspace%3Abytes\
+                    %7Bservice_name%3D%22check%5C%22out%22%2Calertprof_capture_id%3D%2220261123T184731.000Z-r-heap%22%7D\
+                    &amp;from=1795459591&amp;until=1795459712\">Open in Pyroscope</a>";
+        let text = client.annotation(&pushed, &[]).text;
+        assert!(
+            text.contains(&format!(
+                "Flame graph</a> \u{b7} {view} \u{b7} <a href=\"http://alertprof:9731/captures/"
+            )),
+            "{text}"
+        );
+        let exit = client.exit_annotation(&[&pushed], "gone").unwrap().text;
+        assert!(exit.contains(&format!("</a> \u{b7} {view} \u{b7} ")), "{exit}");
     }
 
     fn config() -> GrafanaConfig {

@@ -1,6 +1,8 @@
 //! Checks across sections, made once each section is read: what a rule's kinds ask of its
-//! targets (a pprof endpoint, a process), and what its `lookback` asks of their recorders.
+//! targets (a pprof endpoint, a process), what its `lookback` asks of their recorders, and
+//! what `pyroscope.recorder` asks of the targets.
 
+use super::pyroscope::PyroscopeConfig;
 use super::rules::Rule;
 use super::targets::Target;
 use super::units::format_duration;
@@ -75,5 +77,12 @@ pub(super) fn check_lookback(w: &mut Walker, targets: &[Target], rules: &[Rule])
                 );
             }
         }
+    }
+}
+
+/// `pyroscope.recorder: true` pushes the recorders' segments: some target must have one.
+pub(super) fn check_pyroscope(w: &mut Walker, pyroscope: &PyroscopeConfig, targets: &[Target]) {
+    if pyroscope.recorder && targets.iter().all(|target| target.recorder.is_none()) {
+        w.report("pyroscope.recorder", "no target has a recorder (targets[].recorder) to push segments of");
     }
 }

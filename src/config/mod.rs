@@ -6,6 +6,7 @@
 
 mod checks;
 mod fleet;
+mod pyroscope;
 mod recorder;
 mod rules;
 mod service;
@@ -21,9 +22,11 @@ use std::time::Duration;
 use reqwest::Url;
 use serde_json::Value;
 
-use checks::{check_kinds, check_lookback};
+use checks::{check_kinds, check_lookback, check_pyroscope};
 use fleet::read_alertmanager_api;
 pub use fleet::{AlertmanagerApiConfig, ObjectStoreConfig};
+use pyroscope::read_pyroscope;
+pub use pyroscope::{MAX_SERVICE_NAME_BYTES, PyroscopeConfig};
 pub use recorder::RecorderConfig;
 use rules::read_rules;
 pub use rules::{Baseline, EXIT_RULE, Rule};
@@ -61,6 +64,8 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub storage: StorageConfig,
     pub grafana: Option<GrafanaConfig>,
+    /// Where kept profiles are pushed, and where people look at them.
+    pub pyroscope: Option<PyroscopeConfig>,
     /// Alertmanager's API, polled for alerts.
     pub alertmanager_api: Option<AlertmanagerApiConfig>,
     pub targets: Vec<Target>,
@@ -163,6 +168,7 @@ const TOP_KEYS: &[&str] = &[
     "capture",
     "storage",
     "grafana",
+    "pyroscope",
     "alertmanager_api",
     "targets",
     "rules",
@@ -180,6 +186,7 @@ fn read_config(w: &mut Walker, tree: &Value, base: &Path) -> Option<Config> {
     let capture = read_capture(w, top.get("capture"));
     let storage = read_storage(w, top.get("storage"), base);
     let grafana = optional(w, &top, "grafana", None, |w, p, v| read_grafana(w, p, v, base).map(Some));
+    let pyroscope = optional(w, &top, "pyroscope", None, |w, p, v| read_pyroscope(w, p, v, base).map(Some));
     let alertmanager_api =
         optional(w, &top, "alertmanager_api", None, |w, p, v| read_alertmanager_api(w, p, v).map(Some));
     let targets = read_targets(w, top.get("targets"));
@@ -187,6 +194,9 @@ fn read_config(w: &mut Walker, tree: &Value, base: &Path) -> Option<Config> {
     if let (Some(targets), Some(rules)) = (&targets, &rules) {
         check_kinds(w, targets, rules);
         check_lookback(w, targets, rules);
+    }
+    if let (Some(Some(pyroscope)), Some(targets)) = (&pyroscope, &targets) {
+        check_pyroscope(w, pyroscope, targets);
     }
     let Basics { listen_address, external_url, sample_interval, history, cgroup_root, proc_root } = basics?;
     Some(Config {
@@ -203,6 +213,7 @@ fn read_config(w: &mut Walker, tree: &Value, base: &Path) -> Option<Config> {
         capture: capture?,
         storage: storage?,
         grafana: grafana?,
+        pyroscope: pyroscope?,
         alertmanager_api: alertmanager_api?,
         targets: targets?,
         rules: rules?,

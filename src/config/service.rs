@@ -173,7 +173,13 @@ pub(super) fn read_auth(w: &mut Walker, path: &str, value: &Value, base: &Path) 
     })
 }
 
-fn read_credentials(w: &mut Walker, path: &str, auth: &Object<'_>, base: &Path) -> Option<Credentials> {
+/// `bearer_token_file` or `basic_auth: {username, password_file}` of `auth`, one of them.
+pub(super) fn read_credentials(
+    w: &mut Walker,
+    path: &str,
+    auth: &Object<'_>,
+    base: &Path,
+) -> Option<Credentials> {
     match (auth.get("bearer_token_file"), auth.get("basic_auth")) {
         (Some((path, value)), None) => read_secret(w, &path, value, base).map(Credentials::Bearer),
         (None, Some((path, value))) => {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::pyroscope::read_service_name;
 use super::recorder::{RecorderConfig, read_recorder};
 use super::values::{read_name, read_url_spec};
 use super::walk::{Walker, field, index, optional};
@@ -29,6 +30,9 @@ pub struct Target {
     /// What of its recent past is kept, for lookback and for its last profiles when its
     /// process ends.
     pub recorder: Option<RecorderConfig>,
+    /// What its profiles are called in Pyroscope (the `service_name` label), when it is not
+    /// the target's name.
+    pub service_name: Option<String>,
 }
 
 /// How to find a target's local process for cgroup and /proc readings.
@@ -44,6 +48,11 @@ pub enum ProcessRef {
 }
 
 impl Target {
+    /// What its profiles are called in Pyroscope: its `service_name`, else its name.
+    pub fn service_name(&self) -> &str {
+        self.service_name.as_deref().unwrap_or(&self.name)
+    }
+
     /// The URLs of this target for an alert with `labels`: the fixed ones, or the
     /// templates rendered and checked against `allowed_targets`.
     pub fn endpoint_for(&self, labels: &BTreeMap<String, String>) -> Result<Arc<Endpoint>, EndpointError> {
@@ -106,7 +115,16 @@ fn read_target(w: &mut Walker, path: &str, value: &Value, seen: &mut HashSet<Str
     let object = w.object(
         path,
         value,
-        &["name", "pprof_url", "metrics_url", "process", "alert_labels", "allowed_targets", "recorder"],
+        &[
+            "name",
+            "pprof_url",
+            "metrics_url",
+            "process",
+            "alert_labels",
+            "allowed_targets",
+            "recorder",
+            "service_name",
+        ],
     )?;
     let name = read_name(w, &object, seen, "target");
     let pprof_url = match object.get("pprof_url") {
@@ -123,6 +141,8 @@ fn read_target(w: &mut Walker, path: &str, value: &Value, seen: &mut HashSet<Str
     let metrics_url = optional(w, &object, "metrics_url", None, |w, p, v| read_url_spec(w, p, v).map(Some));
     let process = optional(w, &object, "process", None, |w, p, v| read_process(w, p, v).map(Some));
     let alert_labels = optional(w, &object, "alert_labels", BTreeMap::new(), Walker::labels);
+    let service_name =
+        optional(w, &object, "service_name", None, |w, p, v| read_service_name(w, p, v).map(Some));
     let allowed_targets = optional(w, &object, "allowed_targets", Vec::new(), |w, p, v| {
         let items = w.list(p, v)?;
         let parsed: Vec<Option<AllowedTarget>> = items
@@ -186,6 +206,7 @@ fn read_target(w: &mut Walker, path: &str, value: &Value, seen: &mut HashSet<Str
         process,
         alert_labels: alert_labels?,
         recorder: recorder?,
+        service_name: service_name?,
     })
 }
 

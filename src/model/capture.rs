@@ -75,6 +75,7 @@ pub struct PendingCapture {
     pub window: Option<Window>,
     pub segments: Vec<SegmentRef>,
     pub perf: Option<PerfStats>,
+    pub pyroscope: Option<PyroscopeSeries>,
 }
 
 impl PendingCapture {
@@ -106,6 +107,7 @@ impl PendingCapture {
             window: None,
             segments: Vec::new(),
             perf: None,
+            pyroscope: None,
         }
     }
 
@@ -176,6 +178,18 @@ pub struct CaptureMeta {
     /// For a `perf` capture: how its samples came out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub perf: Option<PerfStats>,
+    /// Where its profile was handed to Pyroscope, if it was: kept while a `pyroscope`
+    /// section was configured, a profile.proto kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pyroscope: Option<PyroscopeSeries>,
+}
+
+/// The series a capture's profile is pushed to in Pyroscope, besides its
+/// `alertprof_capture_id`: what a link to its view needs that the capture does not say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PyroscopeSeries {
+    /// The target's `service_name` when it was kept (else the target's name).
+    pub service_name: String,
 }
 
 /// How a `perf` capture's samples came out, kept with it: how far to trust its profile.
@@ -262,6 +276,7 @@ impl CaptureMeta {
             window,
             segments,
             perf,
+            pyroscope,
         } = pending;
         CaptureMeta {
             id,
@@ -287,6 +302,7 @@ impl CaptureMeta {
             window,
             segments,
             perf,
+            pyroscope,
         }
     }
 

@@ -16,7 +16,9 @@ pub mod text;
 pub mod trigger;
 
 pub use alert::{Alert, AlertStatus, Labels, MalformedPayload, UnknownStatus, WebhookPayload};
-pub use capture::{CaptureMeta, CaptureStatus, PendingCapture, PerfStats, SegmentRef, Window};
+pub use capture::{
+    CaptureMeta, CaptureStatus, PendingCapture, PerfStats, PyroscopeSeries, SegmentRef, Window,
+};
 pub use decision::{AnnotationOutcome, Decision, Outcome, Reason, Refusal};
 pub use endpoint::{AllowedTarget, Endpoint, EndpointError, UrlSpec, UrlTemplate};
 pub use id::{CaptureId, CaptureRole, NotACaptureId};

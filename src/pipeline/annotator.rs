@@ -72,5 +72,7 @@ impl Annotator {
 }
 
 fn client(config: &Config) -> Option<GrafanaClient> {
-    config.grafana.as_ref().map(|grafana| GrafanaClient::new(grafana, &config.external_url))
+    let ui_url = config.pyroscope.as_ref().and_then(|pyroscope| pyroscope.ui_url.clone());
+    let grafana = config.grafana.as_ref()?;
+    Some(GrafanaClient::new(grafana, &config.external_url).with_profile_views(ui_url))
 }

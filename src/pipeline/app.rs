@@ -20,9 +20,11 @@ use super::live::LiveConfig;
 use super::loops::exits::ExitKeeper;
 use super::loops::maintenance::Maintenance;
 use super::loops::polling::run_polling;
+use super::loops::pushing::Pushing;
 use super::loops::recording::RecorderLoops;
 use super::loops::sampling::Sampling;
 use super::loops::workers::Workers;
+use super::pusher::Pusher;
 use super::queue::{JobQueue, RunningJobs};
 use super::retention::Retention;
 use crate::bucket::{Bucket, BucketError};
@@ -30,6 +32,7 @@ use crate::capture::PprofClient;
 use crate::config::{Config, ConfigError};
 use crate::gate::{Claims, Gate, GateError, holder_name};
 use crate::metrics::Metrics;
+use crate::pyroscope::QueueError;
 use crate::recorder::Recorder;
 use crate::rules::Job;
 use crate::store::{ProfileStore, Staging, StoreError};
@@ -51,6 +54,8 @@ pub enum AppError {
     Recorder(PathBuf, std::io::Error),
     #[error("storage: cannot use {0}: {1}")]
     Bucket(String, BucketError),
+    #[error("storage: {0}")]
+    Pyroscope(#[from] QueueError),
 }
 
 /// The service's parts, built once. The HTTP server reads through it; the loops and job
@@ -76,11 +81,14 @@ pub struct App {
     queue_rx: Mutex<Option<mpsc::Receiver<Job>>>,
     /// The claims of a shared bucket, pruned by maintenance.
     claims: Option<Arc<Claims>>,
+    /// Queues kept profiles for Pyroscope; its loop pushes them.
+    pusher: Pusher,
 }
 
 impl App {
     /// Opens the store (the local one, or the bucket of `storage.object_store`), staging,
-    /// the gate state and the recorder under `storage.dir`, and makes the job queue.
+    /// the gate state, the recorder and the Pyroscope queue under `storage.dir`, and makes
+    /// the job queue.
     pub fn new(config: Config, config_path: Option<PathBuf>) -> Result<Arc<App>, AppError> {
         let bucket = shared_bucket(&config)?;
         let store = Arc::new(ProfileStore::open(&config.storage, bucket.clone())?);
@@ -116,6 +124,8 @@ impl App {
             bucket.map(|bucket| Arc::new(Claims::new(bucket, holder_name(), config.gate.dedupe_ttl)));
         let metrics = Arc::new(Metrics::new());
         metrics.store_up.set(i64::from(store.trouble().is_none()));
+        let live = LiveConfig::new(config.clone());
+        let pusher = Pusher::new(live.clone(), metrics.pyroscope.clone())?;
         let abort = CancellationToken::new();
         let decisions = DecisionLog::new(metrics.clone());
         let (queue, queue_rx) = JobQueue::new(config.gate.queue_size, metrics.clone(), decisions.clone());
@@ -129,7 +139,8 @@ impl App {
             analyses.clone(),
             metrics.clone(),
             abort.clone(),
-        );
+        )
+        .pushing_with(pusher.clone());
         let verifier = Arc::new(Verifier::new(config.history, stale_after(&config)));
         let steps = JobSteps {
             gate: gate.clone(),
@@ -143,7 +154,7 @@ impl App {
         let bodies = (BODY_MEMORY / config.webhook.max_body_bytes.max(1)).clamp(1, 1024) as usize;
         Ok(Arc::new(App {
             inbox: Inbox::new(gate, queue, decisions.clone(), metrics.clone()),
-            config: LiveConfig::new(config),
+            config: live,
             config_path,
             store,
             decisions,
@@ -156,6 +167,7 @@ impl App {
             jobs: RunningJobs::new(abort),
             queue_rx: Mutex::new(Some(queue_rx)),
             claims,
+            pusher,
         }))
     }
 
@@ -175,8 +187,8 @@ impl App {
     }
 
     /// Runs everything but the HTTP server until `shutdown`: the workers, sampling and watch
-    /// rules, the recorder, the keeping of recorded processes' last profiles, polling and
-    /// maintenance. Returns once all have wound up (running jobs get `grace`).
+    /// rules, the recorder, the keeping of recorded processes' last profiles, polling,
+    /// maintenance and the pushes to Pyroscope. Returns once all have wound up (running jobs get `grace`).
     pub async fn run(&self, shutdown: CancellationToken, grace: Duration) {
         let Some(queue_rx) = self.take_queue() else { return };
         let steps = &self.steps;
@@ -216,7 +228,9 @@ impl App {
             claims: self.claims.clone(),
             metrics: self.metrics.clone(),
         };
+        let pushing = Pushing { pusher: self.pusher.clone(), added_rx: self.recorder.take_added() };
         let tasks = [
+            tokio::spawn(pushing.run(config.clone(), shutdown.clone())),
             tokio::spawn(sampling.run(config.clone(), shutdown.clone())),
             tokio::spawn(recording.run(config.clone(), shutdown.clone())),
             tokio::spawn(exits.run(shutdown.clone())),

@@ -4,7 +4,8 @@
 //! - [`loops`]: what runs until shutdown (workers, sampling and watch, the recorder, exits,
 //!   Alertmanager's API polled, maintenance).
 //! - The handles: [`LiveConfig`], [`DecisionLog`], [`JobQueue`] and [`RunningJobs`],
-//!   [`Inbox`] (payloads in), [`Analyses`], [`Annotator`], [`Retention`].
+//!   [`Inbox`] (payloads in), [`Analyses`], [`Annotator`], [`Retention`], [`Pusher`]
+//!   (kept profiles queued for Pyroscope).
 
 mod analyses;
 mod annotator;
@@ -14,6 +15,7 @@ mod inbox;
 pub mod job;
 mod live;
 pub mod loops;
+mod pusher;
 mod queue;
 mod retention;
 
@@ -23,5 +25,6 @@ pub use app::{App, AppError};
 pub use decisions::DecisionLog;
 pub use inbox::{Inbox, PayloadError, Taken};
 pub use live::LiveConfig;
+pub use pusher::Pusher;
 pub use queue::{JobQueue, QueueError, RunningJobs};
 pub use retention::Retention;

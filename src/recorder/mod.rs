@@ -3,7 +3,8 @@
 //! and a process's last profiles survive it. Back-to-back CPU segments (the CPU profiler
 //! serves one client at a time, so a recorded target's CPU captures come from here),
 //! heap and goroutine snapshots at intervals, each validated as captures are; pruned to
-//! `keep` and `max_bytes`; and the end of each process told once.
+//! `keep` and `max_bytes`; each new one told to whoever passes them on (to Pyroscope); and
+//! the end of each process told once.
 
 mod lifetime;
 mod merge;
@@ -42,6 +43,33 @@ pub struct Exit {
     pub at: DateTime<Utc>,
 }
 
+/// A segment or snapshot a recording took in, told to whoever passes them on.
+#[derive(Debug, Clone)]
+pub struct Added {
+    pub target: String,
+    pub segment: Segment,
+}
+
+/// Segments told and not yet taken, at most: whoever takes them (pushing to Pyroscope)
+/// queues each in milliseconds; past this the newest are not told, and the recording goes
+/// on regardless.
+const ADDED_WAITING: usize = 1024;
+
+/// Where added segments are told: nowhere until someone takes them (`take_added`), so a
+/// service that passes none on keeps none in memory.
+#[derive(Default)]
+struct AddedFeed(Mutex<Option<mpsc::Sender<Added>>>);
+
+impl AddedFeed {
+    fn tell(&self, target: &str, segment: &Segment) {
+        let Some(added_tx) = self.0.lock().unwrap().clone() else { return };
+        let added = Added { target: target.to_string(), segment: segment.clone() };
+        if let Err(mpsc::error::TrySendError::Full(added)) = added_tx.try_send(added) {
+            tracing::warn!(target = %added.target, path = %added.segment.path.display(), "Too many recorded segments waiting to be passed on; this one is not.");
+        }
+    }
+}
+
 /// Every recorded target, under `<storage.dir>/.recorder`.
 pub struct Recorder {
     dir: PathBuf,
@@ -49,6 +77,8 @@ pub struct Recorder {
     exits: mpsc::UnboundedSender<Exit>,
     /// Taken once, by whoever keeps the last profiles of processes that ended.
     exits_rx: Mutex<Option<mpsc::UnboundedReceiver<Exit>>>,
+    /// Shared with every recording.
+    added: Arc<AddedFeed>,
 }
 
 impl Recorder {
@@ -60,7 +90,16 @@ impl Recorder {
             recordings: Mutex::new(HashMap::new()),
             exits,
             exits_rx: Mutex::new(Some(exits_rx)),
+            added: Arc::default(),
         })
+    }
+
+    /// Every segment and snapshot recorded from now on, as each is added to its tape; the
+    /// last caller gets them.
+    pub fn take_added(&self) -> mpsc::Receiver<Added> {
+        let (added_tx, added_rx) = mpsc::channel(ADDED_WAITING);
+        *self.added.0.lock().unwrap() = Some(added_tx);
+        added_rx
     }
 
     /// The ends of processes, as they are told; `None` after the first call.
@@ -91,6 +130,7 @@ impl Recorder {
                         kinds: Mutex::new(BTreeMap::new()),
                         lifetime: Mutex::new(Lifetime::default()),
                         exits: self.exits.clone(),
+                        added: self.added.clone(),
                         started: Mutex::new(BTreeMap::new()),
                     });
                     recordings.insert(name.clone(), recording.clone());
@@ -158,6 +198,7 @@ pub struct Recording {
     kinds: Mutex<BTreeMap<ProfileKind, KindState>>,
     lifetime: Mutex<Lifetime>,
     exits: mpsc::UnboundedSender<Exit>,
+    added: Arc<AddedFeed>,
     /// When each kind's last request started. The loops stop and start again when a reload
     /// changes the recorder; the new ones keep this schedule, so reloads never make the
     /// target answer more often than the config says.
@@ -205,6 +246,11 @@ impl Recording {
             tracing::warn!(target = %self.target, why = %ended.why, "The recorded process ended.");
             self.exits.send(Exit { target: self.target.clone(), ended, at }).ok();
         }
+    }
+
+    /// Tells whoever took them (`Recorder::take_added`) that `segment` was added.
+    fn tell_added(&self, segment: &Segment) {
+        self.added.tell(&self.target, segment);
     }
 
     /// Why `kind` is not being recorded now, if it is not: its last error, or the CPU

@@ -170,7 +170,7 @@ async fn fetch(
             recording
                 .tape
                 .add(kind, from, finished, staged.path())
-                .map(drop)
+                .map(|segment| recording.tell_added(&segment))
                 .map_err(|source| CaptureError::Write { path: staged.path().to_path_buf(), source })
         }
         Err(error) => Err(error),
@@ -251,7 +251,8 @@ async fn perf_segment(
     let finished = Utc::now();
     let result = sampled.map_err(PerfCaptureError::from).and_then(|sampled| sampled).and_then(|_| {
         let kept = recording.tape.add(kind, started, finished, staged.path());
-        kept.map(drop).map_err(|source| PerfCaptureError::Write { path: staged.path().to_path_buf(), source })
+        kept.map(|segment| recording.tell_added(&segment))
+            .map_err(|source| PerfCaptureError::Write { path: staged.path().to_path_buf(), source })
     });
     let outcome = match &result {
         Ok(()) => Outcome::Kept,

@@ -213,11 +213,7 @@ impl Probe {
         let cgroup_memory = self.cgroups.memory(&dirs);
         let cgroup_limit = cgroup_memory.and_then(|m| m.limit);
         let limit = cgroup_limit.or(host_memory);
-        let memory_basis = cgroup_limit.map(Basis::MemoryLimit).or(host_memory.map(Basis::HostMemory));
-        match memory_basis {
-            Some(basis) => drop(self.bases.insert(Signal::MemoryPercent.key(), basis)),
-            None => drop(self.bases.remove(&Signal::MemoryPercent.key())),
-        }
+        self.note_memory_basis(cgroup_limit, host_memory);
         let shared = self.cgroups.process_count(&dirs).is_none_or(|count| count > 1);
         let used = match (&process, cgroup_memory) {
             (Some(p), _) if shared || cgroup_memory.is_none() => Some(p.rss_bytes),
@@ -235,6 +231,16 @@ impl Probe {
             sample.insert(Signal::Threads.key(), Ok(p.threads as f64));
         }
         Local { sample, memory_limit: limit }
+    }
+
+    /// Says what 100% of `memory_percent` is: the cgroup's memory limit, else the host's
+    /// memory (none when neither is known).
+    fn note_memory_basis(&mut self, cgroup_limit: Option<u64>, host_memory: Option<u64>) {
+        let memory_basis = cgroup_limit.map(Basis::MemoryLimit).or(host_memory.map(Basis::HostMemory));
+        match memory_basis {
+            Some(basis) => drop(self.bases.insert(Signal::MemoryPercent.key(), basis)),
+            None => drop(self.bases.remove(&Signal::MemoryPercent.key())),
+        }
     }
 
     /// Adds what the target's `/metrics` says to a local sample.

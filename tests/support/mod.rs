@@ -8,6 +8,7 @@ pub mod grafana;
 pub mod moto;
 pub mod oneshot;
 pub mod profiles;
+pub mod pyroscope;
 mod serve;
 pub mod servers;
 pub mod shipped;
@@ -386,6 +387,11 @@ impl ClosedPort {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port())
+    }
+
+    /// Starts listening on the port: what was down is up, at the same address.
+    pub fn open(self) -> tokio::net::TcpListener {
+        self.0.listen(64).unwrap()
     }
 }
 

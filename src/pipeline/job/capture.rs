@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::model::{CaptureId, CaptureMeta, CaptureRole, Diff, PendingCapture, ProfileKind, Summary};
 use crate::perf::{PerfSettings, PerfTarget};
 use crate::pipeline::analyses::Analyses;
+use crate::pipeline::pusher::Pusher;
 use crate::store::{ProfileStore, StagedFile, Staging};
 
 /// A capture downloaded (or failed), not yet analyzed and kept.
@@ -99,6 +100,8 @@ pub struct Capturer {
     metrics: Arc<Metrics>,
     /// Cancels downloads still running when the shutdown grace has passed.
     pub abort: CancellationToken,
+    /// Queues each kept profile for Pyroscope, when there is one.
+    pusher: Option<Pusher>,
 }
 
 impl Capturer {
@@ -111,7 +114,13 @@ impl Capturer {
         metrics: Arc<Metrics>,
         abort: CancellationToken,
     ) -> Capturer {
-        Capturer { store, staging, client, perf: PerfSampler::default(), gate, analyses, metrics, abort }
+        let perf = PerfSampler::default();
+        Capturer { store, staging, client, perf, gate, analyses, metrics, abort, pusher: None }
+    }
+
+    /// The same, queueing kept profiles for Pyroscope with `pusher`.
+    pub fn pushing_with(self, pusher: Pusher) -> Capturer {
+        Capturer { pusher: Some(pusher), ..self }
     }
 
     /// A new capture of `kind` by `rule` in `role`, named by the store, starting now.
@@ -189,12 +198,13 @@ impl Capturer {
                 if pending.kind.is_pprof() {
                     (pending.summary, pending.diff) = self.analyze(&pending, &body, compare_with).await;
                 }
+                pending.pyroscope = self.pusher.as_ref().and_then(|pusher| pusher.series(&pending));
                 (pending.kept(bytes, sha256), Some(body))
             }
             Staged::Failed(meta) => (meta, None),
         };
-        let (store, fallback) = (self.store.clone(), meta.clone());
-        let kept = match spawn_blocking(move || store.keep(meta, body)).await {
+        let (store, pusher, fallback) = (self.store.clone(), self.pusher.clone(), meta.clone());
+        let kept = match spawn_blocking(move || keep_and_queue(&store, pusher.as_ref(), meta, body)).await {
             Ok(kept) => kept,
             Err(error) => fallback.not_stored(format!("cannot store the profile: {error}")),
         };
@@ -235,6 +245,33 @@ impl Capturer {
         });
         analyzed.await.unwrap_or_default()
     }
+}
+
+/// Keeps a capture and, once it is kept, queues its profile for Pyroscope if it goes
+/// there: held before the store takes it, so that a store that moves or uploads the file
+/// leaves it to queue. Blocking.
+fn keep_and_queue(
+    store: &ProfileStore,
+    pusher: Option<&Pusher>,
+    mut meta: CaptureMeta,
+    body: Option<StagedFile>,
+) -> CaptureMeta {
+    let held = match (pusher, &body) {
+        (Some(pusher), Some(body)) if meta.pyroscope.is_some() => {
+            let held = pusher.hold(body.path(), meta.id.as_str());
+            if held.is_none() {
+                // It will not be pushed: no link to a view that would stay empty.
+                meta.pyroscope = None;
+            }
+            held.map(|held| (pusher, held))
+        }
+        _ => None,
+    };
+    let kept = store.keep(meta, body);
+    if let Some((pusher, held)) = held.filter(|_| kept.is_ok()) {
+        pusher.capture_kept(&kept, held);
+    }
+    kept
 }
 
 /// What a new capture's analysis needs to know of it.

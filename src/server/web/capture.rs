@@ -20,6 +20,7 @@ use crate::model::summary::unit_of;
 use crate::model::text::{change, quantity, reading, time};
 use crate::model::{Basis, CaptureId, CaptureMeta, Decision, Diff, TopFunction};
 use crate::pipeline::App;
+use crate::pyroscope::ViewLink;
 use crate::server::api::{ApiError, from_store};
 
 /// `GET /captures/{id}`.
@@ -55,6 +56,8 @@ pub struct CapturePage<'a> {
     grew: Option<Grew<'a>>,
     /// Where its flame graph is drawn, for a kept profile.proto.
     flamegraph: Option<String>,
+    /// Its view in Pyroscope or Grafana, once pushed and with `pyroscope.ui_url`.
+    pyroscope: Option<ViewLink>,
     starts_at: Option<String>,
     readings: Vec<(&'a str, String)>,
     decisions: DecisionTable<'a>,
@@ -81,6 +84,11 @@ impl<'a> CapturePage<'a> {
             }),
             grew: meta.diff.as_ref().and_then(|diff| Grew::of(meta, diff)),
             flamegraph: meta.has_pprof().then(|| Api::relative().flamegraph(&meta.id)),
+            pyroscope: config
+                .pyroscope
+                .as_ref()
+                .and_then(|pyroscope| pyroscope.ui_url.as_ref())
+                .and_then(|ui_url| ViewLink::of(meta, ui_url)),
             starts_at: meta.trigger.starts_at.as_ref().map(time),
             readings: meta
                 .readings
