@@ -97,13 +97,7 @@ pub async fn capture(
     settings: CaptureConfig,
     progress: bool,
 ) -> Result<Kept, ManualError> {
-    let io = |action, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ManualError::Io { action, path, source }
-    };
-    std::fs::create_dir_all(out).map_err(io("create", out))?;
-    let id = CaptureId::new(Utc::now(), "manual", CaptureRole::Spike, kind);
-    let staged = StagedFile::at(out.join(format!(".{id}.part")));
+    let (id, staged) = stage(out, kind)?;
     let client = PprofClient::new(settings);
     let received = Arc::new(AtomicU64::new(0));
     let shown = progress
@@ -120,10 +114,7 @@ pub async fn capture(
         }
         Err(error) => return Err(error.into()),
     };
-    // Moved, not copied: the profile may be up to `max_profile_bytes`.
-    let path = out.join(format!("{id}{}", kind.extension()));
-    move_into_place(staged.path(), &path).map_err(io("move into place", &path))?;
-    staged.into_path();
+    let path = keep(out, &id, kind, staged)?;
     let summary = match kind.is_pprof() {
         true => summarize_file(&path, kind).await,
         false => None,
@@ -140,14 +131,8 @@ pub async fn capture_perf(
     out: &Path,
     progress: bool,
 ) -> Result<Kept, ManualError> {
-    let io = |action, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ManualError::Io { action, path, source }
-    };
-    std::fs::create_dir_all(out).map_err(io("create", out))?;
     let kind = ProfileKind::Perf;
-    let id = CaptureId::new(Utc::now(), "manual", CaptureRole::Spike, kind);
-    let staged = StagedFile::at(out.join(format!(".{id}.part")));
+    let (id, staged) = stage(out, kind)?;
     let settings =
         PerfSettings { frequency_hz, duration: Duration::from_secs(seconds.into()), ..Default::default() };
     let shown = progress.then(|| Progress::start(kind, seconds, settings.duration, None));
@@ -160,9 +145,7 @@ pub async fn capture_perf(
         shown.finish();
     }
     let captured = sampled.map_err(PerfCaptureError::from).and_then(|sampled| sampled)?;
-    let path = out.join(format!("{id}{}", kind.extension()));
-    move_into_place(staged.path(), &path).map_err(io("move into place", &path))?;
-    staged.into_path();
+    let path = keep(out, &id, kind, staged)?;
     let summary = summarize_file(&path, kind).await;
     let perf = Some(captured.stats(frequency_hz));
     Ok(Kept {
@@ -171,6 +154,27 @@ pub async fn capture_perf(
         summary,
         perf,
     })
+}
+
+/// The capture's name, and the file in `out` (made if missing) it is written to first.
+fn stage(out: &Path, kind: ProfileKind) -> Result<(CaptureId, StagedFile), ManualError> {
+    let io = |source| ManualError::Io { action: "create", path: out.to_path_buf(), source };
+    std::fs::create_dir_all(out).map_err(io)?;
+    let id = CaptureId::new(Utc::now(), "manual", CaptureRole::Spike, kind);
+    Ok((id.clone(), StagedFile::at(out.join(format!(".{id}.part")))))
+}
+
+/// Moves a staged profile into place under its name: moved, not copied, as it may be up
+/// to `max_profile_bytes`.
+fn keep(out: &Path, id: &CaptureId, kind: ProfileKind, staged: StagedFile) -> Result<PathBuf, ManualError> {
+    let path = out.join(format!("{id}{}", kind.extension()));
+    move_into_place(staged.path(), &path).map_err(|source| ManualError::Io {
+        action: "move into place",
+        path: path.clone(),
+        source,
+    })?;
+    staged.into_path();
+    Ok(path)
 }
 
 /// The top functions of a kept profile, within the usual budget; `None` if it cannot be
