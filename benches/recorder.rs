@@ -8,7 +8,6 @@
 //! (the demo service) and wrk, and prints a Markdown table that BENCHMARKS.md records.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,38 +23,6 @@ use serde_json::{Value, json};
 mod common;
 use common::*;
 
-/// The Go demo service, built once into `dir`.
-fn build_demo(dir: &Path) -> PathBuf {
-    let binary = dir.join("demo-target");
-    let status = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&binary)
-        .arg(".")
-        .current_dir(root().join("examples/demo-target"))
-        .env("CGO_ENABLED", "0")
-        .env("GOPROXY", "off")
-        .status()
-        .expect("go runs (apt-get install golang-go)");
-    assert!(status.success(), "the demo service builds");
-    binary
-}
-
-/// The demo service on CPU 1 only, with one P: the load generator and alertprof run on
-/// CPU 0, so what the service loses is what profiling costs it, not what they take.
-fn start_demo(binary: &Path) -> Proc {
-    let mut command = Command::new("taskset");
-    command.args(["-c", "1"]).arg(binary).args(["-listen", "127.0.0.1:0"]).env("GOMAXPROCS", "1");
-    command.stderr(std::process::Stdio::null());
-    Proc::start(command, tempfile::tempdir().unwrap())
-}
-
-/// alertprof on CPU 0, keeping its data in `data` (which outlives it).
-fn start_pinned(config: &str, data: &Path) -> Proc {
-    let mut command = Command::new("taskset");
-    command.args(["-c", "0"]).arg(alertprof_binary());
-    start_alertprof_with(&format!("storage: {{dir: \"{}\"}}\n{config}", data.display()), command)
-}
-
 fn demo_target(demo: &Proc, recorder: &str) -> String {
     let port = demo.base.rsplit(':').next().unwrap();
     format!(
@@ -63,24 +30,6 @@ fn demo_target(demo: &Proc, recorder: &str) -> String {
          process: {{listen_port: {port}}}, alert_labels: {{job: demo}}, recorder: {recorder}}}]\n",
         base = demo.base
     )
-}
-
-/// Requests per second `wrk` gets from `url` in `seconds`, from CPU 0.
-fn wrk_rps(url: &str, seconds: u32) -> f64 {
-    let out = Command::new("taskset")
-        .args(["-c", "0", "wrk", "-t1", "-c4", &format!("-d{seconds}s"), url])
-        .output()
-        .expect("wrk runs (apt-get install wrk)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|line| line.strip_prefix("Requests/sec:"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("wrk: {text}"))
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// The demo service under `wrk` (CPU-bound requests of about 1 ms), in rounds of 20 s
@@ -324,7 +273,7 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let build = tempfile::tempdir().unwrap();
-        let demo = build_demo(build.path());
+        let demo = build_demo(build.path(), &[]);
         println!("| what | figure | goal |\n|---|---|---|");
         if wanted("overhead") {
             overhead(&demo).await;

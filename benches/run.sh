@@ -5,8 +5,10 @@
 #   benches/run.sh intake reaction watch_reaction memory watch_scale idle
 #   benches/run.sh overhead merge scale late        (the recorder: benches/recorder.rs)
 #   benches/run.sh push_cost queue_down              (Pyroscope pushes: benches/pyroscope.rs)
-# Needs wrk and Go (.ci/deps bench installs them). Run on a quiet machine: figures move
-# with load.
+#   benches/run.sh perf_overhead perf_symbolize perf_capture     (perf: benches/perf.rs)
+# Needs wrk and Go (.ci/deps bench installs them); the perf scenarios need the right to
+# open perf events (root, or CAP_PERFMON) and are skipped, saying so, without it. Run on a
+# quiet machine: figures move with load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .ci/deps bench
@@ -20,3 +22,4 @@ fi
 cargo bench --quiet --bench service -- "$@"
 cargo bench --quiet --bench recorder -- "$@"
 cargo bench --quiet --bench pyroscope -- "$@"
+cargo bench --quiet --bench perf -- "$@"

@@ -1,5 +1,6 @@
 //! What the whole-service benchmarks share: starting the release binary on port 0 and
-//! finding its port, reading a process's CPU time and memory, and printing a table row.
+//! finding its port, the Go demo service pinned to a CPU of its own under `wrk`, reading a
+//! process's CPU time and memory, and printing a table row.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -134,4 +135,61 @@ pub fn metric_sum(text: &str, prefix: &str) -> f64 {
 
 pub fn row(what: &str, figure: String, goal: &str) {
     println!("| {what} | {figure} | {goal} |");
+}
+
+/// The Go demo service (`examples/demo-target`) built into `dir`, with the Go files `extra`
+/// (of its package) beside its own.
+pub fn build_demo(dir: &Path, extra: &[PathBuf]) -> PathBuf {
+    let source = dir.join("demo-target-source");
+    std::fs::create_dir_all(&source).unwrap();
+    let own = ["main.go", "go.mod"].map(|name| root().join("examples/demo-target").join(name));
+    for file in own.iter().chain(extra) {
+        std::fs::copy(file, source.join(file.file_name().unwrap())).unwrap();
+    }
+    let binary = dir.join("demo-target");
+    let status = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(".")
+        .current_dir(&source)
+        .env("CGO_ENABLED", "0")
+        .env("GOPROXY", "off")
+        .status()
+        .expect("go runs (apt-get install golang-go)");
+    assert!(status.success(), "the demo service builds");
+    binary
+}
+
+/// The demo service on CPU 1 only, with one P: the load generator and alertprof run on
+/// CPU 0, so what the service loses is what profiling costs it, not what they take.
+pub fn start_demo(binary: &Path) -> Proc {
+    let mut command = Command::new("taskset");
+    command.args(["-c", "1"]).arg(binary).args(["-listen", "127.0.0.1:0"]).env("GOMAXPROCS", "1");
+    command.stderr(Stdio::null());
+    Proc::start(command, tempfile::tempdir().unwrap())
+}
+
+/// alertprof on CPU 0, keeping its data in `data` (which outlives it).
+pub fn start_pinned(config: &str, data: &Path) -> Proc {
+    let mut command = Command::new("taskset");
+    command.args(["-c", "0"]).arg(alertprof_binary());
+    start_alertprof_with(&format!("storage: {{dir: \"{}\"}}\n{config}", data.display()), command)
+}
+
+/// Requests per second `wrk` gets from `url` in `seconds`, from CPU 0.
+pub fn wrk_rps(url: &str, seconds: u32) -> f64 {
+    let out = Command::new("taskset")
+        .args(["-c", "0", "wrk", "-t1", "-c4", &format!("-d{seconds}s"), url])
+        .output()
+        .expect("wrk runs (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|line| line.strip_prefix("Requests/sec:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("wrk: {text}"))
+}
+
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
