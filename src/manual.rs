@@ -14,7 +14,7 @@ use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 
 use crate::analyze::{Budget, FunctionTable, Measure, TOP_SHOWN};
-use crate::capture::perf::{PerfCaptureError, PerfSampler};
+use crate::capture::perf::{PerfCaptureError, PerfSampler, off_thread};
 use crate::capture::{CaptureError, Fetched, PprofClient};
 use crate::config::CaptureConfig;
 use crate::durable::move_into_place;
@@ -137,14 +137,14 @@ pub async fn capture_perf(
         PerfSettings { frequency_hz, duration: Duration::from_secs(seconds.into()), ..Default::default() };
     let shown = progress.then(|| Progress::start(kind, seconds, settings.duration, None));
     let dest = staged.path().to_path_buf();
-    let sampled = tokio::task::spawn_blocking(move || {
+    let sampled = off_thread(move || {
         PerfSampler::default().capture(&target, &settings, &CancellationToken::new(), &dest)
     })
     .await;
     if let Some(shown) = shown {
         shown.finish();
     }
-    let captured = sampled.map_err(PerfCaptureError::from).and_then(|sampled| sampled)?;
+    let captured = sampled?;
     let path = keep(out, &id, kind, staged)?;
     let summary = summarize_file(&path, kind).await;
     let perf = Some(captured.stats(frequency_hz));

@@ -119,6 +119,14 @@ impl PerfCaptured {
     }
 }
 
+/// Runs blocking perf work (looking a target up, sampling) on a blocking thread, for async
+/// callers; a fault there (a panic) is an error of its own.
+pub async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, PerfCaptureError> + Send + 'static,
+) -> Result<T, PerfCaptureError> {
+    tokio::task::spawn_blocking(work).await?
+}
+
 /// Samples with perf events, and names the frames with a cache shared by every capture.
 #[derive(Clone, Default)]
 pub struct PerfSampler {

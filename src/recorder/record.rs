@@ -11,7 +11,7 @@ use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 
 use super::{MAX_BACKOFF, Recording, Seen};
-use crate::capture::perf::{PerfCaptureError, PerfLookup, PerfSampler};
+use crate::capture::perf::{PerfCaptureError, PerfLookup, PerfSampler, off_thread};
 use crate::capture::{CaptureError, PprofClient};
 use crate::config::RecorderConfig;
 use crate::metrics::Metrics;
@@ -246,10 +246,10 @@ async fn perf_segment(
     let sampled = {
         let (sampler, lookup, stop, path) =
             (tools.perf.clone(), lookup.clone(), stop.clone(), staged.path().to_path_buf());
-        tokio::task::spawn_blocking(move || sampler.find_and_capture(&lookup, &settings, &stop, &path)).await
+        off_thread(move || sampler.find_and_capture(&lookup, &settings, &stop, &path)).await
     };
     let finished = Utc::now();
-    let result = sampled.map_err(PerfCaptureError::from).and_then(|sampled| sampled).and_then(|_| {
+    let result = sampled.and_then(|_| {
         let kept = recording.tape.add(kind, started, finished, staged.path());
         kept.map(|segment| recording.tell_added(&segment))
             .map_err(|source| PerfCaptureError::Write { path: staged.path().to_path_buf(), source })

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::analyze::stored::{self, AnalysisError};
 use crate::analyze::{DIFF_KEPT, FunctionTable, Measure, TOP_KEPT, diff, top_line};
 use crate::capture::PprofClient;
-use crate::capture::perf::{PerfCaptureError, PerfSampler};
+use crate::capture::perf::{PerfSampler, off_thread};
 use crate::gate::Gate;
 use crate::metrics::Metrics;
 use crate::model::{CaptureId, CaptureMeta, CaptureRole, Diff, PendingCapture, ProfileKind, Summary};
@@ -177,10 +177,10 @@ impl Capturer {
         let staged = self.staging.file(pending.id.as_str());
         let (sampler, dest, cancel) = (self.perf.clone(), staged.path().to_path_buf(), self.abort.clone());
         let frequency = settings.frequency_hz;
-        let sampled = spawn_blocking(move || sampler.capture(&target, &settings, &cancel, &dest)).await;
+        let sampled = off_thread(move || sampler.capture(&target, &settings, &cancel, &dest)).await;
         pending.finished_at = Utc::now();
         self.metrics.captures_in_flight.dec();
-        match sampled.map_err(PerfCaptureError::from).and_then(|sampled| sampled) {
+        match sampled {
             Ok(captured) => {
                 pending.perf = Some(captured.stats(frequency));
                 StagedCapture::ready(pending, staged, captured.bytes, captured.sha256, clock)

@@ -20,7 +20,7 @@ use futures_util::future::join_all;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::capture::PprofClient;
-use crate::capture::perf::{PerfCaptureError, RECORDED_SOURCE};
+use crate::capture::perf::{RECORDED_SOURCE, off_thread};
 use crate::model::{
     CaptureMeta, CaptureRole, Decision, Outcome, PendingCapture, ProfileKind, Readings, Window,
 };
@@ -221,9 +221,9 @@ async fn sample_perf(steps: &JobSteps, job: &Job, mut pending: PendingCapture) -
     let lookup = perf::lookup(job);
     let found = {
         let lookup = lookup.clone();
-        tokio::task::spawn_blocking(move || lookup.find()).await
+        off_thread(move || Ok(lookup.find()?)).await
     };
-    let target = match found.map_err(PerfCaptureError::from).and_then(|found| Ok(found?)) {
+    let target = match found {
         Ok(target) => target,
         Err(why) => return StagedCapture::failed(pending, why.to_string(), std::time::Instant::now()),
     };
